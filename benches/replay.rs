@@ -1,0 +1,77 @@
+//! Criterion benchmarks of the replay engine.
+//!
+//! - `engine_overhead`: the throughput pass against `bump` (never frees, a pointer increment)
+//!   with `--touch none`: what the harness itself costs per operation (loop, slot table,
+//!   dispatch on the kind). Target: below 2 ns per operation.
+//! - `backends`: the throughput pass of the four real allocators (and bump) on the same small
+//!   trace, with the default `--touch pages`, for the harness's cost to be read against theirs.
+//!
+//! Each sample replays the whole program on a fresh backend; only the replay loop is timed
+//! (`iter_custom`), not creating the backend or freeing what the trace leaves live.
+//!
+//! Run: `cargo bench -p mallard-benches --bench replay`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mallard_replay::backend::{ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
+use mallard_replay::engine::{self, Slots, Touch};
+use mallard_replay::program::{Compiler, Program};
+use std::time::{Duration, Instant};
+
+fn program(generator: &str, events: u64) -> Program {
+    let mut c = Compiler::new();
+    let params = mallard_trace::gen::GenParams { events, seed: 42, threads: 1 };
+    mallard_trace::gen::generate(generator, &params, &mut |r| {
+        c.push(&r.event).expect("generated traces are valid");
+        Ok(())
+    })
+    .expect("known generator");
+    c.finish()
+}
+
+fn replay<B: Backend>(iters: u64, prog: &Program, touch: Touch, mut make: impl FnMut() -> B) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut b = make();
+        let mut slots = Slots::new(prog.slots);
+        let t0 = Instant::now();
+        engine::throughput(&mut b, prog, &mut slots, touch).expect("replay");
+        total += t0.elapsed();
+        slots.free_all(&mut b);
+    }
+    total
+}
+
+fn engine_overhead(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine_overhead");
+    for gen in ["python-objects", "uniform"] {
+        let prog = program(gen, 200_000);
+        let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
+        g.throughput(Throughput::Elements(prog.ops.len() as u64));
+        g.bench_function(BenchmarkId::new("bump-touch-none", gen), |b| {
+            b.iter_custom(|iters| replay(iters, &prog, Touch::None, || Bump::new(cap).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn backends(c: &mut Criterion) {
+    let prog = program("python-objects", 200_000);
+    let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
+    let mut g = c.benchmark_group("backends_python_objects");
+    g.throughput(Throughput::Elements(prog.ops.len() as u64));
+    g.bench_function("bump", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Bump::new(cap).unwrap())));
+    g.bench_function("arena", |b| {
+        b.iter_custom(|n| replay(n, &prog, Touch::Pages, || ArenaBackend::new(Default::default()).unwrap()))
+    });
+    g.bench_function("glibc", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Glibc)));
+    g.bench_function("jemalloc", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Jemalloc)));
+    g.bench_function("mimalloc", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Mimalloc)));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = engine_overhead, backends
+}
+criterion_main!(benches);

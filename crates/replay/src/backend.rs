@@ -1,0 +1,582 @@
+//! Allocator backends: one small adapter per allocator, all behind the [`Backend`] trait.
+//!
+//! The replay loop is generic over `Backend`, so every call is a direct (monomorphised) call
+//! into the allocator with no virtual dispatch. All four real allocators live in the same
+//! binary: glibc's malloc is the process's own, jemalloc comes from `tikv-jemalloc-sys` with
+//! its `_rjem_`-prefixed symbols, mimalloc from `libmimalloc-sys` (`mi_` symbols), and the
+//! arena from `mallard-arena`. None of them replaces the Rust global allocator, so the
+//! harness's own (pre-replay) allocations never land in the heap of jemalloc, mimalloc or the
+//! arena; with glibc they share glibc's heap, which is why the harness allocates everything
+//! before the replay and nothing during it.
+//!
+//! `bump` never frees: it is the speed-of-light reference for the harness itself.
+
+use mallard_arena::{Arena, Config as ArenaConfig};
+use std::ffi::c_void;
+use std::ptr;
+
+/// The allocators `mallard run` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocatorName {
+    Arena,
+    Glibc,
+    Jemalloc,
+    Mimalloc,
+    Bump,
+}
+
+impl AllocatorName {
+    /// The allocators a run uses when none are named.
+    pub const DEFAULT: [AllocatorName; 4] =
+        [AllocatorName::Arena, AllocatorName::Glibc, AllocatorName::Jemalloc, AllocatorName::Mimalloc];
+    pub const ALL: [AllocatorName; 5] = [
+        AllocatorName::Arena,
+        AllocatorName::Glibc,
+        AllocatorName::Jemalloc,
+        AllocatorName::Mimalloc,
+        AllocatorName::Bump,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocatorName::Arena => "arena",
+            AllocatorName::Glibc => "glibc",
+            AllocatorName::Jemalloc => "jemalloc",
+            AllocatorName::Mimalloc => "mimalloc",
+            AllocatorName::Bump => "bump",
+        }
+    }
+
+    /// One line on what the allocator is, for `--help` and reports.
+    pub fn about(self) -> &'static str {
+        match self {
+            AllocatorName::Arena => "Mallard's pymalloc-style arena allocator (CPython's obmalloc), large objects to glibc",
+            AllocatorName::Glibc => "the system malloc (glibc ptmalloc2)",
+            AllocatorName::Jemalloc => "jemalloc 5.3 built from source by tikv-jemalloc-sys",
+            AllocatorName::Mimalloc => "mimalloc built from source by libmimalloc-sys",
+            AllocatorName::Bump => "bump pointer that never frees: the harness's speed-of-light reference",
+        }
+    }
+}
+
+impl std::fmt::Display for AllocatorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AllocatorName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AllocatorName::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = AllocatorName::ALL.iter().map(|a| a.as_str()).collect();
+            format!("unknown allocator '{s}' (known: {})", names.join(", "))
+        })
+    }
+}
+
+/// One allocator as the replay engine sees it.
+///
+/// # Safety
+/// Implementations must behave like the C allocation functions: `malloc`, `calloc`, `aligned`
+/// and `realloc` return memory valid for `size` bytes (or null on failure, or for size 0 either
+/// null or a unique pointer); `free` and `realloc` accept exactly the pointers this backend
+/// returned and not yet freed, and null.
+pub unsafe trait Backend {
+    /// # Safety
+    /// See the trait.
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8;
+    /// Zeroed memory. # Safety: see the trait.
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8;
+    /// `align` is a power of two, at least the pointer size. # Safety: see the trait.
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8;
+    /// # Safety
+    /// `p` is null or a live pointer from this backend.
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8;
+    /// # Safety
+    /// `p` is null or a live pointer from this backend; it is dead afterwards.
+    unsafe fn free(&mut self, p: *mut u8);
+    /// Bytes the allocator holds from the OS by its own account, and where the figure comes
+    /// from; `None` if it keeps no such account. Called outside timed regions only.
+    fn footprint(&mut self) -> Option<u64>;
+    fn footprint_source(&self) -> &'static str;
+    /// Allocator-specific statistics for the report, gathered after the replay.
+    fn stats(&mut self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// glibc
+
+/// The process's own malloc (glibc).
+pub struct Glibc;
+
+// SAFETY: forwards to the C allocator, which has exactly the contract the trait requires.
+unsafe impl Backend for Glibc {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc call.
+        unsafe { libc::malloc(size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain calloc call.
+        unsafe { libc::calloc(1, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
+        let mut p: *mut c_void = ptr::null_mut();
+        // SAFETY: align is a power of two and a multiple of sizeof(void*) (the engine ensures it).
+        if unsafe { libc::posix_memalign(&mut p, align, size) } != 0 {
+            return ptr::null_mut();
+        }
+        p as *mut u8
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: p is null or live from this allocator (caller contract).
+        unsafe { libc::realloc(p as *mut c_void, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, p: *mut u8) {
+        // SAFETY: p is null or live from this allocator (caller contract).
+        unsafe { libc::free(p as *mut c_void) }
+    }
+    fn footprint(&mut self) -> Option<u64> {
+        // SAFETY: mallinfo2 only reads the allocator's bookkeeping.
+        let mi = unsafe { libc::mallinfo2() };
+        Some((mi.arena + mi.hblkhd) as u64)
+    }
+    fn footprint_source(&self) -> &'static str {
+        "glibc mallinfo2(): arena (heap bytes from sbrk/mmap'd heaps) + hblkhd (bytes in mmap'd chunks)"
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// jemalloc
+
+/// jemalloc through tikv-jemalloc-sys's prefixed symbols (`_rjem_malloc`, ...).
+pub struct Jemalloc;
+
+impl Jemalloc {
+    fn read_size_t(name: &[u8]) -> Option<u64> {
+        let mut v: usize = 0;
+        let mut len = std::mem::size_of::<usize>();
+        // SAFETY: name is NUL-terminated; v/len describe a valid size_t output buffer.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr() as *const _,
+                &mut v as *mut usize as *mut c_void,
+                &mut len,
+                ptr::null_mut(),
+                0,
+            )
+        };
+        (rc == 0).then_some(v as u64)
+    }
+
+    /// Refreshes jemalloc's cached statistics (`epoch`).
+    fn refresh() {
+        let mut epoch: u64 = 1;
+        let mut len = std::mem::size_of::<u64>();
+        // SAFETY: "epoch" takes and returns a uint64_t; buffers are valid.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"epoch".as_ptr(),
+                &mut epoch as *mut u64 as *mut c_void,
+                &mut len,
+                &mut epoch as *mut u64 as *mut c_void,
+                len,
+            );
+        }
+    }
+
+    pub fn version() -> String {
+        let mut p: *const libc::c_char = ptr::null();
+        let mut len = std::mem::size_of::<*const libc::c_char>();
+        // SAFETY: "version" returns a const char* into p.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"version".as_ptr(),
+                &mut p as *mut *const libc::c_char as *mut c_void,
+                &mut len,
+                ptr::null_mut(),
+                0,
+            )
+        };
+        if rc != 0 || p.is_null() {
+            return "unknown".into();
+        }
+        // SAFETY: jemalloc returns a static NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+// SAFETY: forwards to jemalloc's C API, which has the C allocator contract.
+unsafe impl Backend for Jemalloc {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc call.
+        unsafe { tikv_jemalloc_sys::malloc(size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain calloc call.
+        unsafe { tikv_jemalloc_sys::calloc(1, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
+        let mut p: *mut c_void = ptr::null_mut();
+        // SAFETY: align is a power of two and a multiple of sizeof(void*).
+        if unsafe { tikv_jemalloc_sys::posix_memalign(&mut p, align, size) } != 0 {
+            return ptr::null_mut();
+        }
+        p as *mut u8
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: p is null or live from jemalloc (caller contract).
+        unsafe { tikv_jemalloc_sys::realloc(p as *mut c_void, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, p: *mut u8) {
+        // SAFETY: p is null or live from jemalloc (caller contract).
+        unsafe { tikv_jemalloc_sys::free(p as *mut c_void) }
+    }
+    fn footprint(&mut self) -> Option<u64> {
+        Self::refresh();
+        Self::read_size_t(b"stats.resident\0")
+    }
+    fn footprint_source(&self) -> &'static str {
+        "jemalloc mallctl stats.resident (after an epoch refresh): physically resident pages of the allocator"
+    }
+    fn stats(&mut self) -> Option<serde_json::Value> {
+        Self::refresh();
+        let mut m = serde_json::Map::new();
+        for k in ["allocated", "active", "metadata", "resident", "mapped", "retained"] {
+            let name = format!("stats.{k}\0");
+            if let Some(v) = Self::read_size_t(name.as_bytes()) {
+                m.insert(k.into(), v.into());
+            }
+        }
+        Some(serde_json::Value::Object(m))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mimalloc
+
+/// mimalloc through libmimalloc-sys.
+pub struct Mimalloc;
+
+impl Mimalloc {
+    pub fn version() -> String {
+        // SAFETY: mi_version has no preconditions.
+        let v = unsafe { libmimalloc_sys::mi_version() };
+        format!("{}.{}.{}", v / 100, (v / 10) % 10, v % 10)
+    }
+
+    fn process_info() -> [usize; 8] {
+        let mut f = [0usize; 8];
+        // SAFETY: each out-pointer is valid for a size_t write.
+        unsafe {
+            let [a, b, c, d, e, g, h, i] = &mut f;
+            libmimalloc_sys::mi_process_info(a, b, c, d, e, g, h, i);
+        }
+        f
+    }
+}
+
+// SAFETY: forwards to mimalloc's C API, which has the C allocator contract.
+unsafe impl Backend for Mimalloc {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc call.
+        unsafe { libmimalloc_sys::mi_malloc(size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain calloc call.
+        unsafe { libmimalloc_sys::mi_calloc(1, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
+        // SAFETY: align is a power of two.
+        unsafe { libmimalloc_sys::mi_malloc_aligned(size, align) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: p is null or live from mimalloc (caller contract).
+        unsafe { libmimalloc_sys::mi_realloc(p as *mut c_void, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, p: *mut u8) {
+        // SAFETY: p is null or live from mimalloc (caller contract).
+        unsafe { libmimalloc_sys::mi_free(p as *mut c_void) }
+    }
+    fn footprint(&mut self) -> Option<u64> {
+        // elapsed, user, system, current_rss, peak_rss, current_commit, peak_commit, page_faults
+        Some(Self::process_info()[5] as u64)
+    }
+    fn footprint_source(&self) -> &'static str {
+        "mimalloc mi_process_info(): current_commit (bytes mimalloc has committed from the OS)"
+    }
+    fn stats(&mut self) -> Option<serde_json::Value> {
+        let f = Self::process_info();
+        Some(serde_json::json!({
+            "current_commit": f[5], "peak_commit": f[6], "current_rss": f[3], "peak_rss": f[4], "page_faults": f[7]
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// arena
+
+/// Mallard's arena allocator. Single-threaded, like pymalloc under the GIL.
+pub struct ArenaBackend {
+    pub arena: Arena,
+}
+
+impl ArenaBackend {
+    pub fn new(config: ArenaConfig) -> Result<Self, String> {
+        Arena::new(config).map(|arena| ArenaBackend { arena }).map_err(|e| e.to_string())
+    }
+}
+
+// SAFETY: forwards to mallard-arena, whose API has the C allocator contract.
+unsafe impl Backend for ArenaBackend {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain malloc call.
+        unsafe { self.arena.malloc(size) }
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain calloc call.
+        unsafe { self.arena.calloc(1, size) }
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
+        // SAFETY: align is a power of two.
+        unsafe { self.arena.aligned_alloc(align, size) }
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: p is null or live from this arena (caller contract).
+        unsafe { self.arena.realloc(p, size) }
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, p: *mut u8) {
+        // SAFETY: p is null or live from this arena (caller contract).
+        unsafe { self.arena.free(p) }
+    }
+    fn footprint(&mut self) -> Option<u64> {
+        Some(self.arena.footprint() as u64)
+    }
+    fn footprint_source(&self) -> &'static str {
+        "arena counters: bytes of mapped arenas + bytes requested by live raw (large) blocks"
+    }
+    fn stats(&mut self) -> Option<serde_json::Value> {
+        let st = self.arena.stats();
+        Some(serde_json::json!({
+            "debugmallocstats": st.to_string(),
+            "figures": serde_json::to_value(&st).ok(),
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bump
+
+/// Never frees: hands out consecutive 16-byte-aligned blocks from one reserved mapping.
+/// Each block is preceded by its size (for realloc's copy).
+pub struct Bump {
+    base: *mut u8,
+    next: usize,
+    cap: usize,
+}
+
+impl Bump {
+    /// Reserves `capacity` bytes of address space (not memory: pages fault in when touched).
+    pub fn new(capacity: usize) -> Result<Self, String> {
+        let cap = capacity.max(1 << 16).next_multiple_of(4096);
+        // SAFETY: anonymous private mapping with no address hint; checked for MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(format!("bump: cannot reserve {cap} bytes: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Bump { base: base as *mut u8, next: 0, cap })
+    }
+
+    /// Bytes a trace needs from a bump allocator: every allocation rounded up, plus headers.
+    pub fn capacity_for(total_bytes: u64, allocations: u64, max_align: u64) -> usize {
+        (total_bytes + allocations * (32 + max_align.max(16))) as usize
+    }
+
+    #[inline(always)]
+    fn take(&mut self, align: usize, size: usize) -> *mut u8 {
+        let align = align.max(16);
+        let start = (self.next + 16).next_multiple_of(align);
+        let end = start + size;
+        if end > self.cap {
+            return ptr::null_mut();
+        }
+        self.next = end;
+        // SAFETY: start - 16 .. end lies inside the mapping (checked above); the header slot is
+        // 8-byte aligned because start is 16-aligned.
+        unsafe {
+            let p = self.base.add(start);
+            *(p.sub(8) as *mut usize) = size;
+            p
+        }
+    }
+}
+
+impl Drop for Bump {
+    fn drop(&mut self) {
+        // SAFETY: base/cap describe the mapping made in `new`.
+        unsafe { libc::munmap(self.base as *mut c_void, self.cap) };
+    }
+}
+
+// SAFETY: blocks never overlap and stay valid until the Bump is dropped.
+unsafe impl Backend for Bump {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        self.take(16, size)
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        // Fresh anonymous memory reads as zero and is never reused.
+        self.take(16, size)
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
+        self.take(align, size)
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+        let q = self.take(16, size);
+        if !p.is_null() && !q.is_null() {
+            // SAFETY: p came from take(), which stored its size 8 bytes before it; both blocks
+            // are valid for the copied length and do not overlap (bump never reuses memory).
+            unsafe {
+                let old = *(p.sub(8) as *const usize);
+                ptr::copy_nonoverlapping(p, q, old.min(size));
+            }
+        }
+        q
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, _p: *mut u8) {}
+    fn footprint(&mut self) -> Option<u64> {
+        Some(self.next as u64)
+    }
+    fn footprint_source(&self) -> &'static str {
+        "bump: bytes handed out so far (nothing is ever freed)"
+    }
+}
+
+/// Version string of an allocator, for the report.
+pub fn version(name: AllocatorName) -> String {
+    match name {
+        AllocatorName::Arena => format!("mallard-arena {}", env!("CARGO_PKG_VERSION")),
+        AllocatorName::Glibc => {
+            // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+            let v = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+            format!("glibc {}", v.to_string_lossy())
+        }
+        AllocatorName::Jemalloc => format!("jemalloc {}", Jemalloc::version()),
+        AllocatorName::Mimalloc => format!("mimalloc {}", Mimalloc::version()),
+        AllocatorName::Bump => format!("mallard bump {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+extern "C" {
+    fn gnu_get_libc_version() -> *const libc::c_char;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every backend returns distinct, aligned, writable memory, and realloc keeps contents.
+    fn exercise<B: Backend>(b: &mut B) {
+        let sizes = [1usize, 8, 16, 24, 48, 100, 512, 513, 4096, 100_000, 1 << 20];
+        let mut blocks: Vec<(*mut u8, usize, u8)> = Vec::new();
+        unsafe {
+            for (i, &s) in sizes.iter().enumerate() {
+                for (j, p) in [b.malloc(s), b.calloc(s), b.aligned(64, s), b.aligned(4096, s)].into_iter().enumerate() {
+                    assert!(!p.is_null(), "null for size {s}");
+                    // malloc/calloc: 16, or the size's power of two when smaller (C's rule).
+                    let align = [16.min(s.next_power_of_two()), 16.min(s.next_power_of_two()), 64, 4096][j];
+                    assert_eq!(p as usize % align, 0, "alignment {align} size {s}");
+                    if j == 1 {
+                        assert!((0..s).all(|k| *p.add(k) == 0), "calloc not zeroed, size {s}");
+                    }
+                    let tag = (i * 4 + j) as u8;
+                    ptr::write_bytes(p, tag, s);
+                    blocks.push((p, s, tag));
+                }
+            }
+            // Distinct: no two blocks overlap.
+            let mut spans: Vec<(usize, usize)> = blocks.iter().map(|&(p, s, _)| (p as usize, p as usize + s)).collect();
+            spans.sort();
+            for w in spans.windows(2) {
+                assert!(w[0].1 <= w[1].0, "overlapping blocks {w:?}");
+            }
+            // Writes survived (no block clobbered another) and realloc keeps the data.
+            for (p, s, tag) in blocks.iter_mut() {
+                assert!((0..*s).all(|k| *p.add(k) == *tag));
+                let ns = *s * 2 + 8;
+                let q = b.realloc(*p, ns);
+                assert!(!q.is_null());
+                assert!((0..*s).all(|k| *q.add(k) == *tag), "realloc lost data");
+                *p = q;
+            }
+            for (p, _, _) in blocks {
+                b.free(p);
+            }
+            b.free(ptr::null_mut());
+        }
+        assert!(b.footprint().is_some());
+    }
+
+    #[test]
+    fn glibc_memory_is_sound() {
+        exercise(&mut Glibc);
+    }
+    #[test]
+    fn jemalloc_memory_is_sound() {
+        exercise(&mut Jemalloc);
+        assert!(Jemalloc::version().starts_with('5'), "{}", Jemalloc::version());
+    }
+    #[test]
+    fn mimalloc_memory_is_sound() {
+        exercise(&mut Mimalloc);
+    }
+    #[test]
+    fn arena_memory_is_sound() {
+        exercise(&mut ArenaBackend::new(ArenaConfig::default()).unwrap());
+    }
+    #[test]
+    fn bump_memory_is_sound() {
+        exercise(&mut Bump::new(64 << 20).unwrap());
+    }
+    #[test]
+    fn unknown_allocator_is_named() {
+        let e = "tcmalloc".parse::<AllocatorName>().unwrap_err();
+        assert!(e.contains("tcmalloc") && e.contains("jemalloc"), "{e}");
+    }
+}

@@ -1,0 +1,440 @@
+//! The replay loop and its three timed passes.
+//!
+//! Every pass walks the compiled [`Program`] in order against one [`Backend`] and a slot table
+//! allocated (and touched) beforehand: no hashing, no allocation, no I/O inside the loop. The
+//! loop is generic over the backend and the touch policy, so each combination compiles to a
+//! straight loop of direct calls.
+//!
+//! - [`throughput`]: the whole replay under one clock reading at each end; no per-operation
+//!   timer. Touching the memory is part of what it times, as in any real program.
+//! - [`batched`]: runs of up to `batch` consecutive operations of the same kind are timed
+//!   together with fenced cycle-counter reads; the empty-bracket floor is subtracted and the
+//!   rest divided by the run length, recorded with the run length as its count. This sees a
+//!   fast path of a few ns that no per-call timer can. Touching happens after the bracket
+//!   closes, and the RSS timeline is sampled between batches, outside the brackets.
+//! - [`tail`]: every call bracketed on its own, the floor subtracted: the slow paths (page
+//!   faults, mmap, lock waits) that averages hide.
+//!
+//! Pointers pass through `std::hint::black_box`, so no call can be optimised away.
+
+use crate::backend::Backend;
+use crate::measure::{read_start, read_stop};
+use crate::program::{Op, OpKind, Program, KINDS};
+use hdrhistogram::Histogram;
+use std::hint::black_box;
+use std::ptr;
+
+/// How allocated memory is written after each allocation, so that RSS is real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Touch {
+    /// Never written: RSS shows only what the allocator itself touches.
+    None,
+    /// The first byte.
+    First,
+    /// One byte per 4 KiB page (the default): every page the program could use is resident.
+    Pages,
+    /// Every byte (memset).
+    All,
+}
+
+impl std::str::FromStr for Touch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Touch::None),
+            "first" => Ok(Touch::First),
+            "pages" => Ok(Touch::Pages),
+            "all" => Ok(Touch::All),
+            _ => Err(format!("unknown touch policy '{s}' (known: none, first, pages, all)")),
+        }
+    }
+}
+
+const T_NONE: u8 = 0;
+const T_FIRST: u8 = 1;
+const T_PAGES: u8 = 2;
+const T_ALL: u8 = 3;
+
+/// The allocator returned null for a request it should have met.
+#[derive(Debug)]
+pub struct OpFailed {
+    pub index: usize,
+    pub op: Op,
+}
+
+impl std::fmt::Display for OpFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "operation {} ({} of {} bytes) returned null: out of memory", self.index, self.op.kind.name(), self.op.size)
+    }
+}
+
+/// The slot table: one pointer per simultaneously live object.
+pub struct Slots(Vec<*mut u8>);
+
+impl Slots {
+    /// Allocates and touches the table (so its pages fault in before any timing).
+    pub fn new(n: usize) -> Slots {
+        let mut v: Vec<*mut u8> = Vec::with_capacity(n.max(1));
+        for _ in 0..n.max(1) {
+            v.push(ptr::null_mut());
+        }
+        Slots(v)
+    }
+
+    /// Frees every object still live (untimed), returning how many there were.
+    pub fn free_all<B: Backend>(&mut self, b: &mut B) -> u64 {
+        let mut n = 0;
+        for p in self.0.iter_mut() {
+            if !p.is_null() {
+                // SAFETY: a non-null slot holds a live pointer from this backend.
+                unsafe { b.free(*p) };
+                *p = ptr::null_mut();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[inline(always)]
+unsafe fn touch<const T: u8>(p: *mut u8, size: usize) {
+    // SAFETY (all arms): p is valid for `size` bytes, freshly returned by the allocator.
+    unsafe {
+        match T {
+            T_FIRST if size > 0 => ptr::write(p, 1),
+            T_PAGES => {
+                let mut off = 0;
+                while off < size {
+                    ptr::write(p.add(off), 1);
+                    off += 4096;
+                }
+            }
+            T_ALL => ptr::write_bytes(p, 1, size),
+            _ => {}
+        }
+    }
+}
+
+/// Executes one operation without touching memory; returns false if the allocator failed.
+#[inline(always)]
+unsafe fn call<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool {
+    // SAFETY: op.slot < slot table length (the compiler made both); the slot holds a live
+    // pointer for Free/Realloc and null or a dead value for allocations.
+    unsafe {
+        let s = slots.add(op.slot as usize);
+        let size = op.size as usize;
+        let p = match op.kind {
+            OpKind::Malloc => b.malloc(size),
+            OpKind::Calloc => b.calloc(size),
+            OpKind::Aligned => b.aligned(1usize << op.align_log2, size),
+            OpKind::Realloc => b.realloc(*s, size),
+            OpKind::Free => {
+                b.free(black_box(*s));
+                *s = ptr::null_mut();
+                return true;
+            }
+        };
+        *s = black_box(p);
+        !p.is_null() || size == 0
+    }
+}
+
+#[inline(always)]
+unsafe fn touch_op<const T: u8>(slots: *mut *mut u8, op: &Op) {
+    if T != T_NONE && op.kind != OpKind::Free {
+        // SAFETY: the slot was just filled by `call` with a block of op.size bytes (or null
+        // with size 0, in which case touch writes nothing).
+        unsafe {
+            let p = *slots.add(op.slot as usize);
+            if !p.is_null() {
+                touch::<T>(p, op.size as usize);
+            }
+        }
+    }
+}
+
+macro_rules! dispatch_touch {
+    ($touch:expr, $f:ident :: <$b:ty> ($($arg:expr),*)) => {
+        match $touch {
+            Touch::None => $f::<$b, T_NONE>($($arg),*),
+            Touch::First => $f::<$b, T_FIRST>($($arg),*),
+            Touch::Pages => $f::<$b, T_PAGES>($($arg),*),
+            Touch::All => $f::<$b, T_ALL>($($arg),*),
+        }
+    };
+}
+
+/// The untimed-per-op pass: returns the elapsed nanoseconds of the whole replay.
+pub fn throughput<B: Backend>(b: &mut B, prog: &Program, slots: &mut Slots, touch: Touch) -> Result<f64, OpFailed> {
+    dispatch_touch!(touch, throughput_t::<B>(b, prog, slots))
+}
+
+fn throughput_t<B: Backend, const T: u8>(b: &mut B, prog: &Program, slots: &mut Slots) -> Result<f64, OpFailed> {
+    let sp = slots.0.as_mut_ptr();
+    let t0 = std::time::Instant::now();
+    for (i, op) in prog.ops.iter().enumerate() {
+        // SAFETY: see `call` and `touch_op`; the program and slot table belong together.
+        unsafe {
+            if !call(b, sp, op) {
+                return Err(OpFailed { index: i, op: *op });
+            }
+            touch_op::<T>(sp, op);
+        }
+    }
+    Ok(t0.elapsed().as_nanos() as f64)
+}
+
+/// Per-kind latency histograms in picoseconds, allocated before the replay.
+pub struct KindHists(pub Vec<Histogram<u64>>);
+
+impl KindHists {
+    pub fn new() -> Self {
+        KindHists((0..KINDS).map(|_| mallard_report::hist::new_histogram()).collect())
+    }
+}
+
+impl Default for KindHists {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Conversion from timer ticks (minus the floor) to picoseconds.
+#[derive(Clone, Copy)]
+pub struct TickScale {
+    pub floor: u64,
+    pub ps_per_tick: f64,
+}
+
+/// One point of the RSS timeline, taken between batches.
+pub trait Sampler<B> {
+    /// Called when `ops_done` operations have completed and a sample is due; `backend` is
+    /// between calls, so asking it for statistics is safe.
+    fn sample(&mut self, ops_done: u64, backend: &mut B);
+}
+
+/// The batched pass. `sample_every`: operations between RSS samples (0: none).
+pub fn batched<B: Backend, S: Sampler<B>>(
+    b: &mut B,
+    prog: &Program,
+    slots: &mut Slots,
+    touch: Touch,
+    batch: usize,
+    scale: TickScale,
+    hists: &mut KindHists,
+    sample_every: u64,
+    sampler: &mut S,
+) -> Result<(), OpFailed> {
+    match touch {
+        Touch::None => batched_t::<B, S, T_NONE>(b, prog, slots, batch, scale, hists, sample_every, sampler),
+        Touch::First => batched_t::<B, S, T_FIRST>(b, prog, slots, batch, scale, hists, sample_every, sampler),
+        Touch::Pages => batched_t::<B, S, T_PAGES>(b, prog, slots, batch, scale, hists, sample_every, sampler),
+        Touch::All => batched_t::<B, S, T_ALL>(b, prog, slots, batch, scale, hists, sample_every, sampler),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batched_t<B: Backend, S: Sampler<B>, const T: u8>(
+    b: &mut B,
+    prog: &Program,
+    slots: &mut Slots,
+    batch: usize,
+    scale: TickScale,
+    hists: &mut KindHists,
+    sample_every: u64,
+    sampler: &mut S,
+) -> Result<(), OpFailed> {
+    let sp = slots.0.as_mut_ptr();
+    let ops = &prog.ops[..];
+    let batch = batch.max(1);
+    let mut next_sample = if sample_every > 0 { sample_every } else { u64::MAX };
+    let mut i = 0;
+    while i < ops.len() {
+        let kind = ops[i].kind;
+        let mut j = i + 1;
+        while j < ops.len() && j - i < batch && ops[j].kind == kind {
+            j += 1;
+        }
+        let run = &ops[i..j];
+        let t0 = read_start();
+        for op in run {
+            // SAFETY: see `call`.
+            if unsafe { !call(b, sp, op) } {
+                return Err(OpFailed { index: i, op: *op });
+            }
+        }
+        let t1 = read_stop();
+        for op in run {
+            // SAFETY: see `touch_op`.
+            unsafe { touch_op::<T>(sp, op) };
+        }
+        let n = (j - i) as u64;
+        let ticks = t1.wrapping_sub(t0).saturating_sub(scale.floor);
+        let ps = (ticks as f64 * scale.ps_per_tick / n as f64) as u64;
+        hists.0[kind as usize].saturating_record_n(ps.min(mallard_report::hist::MAX_PS), n).ok();
+        i = j;
+        while i as u64 >= next_sample {
+            sampler.sample(i as u64, b);
+            next_sample += sample_every;
+        }
+    }
+    Ok(())
+}
+
+/// The per-call pass.
+pub fn tail<B: Backend>(
+    b: &mut B,
+    prog: &Program,
+    slots: &mut Slots,
+    touch: Touch,
+    scale: TickScale,
+    hists: &mut KindHists,
+) -> Result<(), OpFailed> {
+    match touch {
+        Touch::None => tail_t::<B, T_NONE>(b, prog, slots, scale, hists),
+        Touch::First => tail_t::<B, T_FIRST>(b, prog, slots, scale, hists),
+        Touch::Pages => tail_t::<B, T_PAGES>(b, prog, slots, scale, hists),
+        Touch::All => tail_t::<B, T_ALL>(b, prog, slots, scale, hists),
+    }
+}
+
+fn tail_t<B: Backend, const T: u8>(
+    b: &mut B,
+    prog: &Program,
+    slots: &mut Slots,
+    scale: TickScale,
+    hists: &mut KindHists,
+) -> Result<(), OpFailed> {
+    let sp = slots.0.as_mut_ptr();
+    for (i, op) in prog.ops.iter().enumerate() {
+        let t0 = read_start();
+        // SAFETY: see `call`.
+        let ok = unsafe { call(b, sp, op) };
+        let t1 = read_stop();
+        if !ok {
+            return Err(OpFailed { index: i, op: *op });
+        }
+        // SAFETY: see `touch_op`.
+        unsafe { touch_op::<T>(sp, op) };
+        let ticks = t1.wrapping_sub(t0).saturating_sub(scale.floor);
+        let ps = (ticks as f64 * scale.ps_per_tick) as u64;
+        hists.0[op.kind as usize].saturating_record(ps.min(mallard_report::hist::MAX_PS));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::Compiler;
+    use mallard_trace::{AllocKind, Event};
+
+    /// Counts calls and checks every free names a pointer it handed out and not yet freed.
+    #[derive(Default)]
+    struct Counting {
+        inner: Vec<Box<[u8]>>,
+        live: std::collections::HashSet<usize>,
+        allocs: u64,
+        frees: u64,
+    }
+
+    unsafe impl Backend for Counting {
+        unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+            self.allocs += 1;
+            let mut b = vec![0u8; size.max(1)].into_boxed_slice();
+            let p = b.as_mut_ptr();
+            self.inner.push(b);
+            assert!(self.live.insert(p as usize));
+            p
+        }
+        unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+            unsafe { self.malloc(size) }
+        }
+        unsafe fn aligned(&mut self, _align: usize, size: usize) -> *mut u8 {
+            unsafe { self.malloc(size) }
+        }
+        unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+            let q = unsafe { self.malloc(size) };
+            unsafe { self.free(p) };
+            q
+        }
+        unsafe fn free(&mut self, p: *mut u8) {
+            if !p.is_null() {
+                self.frees += 1;
+                assert!(self.live.remove(&(p as usize)), "free of a pointer not live");
+            }
+        }
+        fn footprint(&mut self) -> Option<u64> {
+            None
+        }
+        fn footprint_source(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    fn program() -> Program {
+        let mut c = Compiler::new();
+        let mut next = 0u64;
+        let mut live = Vec::new();
+        for i in 0..10_000u64 {
+            if i % 3 == 2 && !live.is_empty() {
+                let id = live.swap_remove((i as usize * 7) % live.len());
+                c.push(&Event::Free { id }).unwrap();
+            } else if i % 11 == 0 && !live.is_empty() {
+                let old = live.pop().unwrap();
+                c.push(&Event::Realloc { old, new: next, size: i % 5000 }).unwrap();
+                live.push(next);
+                next += 1;
+            } else {
+                let kind = [AllocKind::Malloc, AllocKind::Calloc, AllocKind::Aligned][(i % 3) as usize];
+                c.push(&Event::Alloc { id: next, size: 1 + i % 9000, align: 64, kind }).unwrap();
+                live.push(next);
+                next += 1;
+            }
+        }
+        c.finish()
+    }
+
+    struct NoSample(u64);
+    impl<B> Sampler<B> for NoSample {
+        fn sample(&mut self, _ops: u64, _b: &mut B) {
+            self.0 += 1;
+        }
+    }
+
+    #[test]
+    fn every_pass_frees_exactly_what_the_trace_allocated() {
+        let prog = program();
+        let allocs = prog.counts[0] + prog.counts[1] + prog.counts[2] + prog.counts[3];
+        let scale = TickScale { floor: 0, ps_per_tick: 1.0 };
+        for pass in 0..3 {
+            let mut b = Counting::default();
+            let mut slots = Slots::new(prog.slots);
+            let mut h = KindHists::new();
+            let mut s = NoSample(0);
+            match pass {
+                0 => {
+                    throughput(&mut b, &prog, &mut slots, Touch::All).unwrap();
+                }
+                1 => batched(&mut b, &prog, &mut slots, Touch::Pages, 64, scale, &mut h, 100, &mut s).unwrap(),
+                _ => tail(&mut b, &prog, &mut slots, Touch::First, scale, &mut h).unwrap(),
+            }
+            let left = slots.free_all(&mut b);
+            assert_eq!(left, prog.final_live_objects);
+            assert_eq!(b.allocs, allocs, "pass {pass}");
+            assert_eq!(b.frees, allocs, "pass {pass}: every allocation freed exactly once");
+            assert!(b.live.is_empty());
+            if pass == 1 {
+                assert_eq!(s.0, prog.ops.len() as u64 / 100);
+                let recorded: u64 = h.0.iter().map(|h| h.len()).sum();
+                assert_eq!(recorded, prog.ops.len() as u64);
+            }
+            if pass == 2 {
+                for k in 0..KINDS {
+                    assert_eq!(h.0[k].len(), prog.counts[k]);
+                }
+            }
+        }
+    }
+}

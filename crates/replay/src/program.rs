@@ -1,0 +1,266 @@
+//! Compiling a trace into a replay program: a flat array of operations over a dense slot table.
+//!
+//! Before anything is timed, the trace is turned into [`Op`]s of 16 bytes each. Object ids
+//! become *slots*: an allocation takes a free slot (the most recently freed first), a free
+//! releases it, and a realloc keeps its object's slot for the new object. The slot table is
+//! therefore only as large as the peak number of live objects, and replaying an operation is
+//! an array index, never a hash lookup. The id -> slot map used while compiling is dropped
+//! before the replay.
+//!
+//! Compiling also checks the trace: a free or realloc of an object that is not live, or an
+//! object id out of order, is an error naming the file and the event's location.
+
+use mallard_trace::{AllocKind, Event, Record, TraceError, TraceReader};
+
+/// Operation kinds, numbered as `mallard_report::OP_KINDS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpKind {
+    Malloc = 0,
+    Calloc = 1,
+    Aligned = 2,
+    Realloc = 3,
+    Free = 4,
+}
+
+pub const KINDS: usize = 5;
+
+impl OpKind {
+    pub fn name(self) -> &'static str {
+        mallard_report::OP_KINDS[self as usize]
+    }
+}
+
+/// One operation of the replay. For `Free`, `size` is unused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Op {
+    pub size: u64,
+    pub slot: u32,
+    pub kind: OpKind,
+    /// log2 of the alignment of an `Aligned` allocation (at least 3: posix_memalign's minimum).
+    pub align_log2: u8,
+}
+
+/// Largest single request a trace may make (128 TiB): beyond any address space, so a larger
+/// size can only be corruption.
+pub const MAX_REQUEST: u64 = 1 << 47;
+
+/// A compiled trace.
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    pub ops: Vec<Op>,
+    /// Size of the slot table: the peak number of live objects.
+    pub slots: usize,
+    pub counts: [u64; KINDS],
+    /// Sum of all requested sizes (allocations and realloc targets).
+    pub bytes_requested: u64,
+    pub max_align: u64,
+    pub peak_live_bytes: u64,
+    pub peak_live_objects: u64,
+    /// Objects and bytes still live after the last event (freed by the harness, untimed).
+    pub final_live_objects: u64,
+    pub final_live_bytes: u64,
+}
+
+/// Builds a [`Program`] event by event; used by [`compile`] and by tests.
+#[derive(Default)]
+pub struct Compiler {
+    prog: Program,
+    /// Object id -> slot (u32::MAX when the object is not live).
+    id_slot: Vec<u32>,
+    free_slots: Vec<u32>,
+    slot_size: Vec<u64>,
+    live_bytes: u64,
+    live_objects: u64,
+}
+
+const DEAD: u32 = u32::MAX;
+
+impl Compiler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn new_object(&mut self, id: u64, size: u64) -> Result<u32, String> {
+        let expected = self.id_slot.len() as u64;
+        if id != expected {
+            return Err(format!("object id {id} out of order (the next new object must be {expected})"));
+        }
+        if size > MAX_REQUEST {
+            return Err(format!("object {id} requests {size} bytes, more than any address space holds"));
+        }
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.prog.slots;
+                if s >= DEAD as usize {
+                    return Err("more than 4 billion live objects".into());
+                }
+                self.prog.slots += 1;
+                self.slot_size.push(0);
+                s as u32
+            }
+        };
+        self.id_slot.push(slot);
+        self.slot_size[slot as usize] = size;
+        self.live_bytes += size;
+        self.live_objects += 1;
+        self.prog.bytes_requested += size;
+        self.prog.peak_live_bytes = self.prog.peak_live_bytes.max(self.live_bytes);
+        self.prog.peak_live_objects = self.prog.peak_live_objects.max(self.live_objects);
+        Ok(slot)
+    }
+
+    fn end_object(&mut self, id: u64, what: &str) -> Result<u32, String> {
+        let slot = match self.id_slot.get(id as usize) {
+            Some(&s) if s != DEAD => s,
+            Some(_) => return Err(format!("{what} of object {id}, which was already freed")),
+            None => return Err(format!("{what} of object {id}, which was never allocated")),
+        };
+        self.id_slot[id as usize] = DEAD;
+        self.live_bytes -= self.slot_size[slot as usize];
+        self.live_objects -= 1;
+        Ok(slot)
+    }
+
+    /// Adds one event; the error says what is wrong with it (the caller adds where).
+    pub fn push(&mut self, ev: &Event) -> Result<(), String> {
+        let op = match *ev {
+            Event::Alloc { id, size, align, kind } => {
+                let slot = self.new_object(id, size)?;
+                let (kind, align_log2) = match kind {
+                    AllocKind::Malloc => (OpKind::Malloc, 0),
+                    AllocKind::Calloc => (OpKind::Calloc, 0),
+                    AllocKind::Aligned => {
+                        if align > 1 && !align.is_power_of_two() {
+                            return Err(format!("object {id}: alignment {align} is not a power of two"));
+                        }
+                        if align > 1 << 30 {
+                            return Err(format!("object {id}: alignment {align} is beyond 1 GiB"));
+                        }
+                        let a = align.max(8);
+                        self.prog.max_align = self.prog.max_align.max(a);
+                        (OpKind::Aligned, a.trailing_zeros() as u8)
+                    }
+                };
+                Op { size, slot, kind, align_log2 }
+            }
+            Event::Free { id } => {
+                let slot = self.end_object(id, "free")?;
+                self.free_slots.push(slot);
+                Op { size: 0, slot, kind: OpKind::Free, align_log2: 0 }
+            }
+            Event::Realloc { old, new, size } => {
+                let slot = self.end_object(old, "realloc")?;
+                // The new object takes over the old one's slot: realloc replaces it in place.
+                self.free_slots.push(slot);
+                let got = self.new_object(new, size)?;
+                debug_assert_eq!(got, slot);
+                Op { size, slot, kind: OpKind::Realloc, align_log2: 0 }
+            }
+        };
+        self.prog.counts[op.kind as usize] += 1;
+        self.prog.ops.push(op);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Program {
+        self.prog.final_live_bytes = self.live_bytes;
+        self.prog.final_live_objects = self.live_objects;
+        self.prog.ops.shrink_to_fit();
+        self.prog
+    }
+}
+
+/// Reads and compiles a whole trace, calling `each` on every record (for statistics).
+pub fn compile(reader: &mut TraceReader, mut each: impl FnMut(&Record)) -> Result<Program, TraceError> {
+    let mut c = Compiler::new();
+    while let Some(rec) = reader.next() {
+        let rec = rec?;
+        each(&rec);
+        if let Err(msg) = c.push(&rec.event) {
+            return Err(TraceError::invalid(reader, msg));
+        }
+    }
+    Ok(c.finish())
+}
+
+impl Program {
+    /// Bytes requested and live after each of the given operation counts (sorted ascending):
+    /// the ideal RSS a perfect allocator would have. Computed by walking the program again.
+    pub fn live_bytes_at(&self, points: &[u64]) -> Vec<u64> {
+        let mut size = vec![0u64; self.slots];
+        let mut live = 0u64;
+        let mut out = Vec::with_capacity(points.len());
+        let mut next = points.iter().peekable();
+        for (i, op) in self.ops.iter().enumerate() {
+            while next.peek().is_some_and(|&&p| p == i as u64) {
+                out.push(live);
+                next.next();
+            }
+            let s = &mut size[op.slot as usize];
+            match op.kind {
+                OpKind::Free => {
+                    live -= *s;
+                    *s = 0;
+                }
+                OpKind::Realloc => {
+                    live = live - *s + op.size;
+                    *s = op.size;
+                }
+                _ => {
+                    live += op.size;
+                    *s = op.size;
+                }
+            }
+        }
+        for _ in next {
+            out.push(live);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(id: u64, size: u64) -> Event {
+        Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc }
+    }
+
+    #[test]
+    fn slots_are_reused_and_table_is_peak_live() {
+        let mut c = Compiler::new();
+        for ev in [alloc(0, 10), alloc(1, 20), Event::Free { id: 0 }, alloc(2, 30), Event::Realloc { old: 1, new: 3, size: 5 }] {
+            c.push(&ev).unwrap();
+        }
+        let p = c.finish();
+        assert_eq!(p.slots, 2);
+        assert_eq!(p.ops[3].slot, p.ops[0].slot, "freed slot reused");
+        assert_eq!(p.ops[4].slot, p.ops[1].slot, "realloc keeps the slot");
+        assert_eq!(p.peak_live_bytes, 50);
+        assert_eq!(p.peak_live_objects, 2);
+        assert_eq!(p.final_live_bytes, 35);
+        assert_eq!(p.counts, [3, 0, 0, 1, 1]);
+        assert_eq!(p.live_bytes_at(&[0, 1, 3, 5]), vec![0, 10, 20, 35]);
+    }
+
+    #[test]
+    fn bad_frees_are_named() {
+        let mut c = Compiler::new();
+        c.push(&alloc(0, 8)).unwrap();
+        assert!(c.push(&Event::Free { id: 7 }).unwrap_err().contains("object 7, which was never allocated"));
+        c.push(&Event::Free { id: 0 }).unwrap();
+        assert!(c.push(&Event::Free { id: 0 }).unwrap_err().contains("already freed"));
+        assert!(c.push(&Event::Realloc { old: 0, new: 1, size: 1 }).unwrap_err().contains("realloc of object 0"));
+        assert!(c.push(&alloc(5, 1)).unwrap_err().contains("out of order"));
+        assert!(c.push(&alloc(1, 1 << 50)).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn op_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Op>(), 16);
+    }
+}

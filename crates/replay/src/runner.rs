@@ -1,0 +1,366 @@
+//! The parent side of `mallard run`: check the traces, then start one worker process per
+//! allocator x repetition x pass, interleaved, and gather their output into
+//! [`mallard_report::RunResults`].
+//!
+//! Order: for each repetition, for each pass, every allocator once, the allocator order
+//! rotating with the repetition. Interleaving spreads slow drifts of the machine (frequency,
+//! other load) over all allocators instead of letting one allocator have all the bad minutes.
+//!
+//! Every trace is read and compiled once here before any worker starts, so a bad trace is an
+//! error (with file and location) before anything is measured. A worker that crashes, is
+//! killed, times out or prints garbage marks its allocator's repetition as failed; the other
+//! allocators' results are kept.
+
+use crate::backend::AllocatorName;
+use crate::engine::Touch;
+use crate::measure::{self, Timer};
+use crate::program;
+use crate::worker::{Pass, WorkerOutput, WorkerSpec};
+use mallard_arena::Config as ArenaConfig;
+use mallard_report::{AllocatorInfo, EventCounts, Machine, Repetition, RunResults, ToolInfo, TraceInfo};
+use mallard_trace::stats::TraceStats;
+use mallard_trace::TraceError;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub traces: Vec<PathBuf>,
+    pub allocators: Vec<AllocatorName>,
+    pub repeat: u32,
+    pub touch: Touch,
+    pub batch: usize,
+    pub rss_samples: u64,
+    pub arena: ArenaConfig,
+    pub cpu: Option<usize>,
+    /// Longest a single worker may take.
+    pub timeout: Duration,
+    /// The program to run as worker (normally the running `mallard` binary) and the arguments
+    /// that come before the spec.
+    pub worker_exe: PathBuf,
+    pub worker_args: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Trace(#[from] TraceError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A trace checked and described.
+pub struct CheckedTrace {
+    pub info: TraceInfo,
+    pub ops: u64,
+}
+
+/// Reads a trace once: hash, statistics, and a full compile (which validates every event).
+pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| RunError::Trace(TraceError::Io { path: path.to_path_buf(), source: e }))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut file_bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| RunError::Trace(TraceError::Io { path: path.to_path_buf(), source: e }))?;
+        if n == 0 {
+            break;
+        }
+        file_bytes += n as u64;
+        h.update(&buf[..n]);
+    }
+    let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut reader = mallard_trace::open(path)?;
+    let metadata = reader.header().metadata.clone();
+    let mut stats = TraceStats::new();
+    let prog = program::compile(&mut reader, |r| stats.add(r))?;
+    let stats = stats.finish();
+    let c = prog.counts;
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.split('.').next().unwrap_or("trace").to_string();
+    Ok(CheckedTrace {
+        ops: prog.ops.len() as u64,
+        info: TraceInfo {
+            name,
+            path: path.display().to_string(),
+            sha256,
+            file_bytes,
+            events: prog.ops.len() as u64,
+            counts: EventCounts { malloc: c[0], calloc: c[1], aligned: c[2], realloc: c[3], free: c[4] },
+            threads: stats.threads,
+            peak_live_bytes: prog.peak_live_bytes,
+            peak_live_objects: prog.peak_live_objects,
+            bytes_allocated: prog.bytes_requested,
+            metadata,
+        },
+    })
+}
+
+/// Progress reports while running.
+pub enum Progress<'a> {
+    Started { total_workers: usize },
+    Worker { done: usize, total: usize, trace: &'a str, allocator: AllocatorName, rep: u32, pass: Pass, elapsed: Duration, ok: bool },
+}
+
+/// Runs everything in `opts`.
+pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunResults, RunError> {
+    if opts.allocators.is_empty() {
+        return Err(RunError::Other("no allocator to run".into()));
+    }
+    if opts.repeat == 0 {
+        return Err(RunError::Other("--repeat must be at least 1".into()));
+    }
+    if opts.allocators.contains(&AllocatorName::Arena) {
+        mallard_arena::Arena::new(opts.arena.clone()).map_err(|e| RunError::Other(format!("arena configuration: {e}")))?;
+    }
+    let mut traces = Vec::new();
+    for (i, p) in opts.traces.iter().enumerate() {
+        let mut t = check_trace(p)?;
+        if traces.iter().any(|x: &CheckedTrace| x.info.name == t.info.name) {
+            t.info.name = format!("{}-{}", t.info.name, i + 1);
+        }
+        traces.push(t);
+    }
+    let timer = Timer::calibrate(100);
+    let versions = crate::worker::versions();
+    let mut results = RunResults {
+        schema: mallard_report::SCHEMA_VERSION,
+        tool: ToolInfo { name: "mallard".into(), version: env!("CARGO_PKG_VERSION").into() },
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        machine: machine(timer),
+        settings: settings(opts),
+        traces: traces.iter().map(|t| t.info.clone()).collect(),
+        allocators: opts
+            .allocators
+            .iter()
+            .map(|&a| AllocatorInfo {
+                name: a.as_str().into(),
+                version: versions[a.as_str()].clone(),
+                config: if a == AllocatorName::Arena { opts.arena.to_string() } else { "defaults".into() },
+                notes: a.about().into(),
+            })
+            .collect(),
+        repetitions: Vec::new(),
+        methods: methods(opts),
+    };
+    // One Repetition per trace x allocator x rep, filled pass by pass.
+    let mut reps: BTreeMap<(usize, usize, u32), Repetition> = BTreeMap::new();
+    let total = traces.len() * opts.allocators.len() * opts.repeat as usize * Pass::ALL.len();
+    progress(Progress::Started { total_workers: total });
+    let mut done = 0;
+    for rep in 0..opts.repeat {
+        for (ti, t) in traces.iter().enumerate() {
+            for pass in Pass::ALL {
+                let n = opts.allocators.len();
+                for k in 0..n {
+                    let ai = (k + rep as usize) % n;
+                    let alloc = opts.allocators[ai];
+                    let spec = WorkerSpec {
+                        trace: PathBuf::from(&t.info.path),
+                        allocator: alloc,
+                        pass,
+                        touch: opts.touch,
+                        batch: opts.batch,
+                        rss_samples: opts.rss_samples,
+                        arena: opts.arena.clone(),
+                        timer_hz: timer.hz,
+                        cpu: opts.cpu,
+                    };
+                    let t0 = Instant::now();
+                    let out = run_worker(opts, &spec);
+                    done += 1;
+                    progress(Progress::Worker {
+                        done,
+                        total,
+                        trace: &t.info.name,
+                        allocator: alloc,
+                        rep,
+                        pass,
+                        elapsed: t0.elapsed(),
+                        ok: out.is_ok(),
+                    });
+                    let r = reps.entry((ti, ai, rep)).or_insert_with(|| Repetition {
+                        trace: t.info.name.clone(),
+                        allocator: alloc.as_str().into(),
+                        index: rep,
+                        ..Default::default()
+                    });
+                    match out {
+                        Err(e) => {
+                            let msg = format!("{} pass: {e}", pass.name());
+                            r.failure = Some(match r.failure.take() {
+                                Some(prev) => format!("{prev}; {msg}"),
+                                None => msg,
+                            });
+                        }
+                        Ok(o) => merge(r, pass, o),
+                    }
+                }
+            }
+        }
+    }
+    let mut all: Vec<_> = reps.into_iter().collect();
+    all.sort_by_key(|((ti, ai, rep), _)| (*ti, *ai, *rep));
+    results.repetitions = all.into_iter().map(|(_, r)| r).collect();
+    Ok(results)
+}
+
+fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
+    match pass {
+        Pass::Throughput => {
+            r.throughput = o.throughput;
+            r.memory = o.memory;
+            r.allocator_stats = o.allocator_stats;
+        }
+        Pass::Batched => {
+            r.batched = o.latency;
+            r.rss_timeline = o.rss_timeline;
+        }
+        Pass::Tail => {
+            r.tail = o.latency;
+            r.timer_floor = o.timer_floor;
+        }
+    }
+}
+
+/// Starts one worker and waits for it (up to the timeout).
+fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, String> {
+    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+    let mut child = Command::new(&opts.worker_exe)
+        .args(&opts.worker_args)
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let readers = std::thread::spawn(move || {
+        let mut out = String::new();
+        let mut err = String::new();
+        let e = std::thread::spawn(move || {
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_string(&mut err);
+            }
+            err
+        });
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        let err = e.join().unwrap_or_default();
+        let _ = tx.send((out, err));
+    });
+    let (out, err) = match rx.recv_timeout(opts.timeout) {
+        Ok(v) => v,
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+            let _ = readers.join();
+            return Err(format!("worker timed out after {:?} and was killed", opts.timeout));
+        }
+    };
+    let _ = readers.join();
+    let status = child.wait().map_err(|e| format!("waiting for worker: {e}"))?;
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match status.signal() {
+            Some(sig) => format!("worker killed by signal {sig}"),
+            None => format!("worker exited with {}", status.code().unwrap_or(-1)),
+        };
+        let err = err.trim();
+        return Err(if err.is_empty() { how } else { format!("{how}: {}", err.lines().last().unwrap_or(err)) });
+    }
+    serde_json::from_str(out.trim()).map_err(|e| format!("worker output unreadable ({e})"))
+}
+
+fn read_first_line(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
+}
+
+fn machine(timer: Timer) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        hostname: read_first_line("/proc/sys/kernel/hostname"),
+        os: std::env::consts::OS.into(),
+        kernel: read_first_line("/proc/sys/kernel/osrelease"),
+        cpu_model,
+        logical_cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        page_size: measure::page_size(),
+        timer_hz: timer.hz,
+        timer: measure::TIMER_NAME.into(),
+    }
+}
+
+fn settings(opts: &RunOptions) -> BTreeMap<String, String> {
+    let mut s = BTreeMap::new();
+    s.insert("touch".into(), format!("{:?}", opts.touch).to_lowercase());
+    s.insert("repeat".into(), opts.repeat.to_string());
+    s.insert("batch".into(), opts.batch.to_string());
+    s.insert("rss_samples".into(), opts.rss_samples.to_string());
+    s.insert("arena".into(), opts.arena.to_string());
+    s.insert("cpu".into(), opts.cpu.map(|c| c.to_string()).unwrap_or_else(|| "not pinned".into()));
+    s.insert("timeout_s".into(), opts.timeout.as_secs().to_string());
+    s.insert("threads".into(), "serial: the global event order replayed on one thread".into());
+    for (k, v) in std::env::vars() {
+        if k.starts_with("MALLOC_") || k.starts_with("MIMALLOC_") || k.starts_with("GLIBC_TUNABLES") {
+            s.insert(format!("env.{k}"), v);
+        }
+    }
+    s
+}
+
+fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let add = |m: &mut BTreeMap<String, String>, k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    add(&mut m, "process", "Every allocator x repetition x pass runs in its own freshly started worker process \
+        (this binary re-executed), so RSS, page faults and allocator state belong to that replay alone. Repetitions \
+        interleave the allocators, rotating their order. The trace is decoded and compiled into a flat operation array \
+        over a dense slot table before timing; nothing is allocated, hashed or read from disk during a replay.".into());
+    add(&mut m, "throughput", "The whole replay timed by the monotonic clock at its two ends, with no per-operation \
+        timer; ns/op = elapsed / operations, Mops/s its inverse. Includes touching the memory (see touch), as any real \
+        program would. Summary: median over repetitions, with min and max.".into());
+    add(&mut m, "batched latency", format!("Runs of up to {} consecutive operations of the same kind timed together by \
+        fenced cycle-counter reads; the median empty-bracket cost is subtracted and the rest divided by the run length, \
+        recorded once per operation. Shows the fast path that a per-call timer cannot resolve; a slow call inside a run \
+        is averaged with its neighbours. Memory is touched after the bracket closes. Summary mean/p50/p90 come from here.", opts.batch));
+    add(&mut m, "tail latency", "Each call bracketed on its own by fenced cycle-counter reads (lfence;rdtsc;lfence \
+        ... rdtscp;lfence); the median empty-bracket cost (timer_floor, measured in the same worker) is subtracted. \
+        Values below the floor's spread (its p99 - p50) cannot be told from timer noise and are printed as '<N'. \
+        Shows slow paths: page faults, mmap/munmap, lock waits. Summary p99/p99.9/max come from here.".into());
+    add(&mut m, "peak_rss", "VmHWM of the worker after the throughput pass; it was reset (clear_refs 5) just before \
+        the replay, so it is the peak during the replay, including the baseline (the worker's own memory).".into());
+    add(&mut m, "baseline_rss", "RSS just before the replay: decoded trace, slot table, histograms, all allocated and \
+        touched before timing.".into());
+    add(&mut m, "final_rss", "RSS after the last operation, before the harness frees what the trace left live.".into());
+    add(&mut m, "footprint", "The allocator's own account of memory it holds, at the end of the throughput pass: \
+        glibc mallinfo2 arena+hblkhd; jemalloc stats.resident; mimalloc committed bytes; arena mapped arenas + live \
+        raw blocks.".into());
+    add(&mut m, "rss timeline", format!("RSS read from /proc/self/statm (fd kept open) about every 1/{} of the \
+        operations during the batched pass, between batches (outside any bracket), beside the bytes requested and live \
+        at that point (the ideal) and the allocator's footprint.", opts.rss_samples));
+    add(&mut m, "touch", format!("{:?}: after every allocation the harness writes to it (pages: one byte per 4 KiB \
+        page), so RSS counts memory a program would really use.", opts.touch).to_lowercase());
+    add(&mut m, "minor_faults", "getrusage(RUSAGE_SELF) minor page faults during the throughput pass.".into());
+    m
+}

@@ -1,0 +1,235 @@
+//! The worker: one fresh process that replays one trace once, against one allocator, in one
+//! pass, and prints its figures as JSON on stdout.
+//!
+//! The parent re-executes its own binary (`mallard __worker SPEC`) for every allocator x
+//! repetition x pass, so RSS, page faults and allocator state belong to that replay alone and
+//! no run inherits a heap warmed by another. Inside the worker, in order:
+//! 1. decode and compile the trace, create the backend, allocate and touch the slot table and
+//!    histograms (nothing is allocated after this point);
+//! 2. measure the timer floor, read the baseline RSS, reset the peak RSS, read fault counters;
+//! 3. replay (the timed part);
+//! 4. read peak/final RSS, faults, the allocator's footprint and statistics;
+//! 5. free what the trace left live (untimed) and write the output.
+
+use crate::backend::{self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
+use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
+use crate::measure::{self, Rss, Timer};
+use crate::program::{self, Program, KINDS};
+use mallard_arena::Config as ArenaConfig;
+use mallard_report::hist::{quantile_ns, HistData};
+use mallard_report::{LatencyFigures, Memory, RssSample, Throughput, TimerFloor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Which measurement a worker makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pass {
+    Throughput,
+    Batched,
+    Tail,
+}
+
+impl Pass {
+    pub const ALL: [Pass; 3] = [Pass::Throughput, Pass::Batched, Pass::Tail];
+    pub fn name(self) -> &'static str {
+        match self {
+            Pass::Throughput => "throughput",
+            Pass::Batched => "batched",
+            Pass::Tail => "tail",
+        }
+    }
+}
+
+/// Everything a worker needs, passed as JSON on its command line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub trace: PathBuf,
+    pub allocator: AllocatorName,
+    pub pass: Pass,
+    pub touch: Touch,
+    /// Maximum run length of the batched pass.
+    pub batch: usize,
+    /// Number of RSS samples wanted in the batched pass.
+    pub rss_samples: u64,
+    pub arena: ArenaConfig,
+    /// Timer frequency measured by the parent (so every worker converts alike).
+    pub timer_hz: f64,
+    pub cpu: Option<usize>,
+}
+
+/// What a worker prints.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerOutput {
+    pub throughput: Option<Throughput>,
+    pub memory: Option<Memory>,
+    pub latency: BTreeMap<String, LatencyFigures>,
+    pub timer_floor: Option<TimerFloor>,
+    pub rss_timeline: Vec<RssSample>,
+    pub allocator_stats: Option<serde_json::Value>,
+}
+
+/// Runs the worker described by `spec`. Errors are messages for the parent's report.
+pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
+    if let Some(cpu) = spec.cpu {
+        measure::pin_to_cpu(cpu)?;
+    }
+    if let Ok(v) = std::env::var("MALLARD_FAULT_INJECT") {
+        // A testing hook: crash this worker to prove the parent isolates failures.
+        if v == spec.allocator.as_str() {
+            std::process::abort();
+        }
+    }
+    let mut reader = mallard_trace::open(&spec.trace).map_err(|e| e.to_string())?;
+    let prog = program::compile(&mut reader, |_| {}).map_err(|e| e.to_string())?;
+    drop(reader);
+    match spec.allocator {
+        AllocatorName::Glibc => run_with(spec, &prog, Glibc),
+        AllocatorName::Jemalloc => run_with(spec, &prog, Jemalloc),
+        AllocatorName::Mimalloc => run_with(spec, &prog, Mimalloc),
+        AllocatorName::Arena => run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?),
+        AllocatorName::Bump => {
+            let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
+            run_with(spec, &prog, Bump::new(cap)?)
+        }
+    }
+}
+
+struct RssSampler<'a> {
+    rss: &'a Rss,
+    live: &'a [u64],
+    out: &'a mut Vec<RssSample>,
+}
+
+impl<B: Backend> Sampler<B> for RssSampler<'_> {
+    fn sample(&mut self, ops_done: u64, backend: &mut B) {
+        let k = self.out.len();
+        let footprint = backend.footprint();
+        if k < self.out.capacity() {
+            self.out.push(RssSample {
+                ops_done,
+                rss_bytes: self.rss.read(),
+                live_bytes: self.live.get(k).copied().unwrap_or(0),
+                footprint_bytes: footprint,
+            });
+        }
+    }
+}
+
+fn figures(h: &hdrhistogram::Histogram<u64>) -> LatencyFigures {
+    LatencyFigures {
+        count: h.len(),
+        mean_ns: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+        p50_ns: quantile_ns(h, 0.5),
+        p90_ns: quantile_ns(h, 0.9),
+        p99_ns: quantile_ns(h, 0.99),
+        p999_ns: quantile_ns(h, 0.999),
+        max_ns: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+        hist: HistData::from_histogram(h),
+    }
+}
+
+fn run_with<B: Backend>(spec: &WorkerSpec, prog: &Program, mut b: B) -> Result<WorkerOutput, String> {
+    let timer = if spec.timer_hz > 0.0 { Timer { hz: spec.timer_hz } } else { Timer::calibrate(50) };
+    let mut slots = Slots::new(prog.slots);
+    let mut hists = KindHists::new();
+    let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
+    let n = prog.ops.len() as u64;
+    let sample_every = if spec.rss_samples == 0 { 0 } else { (n / spec.rss_samples).max(1) };
+    let points: Vec<u64> = if sample_every == 0 { vec![] } else { (1..=n / sample_every).map(|k| k * sample_every).collect() };
+    let live = prog.live_bytes_at(&points);
+    let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
+    let mut out = WorkerOutput::default();
+
+    let floor = measure::floor(200_000);
+    let scale = TickScale { floor: floor.median, ps_per_tick: 1e12 / timer.hz };
+    let floor_fig = TimerFloor {
+        floor_ns: timer.ns(floor.median as f64),
+        floor_p99_ns: timer.ns(floor.p99 as f64),
+        resolution_ns: timer.ns(floor.resolution as f64),
+    };
+
+    let baseline_rss = rss.read();
+    let peak_reset = measure::reset_peak_rss();
+    let (minor0, major0) = measure::faults();
+    let result = match spec.pass {
+        Pass::Throughput => engine::throughput(&mut b, prog, &mut slots, spec.touch).map(|ns| {
+            out.throughput = Some(Throughput {
+                ops: n,
+                elapsed_ns: ns,
+                ns_per_op: ns / n.max(1) as f64,
+                mops_per_s: n as f64 / ns * 1e3,
+            });
+        }),
+        Pass::Batched => {
+            let mut sampler = RssSampler { rss: &rss, live: &live, out: &mut timeline };
+            engine::batched(&mut b, prog, &mut slots, spec.touch, spec.batch, scale, &mut hists, sample_every, &mut sampler)
+        }
+        Pass::Tail => engine::tail(&mut b, prog, &mut slots, spec.touch, scale, &mut hists),
+    };
+    let (minor1, major1) = measure::faults();
+    let final_rss = rss.read();
+    result.map_err(|e| e.to_string())?;
+    let peak_rss = measure::status_bytes("VmHWM").unwrap_or(0);
+
+    if spec.pass == Pass::Throughput {
+        out.memory = Some(Memory {
+            baseline_rss,
+            peak_rss,
+            final_rss,
+            footprint: b.footprint(),
+            footprint_source: b.footprint_source().to_string()
+                + if peak_reset { "" } else { " (peak RSS could not be reset: includes the trace decoding)" },
+            minor_faults: minor1 - minor0,
+            major_faults: major1 - major0,
+            final_live_bytes: prog.final_live_bytes,
+        });
+        out.allocator_stats = b.stats();
+    }
+    if spec.pass != Pass::Throughput {
+        out.timer_floor = Some(floor_fig);
+        for k in 0..KINDS {
+            if prog.counts[k] > 0 {
+                out.latency.insert(mallard_report::OP_KINDS[k].to_string(), figures(&hists.0[k]));
+            }
+        }
+    }
+    out.rss_timeline = timeline;
+    slots.free_all(&mut b);
+    drop(b);
+    Ok(out)
+}
+
+/// The worker's entry point for `mallard __worker SPEC_JSON`: prints the output as JSON and
+/// returns the process exit code.
+pub fn main(spec_json: &str) -> i32 {
+    let spec: WorkerSpec = match serde_json::from_str(spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mallard worker: bad spec: {e}");
+            return 2;
+        }
+    };
+    match run(&spec) {
+        Ok(out) => match serde_json::to_string(&out) {
+            Ok(s) => {
+                println!("{s}");
+                0
+            }
+            Err(e) => {
+                eprintln!("mallard worker: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("{} ({}, {} pass): {e}", spec.allocator, spec.trace.display(), spec.pass.name());
+            1
+        }
+    }
+}
+
+/// Versions of the allocators, resolved in the parent (the same binary links them all).
+pub fn versions() -> BTreeMap<&'static str, String> {
+    AllocatorName::ALL.iter().map(|&a| (a.as_str(), backend::version(a))).collect()
+}

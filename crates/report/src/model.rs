@@ -1,0 +1,174 @@
+//! The result model: every figure of a `mallard run`, as the replay produced it.
+//!
+//! One [`RunResults`] is written as `results.json` and is the only input of every writer
+//! (terminal table, `summary.csv`, `rss.csv`, `.hgrm`) and of later comparisons. It records
+//! *what* was measured and, in [`RunResults::methods`], *how*, in words a reader can check;
+//! it never re-measures anything.
+
+use crate::hist::HistData;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the `results.json` schema. Bump when a field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunResults {
+    pub schema: u32,
+    pub tool: ToolInfo,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix: u64,
+    pub machine: Machine,
+    /// The options of the run (touch policy, repetitions, batch size, ...), as given.
+    pub settings: BTreeMap<String, String>,
+    pub traces: Vec<TraceInfo>,
+    pub allocators: Vec<AllocatorInfo>,
+    /// One entry per trace x allocator x repetition, in the order they ran.
+    pub repetitions: Vec<Repetition>,
+    /// Figure name -> how it was measured, what it can and cannot show.
+    pub methods: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Machine {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub page_size: u64,
+    /// Cycle-counter frequency measured at the start of the run (Hz); 0 if the timer is a clock.
+    pub timer_hz: f64,
+    /// What the timer is (`rdtsc`, `clock_gettime`).
+    pub timer: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TraceInfo {
+    /// Short name used in file names and tables (the file stem).
+    pub name: String,
+    pub path: String,
+    /// SHA-256 of the trace file's bytes.
+    pub sha256: String,
+    pub file_bytes: u64,
+    pub events: u64,
+    pub counts: EventCounts,
+    pub threads: u64,
+    pub peak_live_bytes: u64,
+    pub peak_live_objects: u64,
+    pub bytes_allocated: u64,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    pub malloc: u64,
+    pub calloc: u64,
+    pub aligned: u64,
+    pub realloc: u64,
+    pub free: u64,
+}
+
+impl EventCounts {
+    pub fn total(&self) -> u64 {
+        self.malloc + self.calloc + self.aligned + self.realloc + self.free
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AllocatorInfo {
+    pub name: String,
+    pub version: String,
+    /// Its configuration as it ran (for the arena: the full constant set).
+    pub config: String,
+    pub notes: String,
+}
+
+/// The operation kinds latency is reported for.
+pub const OP_KINDS: [&str; 5] = ["malloc", "calloc", "aligned", "realloc", "free"];
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Repetition {
+    pub trace: String,
+    pub allocator: String,
+    /// 0-based repetition index.
+    pub index: u32,
+    /// `None` when every pass succeeded; else what failed (crash, signal, error text).
+    pub failure: Option<String>,
+    pub throughput: Option<Throughput>,
+    pub memory: Option<Memory>,
+    /// Batched latency per operation kind (kind -> figures), from the batched pass.
+    pub batched: BTreeMap<String, LatencyFigures>,
+    /// Per-call latency per operation kind, from the tail pass (timer floor subtracted).
+    pub tail: BTreeMap<String, LatencyFigures>,
+    pub timer_floor: Option<TimerFloor>,
+    /// RSS timeline sampled during the batched pass.
+    pub rss_timeline: Vec<RssSample>,
+    /// Allocator-specific statistics (for the arena: CPython's `_debugmallocstats` figures).
+    pub allocator_stats: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    pub ops: u64,
+    pub elapsed_ns: f64,
+    pub ns_per_op: f64,
+    pub mops_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// RSS just before the replay began: the worker's own memory (decoded trace, slot table,
+    /// histograms), all allocated and touched before timing.
+    pub baseline_rss: u64,
+    /// VmHWM after the replay (reset to the current RSS just before it began).
+    pub peak_rss: u64,
+    /// RSS right after the last operation, before the harness freed what the trace left live.
+    pub final_rss: u64,
+    /// The allocator's own figure for memory it holds from the OS, at the end of the replay.
+    pub footprint: Option<u64>,
+    pub footprint_source: String,
+    /// Minor page faults during the replay.
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    /// Bytes requested and still live at the end of the trace (the ideal).
+    pub final_live_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    pub count: u64,
+    pub mean_ns: f64,
+    pub p50_ns: f64,
+    pub p90_ns: f64,
+    pub p99_ns: f64,
+    pub p999_ns: f64,
+    pub max_ns: f64,
+    /// The full distribution (values in picoseconds).
+    pub hist: HistData,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TimerFloor {
+    /// Median cost of an empty fenced bracket: subtracted from every per-call figure.
+    pub floor_ns: f64,
+    /// 99th percentile of the empty bracket: per-call values below `p99 - p50` of it are noise.
+    pub floor_p99_ns: f64,
+    /// Smallest non-zero step between two consecutive timer reads.
+    pub resolution_ns: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct RssSample {
+    pub ops_done: u64,
+    pub rss_bytes: u64,
+    /// Bytes requested by the trace and live at this point (what a perfect allocator would use).
+    pub live_bytes: u64,
+    pub footprint_bytes: Option<u64>,
+}

@@ -1,0 +1,150 @@
+//! The terminal table: per trace, one line per allocator with throughput, malloc and free
+//! latency, peak RSS and footprint. Per-call figures below the timer's noise are printed as
+//! `<N` rather than as a number they cannot support.
+
+use crate::model::RunResults;
+use crate::summary::SummaryRow;
+use std::fmt::Write as _;
+
+/// Human form of a byte count (binary units).
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ns(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}us", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A per-call figure, or `<noise` when it is below what the timer can resolve.
+fn tail_ns(v: f64, noise: f64) -> String {
+    if v <= noise {
+        format!("<{}", ns(noise.max(0.1)))
+    } else {
+        ns(v)
+    }
+}
+
+/// Renders the terminal table for every trace in `results`.
+pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
+    let mut out = String::new();
+    for t in &results.traces {
+        let _ = writeln!(
+            out,
+            "\n{} ({} events: {} malloc, {} calloc, {} aligned, {} realloc, {} free; peak live {} in {} objects)",
+            t.name,
+            t.events,
+            t.counts.malloc,
+            t.counts.calloc,
+            t.counts.aligned,
+            t.counts.realloc,
+            t.counts.free,
+            bytes(t.peak_live_bytes),
+            t.peak_live_objects
+        );
+        let header = [
+            "allocator", "Mops/s", "ns/op", "malloc p50", "p99", "p99.9", "free p50", "p99", "p99.9", "peak RSS", "footprint",
+        ];
+        let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        for a in &results.allocators {
+            let find = |op: &str| rows.iter().find(|r| r.trace == t.name && r.allocator == a.name && r.op == op);
+            let any = rows.iter().find(|r| r.trace == t.name && r.allocator == a.name);
+            let Some(any) = any else { continue };
+            if any.repetitions_ok == 0 {
+                let why = results
+                    .repetitions
+                    .iter()
+                    .find(|r| r.trace == t.name && r.allocator == a.name)
+                    .and_then(|r| r.failure.clone())
+                    .unwrap_or_default();
+                let mut l = vec![a.name.clone(), format!("FAILED: {why}")];
+                l.resize(header.len(), String::new());
+                lines.push(l);
+                continue;
+            }
+            let lat = |r: Option<&SummaryRow>| -> [String; 3] {
+                match r {
+                    Some(r) => [ns(r.p50_ns), tail_ns(r.p99_ns, r.timer_noise_ns), tail_ns(r.p999_ns, r.timer_noise_ns)],
+                    None => ["-".into(), "-".into(), "-".into()],
+                }
+            };
+            let m = lat(find("malloc"));
+            let f = lat(find("free"));
+            let spread = if any.repetitions_ok > 1 {
+                format!(" ({:.1}-{:.1})", any.throughput_min_mops, any.throughput_max_mops)
+            } else {
+                String::new()
+            };
+            lines.push(vec![
+                a.name.clone(),
+                format!("{:.1}{spread}", any.throughput_mops),
+                format!("{:.2}", any.ns_per_op),
+                m[0].clone(),
+                m[1].clone(),
+                m[2].clone(),
+                f[0].clone(),
+                f[1].clone(),
+                f[2].clone(),
+                bytes(any.peak_rss_bytes),
+                any.footprint_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let widths: Vec<usize> =
+            (0..header.len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+        for (i, l) in lines.iter().enumerate() {
+            let mut s = String::new();
+            for (c, cell) in l.iter().enumerate() {
+                if c == 0 {
+                    let _ = write!(s, "{cell:<w$}", w = widths[c]);
+                } else {
+                    let _ = write!(s, "  {cell:>w$}", w = widths[c]);
+                }
+            }
+            let _ = writeln!(out, "{}", s.trim_end());
+            if i == 0 {
+                let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nlatency in ns: p50 from batched timing (fast path); p99/p99.9 per call minus the timer floor \
+         (\"<N\": below the timer's noise). Mops/s: median of {} (min-max); RSS and footprint: medians.",
+        "repetitions"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn sub_noise_values_are_not_shown_as_numbers() {
+        assert_eq!(tail_ns(3.0, 8.0), "<8.0");
+        assert_eq!(tail_ns(250.0, 8.0), "250");
+    }
+}

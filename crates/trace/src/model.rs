@@ -1,0 +1,86 @@
+//! The trace model: what an allocation trace *is*, independent of how it is stored.
+//!
+//! A trace is a header (format version and free-form metadata) followed by a sequence of
+//! [`Record`]s. Objects are named by dense ids handed out in allocation order (0, 1, 2, ...),
+//! never by addresses: an importer or recorder maps each address to a fresh id when it is
+//! allocated, so a reused address becomes a new object.
+//!
+//! Invariants every producer keeps (and [`crate::validate`] checks):
+//! - an `Alloc` introduces an id that is not live; ids of new objects (from `Alloc` and the
+//!   `new` side of `Realloc`) are handed out in increasing order, each exactly once;
+//! - a `Free` or the `old` side of a `Realloc` names a live id, which stops being live.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Identifier of one object (one allocation's lifetime). Dense: the n-th object created is `n`.
+pub type ObjectId = u64;
+
+/// How an object was allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocKind {
+    /// `malloc(size)`.
+    Malloc,
+    /// `calloc(n, m)` with `size = n * m`: memory must read as zero.
+    Calloc,
+    /// `posix_memalign` / `aligned_alloc` / `memalign`: `align` is meaningful.
+    Aligned,
+}
+
+impl AllocKind {
+    pub const ALL: [AllocKind; 3] = [AllocKind::Malloc, AllocKind::Calloc, AllocKind::Aligned];
+    pub fn name(self) -> &'static str {
+        match self {
+            AllocKind::Malloc => "malloc",
+            AllocKind::Calloc => "calloc",
+            AllocKind::Aligned => "aligned",
+        }
+    }
+}
+
+/// One allocator call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Event {
+    /// A new object `id` of `size` bytes. `align` is the requested alignment (a power of two;
+    /// 0 or 1 means "the allocator's default", which is what malloc and calloc use).
+    Alloc { id: ObjectId, size: u64, align: u64, kind: AllocKind },
+    /// The end of object `id`.
+    Free { id: ObjectId },
+    /// `realloc(old, size)` returning a new object `new`: `old` ends, `new` begins with the
+    /// first `min(old size, size)` bytes of `old`.
+    Realloc { old: ObjectId, new: ObjectId, size: u64 },
+}
+
+/// An event with its context: the thread that made the call (a dense index, 0 for the first
+/// thread seen) and an optional timestamp in nanoseconds since the start of the recording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub thread: u32,
+    pub timestamp_ns: Option<u64>,
+    pub event: Event,
+}
+
+impl Record {
+    /// A record on thread 0 without a timestamp.
+    pub fn new(event: Event) -> Self {
+        Record { thread: 0, timestamp_ns: None, event }
+    }
+}
+
+/// Everything a trace says about itself besides its events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Free-form, string-valued metadata. Conventional keys: `program` (what was traced),
+    /// `source` (how: `mallard gen python-objects`, `mallard record`, `import:android`, ...),
+    /// `generator`, `seed`, `events`, `command`, `recorder_version`, `created`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An in-memory trace, for tests and small traces. Large traces are read as a stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    pub header: Header,
+    pub records: Vec<Record>,
+}
