@@ -137,9 +137,13 @@ fn main() {
         Cmd::Worker { spec } => mallard_replay::worker::main(&spec),
         Cmd::Run(a) => report(cmd_run(a)),
         Cmd::Inspect { trace, json } => report(cmd_inspect(&trace, json).map(|_| 0)),
-        Cmd::Convert { input, output, to, from, lenient } => {
-            report(cmd_convert(&input, &output, to.as_deref(), &from, lenient).map(|_| 0))
-        }
+        Cmd::Convert {
+            input,
+            output,
+            to,
+            from,
+            lenient,
+        } => report(cmd_convert(&input, &output, to.as_deref(), &from, lenient).map(|_| 0)),
         Cmd::Gen(g) => report(cmd_gen(g).map(|_| 0)),
     };
     std::process::exit(code);
@@ -149,7 +153,18 @@ fn report(r: Result<i32>) -> i32 {
     match r {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mallard: error: {e:#}");
+            // The chain without repeats: some errors already quote their source's text.
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("mallard: error: {msg}");
             2
         }
     }
@@ -161,20 +176,29 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
     } else {
         let mut v = Vec::new();
         for s in &a.allocators {
-            let n: AllocatorName = s.trim().parse().map_err(|e: String| anyhow!("--allocators: {e}"))?;
+            let n: AllocatorName = s
+                .trim()
+                .parse()
+                .map_err(|e: String| anyhow!("--allocators: {e}"))?;
             if !v.contains(&n) {
                 v.push(n);
             }
         }
         v
     };
-    let touch: Touch = a.touch.parse().map_err(|e: String| anyhow!("--touch: {e}"))?;
+    let touch: Touch = a
+        .touch
+        .parse()
+        .map_err(|e: String| anyhow!("--touch: {e}"))?;
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let mut arena = mallard_arena::Config::preset(&a.arena_preset).map_err(|e| anyhow!("--arena-preset: {e}"))?;
+    let mut arena = mallard_arena::Config::preset(&a.arena_preset)
+        .map_err(|e| anyhow!("--arena-preset: {e}"))?;
     if let Some(spec) = &a.arena {
-        arena.apply_overrides(spec).map_err(|e| anyhow!("--arena: {e}"))?;
+        arena
+            .apply_overrides(spec)
+            .map_err(|e| anyhow!("--arena: {e}"))?;
     }
     arena.validate().map_err(|e| anyhow!("--arena: {e}"))?;
     for t in &a.traces {
@@ -182,7 +206,8 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
             bail!("{}: no such trace file", t.display());
         }
     }
-    let exe = std::env::current_exe().context("cannot find the mallard executable to start workers")?;
+    let exe =
+        std::env::current_exe().context("cannot find the mallard executable to start workers")?;
     let opts = RunOptions {
         traces: a.traces.clone(),
         allocators,
@@ -206,7 +231,16 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
             Progress::Started { total_workers } => {
                 eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)")
             }
-            Progress::Worker { done, total, trace, allocator, rep, pass, elapsed, ok } => {
+            Progress::Worker {
+                done,
+                total,
+                trace,
+                allocator,
+                rep,
+                pass,
+                elapsed,
+                ok,
+            } => {
                 let line = format!(
                     "[{done:>3}/{total}] {trace} {allocator:<8} rep {} {:<10} {:>8.1} ms{}",
                     rep + 1,
@@ -231,14 +265,26 @@ fn cmd_run(a: RunArgs) -> Result<i32> {
             .repetitions
             .iter()
             .filter(|r| r.allocator == "arena")
-            .find_map(|r| r.allocator_stats.as_ref()?.get("debugmallocstats")?.as_str().map(str::to_string));
+            .find_map(|r| {
+                r.allocator_stats
+                    .as_ref()?
+                    .get("debugmallocstats")?
+                    .as_str()
+                    .map(str::to_string)
+            });
         match text {
-            Some(t) => println!("\narena statistics at the end of the replay (first repetition):\n{t}"),
+            Some(t) => {
+                println!("\narena statistics at the end of the replay (first repetition):\n{t}")
+            }
             None => println!("\n--arena-stats: no arena run succeeded"),
         }
     }
     println!("\nreport: {}", a.out.display());
-    let failed = results.repetitions.iter().filter(|r| r.failure.is_some()).count();
+    let failed = results
+        .repetitions
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .count();
     if failed > 0 {
         for r in results.repetitions.iter().filter(|r| r.failure.is_some()) {
             eprintln!(
@@ -268,31 +314,46 @@ fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     }
     let stats = stats.finish();
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "metadata": header.metadata, "stats": stats }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "metadata": header.metadata, "stats": stats })
+            )?
+        );
     } else {
         println!("{}", path.display());
         for (k, v) in &header.metadata {
             println!("  {k}: {v}");
         }
-        print!("{stats}");
+        println!("{stats}");
     }
     Ok(())
 }
 
-fn cmd_convert(input: &Path, output: &Path, to: Option<&str>, from: &str, lenient: bool) -> Result<()> {
+fn cmd_convert(
+    input: &Path,
+    output: &Path,
+    to: Option<&str>,
+    from: &str,
+    lenient: bool,
+) -> Result<()> {
     let form = match to {
         Some("csv") => Form::Csv,
         Some(_) => Form::Binary,
-        None if output.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => Form::Csv,
+        None if output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
+            Form::Csv
+        }
         None => Form::Binary,
     };
     let n = match from {
         "android" => {
-            let mut header = mallard_trace::Header::default();
-            header.metadata.insert("source".into(), format!("import:android {}", input.display()));
-            header.metadata.insert("program".into(), input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+            let header = mallard_trace::import::android::header(input, lenient);
             let mut w = TraceWriter::create(output, &header, form)?;
-            let summary = mallard_trace::import::android::convert(input, lenient, &mut |r| w.push(&r))?;
+            let summary =
+                mallard_trace::import::android::convert(input, lenient, &mut |r| w.push(&r))?;
             let n = w.finish()?;
             eprintln!("{summary}");
             n
@@ -317,17 +378,31 @@ fn cmd_gen(g: GenArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let Some(name) = g.name else { bail!("name a generator (mallard gen --list shows them)") };
-    let Some(output) = g.output else { bail!("--output FILE is required") };
-    let params = mallard_trace::gen::GenParams { events: g.events, seed: g.seed, threads: 1 };
-    // Generate into memory first: the header comes from the generator.
-    let mut records = Vec::new();
-    let header = mallard_trace::gen::generate(&name, &params, &mut |r| {
-        records.push(r);
-        Ok(())
-    })?;
-    let form = if output.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) { Form::Csv } else { Form::Binary };
-    let n = mallard_trace::write(&output, &header, records, form)?;
+    let Some(name) = g.name else {
+        bail!("name a generator (mallard gen --list shows them)")
+    };
+    let Some(output) = g.output else {
+        bail!("--output FILE is required")
+    };
+    let params = mallard_trace::gen::GenParams {
+        events: g.events,
+        seed: g.seed,
+        threads: 1,
+    };
+    let header = mallard_trace::gen::header(&name, &params)?;
+    let form = if output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        Form::Csv
+    } else {
+        Form::Binary
+    };
+    // Streamed: the writer works in a temporary file renamed into place by finish(), so a
+    // failure (a full disk) leaves no half-written trace.
+    let mut w = TraceWriter::create(&output, &header, form)?;
+    mallard_trace::gen::generate(&name, &params, &mut |r| w.push(&r))?;
+    let n = w.finish()?;
     eprintln!("wrote {n} events to {}", output.display());
     Ok(())
 }

@@ -28,8 +28,12 @@ pub enum AllocatorName {
 
 impl AllocatorName {
     /// The allocators a run uses when none are named.
-    pub const DEFAULT: [AllocatorName; 4] =
-        [AllocatorName::Arena, AllocatorName::Glibc, AllocatorName::Jemalloc, AllocatorName::Mimalloc];
+    pub const DEFAULT: [AllocatorName; 4] = [
+        AllocatorName::Arena,
+        AllocatorName::Glibc,
+        AllocatorName::Jemalloc,
+        AllocatorName::Mimalloc,
+    ];
     pub const ALL: [AllocatorName; 5] = [
         AllocatorName::Arena,
         AllocatorName::Glibc,
@@ -69,10 +73,13 @@ impl std::fmt::Display for AllocatorName {
 impl std::str::FromStr for AllocatorName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        AllocatorName::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = AllocatorName::ALL.iter().map(|a| a.as_str()).collect();
-            format!("unknown allocator '{s}' (known: {})", names.join(", "))
-        })
+        AllocatorName::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = AllocatorName::ALL.iter().map(|a| a.as_str()).collect();
+                format!("unknown allocator '{s}' (known: {})", names.join(", "))
+            })
     }
 }
 
@@ -210,7 +217,9 @@ impl Jemalloc {
             return "unknown".into();
         }
         // SAFETY: jemalloc returns a static NUL-terminated string.
-        unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -255,7 +264,14 @@ unsafe impl Backend for Jemalloc {
     fn stats(&mut self) -> Option<serde_json::Value> {
         Self::refresh();
         let mut m = serde_json::Map::new();
-        for k in ["allocated", "active", "metadata", "resident", "mapped", "retained"] {
+        for k in [
+            "allocated",
+            "active",
+            "metadata",
+            "resident",
+            "mapped",
+            "retained",
+        ] {
             let name = format!("stats.{k}\0");
             if let Some(v) = Self::read_size_t(name.as_bytes()) {
                 m.insert(k.into(), v.into());
@@ -341,7 +357,9 @@ pub struct ArenaBackend {
 
 impl ArenaBackend {
     pub fn new(config: ArenaConfig) -> Result<Self, String> {
-        Arena::new(config).map(|arena| ArenaBackend { arena }).map_err(|e| e.to_string())
+        Arena::new(config)
+            .map(|arena| ArenaBackend { arena })
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -414,9 +432,16 @@ impl Bump {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(format!("bump: cannot reserve {cap} bytes: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "bump: cannot reserve {cap} bytes: {}",
+                std::io::Error::last_os_error()
+            ));
         }
-        Ok(Bump { base: base as *mut u8, next: 0, cap })
+        Ok(Bump {
+            base: base as *mut u8,
+            next: 0,
+            cap,
+        })
     }
 
     /// Bytes a trace needs from a bump allocator: every allocation rounded up, plus headers.
@@ -513,17 +538,36 @@ mod tests {
 
     /// Every backend returns distinct, aligned, writable memory, and realloc keeps contents.
     fn exercise<B: Backend>(b: &mut B) {
+        let _g = crate::measure::tests::RSS_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let sizes = [1usize, 8, 16, 24, 48, 100, 512, 513, 4096, 100_000, 1 << 20];
         let mut blocks: Vec<(*mut u8, usize, u8)> = Vec::new();
         unsafe {
             for (i, &s) in sizes.iter().enumerate() {
-                for (j, p) in [b.malloc(s), b.calloc(s), b.aligned(64, s), b.aligned(4096, s)].into_iter().enumerate() {
+                for (j, p) in [
+                    b.malloc(s),
+                    b.calloc(s),
+                    b.aligned(64, s),
+                    b.aligned(4096, s),
+                ]
+                .into_iter()
+                .enumerate()
+                {
                     assert!(!p.is_null(), "null for size {s}");
                     // malloc/calloc: 16, or the size's power of two when smaller (C's rule).
-                    let align = [16.min(s.next_power_of_two()), 16.min(s.next_power_of_two()), 64, 4096][j];
+                    let align = [
+                        16.min(s.next_power_of_two()),
+                        16.min(s.next_power_of_two()),
+                        64,
+                        4096,
+                    ][j];
                     assert_eq!(p as usize % align, 0, "alignment {align} size {s}");
                     if j == 1 {
-                        assert!((0..s).all(|k| *p.add(k) == 0), "calloc not zeroed, size {s}");
+                        assert!(
+                            (0..s).all(|k| *p.add(k) == 0),
+                            "calloc not zeroed, size {s}"
+                        );
                     }
                     let tag = (i * 4 + j) as u8;
                     ptr::write_bytes(p, tag, s);
@@ -531,7 +575,10 @@ mod tests {
                 }
             }
             // Distinct: no two blocks overlap.
-            let mut spans: Vec<(usize, usize)> = blocks.iter().map(|&(p, s, _)| (p as usize, p as usize + s)).collect();
+            let mut spans: Vec<(usize, usize)> = blocks
+                .iter()
+                .map(|&(p, s, _)| (p as usize, p as usize + s))
+                .collect();
             spans.sort();
             for w in spans.windows(2) {
                 assert!(w[0].1 <= w[1].0, "overlapping blocks {w:?}");
@@ -560,7 +607,11 @@ mod tests {
     #[test]
     fn jemalloc_memory_is_sound() {
         exercise(&mut Jemalloc);
-        assert!(Jemalloc::version().starts_with('5'), "{}", Jemalloc::version());
+        assert!(
+            Jemalloc::version().starts_with('5'),
+            "{}",
+            Jemalloc::version()
+        );
     }
     #[test]
     fn mimalloc_memory_is_sound() {

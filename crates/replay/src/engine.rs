@@ -46,7 +46,9 @@ impl std::str::FromStr for Touch {
             "first" => Ok(Touch::First),
             "pages" => Ok(Touch::Pages),
             "all" => Ok(Touch::All),
-            _ => Err(format!("unknown touch policy '{s}' (known: none, first, pages, all)")),
+            _ => Err(format!(
+                "unknown touch policy '{s}' (known: none, first, pages, all)"
+            )),
         }
     }
 }
@@ -65,7 +67,13 @@ pub struct OpFailed {
 
 impl std::fmt::Display for OpFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "operation {} ({} of {} bytes) returned null: out of memory", self.index, self.op.kind.name(), self.op.size)
+        write!(
+            f,
+            "operation {} ({} of {} bytes) returned null: out of memory",
+            self.index,
+            self.op.kind.name(),
+            self.op.size
+        )
     }
 }
 
@@ -166,11 +174,20 @@ macro_rules! dispatch_touch {
 }
 
 /// The untimed-per-op pass: returns the elapsed nanoseconds of the whole replay.
-pub fn throughput<B: Backend>(b: &mut B, prog: &Program, slots: &mut Slots, touch: Touch) -> Result<f64, OpFailed> {
+pub fn throughput<B: Backend>(
+    b: &mut B,
+    prog: &Program,
+    slots: &mut Slots,
+    touch: Touch,
+) -> Result<f64, OpFailed> {
     dispatch_touch!(touch, throughput_t::<B>(b, prog, slots))
 }
 
-fn throughput_t<B: Backend, const T: u8>(b: &mut B, prog: &Program, slots: &mut Slots) -> Result<f64, OpFailed> {
+fn throughput_t<B: Backend, const T: u8>(
+    b: &mut B,
+    prog: &Program,
+    slots: &mut Slots,
+) -> Result<f64, OpFailed> {
     let sp = slots.0.as_mut_ptr();
     let t0 = std::time::Instant::now();
     for (i, op) in prog.ops.iter().enumerate() {
@@ -186,11 +203,23 @@ fn throughput_t<B: Backend, const T: u8>(b: &mut B, prog: &Program, slots: &mut 
 }
 
 /// Per-kind latency histograms in picoseconds, allocated before the replay.
-pub struct KindHists(pub Vec<Histogram<u64>>);
+pub struct KindHists {
+    pub hists: Vec<Histogram<u64>>,
+    /// Exact sum per kind of (ticks - floor), not clamped at zero: the unbiased mean.
+    pub sum_ticks: [f64; KINDS],
+    /// Timed runs per kind (batched pass: runs; tail pass: calls).
+    pub runs: [u64; KINDS],
+}
 
 impl KindHists {
     pub fn new() -> Self {
-        KindHists((0..KINDS).map(|_| mallard_report::hist::new_histogram()).collect())
+        KindHists {
+            hists: (0..KINDS)
+                .map(|_| mallard_report::hist::new_histogram())
+                .collect(),
+            sum_ticks: [0.0; KINDS],
+            runs: [0; KINDS],
+        }
     }
 }
 
@@ -203,7 +232,8 @@ impl Default for KindHists {
 /// Conversion from timer ticks (minus the floor) to picoseconds.
 #[derive(Clone, Copy)]
 pub struct TickScale {
-    pub floor: u64,
+    /// Mean empty-bracket cost in ticks.
+    pub floor: f64,
     pub ps_per_tick: f64,
 }
 
@@ -227,10 +257,18 @@ pub fn batched<B: Backend, S: Sampler<B>>(
     sampler: &mut S,
 ) -> Result<(), OpFailed> {
     match touch {
-        Touch::None => batched_t::<B, S, T_NONE>(b, prog, slots, batch, scale, hists, sample_every, sampler),
-        Touch::First => batched_t::<B, S, T_FIRST>(b, prog, slots, batch, scale, hists, sample_every, sampler),
-        Touch::Pages => batched_t::<B, S, T_PAGES>(b, prog, slots, batch, scale, hists, sample_every, sampler),
-        Touch::All => batched_t::<B, S, T_ALL>(b, prog, slots, batch, scale, hists, sample_every, sampler),
+        Touch::None => {
+            batched_t::<B, S, T_NONE>(b, prog, slots, batch, scale, hists, sample_every, sampler)
+        }
+        Touch::First => {
+            batched_t::<B, S, T_FIRST>(b, prog, slots, batch, scale, hists, sample_every, sampler)
+        }
+        Touch::Pages => {
+            batched_t::<B, S, T_PAGES>(b, prog, slots, batch, scale, hists, sample_every, sampler)
+        }
+        Touch::All => {
+            batched_t::<B, S, T_ALL>(b, prog, slots, batch, scale, hists, sample_every, sampler)
+        }
     }
 }
 
@@ -248,7 +286,11 @@ fn batched_t<B: Backend, S: Sampler<B>, const T: u8>(
     let sp = slots.0.as_mut_ptr();
     let ops = &prog.ops[..];
     let batch = batch.max(1);
-    let mut next_sample = if sample_every > 0 { sample_every } else { u64::MAX };
+    let mut next_sample = if sample_every > 0 {
+        sample_every
+    } else {
+        u64::MAX
+    };
     let mut i = 0;
     while i < ops.len() {
         let kind = ops[i].kind;
@@ -270,9 +312,12 @@ fn batched_t<B: Backend, S: Sampler<B>, const T: u8>(
             unsafe { touch_op::<T>(sp, op) };
         }
         let n = (j - i) as u64;
-        let ticks = t1.wrapping_sub(t0).saturating_sub(scale.floor);
-        let ps = (ticks as f64 * scale.ps_per_tick / n as f64) as u64;
-        hists.0[kind as usize].saturating_record_n(ps.min(mallard_report::hist::MAX_PS), n).ok();
+        let ticks = t1.wrapping_sub(t0) as f64 - scale.floor;
+        let k = kind as usize;
+        hists.sum_ticks[k] += ticks;
+        hists.runs[k] += 1;
+        let ps = (ticks.max(0.0) * scale.ps_per_tick / n as f64) as u64;
+        hists.hists[k].saturating_record_n(ps.min(mallard_report::hist::MAX_PS), n);
         i = j;
         while i as u64 >= next_sample {
             sampler.sample(i as u64, b);
@@ -317,9 +362,12 @@ fn tail_t<B: Backend, const T: u8>(
         }
         // SAFETY: see `touch_op`.
         unsafe { touch_op::<T>(sp, op) };
-        let ticks = t1.wrapping_sub(t0).saturating_sub(scale.floor);
-        let ps = (ticks as f64 * scale.ps_per_tick) as u64;
-        hists.0[op.kind as usize].saturating_record(ps.min(mallard_report::hist::MAX_PS));
+        let ticks = t1.wrapping_sub(t0) as f64 - scale.floor;
+        let k = op.kind as usize;
+        hists.sum_ticks[k] += ticks;
+        hists.runs[k] += 1;
+        let ps = (ticks.max(0.0) * scale.ps_per_tick) as u64;
+        hists.hists[k].saturating_record(ps.min(mallard_report::hist::MAX_PS));
     }
     Ok(())
 }
@@ -362,7 +410,10 @@ mod tests {
         unsafe fn free(&mut self, p: *mut u8) {
             if !p.is_null() {
                 self.frees += 1;
-                assert!(self.live.remove(&(p as usize)), "free of a pointer not live");
+                assert!(
+                    self.live.remove(&(p as usize)),
+                    "free of a pointer not live"
+                );
             }
         }
         fn footprint(&mut self) -> Option<u64> {
@@ -383,12 +434,24 @@ mod tests {
                 c.push(&Event::Free { id }).unwrap();
             } else if i % 11 == 0 && !live.is_empty() {
                 let old = live.pop().unwrap();
-                c.push(&Event::Realloc { old, new: next, size: i % 5000 }).unwrap();
+                c.push(&Event::Realloc {
+                    old,
+                    new: next,
+                    size: i % 5000,
+                })
+                .unwrap();
                 live.push(next);
                 next += 1;
             } else {
-                let kind = [AllocKind::Malloc, AllocKind::Calloc, AllocKind::Aligned][(i % 3) as usize];
-                c.push(&Event::Alloc { id: next, size: 1 + i % 9000, align: 64, kind }).unwrap();
+                let kind =
+                    [AllocKind::Malloc, AllocKind::Calloc, AllocKind::Aligned][(i % 3) as usize];
+                c.push(&Event::Alloc {
+                    id: next,
+                    size: 1 + i % 9000,
+                    align: 64,
+                    kind,
+                })
+                .unwrap();
                 live.push(next);
                 next += 1;
             }
@@ -405,9 +468,15 @@ mod tests {
 
     #[test]
     fn every_pass_frees_exactly_what_the_trace_allocated() {
+        let _g = crate::measure::tests::RSS_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let prog = program();
         let allocs = prog.counts[0] + prog.counts[1] + prog.counts[2] + prog.counts[3];
-        let scale = TickScale { floor: 0, ps_per_tick: 1.0 };
+        let scale = TickScale {
+            floor: 0.0,
+            ps_per_tick: 1.0,
+        };
         for pass in 0..3 {
             let mut b = Counting::default();
             let mut slots = Slots::new(prog.slots);
@@ -417,22 +486,37 @@ mod tests {
                 0 => {
                     throughput(&mut b, &prog, &mut slots, Touch::All).unwrap();
                 }
-                1 => batched(&mut b, &prog, &mut slots, Touch::Pages, 64, scale, &mut h, 100, &mut s).unwrap(),
+                1 => batched(
+                    &mut b,
+                    &prog,
+                    &mut slots,
+                    Touch::Pages,
+                    64,
+                    scale,
+                    &mut h,
+                    100,
+                    &mut s,
+                )
+                .unwrap(),
                 _ => tail(&mut b, &prog, &mut slots, Touch::First, scale, &mut h).unwrap(),
             }
             let left = slots.free_all(&mut b);
             assert_eq!(left, prog.final_live_objects);
             assert_eq!(b.allocs, allocs, "pass {pass}");
-            assert_eq!(b.frees, allocs, "pass {pass}: every allocation freed exactly once");
+            assert_eq!(
+                b.frees, allocs,
+                "pass {pass}: every allocation freed exactly once"
+            );
             assert!(b.live.is_empty());
             if pass == 1 {
                 assert_eq!(s.0, prog.ops.len() as u64 / 100);
-                let recorded: u64 = h.0.iter().map(|h| h.len()).sum();
+                let recorded: u64 = h.hists.iter().map(|h| h.len()).sum();
                 assert_eq!(recorded, prog.ops.len() as u64);
             }
             if pass == 2 {
                 for k in 0..KINDS {
-                    assert_eq!(h.0[k].len(), prog.counts[k]);
+                    assert_eq!(h.hists[k].len(), prog.counts[k]);
+                    assert_eq!(h.runs[k], prog.counts[k]);
                 }
             }
         }

@@ -74,7 +74,10 @@ mod cycles {
         now()
     }
     fn now() -> u64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: ts is a valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -96,7 +99,9 @@ impl Timer {
         }
         let c1 = read_stop();
         let el = t0.elapsed().as_secs_f64();
-        Timer { hz: (c1 - c0) as f64 / el }
+        Timer {
+            hz: (c1 - c0) as f64 / el,
+        }
     }
 
     /// Ticks to picoseconds.
@@ -113,6 +118,10 @@ impl Timer {
 /// The cost of an empty bracket and the timer's resolution, in ticks.
 #[derive(Clone, Copy, Debug)]
 pub struct Floor {
+    /// Mean empty-bracket cost in ticks. The mean, not the median, is subtracted: the counter
+    /// advances in coarse steps (about 10 ns here), and over many brackets the step's phase
+    /// averages out in the mean while the median stays on one step.
+    pub mean: f64,
     pub median: u64,
     pub p99: u64,
     pub resolution: u64,
@@ -126,6 +135,7 @@ pub fn floor(samples: usize) -> Floor {
         let b = read_stop();
         v.push(b.wrapping_sub(a));
     }
+    let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
     v.sort_unstable();
     let median = v[v.len() / 2];
     let p99 = v[(v.len() * 99) / 100];
@@ -138,7 +148,12 @@ pub fn floor(samples: usize) -> Floor {
         }
         resolution = resolution.min(b.wrapping_sub(a));
     }
-    Floor { median, p99, resolution }
+    Floor {
+        mean,
+        median,
+        p99,
+        resolution,
+    }
 }
 
 /// Resident set size through `/proc/self/statm`, opened once.
@@ -150,15 +165,24 @@ pub struct Rss {
 impl Rss {
     pub fn open() -> Option<Rss> {
         // SAFETY: a NUL-terminated path; the result is checked.
-        let fd = unsafe { libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        (fd >= 0).then(|| Rss { fd, page: page_size() })
+        let fd = unsafe {
+            libc::open(
+                c"/proc/self/statm".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        (fd >= 0).then(|| Rss {
+            fd,
+            page: page_size(),
+        })
     }
 
     /// Current RSS in bytes (0 if the read fails). Allocates nothing.
     pub fn read(&self) -> u64 {
         let mut buf = [0u8; 128];
         // SAFETY: buf is valid for its length; fd is open.
-        let n = unsafe { libc::pread(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        let n =
+            unsafe { libc::pread(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
         if n <= 0 {
             return 0;
         }
@@ -178,7 +202,9 @@ impl Drop for Rss {
 }
 
 fn parse_u64(s: &[u8]) -> u64 {
-    s.iter().take_while(|b| b.is_ascii_digit()).fold(0u64, |a, &b| a * 10 + (b - b'0') as u64)
+    s.iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |a, &b| a * 10 + (b - b'0') as u64)
 }
 
 pub fn page_size() -> u64 {
@@ -194,7 +220,9 @@ pub fn page_size() -> u64 {
 /// A `/proc/self/status` field in bytes (`VmHWM`, `VmRSS`), if present.
 pub fn status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     let kb = parse_u64(line[field.len() + 1..].trim_start().as_bytes());
     Some(kb * 1024)
 }
@@ -221,14 +249,17 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!("cannot pin to CPU {cpu}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot pin to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -238,11 +269,20 @@ mod tests {
         let f = floor(10_000);
         assert!(f.median > 0 && f.p99 >= f.median && f.resolution >= 1);
         // An empty bracket costs less than a microsecond on any machine we would run on.
-        assert!(t.ns(f.median as f64) < 1000.0, "floor {} ns", t.ns(f.median as f64));
+        assert!(
+            t.ns(f.median as f64) < 1000.0,
+            "floor {} ns",
+            t.ns(f.median as f64)
+        );
     }
+
+    /// RSS is process-wide: tests that allocate a lot take this lock so that they do not run
+    /// while another one reads RSS.
+    pub(crate) static RSS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn rss_grows_when_pages_are_touched() {
+        let _g = RSS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let rss = Rss::open().unwrap();
         let before = rss.read();
         let mut v = vec![0u8; 64 << 20];
@@ -251,7 +291,10 @@ mod tests {
         }
         std::hint::black_box(&v);
         let after = rss.read();
-        assert!(after >= before + (60 << 20), "before {before} after {after}");
+        assert!(
+            after >= before + (60 << 20),
+            "before {before} after {after}"
+        );
         assert!(status_bytes("VmHWM").unwrap() >= after - 4096);
     }
 }

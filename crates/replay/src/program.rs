@@ -85,10 +85,14 @@ impl Compiler {
     fn new_object(&mut self, id: u64, size: u64) -> Result<u32, String> {
         let expected = self.id_slot.len() as u64;
         if id != expected {
-            return Err(format!("object id {id} out of order (the next new object must be {expected})"));
+            return Err(format!(
+                "object id {id} out of order (the next new object must be {expected})"
+            ));
         }
         if size > MAX_REQUEST {
-            return Err(format!("object {id} requests {size} bytes, more than any address space holds"));
+            return Err(format!(
+                "object {id} requests {size} bytes, more than any address space holds"
+            ));
         }
         let slot = match self.free_slots.pop() {
             Some(s) => s,
@@ -127,14 +131,21 @@ impl Compiler {
     /// Adds one event; the error says what is wrong with it (the caller adds where).
     pub fn push(&mut self, ev: &Event) -> Result<(), String> {
         let op = match *ev {
-            Event::Alloc { id, size, align, kind } => {
+            Event::Alloc {
+                id,
+                size,
+                align,
+                kind,
+            } => {
                 let slot = self.new_object(id, size)?;
                 let (kind, align_log2) = match kind {
                     AllocKind::Malloc => (OpKind::Malloc, 0),
                     AllocKind::Calloc => (OpKind::Calloc, 0),
                     AllocKind::Aligned => {
                         if align > 1 && !align.is_power_of_two() {
-                            return Err(format!("object {id}: alignment {align} is not a power of two"));
+                            return Err(format!(
+                                "object {id}: alignment {align} is not a power of two"
+                            ));
                         }
                         if align > 1 << 30 {
                             return Err(format!("object {id}: alignment {align} is beyond 1 GiB"));
@@ -144,12 +155,22 @@ impl Compiler {
                         (OpKind::Aligned, a.trailing_zeros() as u8)
                     }
                 };
-                Op { size, slot, kind, align_log2 }
+                Op {
+                    size,
+                    slot,
+                    kind,
+                    align_log2,
+                }
             }
             Event::Free { id } => {
                 let slot = self.end_object(id, "free")?;
                 self.free_slots.push(slot);
-                Op { size: 0, slot, kind: OpKind::Free, align_log2: 0 }
+                Op {
+                    size: 0,
+                    slot,
+                    kind: OpKind::Free,
+                    align_log2: 0,
+                }
             }
             Event::Realloc { old, new, size } => {
                 let slot = self.end_object(old, "realloc")?;
@@ -157,7 +178,12 @@ impl Compiler {
                 self.free_slots.push(slot);
                 let got = self.new_object(new, size)?;
                 debug_assert_eq!(got, slot);
-                Op { size, slot, kind: OpKind::Realloc, align_log2: 0 }
+                Op {
+                    size,
+                    slot,
+                    kind: OpKind::Realloc,
+                    align_log2: 0,
+                }
             }
         };
         self.prog.counts[op.kind as usize] += 1;
@@ -174,7 +200,10 @@ impl Compiler {
 }
 
 /// Reads and compiles a whole trace, calling `each` on every record (for statistics).
-pub fn compile(reader: &mut TraceReader, mut each: impl FnMut(&Record)) -> Result<Program, TraceError> {
+pub fn compile(
+    reader: &mut TraceReader,
+    mut each: impl FnMut(&Record),
+) -> Result<Program, TraceError> {
     let mut c = Compiler::new();
     while let Some(rec) = reader.next() {
         let rec = rec?;
@@ -227,13 +256,28 @@ mod tests {
     use super::*;
 
     fn alloc(id: u64, size: u64) -> Event {
-        Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc }
+        Event::Alloc {
+            id,
+            size,
+            align: 0,
+            kind: AllocKind::Malloc,
+        }
     }
 
     #[test]
     fn slots_are_reused_and_table_is_peak_live() {
         let mut c = Compiler::new();
-        for ev in [alloc(0, 10), alloc(1, 20), Event::Free { id: 0 }, alloc(2, 30), Event::Realloc { old: 1, new: 3, size: 5 }] {
+        for ev in [
+            alloc(0, 10),
+            alloc(1, 20),
+            Event::Free { id: 0 },
+            alloc(2, 30),
+            Event::Realloc {
+                old: 1,
+                new: 3,
+                size: 5,
+            },
+        ] {
             c.push(&ev).unwrap();
         }
         let p = c.finish();
@@ -251,10 +295,23 @@ mod tests {
     fn bad_frees_are_named() {
         let mut c = Compiler::new();
         c.push(&alloc(0, 8)).unwrap();
-        assert!(c.push(&Event::Free { id: 7 }).unwrap_err().contains("object 7, which was never allocated"));
+        assert!(c
+            .push(&Event::Free { id: 7 })
+            .unwrap_err()
+            .contains("object 7, which was never allocated"));
         c.push(&Event::Free { id: 0 }).unwrap();
-        assert!(c.push(&Event::Free { id: 0 }).unwrap_err().contains("already freed"));
-        assert!(c.push(&Event::Realloc { old: 0, new: 1, size: 1 }).unwrap_err().contains("realloc of object 0"));
+        assert!(c
+            .push(&Event::Free { id: 0 })
+            .unwrap_err()
+            .contains("already freed"));
+        assert!(c
+            .push(&Event::Realloc {
+                old: 0,
+                new: 1,
+                size: 1
+            })
+            .unwrap_err()
+            .contains("realloc of object 0"));
         assert!(c.push(&alloc(5, 1)).unwrap_err().contains("out of order"));
         assert!(c.push(&alloc(1, 1 << 50)).unwrap_err().contains("bytes"));
     }

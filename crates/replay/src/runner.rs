@@ -17,7 +17,9 @@ use crate::measure::{self, Timer};
 use crate::program;
 use crate::worker::{Pass, WorkerOutput, WorkerSpec};
 use mallard_arena::Config as ArenaConfig;
-use mallard_report::{AllocatorInfo, EventCounts, Machine, Repetition, RunResults, ToolInfo, TraceInfo};
+use mallard_report::{
+    AllocatorInfo, EventCounts, Machine, Repetition, RunResults, ToolInfo, TraceInfo,
+};
 use mallard_trace::stats::TraceStats;
 use mallard_trace::TraceError;
 use sha2::{Digest, Sha256};
@@ -62,27 +64,43 @@ pub struct CheckedTrace {
 
 /// Reads a trace once: hash, statistics, and a full compile (which validates every event).
 pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| RunError::Trace(TraceError::Io { path: path.to_path_buf(), source: e }))?;
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        RunError::Trace(TraceError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    })?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut file_bytes = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| RunError::Trace(TraceError::Io { path: path.to_path_buf(), source: e }))?;
+        let n = f.read(&mut buf).map_err(|e| {
+            RunError::Trace(TraceError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        })?;
         if n == 0 {
             break;
         }
         file_bytes += n as u64;
         h.update(&buf[..n]);
     }
-    let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let sha256 = h
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
     let mut reader = mallard_trace::open(path)?;
     let metadata = reader.header().metadata.clone();
     let mut stats = TraceStats::new();
     let prog = program::compile(&mut reader, |r| stats.add(r))?;
     let stats = stats.finish();
     let c = prog.counts;
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = name.split('.').next().unwrap_or("trace").to_string();
     Ok(CheckedTrace {
         ops: prog.ops.len() as u64,
@@ -92,7 +110,13 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
             sha256,
             file_bytes,
             events: prog.ops.len() as u64,
-            counts: EventCounts { malloc: c[0], calloc: c[1], aligned: c[2], realloc: c[3], free: c[4] },
+            counts: EventCounts {
+                malloc: c[0],
+                calloc: c[1],
+                aligned: c[2],
+                realloc: c[3],
+                free: c[4],
+            },
             threads: stats.threads,
             peak_live_bytes: prog.peak_live_bytes,
             peak_live_objects: prog.peak_live_objects,
@@ -104,8 +128,19 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
 
 /// Progress reports while running.
 pub enum Progress<'a> {
-    Started { total_workers: usize },
-    Worker { done: usize, total: usize, trace: &'a str, allocator: AllocatorName, rep: u32, pass: Pass, elapsed: Duration, ok: bool },
+    Started {
+        total_workers: usize,
+    },
+    Worker {
+        done: usize,
+        total: usize,
+        trace: &'a str,
+        allocator: AllocatorName,
+        rep: u32,
+        pass: Pass,
+        elapsed: Duration,
+        ok: bool,
+    },
 }
 
 /// Runs everything in `opts`.
@@ -117,12 +152,16 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
         return Err(RunError::Other("--repeat must be at least 1".into()));
     }
     if opts.allocators.contains(&AllocatorName::Arena) {
-        mallard_arena::Arena::new(opts.arena.clone()).map_err(|e| RunError::Other(format!("arena configuration: {e}")))?;
+        mallard_arena::Arena::new(opts.arena.clone())
+            .map_err(|e| RunError::Other(format!("arena configuration: {e}")))?;
     }
     let mut traces = Vec::new();
     for (i, p) in opts.traces.iter().enumerate() {
         let mut t = check_trace(p)?;
-        if traces.iter().any(|x: &CheckedTrace| x.info.name == t.info.name) {
+        if traces
+            .iter()
+            .any(|x: &CheckedTrace| x.info.name == t.info.name)
+        {
             t.info.name = format!("{}-{}", t.info.name, i + 1);
         }
         traces.push(t);
@@ -131,7 +170,10 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
     let versions = crate::worker::versions();
     let mut results = RunResults {
         schema: mallard_report::SCHEMA_VERSION,
-        tool: ToolInfo { name: "mallard".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: ToolInfo {
+            name: "mallard".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -145,7 +187,11 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
             .map(|&a| AllocatorInfo {
                 name: a.as_str().into(),
                 version: versions[a.as_str()].clone(),
-                config: if a == AllocatorName::Arena { opts.arena.to_string() } else { "defaults".into() },
+                config: if a == AllocatorName::Arena {
+                    opts.arena.to_string()
+                } else {
+                    "defaults".into()
+                },
                 notes: a.about().into(),
             })
             .collect(),
@@ -155,7 +201,9 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
     // One Repetition per trace x allocator x rep, filled pass by pass.
     let mut reps: BTreeMap<(usize, usize, u32), Repetition> = BTreeMap::new();
     let total = traces.len() * opts.allocators.len() * opts.repeat as usize * Pass::ALL.len();
-    progress(Progress::Started { total_workers: total });
+    progress(Progress::Started {
+        total_workers: total,
+    });
     let mut done = 0;
     for rep in 0..opts.repeat {
         for (ti, t) in traces.iter().enumerate() {
@@ -269,11 +317,16 @@ fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, Stri
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             let _ = child.wait();
             let _ = readers.join();
-            return Err(format!("worker timed out after {:?} and was killed", opts.timeout));
+            return Err(format!(
+                "worker timed out after {:?} and was killed",
+                opts.timeout
+            ));
         }
     };
     let _ = readers.join();
-    let status = child.wait().map_err(|e| format!("waiting for worker: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for worker: {e}"))?;
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
         let how = match status.signal() {
@@ -281,13 +334,19 @@ fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, Stri
             None => format!("worker exited with {}", status.code().unwrap_or(-1)),
         };
         let err = err.trim();
-        return Err(if err.is_empty() { how } else { format!("{how}: {}", err.lines().last().unwrap_or(err)) });
+        return Err(if err.is_empty() {
+            how
+        } else {
+            format!("{how}: {}", err.lines().last().unwrap_or(err))
+        });
     }
     serde_json::from_str(out.trim()).map_err(|e| format!("worker output unreadable ({e})"))
 }
 
 fn read_first_line(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
 }
 
 fn machine(timer: Timer) -> Machine {
@@ -303,7 +362,9 @@ fn machine(timer: Timer) -> Machine {
         os: std::env::consts::OS.into(),
         kernel: read_first_line("/proc/sys/kernel/osrelease"),
         cpu_model,
-        logical_cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        logical_cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         page_size: measure::page_size(),
         timer_hz: timer.hz,
         timer: measure::TIMER_NAME.into(),
@@ -317,11 +378,20 @@ fn settings(opts: &RunOptions) -> BTreeMap<String, String> {
     s.insert("batch".into(), opts.batch.to_string());
     s.insert("rss_samples".into(), opts.rss_samples.to_string());
     s.insert("arena".into(), opts.arena.to_string());
-    s.insert("cpu".into(), opts.cpu.map(|c| c.to_string()).unwrap_or_else(|| "not pinned".into()));
+    s.insert(
+        "cpu".into(),
+        opts.cpu
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "not pinned".into()),
+    );
     s.insert("timeout_s".into(), opts.timeout.as_secs().to_string());
-    s.insert("threads".into(), "serial: the global event order replayed on one thread".into());
+    s.insert(
+        "threads".into(),
+        "serial: the global event order replayed on one thread".into(),
+    );
     for (k, v) in std::env::vars() {
-        if k.starts_with("MALLOC_") || k.starts_with("MIMALLOC_") || k.starts_with("GLIBC_TUNABLES") {
+        if k.starts_with("MALLOC_") || k.starts_with("MIMALLOC_") || k.starts_with("GLIBC_TUNABLES")
+        {
             s.insert(format!("env.{k}"), v);
         }
     }
@@ -350,17 +420,38 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         Shows slow paths: page faults, mmap/munmap, lock waits. Summary p99/p99.9/max come from here.".into());
     add(&mut m, "peak_rss", "VmHWM of the worker after the throughput pass; it was reset (clear_refs 5) just before \
         the replay, so it is the peak during the replay, including the baseline (the worker's own memory).".into());
-    add(&mut m, "baseline_rss", "RSS just before the replay: decoded trace, slot table, histograms, all allocated and \
-        touched before timing.".into());
-    add(&mut m, "final_rss", "RSS after the last operation, before the harness frees what the trace left live.".into());
+    add(
+        &mut m,
+        "baseline_rss",
+        "RSS just before the replay: decoded trace, slot table, histograms, all allocated and \
+        touched before timing."
+            .into(),
+    );
+    add(
+        &mut m,
+        "final_rss",
+        "RSS after the last operation, before the harness frees what the trace left live.".into(),
+    );
     add(&mut m, "footprint", "The allocator's own account of memory it holds, at the end of the throughput pass: \
         glibc mallinfo2 arena+hblkhd; jemalloc stats.resident; mimalloc committed bytes; arena mapped arenas + live \
         raw blocks.".into());
     add(&mut m, "rss timeline", format!("RSS read from /proc/self/statm (fd kept open) about every 1/{} of the \
         operations during the batched pass, between batches (outside any bracket), beside the bytes requested and live \
         at that point (the ideal) and the allocator's footprint.", opts.rss_samples));
-    add(&mut m, "touch", format!("{:?}: after every allocation the harness writes to it (pages: one byte per 4 KiB \
-        page), so RSS counts memory a program would really use.", opts.touch).to_lowercase());
-    add(&mut m, "minor_faults", "getrusage(RUSAGE_SELF) minor page faults during the throughput pass.".into());
+    add(
+        &mut m,
+        "touch",
+        format!(
+            "{:?}: after every allocation the harness writes to it (pages: one byte per 4 KiB \
+        page), so RSS counts memory a program would really use.",
+            opts.touch
+        )
+        .to_lowercase(),
+    );
+    add(
+        &mut m,
+        "minor_faults",
+        "getrusage(RUSAGE_SELF) minor page faults during the throughput pass.".into(),
+    );
     m
 }

@@ -90,7 +90,8 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
         AllocatorName::Mimalloc => run_with(spec, &prog, Mimalloc),
         AllocatorName::Arena => run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?),
         AllocatorName::Bump => {
-            let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
+            let cap =
+                Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
             run_with(spec, &prog, Bump::new(cap)?)
         }
     }
@@ -117,39 +118,81 @@ impl<B: Backend> Sampler<B> for RssSampler<'_> {
     }
 }
 
-fn figures(h: &hdrhistogram::Histogram<u64>) -> LatencyFigures {
+fn figures(h: &KindHists, k: usize, timer: &Timer) -> LatencyFigures {
+    let n = h.hists[k].len();
+    let runs = h.runs[k];
+    let h_sum = h.sum_ticks[k];
+    let h = &h.hists[k];
     LatencyFigures {
-        count: h.len(),
-        mean_ns: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+        count: n,
+        mean_ns: if n == 0 {
+            0.0
+        } else {
+            timer.ns(h_sum) / n as f64
+        },
+        mean_run: if runs == 0 {
+            0.0
+        } else {
+            n as f64 / runs as f64
+        },
         p50_ns: quantile_ns(h, 0.5),
         p90_ns: quantile_ns(h, 0.9),
         p99_ns: quantile_ns(h, 0.99),
         p999_ns: quantile_ns(h, 0.999),
-        max_ns: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+        max_ns: if h.is_empty() {
+            0.0
+        } else {
+            h.max() as f64 / 1000.0
+        },
         hist: HistData::from_histogram(h),
     }
 }
 
-fn run_with<B: Backend>(spec: &WorkerSpec, prog: &Program, mut b: B) -> Result<WorkerOutput, String> {
-    let timer = if spec.timer_hz > 0.0 { Timer { hz: spec.timer_hz } } else { Timer::calibrate(50) };
+fn run_with<B: Backend>(
+    spec: &WorkerSpec,
+    prog: &Program,
+    mut b: B,
+) -> Result<WorkerOutput, String> {
+    let timer = if spec.timer_hz > 0.0 {
+        Timer { hz: spec.timer_hz }
+    } else {
+        Timer::calibrate(50)
+    };
     let mut slots = Slots::new(prog.slots);
     let mut hists = KindHists::new();
     let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
     let n = prog.ops.len() as u64;
-    let sample_every = if spec.rss_samples == 0 { 0 } else { (n / spec.rss_samples).max(1) };
-    let points: Vec<u64> = if sample_every == 0 { vec![] } else { (1..=n / sample_every).map(|k| k * sample_every).collect() };
+    let sample_every = if spec.rss_samples == 0 {
+        0
+    } else {
+        (n / spec.rss_samples).max(1)
+    };
+    let points: Vec<u64> = if sample_every == 0 {
+        vec![]
+    } else {
+        (1..=n / sample_every).map(|k| k * sample_every).collect()
+    };
     let live = prog.live_bytes_at(&points);
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
     let mut out = WorkerOutput::default();
 
     let floor = measure::floor(200_000);
-    let scale = TickScale { floor: floor.median, ps_per_tick: 1e12 / timer.hz };
+    let scale = TickScale {
+        floor: floor.mean,
+        ps_per_tick: 1e12 / timer.hz,
+    };
     let floor_fig = TimerFloor {
-        floor_ns: timer.ns(floor.median as f64),
+        floor_ns: timer.ns(floor.mean),
+        floor_median_ns: timer.ns(floor.median as f64),
         floor_p99_ns: timer.ns(floor.p99 as f64),
         resolution_ns: timer.ns(floor.resolution as f64),
     };
 
+    // Give back to the OS what decoding and compiling freed, so an allocator that shares the
+    // process heap (glibc, and the arena's large objects) cannot reuse pages made resident by
+    // the harness and look smaller than it is.
+    // SAFETY: malloc_trim only releases free memory of glibc's heap.
+    unsafe { libc::malloc_trim(0) };
     let baseline_rss = rss.read();
     let peak_reset = measure::reset_peak_rss();
     let (minor0, major0) = measure::faults();
@@ -163,8 +206,22 @@ fn run_with<B: Backend>(spec: &WorkerSpec, prog: &Program, mut b: B) -> Result<W
             });
         }),
         Pass::Batched => {
-            let mut sampler = RssSampler { rss: &rss, live: &live, out: &mut timeline };
-            engine::batched(&mut b, prog, &mut slots, spec.touch, spec.batch, scale, &mut hists, sample_every, &mut sampler)
+            let mut sampler = RssSampler {
+                rss: &rss,
+                live: &live,
+                out: &mut timeline,
+            };
+            engine::batched(
+                &mut b,
+                prog,
+                &mut slots,
+                spec.touch,
+                spec.batch,
+                scale,
+                &mut hists,
+                sample_every,
+                &mut sampler,
+            )
         }
         Pass::Tail => engine::tail(&mut b, prog, &mut slots, spec.touch, scale, &mut hists),
     };
@@ -180,7 +237,11 @@ fn run_with<B: Backend>(spec: &WorkerSpec, prog: &Program, mut b: B) -> Result<W
             final_rss,
             footprint: b.footprint(),
             footprint_source: b.footprint_source().to_string()
-                + if peak_reset { "" } else { " (peak RSS could not be reset: includes the trace decoding)" },
+                + if peak_reset {
+                    ""
+                } else {
+                    " (peak RSS could not be reset: includes the trace decoding)"
+                },
             minor_faults: minor1 - minor0,
             major_faults: major1 - major0,
             final_live_bytes: prog.final_live_bytes,
@@ -191,7 +252,10 @@ fn run_with<B: Backend>(spec: &WorkerSpec, prog: &Program, mut b: B) -> Result<W
         out.timer_floor = Some(floor_fig);
         for k in 0..KINDS {
             if prog.counts[k] > 0 {
-                out.latency.insert(mallard_report::OP_KINDS[k].to_string(), figures(&hists.0[k]));
+                out.latency.insert(
+                    mallard_report::OP_KINDS[k].to_string(),
+                    figures(&hists, k, &timer),
+                );
             }
         }
     }
@@ -223,7 +287,12 @@ pub fn main(spec_json: &str) -> i32 {
             }
         },
         Err(e) => {
-            eprintln!("{} ({}, {} pass): {e}", spec.allocator, spec.trace.display(), spec.pass.name());
+            eprintln!(
+                "{} ({}, {} pass): {e}",
+                spec.allocator,
+                spec.trace.display(),
+                spec.pass.name()
+            );
             1
         }
     }
@@ -231,5 +300,8 @@ pub fn main(spec_json: &str) -> i32 {
 
 /// Versions of the allocators, resolved in the parent (the same binary links them all).
 pub fn versions() -> BTreeMap<&'static str, String> {
-    AllocatorName::ALL.iter().map(|&a| (a.as_str(), backend::version(a))).collect()
+    AllocatorName::ALL
+        .iter()
+        .map(|&a| (a.as_str(), backend::version(a)))
+        .collect()
 }

@@ -30,7 +30,12 @@ impl HistData {
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
         let buckets = h
             .iter_recorded()
-            .map(|v| (h.highest_equivalent(v.value_iterated_to()), v.count_at_value()))
+            .map(|v| {
+                (
+                    h.highest_equivalent(v.value_iterated_to()),
+                    v.count_at_value(),
+                )
+            })
             .collect();
         HistData { buckets }
     }
@@ -71,14 +76,22 @@ pub fn quantile_ns(h: &Histogram<u64>, q: f64) -> f64 {
 /// nanoseconds, the layout `HistogramLogProcessor` and the `.hgrm` plotters read.
 pub fn to_hgrm(h: &Histogram<u64>) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
     if !h.is_empty() {
         for v in h.iter_quantiles(5) {
             let q = v.quantile_iterated_to();
             let value = h.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0;
             let total = cumulative(h, v.value_iterated_to());
             if q < 1.0 {
-                let _ = writeln!(out, "{value:>12.3} {q:>2.12} {total:>10} {:>14.2}", 1.0 / (1.0 - q));
+                let _ = writeln!(
+                    out,
+                    "{value:>12.3} {q:>2.12} {total:>10} {:>14.2}",
+                    1.0 / (1.0 - q)
+                );
             } else {
                 let _ = writeln!(out, "{value:>12.3} {q:>2.12} {total:>10}");
             }
@@ -87,8 +100,15 @@ pub fn to_hgrm(h: &Histogram<u64>) -> String {
     let mean = h.mean() / 1000.0;
     let sd = h.stdev() / 1000.0;
     let max = h.max() as f64 / 1000.0;
-    let _ = writeln!(out, "#[Mean    = {mean:>12.3}, StdDeviation   = {sd:>12.3}]");
-    let _ = writeln!(out, "#[Max     = {max:>12.3}, Total count    = {:>12}]", h.len());
+    let _ = writeln!(
+        out,
+        "#[Mean    = {mean:>12.3}, StdDeviation   = {sd:>12.3}]"
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {max:>12.3}, Total count    = {:>12}]",
+        h.len()
+    );
     let _ = writeln!(
         out,
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
@@ -133,7 +153,11 @@ mod tests {
         assert!(text.contains("#[Max     =      100.0"), "{text}");
         assert!(text.contains("Total count    =            5]"), "{text}");
         // The last data row reaches percentile 1 with the full count.
-        let last = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).last().unwrap();
+        let last = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .last()
+            .unwrap();
         assert!(last.contains("1.000000000000"), "{last}");
         assert!(last.trim_end().ends_with(" 5"), "{last}");
     }

@@ -31,18 +31,35 @@ pub enum ReportError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ReportError + '_ {
-    move |source| ReportError::Io { path: path.to_path_buf(), source }
+    move |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads a `results.json`.
 pub fn read_results(path: &Path) -> Result<RunResults, ReportError> {
-    let text = fs::read_to_string(path).map_err(|e| ReportError::Read { path: path.into(), msg: e.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| ReportError::Read { path: path.into(), msg: e.to_string() })
+    let text = fs::read_to_string(path).map_err(|e| ReportError::Read {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ReportError::Read {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 /// File-name-safe form of a trace or allocator name.
 pub fn file_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Writes every report file for `results` into `dir`, atomically (see the crate docs).
@@ -53,7 +70,10 @@ pub fn write_report_dir(results: &RunResults, dir: &Path) -> Result<(), ReportEr
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
@@ -105,20 +125,30 @@ fn write_files(results: &RunResults, dir: &Path) -> Result<(), ReportError> {
 pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>, ReportError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        w.serialize(r).map_err(|e| io_err(Path::new("summary.csv"))(io::Error::other(e)))?;
+        w.serialize(r)
+            .map_err(|e| io_err(Path::new("summary.csv"))(io::Error::other(e)))?;
     }
-    w.into_inner().map_err(|e| io_err(Path::new("summary.csv"))(io::Error::other(e.to_string())))
+    w.into_inner()
+        .map_err(|e| io_err(Path::new("summary.csv"))(io::Error::other(e.to_string())))
 }
 
 /// `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition).
 pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
     let mut out = Vec::new();
-    writeln!(out, "trace,allocator,repetition,ops_done,rss_bytes,live_bytes,footprint_bytes").map_err(io_err(Path::new("rss.csv")))?;
+    writeln!(
+        out,
+        "trace,allocator,repetition,ops_done,rss_bytes,live_bytes,footprint_bytes"
+    )
+    .map_err(io_err(Path::new("rss.csv")))?;
     for r in &results.repetitions {
         for s in &r.rss_timeline {
             let fp = s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default();
-            writeln!(out, "{},{},{},{},{},{},{}", r.trace, r.allocator, r.index, s.ops_done, s.rss_bytes, s.live_bytes, fp)
-                .map_err(io_err(Path::new("rss.csv")))?;
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{}",
+                r.trace, r.allocator, r.index, s.ops_done, s.rss_bytes, s.live_bytes, fp
+            )
+            .map_err(io_err(Path::new("rss.csv")))?;
         }
     }
     Ok(out)
@@ -138,13 +168,24 @@ pub fn hgrm_files(results: &RunResults) -> Vec<(String, String)> {
                 .collect();
             for op in OP_KINDS {
                 let base = format!("{}--{}--{}", file_safe(&t.name), file_safe(&a.name), op);
-                let tail: Vec<_> = reps.iter().filter_map(|r| r.tail.get(op)).map(|f| &f.hist).collect();
+                let tail: Vec<_> = reps
+                    .iter()
+                    .filter_map(|r| r.tail.get(op))
+                    .map(|f| &f.hist)
+                    .collect();
                 if !tail.is_empty() {
                     files.push((format!("{base}.hgrm"), hist::to_hgrm(&hist::merge(tail))));
                 }
-                let batched: Vec<_> = reps.iter().filter_map(|r| r.batched.get(op)).map(|f| &f.hist).collect();
+                let batched: Vec<_> = reps
+                    .iter()
+                    .filter_map(|r| r.batched.get(op))
+                    .map(|f| &f.hist)
+                    .collect();
                 if !batched.is_empty() {
-                    files.push((format!("{base}.batched.hgrm"), hist::to_hgrm(&hist::merge(batched))));
+                    files.push((
+                        format!("{base}.batched.hgrm"),
+                        hist::to_hgrm(&hist::merge(batched)),
+                    ));
                 }
             }
         }
@@ -157,17 +198,51 @@ mod tests {
     use super::*;
 
     fn sample() -> RunResults {
-        let mut r = RunResults { schema: SCHEMA_VERSION, ..Default::default() };
-        r.traces.push(TraceInfo { name: "t".into(), counts: EventCounts { malloc: 2, free: 2, ..Default::default() }, ..Default::default() });
-        r.allocators.push(AllocatorInfo { name: "a".into(), ..Default::default() });
+        let mut r = RunResults {
+            schema: SCHEMA_VERSION,
+            ..Default::default()
+        };
+        r.traces.push(TraceInfo {
+            name: "t".into(),
+            counts: EventCounts {
+                malloc: 2,
+                free: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        r.allocators.push(AllocatorInfo {
+            name: "a".into(),
+            ..Default::default()
+        });
         let mut h = hist::new_histogram();
         h.record(5000).unwrap();
-        let lat = LatencyFigures { count: 1, hist: hist::HistData::from_histogram(&h), ..Default::default() };
-        let mut rep = Repetition { trace: "t".into(), allocator: "a".into(), ..Default::default() };
-        rep.throughput = Some(Throughput { ops: 4, elapsed_ns: 40.0, ns_per_op: 10.0, mops_per_s: 100.0 });
+        let lat = LatencyFigures {
+            count: 1,
+            mean_ns: 5.0,
+            mean_run: 1.0,
+            hist: hist::HistData::from_histogram(&h),
+            ..Default::default()
+        };
+        let mut rep = Repetition {
+            trace: "t".into(),
+            allocator: "a".into(),
+            ..Default::default()
+        };
+        rep.throughput = Some(Throughput {
+            ops: 4,
+            elapsed_ns: 40.0,
+            ns_per_op: 10.0,
+            mops_per_s: 100.0,
+        });
         rep.batched.insert("malloc".into(), lat.clone());
         rep.tail.insert("malloc".into(), lat);
-        rep.rss_timeline.push(RssSample { ops_done: 2, rss_bytes: 4096, live_bytes: 64, footprint_bytes: Some(8192) });
+        rep.rss_timeline.push(RssSample {
+            ops_done: 2,
+            rss_bytes: 4096,
+            live_bytes: 64,
+            footprint_bytes: Some(8192),
+        });
         r.repetitions.push(rep);
         r
     }
@@ -180,18 +255,34 @@ mod tests {
         fs::write(dir.join("stale.txt"), "old").unwrap();
         write_report_dir(&sample(), &dir).unwrap();
         assert!(!dir.join("stale.txt").exists());
-        for f in ["results.json", "summary.csv", "rss.csv", "t--a--malloc.hgrm", "t--a--malloc.batched.hgrm"] {
+        for f in [
+            "results.json",
+            "summary.csv",
+            "rss.csv",
+            "t--a--malloc.hgrm",
+            "t--a--malloc.batched.hgrm",
+        ] {
             assert!(dir.join(f).exists(), "{f} missing");
         }
         let back = read_results(&dir.join("results.json")).unwrap();
         assert_eq!(back.repetitions.len(), 1);
         let csv = fs::read_to_string(dir.join("summary.csv")).unwrap();
-        assert_eq!(csv.lines().count(), 3, "header + malloc + free rows:\n{csv}");
-        assert!(csv.lines().nth(1).unwrap().starts_with("t,a,malloc,2,5.0"), "{csv}");
+        assert_eq!(
+            csv.lines().count(),
+            3,
+            "header + malloc + free rows:\n{csv}"
+        );
+        assert!(
+            csv.lines().nth(1).unwrap().starts_with("t,a,malloc,2,5.0"),
+            "{csv}"
+        );
         let rss = fs::read_to_string(dir.join("rss.csv")).unwrap();
         assert_eq!(rss.lines().nth(1), Some("t,a,0,2,4096,64,8192"));
         // No temporary directory is left beside it.
-        let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     }
 

@@ -144,7 +144,13 @@ pub struct Memory {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LatencyFigures {
     pub count: u64,
+    /// Exact mean: the sum of every timed interval minus the floor, unclamped, divided by the
+    /// count (unbiased even where single values are below the timer's step).
     pub mean_ns: f64,
+    /// Operations per timed interval (batched pass: the mean run length; tail pass: 1). Short
+    /// runs mean coarse batched percentiles: each value is the timer step over the run length.
+    #[serde(default)]
+    pub mean_run: f64,
     pub p50_ns: f64,
     pub p90_ns: f64,
     pub p99_ns: f64,
@@ -156,8 +162,10 @@ pub struct LatencyFigures {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TimerFloor {
-    /// Median cost of an empty fenced bracket: subtracted from every per-call figure.
+    /// Mean cost of an empty fenced bracket: subtracted from every timed interval.
     pub floor_ns: f64,
+    #[serde(default)]
+    pub floor_median_ns: f64,
     /// 99th percentile of the empty bracket: per-call values below `p99 - p50` of it are noise.
     pub floor_p99_ns: f64,
     /// Smallest non-zero step between two consecutive timer reads.

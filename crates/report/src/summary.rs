@@ -21,6 +21,7 @@ pub struct SummaryRow {
     pub op: String,
     /// Operations of this kind in one replay of the trace.
     pub count: u64,
+    /// Exact mean of the batched pass (sum of run times minus the floor, over the count).
     pub mean_ns: f64,
     pub p50_ns: f64,
     pub p90_ns: f64,
@@ -42,12 +43,31 @@ pub struct SummaryRow {
     pub tail_p50_ns: f64,
     /// p99 of the batched distribution, for comparison with the per-call p99.
     pub batched_p99_ns: f64,
+    /// Mean operations per timed run in the batched pass: below about 8, batched percentiles
+    /// are coarse (the timer step divided by the run length); the mean stays exact.
+    pub batched_mean_run: f64,
+    /// Exact mean of the per-call pass (floor subtracted).
+    pub tail_mean_ns: f64,
     /// Median empty-bracket cost subtracted from per-call figures.
     pub timer_floor_ns: f64,
     /// Per-call values below this (empty bracket p99 - p50) cannot be told from timer noise.
     pub timer_noise_ns: f64,
     pub repetitions_ok: u32,
     pub repetitions_failed: u32,
+}
+
+/// Count-weighted mean of per-repetition exact means.
+fn exact_mean<'a>(figs: impl Iterator<Item = &'a crate::model::LatencyFigures>) -> f64 {
+    let (mut sum, mut n) = (0.0, 0u64);
+    for f in figs {
+        sum += f.mean_ns * f.count as f64;
+        n += f.count;
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -79,8 +99,16 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                 .filter(|r| r.trace == t.name && r.allocator == a.name)
                 .collect();
             let ok: Vec<_> = reps.iter().filter(|r| r.failure.is_none()).collect();
-            let thr: Vec<f64> = ok.iter().filter_map(|r| r.throughput.as_ref()).map(|x| x.mops_per_s).collect();
-            let nsop: Vec<f64> = ok.iter().filter_map(|r| r.throughput.as_ref()).map(|x| x.ns_per_op).collect();
+            let thr: Vec<f64> = ok
+                .iter()
+                .filter_map(|r| r.throughput.as_ref())
+                .map(|x| x.mops_per_s)
+                .collect();
+            let nsop: Vec<f64> = ok
+                .iter()
+                .filter_map(|r| r.throughput.as_ref())
+                .map(|x| x.ns_per_op)
+                .collect();
             let mem: Vec<_> = ok.iter().filter_map(|r| r.memory.as_ref()).collect();
             let floors: Vec<_> = ok.iter().filter_map(|r| r.timer_floor.as_ref()).collect();
             for op in OP_KINDS {
@@ -101,12 +129,31 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                     allocator: a.name.clone(),
                     op: op.to_string(),
                     count,
-                    mean_ns: if batched.is_empty() { 0.0 } else { batched.mean() / 1000.0 },
+                    mean_ns: exact_mean(ok.iter().filter_map(|r| r.batched.get(op))),
+                    batched_mean_run: {
+                        let f: Vec<_> = ok.iter().filter_map(|r| r.batched.get(op)).collect();
+                        let n: u64 = f.iter().map(|f| f.count).sum();
+                        let runs: f64 = f
+                            .iter()
+                            .filter(|f| f.mean_run > 0.0)
+                            .map(|f| f.count as f64 / f.mean_run)
+                            .sum();
+                        if runs > 0.0 {
+                            n as f64 / runs
+                        } else {
+                            0.0
+                        }
+                    },
+                    tail_mean_ns: exact_mean(ok.iter().filter_map(|r| r.tail.get(op))),
                     p50_ns: quantile_ns(&batched, 0.5),
                     p90_ns: quantile_ns(&batched, 0.9),
                     p99_ns: quantile_ns(&tail, 0.99),
                     p999_ns: quantile_ns(&tail, 0.999),
-                    max_ns: if tail.is_empty() { 0.0 } else { tail.max() as f64 / 1000.0 },
+                    max_ns: if tail.is_empty() {
+                        0.0
+                    } else {
+                        tail.max() as f64 / 1000.0
+                    },
                     throughput_mops: median(thr.clone()),
                     ns_per_op: median(nsop.clone()),
                     throughput_min_mops: thr.iter().cloned().fold(f64::NAN, f64::min),
@@ -122,7 +169,12 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                     tail_p50_ns: quantile_ns(&tail, 0.5),
                     batched_p99_ns: quantile_ns(&batched, 0.99),
                     timer_floor_ns: median(floors.iter().map(|f| f.floor_ns).collect()),
-                    timer_noise_ns: median(floors.iter().map(|f| (f.floor_p99_ns - f.floor_ns).max(0.0)).collect()),
+                    timer_noise_ns: median(
+                        floors
+                            .iter()
+                            .map(|f| (f.floor_p99_ns - f.floor_ns).max(0.0))
+                            .collect(),
+                    ),
                     repetitions_ok: ok.len() as u32,
                     repetitions_failed: (reps.len() - ok.len()) as u32,
                 });

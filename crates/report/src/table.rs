@@ -59,12 +59,27 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             t.peak_live_objects
         );
         let header = [
-            "allocator", "Mops/s", "ns/op", "malloc p50", "p99", "p99.9", "free p50", "p99", "p99.9", "peak RSS", "footprint",
+            "allocator",
+            "Mops/s",
+            "ns/op",
+            "malloc p50",
+            "p99",
+            "p99.9",
+            "free p50",
+            "p99",
+            "p99.9",
+            "peak RSS",
+            "footprint",
         ];
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
         for a in &results.allocators {
-            let find = |op: &str| rows.iter().find(|r| r.trace == t.name && r.allocator == a.name && r.op == op);
-            let any = rows.iter().find(|r| r.trace == t.name && r.allocator == a.name);
+            let find = |op: &str| {
+                rows.iter()
+                    .find(|r| r.trace == t.name && r.allocator == a.name && r.op == op)
+            };
+            let any = rows
+                .iter()
+                .find(|r| r.trace == t.name && r.allocator == a.name);
             let Some(any) = any else { continue };
             if any.repetitions_ok == 0 {
                 let why = results
@@ -80,14 +95,26 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             }
             let lat = |r: Option<&SummaryRow>| -> [String; 3] {
                 match r {
-                    Some(r) => [ns(r.p50_ns), tail_ns(r.p99_ns, r.timer_noise_ns), tail_ns(r.p999_ns, r.timer_noise_ns)],
+                    Some(r) if r.batched_mean_run < 4.0 => [
+                        format!("~{}", ns(r.p50_ns)),
+                        tail_ns(r.p99_ns, r.timer_noise_ns),
+                        tail_ns(r.p999_ns, r.timer_noise_ns),
+                    ],
+                    Some(r) => [
+                        ns(r.p50_ns),
+                        tail_ns(r.p99_ns, r.timer_noise_ns),
+                        tail_ns(r.p999_ns, r.timer_noise_ns),
+                    ],
                     None => ["-".into(), "-".into(), "-".into()],
                 }
             };
             let m = lat(find("malloc"));
             let f = lat(find("free"));
             let spread = if any.repetitions_ok > 1 {
-                format!(" ({:.1}-{:.1})", any.throughput_min_mops, any.throughput_max_mops)
+                format!(
+                    " ({:.1}-{:.1})",
+                    any.throughput_min_mops, any.throughput_max_mops
+                )
             } else {
                 String::new()
             };
@@ -105,8 +132,15 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 any.footprint_bytes.map(bytes).unwrap_or_else(|| "-".into()),
             ]);
         }
-        let widths: Vec<usize> =
-            (0..header.len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| {
+                lines
+                    .iter()
+                    .map(|l| l[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
         for (i, l) in lines.iter().enumerate() {
             let mut s = String::new();
             for (c, cell) in l.iter().enumerate() {
@@ -118,15 +152,26 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             }
             let _ = writeln!(out, "{}", s.trim_end());
             if i == 0 {
-                let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+                );
             }
         }
     }
     let _ = writeln!(
         out,
-        "\nlatency in ns: p50 from batched timing (fast path); p99/p99.9 per call minus the timer floor \
-         (\"<N\": below the timer's noise). Mops/s: median of {} (min-max); RSS and footprint: medians.",
-        "repetitions"
+        "\nlatency in ns: p50 from runs of same-kind calls timed together (\"~\": runs average under 4 calls, so \
+         the value is coarse; the exact mean is in summary.csv); p99/p99.9 per call minus the timer floor (\"<N\": \
+         below the timer's noise). Mops/s: median over repetitions (min-max). Peak RSS includes the harness's \
+         own {}; RSS and footprint are medians.",
+        results
+            .traces
+            .first()
+            .and_then(|t| rows.iter().find(|r| r.trace == t.name))
+            .map(|r| format!("baseline of {}", bytes(r.baseline_rss_bytes)))
+            .unwrap_or_else(|| "baseline".into())
     );
     out
 }

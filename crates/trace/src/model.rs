@@ -45,12 +45,21 @@ impl AllocKind {
 pub enum Event {
     /// A new object `id` of `size` bytes. `align` is the requested alignment (a power of two;
     /// 0 or 1 means "the allocator's default", which is what malloc and calloc use).
-    Alloc { id: ObjectId, size: u64, align: u64, kind: AllocKind },
+    Alloc {
+        id: ObjectId,
+        size: u64,
+        align: u64,
+        kind: AllocKind,
+    },
     /// The end of object `id`.
     Free { id: ObjectId },
     /// `realloc(old, size)` returning a new object `new`: `old` ends, `new` begins with the
     /// first `min(old size, size)` bytes of `old`.
-    Realloc { old: ObjectId, new: ObjectId, size: u64 },
+    Realloc {
+        old: ObjectId,
+        new: ObjectId,
+        size: u64,
+    },
 }
 
 /// An event with its context: the thread that made the call (a dense index, 0 for the first
@@ -65,7 +74,11 @@ pub struct Record {
 impl Record {
     /// A record on thread 0 without a timestamp.
     pub fn new(event: Event) -> Self {
-        Record { thread: 0, timestamp_ns: None, event }
+        Record {
+            thread: 0,
+            timestamp_ns: None,
+            event,
+        }
     }
 }
 
@@ -76,6 +89,20 @@ pub struct Header {
     /// `source` (how: `mallard gen python-objects`, `mallard record`, `import:android`, ...),
     /// `generator`, `seed`, `events`, `command`, `recorder_version`, `created`.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl Header {
+    /// The value of metadata `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Sets metadata `key` (keys are 1 to 128 characters of `A-Z a-z 0-9 _ . -`; writers refuse
+    /// others).
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// An in-memory trace, for tests and small traces. Large traces are read as a stream.

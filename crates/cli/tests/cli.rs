@@ -1,0 +1,438 @@
+//! End-to-end tests of the `mallard` binary: real files in a temporary directory.
+
+use mallard_trace::{AllocKind, Event, Form, Header, Record};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mallard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(args)
+        .output()
+        .expect("run mallard")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn alloc(id: u64, size: u64) -> Record {
+    Record::new(Event::Alloc {
+        id,
+        size,
+        align: 0,
+        kind: AllocKind::Malloc,
+    })
+}
+
+fn free(id: u64) -> Record {
+    Record::new(Event::Free { id })
+}
+
+/// A small generated trace, shared by several tests.
+fn generated(dir: &Path, name: &str, events: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.mtr"));
+    let o = mallard(&[
+        "gen",
+        name,
+        "-o",
+        p(&out),
+        "--events",
+        events,
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    out
+}
+
+#[test]
+fn gen_lists_the_generators() {
+    let o = mallard(&["gen", "--list"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    for g in ["python-objects", "uniform", "fragmentation"] {
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with(g) && l.len() > g.len() + 10),
+            "{g} missing or undescribed:\n{t}"
+        );
+    }
+}
+
+#[test]
+fn gen_is_deterministic_and_convert_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = generated(dir.path(), "python-objects", "20000");
+    let b = dir.path().join("again.mtr");
+    assert!(mallard(&[
+        "gen",
+        "python-objects",
+        "-o",
+        p(&b),
+        "--events",
+        "20000",
+        "--seed",
+        "3"
+    ])
+    .status
+    .success());
+    assert_eq!(
+        fs::read(&a).unwrap(),
+        fs::read(&b).unwrap(),
+        "same seed, same bytes"
+    );
+    let c = dir.path().join("other.mtr");
+    assert!(mallard(&[
+        "gen",
+        "python-objects",
+        "-o",
+        p(&c),
+        "--events",
+        "20000",
+        "--seed",
+        "4"
+    ])
+    .status
+    .success());
+    assert_ne!(
+        fs::read(&a).unwrap(),
+        fs::read(&c).unwrap(),
+        "another seed, another trace"
+    );
+
+    let csv = dir.path().join("t.csv");
+    let o = mallard(&["convert", p(&a), "-o", p(&csv)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = dir.path().join("back.mtr");
+    let o = mallard(&["convert", p(&csv), "-o", p(&back)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ta = mallard_trace::read_all(&a).unwrap();
+    let tb = mallard_trace::read_all(&back).unwrap();
+    assert_eq!(ta.records.len(), 20000);
+    assert_eq!(ta, tb);
+}
+
+#[test]
+fn inspect_prints_the_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("hand.csv");
+    // 3 mallocs of 100, 200, 300 bytes, a free, one more malloc: peak live 600 bytes, 3 objects.
+    let recs = vec![
+        alloc(0, 100),
+        alloc(1, 200),
+        alloc(2, 300),
+        free(1),
+        alloc(3, 50),
+    ];
+    mallard_trace::write(&t, &Header::default(), recs, Form::Csv).unwrap();
+    let o = mallard(&["inspect", p(&t), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &v["stats"];
+    assert_eq!(s["peak_live_bytes"], 600, "{s}");
+    assert_eq!(s["peak_live_objects"], 3, "{s}");
+    let o = mallard(&["inspect", p(&t)]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("600"), "{}", text(&o));
+}
+
+#[test]
+fn run_writes_every_report_file_for_four_allocators() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = generated(dir.path(), "python-objects", "30000");
+    let out = dir.path().join("reports").join("demo");
+    let o = mallard(&[
+        "run",
+        p(&t),
+        "--out",
+        p(&out),
+        "--repeat",
+        "2",
+        "--quiet",
+        "--arena-stats",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for a in ["arena", "glibc", "jemalloc", "mimalloc"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(a)),
+            "no {a} line:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("Small block threshold = 512"),
+        "arena stats missing:\n{stdout}"
+    );
+    for f in ["results.json", "summary.csv", "rss.csv"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let results = mallard_report::read_results(&out.join("results.json")).unwrap();
+    assert_eq!(results.repetitions.len(), 8, "4 allocators x 2 repetitions");
+    assert_eq!(results.traces[0].events, 30000);
+    assert_eq!(results.traces[0].sha256.len(), 64);
+    for r in &results.repetitions {
+        assert!(r.failure.is_none(), "{:?}", r.failure);
+        let thr = r.throughput.as_ref().unwrap();
+        assert_eq!(thr.ops, 30000);
+        assert!(thr.ns_per_op > 0.0);
+        let m = r.memory.as_ref().unwrap();
+        assert!(m.peak_rss >= m.baseline_rss && m.peak_rss > 0);
+        assert!(m.footprint.unwrap() > 0, "{} footprint", r.allocator);
+        assert!(!r.rss_timeline.is_empty());
+        // Every operation is in exactly one histogram of each latency pass.
+        let tail: u64 = r.tail.values().map(|f| f.count).sum();
+        let batched: u64 = r.batched.values().map(|f| f.count).sum();
+        assert_eq!(tail, 30000);
+        assert_eq!(batched, 30000);
+        assert!(r.timer_floor.as_ref().unwrap().floor_ns > 0.0);
+    }
+    let csv = fs::read_to_string(out.join("summary.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for col in [
+        "trace",
+        "allocator",
+        "op",
+        "count",
+        "mean_ns",
+        "p50_ns",
+        "p90_ns",
+        "p99_ns",
+        "p999_ns",
+        "max_ns",
+        "throughput_mops",
+        "peak_rss_bytes",
+        "final_rss_bytes",
+        "footprint_bytes",
+    ] {
+        assert!(
+            header.split(',').any(|c| c == col),
+            "column {col} missing: {header}"
+        );
+    }
+    assert!(csv.lines().any(|l| l.contains(",jemalloc,free,")), "{csv}");
+    let hgrms: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".hgrm"))
+        .collect();
+    assert!(hgrms.len() >= 8, "{} hgrm files", hgrms.len());
+    assert!(out.join("python-objects--mimalloc--malloc.hgrm").exists());
+    let rss = fs::read_to_string(out.join("rss.csv")).unwrap();
+    assert!(
+        rss.lines().count() > 8 * 100,
+        "rss timeline too short: {}",
+        rss.lines().count()
+    );
+}
+
+fn assert_bad_input(args: &[&str], out: &Path, must_contain: &[&str]) {
+    let o = mallard(args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    for m in must_contain {
+        assert!(t.contains(m), "message lacks '{m}':\n{t}");
+    }
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(!out.exists(), "a report directory was left behind");
+    if let Some(parent) = out.parent() {
+        if parent.exists() {
+            let stray: Vec<_> = fs::read_dir(parent)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect();
+            assert!(
+                stray.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+                "temp dir left: {stray:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_free_of_an_unknown_object_is_named_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r").join("demo");
+    // CSV: a free of an object that was never allocated, on the 4th event line.
+    let t = dir.path().join("bad.csv");
+    mallard_trace::write(
+        &t,
+        &Header::default(),
+        vec![alloc(0, 8), alloc(1, 8), free(0), free(9)],
+        Form::Csv,
+    )
+    .unwrap();
+    assert_bad_input(
+        &["run", p(&t), "--out", p(&out), "--quiet"],
+        &out,
+        &["bad.csv", "line", "object 9"],
+    );
+    // Binary: a double free, reported with its byte offset.
+    let t = dir.path().join("bad.mtr");
+    mallard_trace::write(
+        &t,
+        &Header::default(),
+        vec![alloc(0, 8), free(0), alloc(1, 16), free(0)],
+        Form::Binary,
+    )
+    .unwrap();
+    assert_bad_input(
+        &["run", p(&t), "--out", p(&out), "--quiet"],
+        &out,
+        &["bad.mtr", "byte", "object 0"],
+    );
+}
+
+#[test]
+fn corrupt_missing_and_truncated_traces_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r").join("demo");
+    let good = generated(dir.path(), "uniform", "5000");
+    let bytes = fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.mtr");
+    fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    assert_bad_input(
+        &["run", p(&cut), "--out", p(&out), "--quiet"],
+        &out,
+        &["cut.mtr"],
+    );
+    let junk = dir.path().join("junk.mtr");
+    fs::write(&junk, b"this is not a trace\n\x00\x01\x02").unwrap();
+    assert_bad_input(
+        &["run", p(&junk), "--out", p(&out), "--quiet"],
+        &out,
+        &["junk.mtr"],
+    );
+    let missing = dir.path().join("missing.mtr");
+    assert_bad_input(
+        &["run", p(&missing), "--out", p(&out), "--quiet"],
+        &out,
+        &["missing.mtr"],
+    );
+    assert_bad_input(&["inspect", p(&cut)], &out, &["cut.mtr"]);
+}
+
+#[test]
+fn unknown_names_and_bad_options_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r").join("demo");
+    let t = generated(dir.path(), "uniform", "1000");
+    assert_bad_input(
+        &[
+            "run",
+            p(&t),
+            "--out",
+            p(&out),
+            "--allocators",
+            "arena,tcmalloc",
+        ],
+        &out,
+        &["tcmalloc", "jemalloc"],
+    );
+    assert_bad_input(
+        &["run", p(&t), "--out", p(&out), "--touch", "sometimes"],
+        &out,
+        &["sometimes"],
+    );
+    assert_bad_input(
+        &[
+            "run",
+            p(&t),
+            "--out",
+            p(&out),
+            "--arena-preset",
+            "cpython-2.7",
+        ],
+        &out,
+        &["cpython-2.7"],
+    );
+    assert_bad_input(
+        &["run", p(&t), "--out", p(&out), "--arena", "pool_size=3000"],
+        &out,
+        &["pool"],
+    );
+    assert_bad_input(
+        &[
+            "gen",
+            "no-such-workload",
+            "-o",
+            p(&dir.path().join("x.mtr")),
+        ],
+        &out,
+        &["no-such-workload"],
+    );
+    assert!(!dir.path().join("x.mtr").exists());
+}
+
+#[test]
+fn a_crashing_worker_fails_only_its_allocator() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = generated(dir.path(), "uniform", "5000");
+    let out = dir.path().join("demo");
+    let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"])
+        .env("MALLARD_FAULT_INJECT", "jemalloc")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let results = mallard_report::read_results(&out.join("results.json")).unwrap();
+    for r in &results.repetitions {
+        if r.allocator == "jemalloc" {
+            let f = r.failure.as_deref().unwrap_or("");
+            assert!(f.contains("signal"), "{f}");
+        } else {
+            assert!(
+                r.failure.is_none() && r.throughput.is_some(),
+                "{}: {:?}",
+                r.allocator,
+                r.failure
+            );
+        }
+    }
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED"));
+}
+
+#[test]
+fn bump_reference_and_touch_policies_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = generated(dir.path(), "fragmentation", "20000");
+    for touch in ["none", "first", "pages", "all"] {
+        let out = dir.path().join(format!("r-{touch}"));
+        let o = mallard(&[
+            "run",
+            p(&t),
+            "--out",
+            p(&out),
+            "--repeat",
+            "1",
+            "--allocators",
+            "bump,arena",
+            "--touch",
+            touch,
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{touch}: {}", text(&o));
+    }
+    // Touching every byte makes the bump allocator's peak RSS at least the bytes it handed out.
+    let r = mallard_report::read_results(&dir.path().join("r-all").join("results.json")).unwrap();
+    let bump = r
+        .repetitions
+        .iter()
+        .find(|x| x.allocator == "bump")
+        .unwrap();
+    let m = bump.memory.as_ref().unwrap();
+    assert!(
+        m.peak_rss >= m.baseline_rss + r.traces[0].bytes_allocated * 9 / 10,
+        "{m:?} vs {} allocated",
+        r.traces[0].bytes_allocated
+    );
+}

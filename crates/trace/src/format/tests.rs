@@ -1,0 +1,198 @@
+use super::decode::decode_event;
+use super::encode::encode_event;
+use super::*;
+use crate::model::Record;
+
+fn encode_all(recs: &[Record]) -> Vec<u8> {
+    let mut state = CodecState::default();
+    let mut out = Vec::new();
+    for r in recs {
+        encode_event(&mut state, r, &mut out);
+    }
+    out
+}
+
+fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, String> {
+    let mut state = CodecState::default();
+    let mut pos = 0;
+    let mut out = Vec::new();
+    while pos < bytes.len() {
+        out.push(decode_event(&mut state, bytes, &mut pos)?);
+    }
+    Ok(out)
+}
+
+#[test]
+fn events_encode_as_specified() {
+    let recs = [
+        // malloc(48) on thread 0: tag 0x00, size 48.
+        Record::new(Event::Alloc {
+            id: 0,
+            size: 48,
+            align: 0,
+            kind: AllocKind::Malloc,
+        }),
+        // aligned(4096, 64) on thread 2 at t=1000: tag 0x02|F_THREAD|F_TIME|F_ALIGN, thread 2,
+        // zigzag(1000) = 2000 (0xd0 0x0f), log2 64 = 6, size 4096 (0x80 0x20).
+        Record {
+            thread: 2,
+            timestamp_ns: Some(1000),
+            event: Event::Alloc {
+                id: 1,
+                size: 4096,
+                align: 64,
+                kind: AllocKind::Aligned,
+            },
+        },
+        // free(object 0) on thread 2 at t=990: tag 0x03|F_TIME, delta -10 -> 19, distance 1.
+        Record {
+            thread: 2,
+            timestamp_ns: Some(990),
+            event: Event::Free { id: 0 },
+        },
+        // realloc(object 1 -> 2, 100) back on thread 0: tag 0x04|F_THREAD, thread 0, distance 0,
+        // size 100.
+        Record::new(Event::Realloc {
+            old: 1,
+            new: 2,
+            size: 100,
+        }),
+        // calloc(1) with align 1: tag 0x01|F_ALIGN, log2 0, size 1.
+        Record::new(Event::Alloc {
+            id: 3,
+            size: 1,
+            align: 1,
+            kind: AllocKind::Calloc,
+        }),
+    ];
+    let bytes = encode_all(&recs);
+    assert_eq!(
+        bytes,
+        [
+            0x00, 48, //
+            0x3a, 2, 0xd0, 0x0f, 6, 0x80, 0x20, //
+            0x0b, 19, 1, //
+            0x14, 0, 0, 100, //
+            0x21, 0, 1,
+        ]
+    );
+    assert_eq!(decode_all(&bytes).unwrap(), recs);
+}
+
+#[test]
+fn decoder_refuses_what_no_encoder_writes() {
+    let err = |b: &[u8]| decode_all(b).unwrap_err();
+    assert!(err(&[0x05, 0]).contains("bad event tag"), "op 5 is unknown");
+    assert!(err(&[0x40, 0]).contains("bad event tag"), "reserved bit 6");
+    assert!(err(&[0x23, 0, 0]).contains("alignment to a free"));
+    assert!(
+        err(&[0x03, 0]).contains("only 0 exist"),
+        "free before any allocation"
+    );
+    assert!(err(&[0x00, 8, 0x03, 1]).contains("2 objects back, but only 1 exist"));
+    assert!(
+        err(&[0x10, 0, 0]).contains("already current"),
+        "switch to thread 0 at start"
+    );
+    assert!(err(&[0x20, 64, 8]).contains("2^64"), "alignment 2^64");
+    assert!(err(&[0x10, 0x80, 0x80, 0x80, 0x80, 0x10, 0]).contains("exceeds 2^32-1"));
+    assert!(err(&[0x00]).contains("middle of an event"));
+    assert!(err(&[0x00, 0x80, 0x00]).contains("minimally"));
+}
+
+#[test]
+fn timestamps_wrap_in_both_directions() {
+    let recs = [
+        Record {
+            thread: 0,
+            timestamp_ns: Some(u64::MAX),
+            event: Event::Alloc {
+                id: 0,
+                size: 0,
+                align: 0,
+                kind: AllocKind::Malloc,
+            },
+        },
+        Record {
+            thread: 0,
+            timestamp_ns: Some(0),
+            event: Event::Free { id: 0 },
+        },
+        Record {
+            thread: 0,
+            timestamp_ns: Some(1 << 63),
+            event: Event::Alloc {
+                id: 1,
+                size: u64::MAX,
+                align: 1 << 63,
+                kind: AllocKind::Aligned,
+            },
+        },
+    ];
+    assert_eq!(decode_all(&encode_all(&recs)).unwrap(), recs);
+}
+
+#[test]
+fn metadata_is_canonical() {
+    let mut h = Header::default();
+    h.metadata.insert("b".into(), "2".into());
+    h.metadata.insert("a".into(), "1".into());
+    let mut bytes = Vec::new();
+    encode_metadata(&h, &mut bytes);
+    assert_eq!(
+        bytes,
+        [1, b'a', 1, 0, 0, 0, b'1', 1, b'b', 1, 0, 0, 0, b'2']
+    );
+    assert_eq!(decode_metadata(&bytes).unwrap(), h);
+    // Out of order, repeated, bad key, truncated value: all refused.
+    let swapped = [1, b'b', 1, 0, 0, 0, b'2', 1, b'a', 1, 0, 0, 0, b'1'];
+    assert!(decode_metadata(&swapped)
+        .unwrap_err()
+        .1
+        .contains("out of order"));
+    let repeated = [1, b'a', 0, 0, 0, 0, 1, b'a', 0, 0, 0, 0];
+    assert!(decode_metadata(&repeated).is_err());
+    assert!(decode_metadata(&[1, b' ', 0, 0, 0, 0]).is_err());
+    assert!(decode_metadata(&[1, b'a', 9, 0, 0, 0, b'x'])
+        .unwrap_err()
+        .1
+        .contains("runs past"));
+    assert!(decode_metadata(&[0]).is_err(), "empty key");
+}
+
+#[test]
+fn trailer_round_trips_and_checks_itself() {
+    let t = Trailer {
+        counts: EventCounts {
+            malloc: 1,
+            calloc: 2,
+            aligned: 3,
+            frees: 4,
+            reallocs: 5,
+        },
+        blocks: 6,
+    };
+    let bytes = t.encode();
+    assert_eq!(&bytes[4..12], &15u64.to_le_bytes());
+    assert_eq!(Trailer::decode(&bytes), Ok(t));
+    let mut bad = bytes;
+    bad[20] ^= 1;
+    assert_eq!(
+        Trailer::decode(&bad).unwrap_err(),
+        "trailer checksum mismatch"
+    );
+}
+
+#[test]
+fn header_limits() {
+    let mut h = Header::default();
+    assert!(check_header(&h).is_ok());
+    h.metadata.insert("k".repeat(MAX_KEY_LEN), "v".into());
+    assert!(check_header(&h).is_ok());
+    h.metadata.insert("k".repeat(MAX_KEY_LEN + 1), "v".into());
+    assert!(check_header(&h).is_err());
+    let mut h = Header::default();
+    h.metadata
+        .insert("big".into(), "x".repeat(MAX_METADATA_LEN));
+    assert!(check_header(&h).unwrap_err().contains("limit"));
+}

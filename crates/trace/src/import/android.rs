@@ -1,0 +1,500 @@
+//! Importer for AOSP `memory_replay` text traces (as written by bionic's `malloc_debug` with
+//! `record_allocs`).
+//!
+//! One call a line, in the global order the calls were logged:
+//!
+//! ```text
+//! TID: malloc PTR SIZE
+//! TID: calloc PTR NMEMB SIZE
+//! TID: memalign PTR ALIGNMENT SIZE        (memalign, posix_memalign, aligned_alloc)
+//! TID: realloc NEW_PTR OLD_PTR SIZE
+//! TID: free PTR
+//! TID: thread_done 0x0
+//! ```
+//!
+//! `TID` is a decimal thread id, `PTR` a hexadecimal address (`0x` optional), the rest decimal.
+//! Newer recordings append `START_NS END_NS` to every call but `thread_done` (which may carry one
+//! `END_NS`).
+//!
+//! Mapping to the model:
+//!
+//! | line | becomes |
+//! |---|---|
+//! | `malloc`, `calloc`, `memalign` | `Alloc` of kind malloc, calloc (size `NMEMB * SIZE`), aligned |
+//! | `realloc NEW OLD SIZE`, `OLD` live | `Realloc` |
+//! | `realloc NEW 0x0 SIZE` | `Alloc` (kind malloc): `realloc(NULL, n)` is `malloc(n)` |
+//! | `realloc 0x0 OLD 0` | `Free` of `OLD`: `realloc(p, 0)` freed `p` and returned NULL |
+//! | `realloc NEW OLD 0`, `NEW` not NULL | `Realloc` to size 0: the program got a new object |
+//! | `free PTR` | `Free` |
+//! | `free 0x0`, `thread_done` | nothing (counted) |
+//! | an allocation that returned `0x0`; `realloc 0x0 OLD N`, `N > 0` | nothing (counted): the call failed, `OLD` stays live |
+//!
+//! Addresses become dense ids as they are allocated (a reused address is a new object); thread
+//! ids become dense thread indices in the order threads first make a call. Timestamps, when
+//! present, are the call's start time relative to the first timestamp in the file (a start
+//! earlier than that becomes 0).
+//!
+//! Strict by default: a free or realloc of an address that is not live, an allocation at an
+//! address that is still live, or an alignment that is not a power of two is an error naming
+//! the line. With `lenient`, such a free is skipped, an allocation at a live address leaks the
+//! old object (it stays live), and an alignment is rounded up to a power of two; each is counted
+//! in the [`ImportSummary`].
+
+use crate::error::{Location, TraceError};
+use crate::format::EventCounts;
+use crate::model::{AllocKind, Event, Header, ObjectId, Record};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Longest line accepted (real lines are under 100 bytes).
+const MAX_LINE: u64 = 4096;
+
+/// What an import read and wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    /// The header to give the converted trace (the same as [`header`] returns).
+    #[serde(skip)]
+    pub header: Header,
+    /// Lines read, blank ones included.
+    pub lines: u64,
+    /// Lines by call, as in the source.
+    pub malloc: u64,
+    pub calloc: u64,
+    pub memalign: u64,
+    pub realloc: u64,
+    pub free: u64,
+    pub thread_done: u64,
+    /// Records written, by kind.
+    pub counts: EventCounts,
+    /// `free 0x0` lines (no-ops, skipped).
+    pub null_frees: u64,
+    /// `realloc NEW 0x0 SIZE` lines, written as allocations.
+    pub realloc_from_null: u64,
+    /// `realloc 0x0 OLD 0` lines, written as frees.
+    pub realloc_to_zero: u64,
+    /// Calls that returned NULL (failed, or `malloc(0)` returning NULL): skipped.
+    pub failed_calls: u64,
+    /// Lenient only: frees and reallocs of addresses that were not live, skipped.
+    pub unknown_frees: u64,
+    /// Lenient only: allocations at an address still live; the old object was left live.
+    pub reused_addresses: u64,
+    /// Lenient only: alignments rounded up to a power of two.
+    pub rounded_alignments: u64,
+    /// Distinct threads that made at least one call that became a record.
+    pub threads: u32,
+    /// Objects still live at the end.
+    pub live_at_end: u64,
+    pub has_timestamps: bool,
+}
+
+impl std::fmt::Display for ImportSummary {
+    /// A short report for people (several lines, no final line feed), e.g. on stderr after
+    /// `mallard import android`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stats::thousands as n;
+        let c = &self.counts;
+        let mut lines = vec![
+            format!(
+                "imported {} events on {} threads from {} lines",
+                n(c.events()),
+                self.threads,
+                n(self.lines)
+            ),
+            format!(
+                "  read:    {} malloc, {} calloc, {} memalign, {} realloc, {} free, {} thread_done",
+                n(self.malloc),
+                n(self.calloc),
+                n(self.memalign),
+                n(self.realloc),
+                n(self.free),
+                n(self.thread_done)
+            ),
+            format!(
+                "  wrote:   {} malloc, {} calloc, {} aligned, {} realloc, {} free; {} objects \
+                 live at the end",
+                n(c.malloc),
+                n(c.calloc),
+                n(c.aligned),
+                n(c.reallocs),
+                n(c.frees),
+                n(self.live_at_end)
+            ),
+            format!(
+                "  mapped:  {} realloc(NULL, n) as malloc, {} realloc(p, 0) as free; skipped {} \
+                 free(NULL), {} failed calls",
+                n(self.realloc_from_null),
+                n(self.realloc_to_zero),
+                n(self.null_frees),
+                n(self.failed_calls)
+            ),
+        ];
+        if self.unknown_frees + self.reused_addresses + self.rounded_alignments > 0 {
+            lines.push(format!(
+                "  lenient: skipped {} frees of addresses not live, left {} objects live at \
+                 reused addresses, rounded {} alignments",
+                n(self.unknown_frees),
+                n(self.reused_addresses),
+                n(self.rounded_alignments)
+            ));
+        }
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// The header of a trace imported from `path`: `program` is the file's stem (`systemui`),
+/// `source` says how it was made.
+pub fn header(path: &Path, lenient: bool) -> Header {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let flag = if lenient { " --lenient" } else { "" };
+    let mut h = Header::default();
+    h.set("program", stem)
+        .set("source", format!("mallard import android{flag} {name}"))
+        .set("importer", "android")
+        .set("original", name);
+    h
+}
+
+/// Converts the `memory_replay` text trace at `path`, sending each record to `sink`.
+pub fn convert(
+    path: &Path,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<ImportSummary, TraceError> {
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut conv = Converter {
+        path,
+        lenient,
+        line: 0,
+        live: HashMap::new(),
+        threads: HashMap::new(),
+        next_id: 0,
+        origin: None,
+        sum: ImportSummary {
+            header: header(path, lenient),
+            ..ImportSummary::default()
+        },
+    };
+    let mut buf = Vec::with_capacity(128);
+    loop {
+        buf.clear();
+        let n = (&mut input)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| TraceError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        conv.line += 1;
+        if buf.len() as u64 > MAX_LINE {
+            return Err(conv.corrupt(format!("line is longer than {MAX_LINE} bytes")));
+        }
+        let line = std::str::from_utf8(&buf).map_err(|_| conv.corrupt("line is not UTF-8"))?;
+        if let Some(rec) = conv.line_to_record(line)? {
+            conv.sum.counts.add(&rec.event);
+            sink(rec)?;
+        }
+    }
+    conv.sum.lines = conv.line;
+    conv.sum.threads = conv.threads.len() as u32;
+    conv.sum.live_at_end = conv.live.len() as u64;
+    Ok(conv.sum)
+}
+
+struct Converter<'p> {
+    path: &'p Path,
+    lenient: bool,
+    line: u64,
+    /// Live address -> object id.
+    live: HashMap<u64, ObjectId>,
+    /// Source thread id -> dense thread index.
+    threads: HashMap<i64, u32>,
+    next_id: ObjectId,
+    /// The first start time seen: timestamps are relative to it.
+    origin: Option<u64>,
+    sum: ImportSummary,
+}
+
+/// A parsed line.
+struct Call<'a> {
+    tid: i64,
+    op: &'a str,
+    ptr: u64,
+    args: Vec<&'a str>,
+}
+
+impl Converter<'_> {
+    fn at(&self) -> Location {
+        Location::Line { line: self.line }
+    }
+
+    fn corrupt(&self, msg: impl Into<String>) -> TraceError {
+        TraceError::corrupt(self.path, self.at(), msg)
+    }
+
+    fn invalid(&self, msg: impl Into<String>) -> TraceError {
+        TraceError::invalid_at(self.path, self.at(), msg)
+    }
+
+    fn parse<'a>(&self, line: &'a str) -> Result<Option<Call<'a>>, TraceError> {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(tid) = fields.next() else {
+            return Ok(None);
+        };
+        let tid = tid
+            .strip_suffix(':')
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or_else(|| self.corrupt(format!("expected `TID:` at the start, found `{tid}`")))?;
+        let op = fields
+            .next()
+            .ok_or_else(|| self.corrupt("missing the call after `TID:`"))?;
+        let ptr = fields
+            .next()
+            .ok_or_else(|| self.corrupt(format!("`{op}` without an address")))?;
+        let ptr =
+            hex(ptr).ok_or_else(|| self.corrupt(format!("address `{ptr}` is not hexadecimal")))?;
+        Ok(Some(Call {
+            tid,
+            op,
+            ptr,
+            args: fields.collect(),
+        }))
+    }
+
+    fn num(&self, what: &str, s: &str) -> Result<u64, TraceError> {
+        s.parse::<u64>()
+            .map_err(|_| self.corrupt(format!("{what} `{s}` is not a whole number below 2^64")))
+    }
+
+    /// Splits `args` into the call's `n` own arguments and its optional timestamp.
+    fn args<'a>(
+        &mut self,
+        call: &Call<'a>,
+        n: usize,
+    ) -> Result<(Vec<&'a str>, Option<u64>), TraceError> {
+        let (own, times) = match call.args.len() {
+            len if len == n => (&call.args[..], None),
+            len if len == n + 2 => (&call.args[..n], Some(call.args[n])),
+            len => {
+                return Err(self.corrupt(format!(
+                    "`{}` takes {n} arguments (and optionally START_NS END_NS), found {len}",
+                    call.op
+                )))
+            }
+        };
+        if times.is_some() {
+            self.num("end time", call.args[n + 1])?;
+        }
+        let ts = match times {
+            Some(t) => match self.num("start time", t)? {
+                0 => None, // the recorder writes 0 for "no time"
+                t => {
+                    let origin = *self.origin.get_or_insert(t);
+                    Some(t.saturating_sub(origin))
+                }
+            },
+            None => None,
+        };
+        Ok((own.to_vec(), ts))
+    }
+
+    fn thread(&mut self, tid: i64) -> u32 {
+        let n = self.threads.len() as u32;
+        *self.threads.entry(tid).or_insert(n)
+    }
+
+    fn new_id(&mut self, ptr: u64) -> Result<ObjectId, TraceError> {
+        let id = self.next_id;
+        if let Some(old) = self.live.insert(ptr, id) {
+            if !self.lenient {
+                return Err(self.invalid(format!(
+                    "address {ptr:#x} is allocated again while object {old} still lives there \
+                     (use --lenient to keep the old object live and go on)"
+                )));
+            }
+            self.sum.reused_addresses += 1;
+        }
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// The id living at `ptr`, removed from the table; `None` (lenient) if there is none.
+    fn take_live(&mut self, ptr: u64, what: &str) -> Result<Option<ObjectId>, TraceError> {
+        match self.live.remove(&ptr) {
+            Some(id) => Ok(Some(id)),
+            None if self.lenient => {
+                self.sum.unknown_frees += 1;
+                Ok(None)
+            }
+            None => Err(self.invalid(format!(
+                "{what} of address {ptr:#x}, which is not live (use --lenient to skip such calls)"
+            ))),
+        }
+    }
+
+    fn line_to_record(&mut self, line: &str) -> Result<Option<Record>, TraceError> {
+        let Some(call) = self.parse(line)? else {
+            return Ok(None);
+        };
+        let event = match call.op {
+            "malloc" => {
+                self.sum.malloc += 1;
+                let (a, ts) = self.args(&call, 1)?;
+                let size = self.num("size", a[0])?;
+                self.alloc(&call, size, 0, AllocKind::Malloc, ts)?
+            }
+            "calloc" => {
+                self.sum.calloc += 1;
+                let (a, ts) = self.args(&call, 2)?;
+                let (n, each) = (self.num("item count", a[0])?, self.num("item size", a[1])?);
+                let size = n.checked_mul(each).ok_or_else(|| {
+                    self.corrupt(format!(
+                        "calloc of {n} items of {each} bytes overflows 2^64"
+                    ))
+                })?;
+                self.alloc(&call, size, 0, AllocKind::Calloc, ts)?
+            }
+            "memalign" => {
+                self.sum.memalign += 1;
+                let (a, ts) = self.args(&call, 2)?;
+                let (mut align, size) = (self.num("alignment", a[0])?, self.num("size", a[1])?);
+                if align != 0 && !align.is_power_of_two() {
+                    if !self.lenient {
+                        return Err(self.invalid(format!(
+                            "alignment {align} is not a power of two (use --lenient to round it up)"
+                        )));
+                    }
+                    align = align.checked_next_power_of_two().unwrap_or(1 << 63);
+                    self.sum.rounded_alignments += 1;
+                }
+                self.alloc(&call, size, align, AllocKind::Aligned, ts)?
+            }
+            "realloc" => {
+                self.sum.realloc += 1;
+                let (a, ts) = self.args(&call, 2)?;
+                let old_ptr = hex(a[0]).ok_or_else(|| {
+                    self.corrupt(format!("old address `{}` is not hexadecimal", a[0]))
+                })?;
+                let size = self.num("size", a[1])?;
+                self.realloc(&call, old_ptr, size, ts)?
+            }
+            "free" => {
+                self.sum.free += 1;
+                let (_, ts) = self.args(&call, 0)?;
+                if call.ptr == 0 {
+                    self.sum.null_frees += 1;
+                    None
+                } else {
+                    self.take_live(call.ptr, "free")?
+                        .map(|id| (Event::Free { id }, ts))
+                }
+            }
+            "thread_done" => {
+                self.sum.thread_done += 1;
+                if call.args.len() > 1 {
+                    return Err(self.corrupt("`thread_done` takes at most one END_NS"));
+                }
+                if let Some(t) = call.args.first() {
+                    self.num("end time", t)?;
+                }
+                None
+            }
+            op => return Err(self.corrupt(format!("unknown call `{op}`"))),
+        };
+        let Some((event, timestamp_ns)) = event else {
+            return Ok(None);
+        };
+        if timestamp_ns.is_some() {
+            self.sum.has_timestamps = true;
+        }
+        let thread = self.thread(call.tid);
+        Ok(Some(Record {
+            thread,
+            timestamp_ns,
+            event,
+        }))
+    }
+
+    fn alloc(
+        &mut self,
+        call: &Call<'_>,
+        size: u64,
+        align: u64,
+        kind: AllocKind,
+        ts: Option<u64>,
+    ) -> Result<Option<(Event, Option<u64>)>, TraceError> {
+        if call.ptr == 0 {
+            self.sum.failed_calls += 1;
+            return Ok(None);
+        }
+        let id = self.new_id(call.ptr)?;
+        Ok(Some((
+            Event::Alloc {
+                id,
+                size,
+                align,
+                kind,
+            },
+            ts,
+        )))
+    }
+
+    fn realloc(
+        &mut self,
+        call: &Call<'_>,
+        old_ptr: u64,
+        size: u64,
+        ts: Option<u64>,
+    ) -> Result<Option<(Event, Option<u64>)>, TraceError> {
+        let new_ptr = call.ptr;
+        if old_ptr == 0 {
+            if new_ptr == 0 {
+                self.sum.failed_calls += 1;
+                return Ok(None);
+            }
+            self.sum.realloc_from_null += 1;
+            return self.alloc(call, size, 0, AllocKind::Malloc, ts);
+        }
+        if new_ptr == 0 && size > 0 {
+            // Failed: the old block is untouched and stays live.
+            self.sum.failed_calls += 1;
+            return Ok(None);
+        }
+        let Some(old) = self.take_live(old_ptr, "realloc")? else {
+            // Lenient, old unknown: the program still got a new block.
+            return if new_ptr == 0 {
+                Ok(None)
+            } else {
+                self.alloc(call, size, 0, AllocKind::Malloc, ts)
+            };
+        };
+        if new_ptr == 0 {
+            self.sum.realloc_to_zero += 1;
+            return Ok(Some((Event::Free { id: old }, ts)));
+        }
+        let new = self.new_id(new_ptr)?;
+        Ok(Some((Event::Realloc { old, new, size }, ts)))
+    }
+}
+
+/// A hexadecimal address, with or without `0x`.
+fn hex(s: &str) -> Option<u64> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    u64::from_str_radix(digits, 16).ok()
+}
+
+#[cfg(test)]
+mod tests;

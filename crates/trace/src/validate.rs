@@ -1,0 +1,202 @@
+//! Checking the model's invariants on a stream of records.
+//!
+//! The invariants (stated once, here; [`crate::model`] describes them in prose):
+//!
+//! 1. ids of new objects — the `id` of an `Alloc`, the `new` of a `Realloc` — are handed out in
+//!    order 0, 1, 2, ..., each exactly once;
+//! 2. a `Free`, and the `old` side of a `Realloc`, names a live object, which then stops being
+//!    live;
+//! 3. an alignment is 0 or a power of two.
+//!
+//! Because ids are dense, "is object `n` live" is bit `n` of a bitmap: one bit per object ever
+//! created, no hashing, and an id that is not the next one is refused *before* the bitmap grows,
+//! so a hostile input cannot make the validator allocate more than one bit per event it saw.
+
+use crate::model::{Event, ObjectId, Record};
+
+/// Checks records one at a time against the model's invariants.
+///
+/// ```
+/// use mallard_trace::{Event, AllocKind, Record, Validator};
+/// let mut v = Validator::new();
+/// v.check(&Record::new(Event::Alloc { id: 0, size: 48, align: 0, kind: AllocKind::Malloc })).unwrap();
+/// assert!(v.check(&Record::new(Event::Free { id: 1 })).is_err());
+/// assert_eq!(v.live_objects(), 1);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Validator {
+    /// Bit `n` is set while object `n` is live. Grows by one bit per object created.
+    live: Vec<u64>,
+    /// The id the next new object must have (= objects created so far).
+    next_id: ObjectId,
+    live_count: u64,
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        Validator::default()
+    }
+
+    /// Checks one record and, if it is valid, applies it. On error the state is unchanged and
+    /// the message says what was wrong (the caller adds the file and location).
+    pub fn check(&mut self, rec: &Record) -> Result<(), String> {
+        match rec.event {
+            Event::Alloc { id, align, .. } => {
+                check_align(align)?;
+                self.check_new(id, "alloc of object")?;
+                self.create();
+            }
+            Event::Free { id } => {
+                self.check_live(id, "free of")?;
+                self.kill(id);
+            }
+            Event::Realloc { old, new, .. } => {
+                self.check_live(old, "realloc of")?;
+                self.check_new(new, "realloc to object")?;
+                self.kill(old);
+                self.create();
+            }
+        }
+        Ok(())
+    }
+
+    /// Objects live now.
+    pub fn live_objects(&self) -> u64 {
+        self.live_count
+    }
+
+    /// Objects created so far, which is also the id the next new object must have.
+    pub fn next_id(&self) -> ObjectId {
+        self.next_id
+    }
+
+    /// Whether object `id` is live now.
+    pub fn is_live(&self, id: ObjectId) -> bool {
+        id < self.next_id && self.live[(id / 64) as usize] & (1 << (id % 64)) != 0
+    }
+
+    fn check_new(&self, id: ObjectId, what: &str) -> Result<(), String> {
+        if id == self.next_id {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} {id}, but the next new object must be {} \
+                 (ids of new objects count up from 0 by one)",
+                self.next_id
+            ))
+        }
+    }
+
+    fn check_live(&self, id: ObjectId, what: &str) -> Result<(), String> {
+        if self.is_live(id) {
+            Ok(())
+        } else if id < self.next_id {
+            Err(format!(
+                "{what} object {id}, which is not live (it was freed before)"
+            ))
+        } else {
+            Err(format!(
+                "{what} object {id}, which is not live (it was never allocated)"
+            ))
+        }
+    }
+
+    fn create(&mut self) {
+        let id = self.next_id;
+        if id % 64 == 0 {
+            self.live.push(0);
+        }
+        self.live[(id / 64) as usize] |= 1 << (id % 64);
+        self.next_id += 1;
+        self.live_count += 1;
+    }
+
+    fn kill(&mut self, id: ObjectId) {
+        self.live[(id / 64) as usize] &= !(1 << (id % 64));
+        self.live_count -= 1;
+    }
+}
+
+/// Alignment 0 (the default) or a power of two.
+pub fn check_align(align: u64) -> Result<(), String> {
+    if align == 0 || align.is_power_of_two() {
+        Ok(())
+    } else {
+        Err(format!("alignment {align} is neither 0 nor a power of two"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AllocKind;
+
+    fn alloc(id: u64) -> Record {
+        Record::new(Event::Alloc {
+            id,
+            size: 16,
+            align: 0,
+            kind: AllocKind::Malloc,
+        })
+    }
+
+    #[test]
+    fn accepts_a_valid_stream_and_counts_live_objects() {
+        let mut v = Validator::new();
+        for id in 0..130 {
+            v.check(&alloc(id)).unwrap();
+        }
+        v.check(&Record::new(Event::Free { id: 64 })).unwrap();
+        v.check(&Record::new(Event::Realloc {
+            old: 3,
+            new: 130,
+            size: 99,
+        }))
+        .unwrap();
+        assert_eq!(v.live_objects(), 129);
+        assert_eq!(v.next_id(), 131);
+        assert!(!v.is_live(3) && !v.is_live(64) && v.is_live(130) && !v.is_live(131));
+    }
+
+    #[test]
+    fn rejects_model_violations_and_leaves_state_unchanged() {
+        let mut v = Validator::new();
+        v.check(&alloc(0)).unwrap();
+        v.check(&alloc(1)).unwrap();
+        v.check(&Record::new(Event::Free { id: 0 })).unwrap();
+
+        let err = v.check(&Record::new(Event::Free { id: 0 })).unwrap_err();
+        assert_eq!(
+            err,
+            "free of object 0, which is not live (it was freed before)"
+        );
+        let err = v.check(&Record::new(Event::Free { id: 7 })).unwrap_err();
+        assert_eq!(
+            err,
+            "free of object 7, which is not live (it was never allocated)"
+        );
+        assert!(v
+            .check(&alloc(5))
+            .unwrap_err()
+            .contains("next new object must be 2"));
+        assert!(v.check(&alloc(1)).is_err(), "an id is handed out only once");
+        let bad_align = Record::new(Event::Alloc {
+            id: 2,
+            size: 8,
+            align: 24,
+            kind: AllocKind::Aligned,
+        });
+        assert!(v.check(&bad_align).unwrap_err().contains("alignment 24"));
+        // A realloc whose new id is wrong must not free its old object.
+        assert!(v
+            .check(&Record::new(Event::Realloc {
+                old: 1,
+                new: 9,
+                size: 1
+            }))
+            .is_err());
+        assert!(v.is_live(1));
+        assert_eq!(v.live_objects(), 1);
+        assert_eq!(v.next_id(), 2);
+    }
+}
