@@ -1,0 +1,185 @@
+//! `mallard run`: replay traces against allocators, print the table, write the report.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use mallard_replay::backend::AllocatorName;
+use mallard_replay::engine::Touch;
+use mallard_replay::runner::{self, Progress, RunOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Trace files (Mallard binary or CSV).
+    #[arg(required = true)]
+    traces: Vec<PathBuf>,
+    /// Allocators, comma separated: arena, glibc, jemalloc, mimalloc, bump (the harness's
+    /// never-freeing reference). Default: arena,glibc,jemalloc,mimalloc.
+    #[arg(short, long, value_delimiter = ',')]
+    allocators: Vec<String>,
+    /// Report directory (replaced atomically when the run completes).
+    #[arg(short, long, default_value = "reports/latest")]
+    out: PathBuf,
+    /// Repetitions of every allocator x pass, each in a fresh process, interleaved.
+    #[arg(short, long, default_value_t = 5)]
+    repeat: u32,
+    /// How allocated memory is written so RSS is real: none, first, pages (a byte per 4 KiB), all.
+    #[arg(long, default_value = "pages")]
+    touch: String,
+    /// Longest run of same-kind operations timed together in the batched pass.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// About how many RSS samples to take per replay.
+    #[arg(long, default_value_t = 1000)]
+    rss_samples: u64,
+    /// Arena preset: cpython-3.7, cpython-3.9, cpython-3.11.
+    #[arg(long, default_value = "cpython-3.11")]
+    arena_preset: String,
+    /// Arena overrides, key=value,...: quantum, threshold, pool_size, arena_size,
+    /// classes (linear|pow2|geometric:K), empty_arenas_kept, alignment (page|arena).
+    #[arg(long)]
+    arena: Option<String>,
+    /// Print the arena's statistics in CPython's sys._debugmallocstats() layout.
+    #[arg(long)]
+    arena_stats: bool,
+    /// Pin every worker to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Seconds a single worker may take before it is killed and reported as failed.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// No progress lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn cmd_run(a: RunArgs) -> Result<i32> {
+    let allocators: Vec<AllocatorName> = if a.allocators.is_empty() {
+        AllocatorName::DEFAULT.to_vec()
+    } else {
+        let mut v = Vec::new();
+        for s in &a.allocators {
+            let n: AllocatorName = s
+                .trim()
+                .parse()
+                .map_err(|e: String| anyhow!("--allocators: {e}"))?;
+            if !v.contains(&n) {
+                v.push(n);
+            }
+        }
+        v
+    };
+    let touch: Touch = a
+        .touch
+        .parse()
+        .map_err(|e: String| anyhow!("--touch: {e}"))?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let mut arena = mallard_arena::Config::preset(&a.arena_preset)
+        .map_err(|e| anyhow!("--arena-preset: {e}"))?;
+    if let Some(spec) = &a.arena {
+        arena
+            .apply_overrides(spec)
+            .map_err(|e| anyhow!("--arena: {e}"))?;
+    }
+    arena.validate().map_err(|e| anyhow!("--arena: {e}"))?;
+    for t in &a.traces {
+        if !t.exists() {
+            bail!("{}: no such trace file", t.display());
+        }
+    }
+    let exe =
+        std::env::current_exe().context("cannot find the mallard executable to start workers")?;
+    let opts = RunOptions {
+        traces: a.traces.clone(),
+        allocators,
+        repeat: a.repeat,
+        touch,
+        batch: a.batch,
+        rss_samples: a.rss_samples,
+        arena,
+        cpu: a.cpu,
+        timeout: Duration::from_secs(a.timeout),
+        worker_exe: exe,
+        worker_args: vec!["__worker".into()],
+    };
+    let quiet = a.quiet;
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |p: Progress| {
+        if quiet {
+            return;
+        }
+        match p {
+            Progress::Started { total_workers } => {
+                eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)")
+            }
+            Progress::Worker {
+                done,
+                total,
+                trace,
+                allocator,
+                rep,
+                pass,
+                elapsed,
+                ok,
+            } => {
+                let line = format!(
+                    "[{done:>3}/{total}] {trace} {allocator:<8} rep {} {:<10} {:>8.1} ms{}",
+                    rep + 1,
+                    pass.name(),
+                    elapsed.as_secs_f64() * 1e3,
+                    if ok { "" } else { "  FAILED" }
+                );
+                if tty && ok && done < total {
+                    eprint!("\r{line}\x1b[K");
+                } else {
+                    eprintln!("{}{line}", if tty { "\r" } else { "" });
+                }
+            }
+        }
+    };
+    let results = runner::run(&opts, &mut progress).map_err(|e| anyhow!("{e}"))?;
+    mallard_report::write_report_dir(&results, &a.out)?;
+    let rows = mallard_report::summarize(&results);
+    print!("{}", mallard_report::table::render(&results, &rows));
+    if a.arena_stats {
+        let text = results
+            .repetitions
+            .iter()
+            .filter(|r| r.allocator == "arena")
+            .find_map(|r| {
+                r.allocator_stats
+                    .as_ref()?
+                    .get("debugmallocstats")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+        match text {
+            Some(t) => {
+                println!("\narena statistics at the end of the replay (first repetition):\n{t}")
+            }
+            None => println!("\n--arena-stats: no arena run succeeded"),
+        }
+    }
+    println!("\nreport: {}", a.out.display());
+    let failed = results
+        .repetitions
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .count();
+    if failed > 0 {
+        for r in results.repetitions.iter().filter(|r| r.failure.is_some()) {
+            eprintln!(
+                "mallard: {} on {} repetition {} failed: {}",
+                r.allocator,
+                r.trace,
+                r.index + 1,
+                r.failure.as_deref().unwrap_or("")
+            );
+        }
+        return Ok(3);
+    }
+    Ok(0)
+}

@@ -1,0 +1,129 @@
+//! The trace commands: `inspect`, `convert`, `gen`.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use mallard_trace::{Form, TraceWriter};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct GenArgs {
+    /// Generator name (see --list).
+    pub name: Option<String>,
+    /// List the generators with what each models.
+    #[arg(long)]
+    pub list: bool,
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Number of events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
+    let mut reader = mallard_trace::open(path)?;
+    let header = reader.header().clone();
+    let mut stats = mallard_trace::stats::TraceStats::new();
+    let mut v = mallard_trace::Validator::new();
+    while let Some(rec) = reader.next() {
+        let rec = rec?;
+        if let Err(msg) = v.check(&rec) {
+            return Err(mallard_trace::TraceError::invalid(&reader, msg).into());
+        }
+        stats.add(&rec);
+    }
+    let stats = stats.finish();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "metadata": header.metadata, "stats": stats })
+            )?
+        );
+    } else {
+        println!("{}", path.display());
+        for (k, v) in &header.metadata {
+            println!("  {k}: {v}");
+        }
+        println!("{stats}");
+    }
+    Ok(())
+}
+
+pub fn cmd_convert(
+    input: &Path,
+    output: &Path,
+    to: Option<&str>,
+    from: &str,
+    lenient: bool,
+) -> Result<()> {
+    let form = match to {
+        Some("csv") => Form::Csv,
+        Some(_) => Form::Binary,
+        None if output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
+            Form::Csv
+        }
+        None => Form::Binary,
+    };
+    let n = match from {
+        "android" => {
+            let header = mallard_trace::import::android::header(input, lenient);
+            let mut w = TraceWriter::create(output, &header, form)?;
+            let summary =
+                mallard_trace::import::android::convert(input, lenient, &mut |r| w.push(&r))?;
+            let n = w.finish()?;
+            eprintln!("{summary}");
+            n
+        }
+        _ => {
+            let mut reader = mallard_trace::open(input)?;
+            let mut w = TraceWriter::create(output, reader.header(), form)?;
+            for rec in &mut reader {
+                w.push(&rec?)?;
+            }
+            w.finish()?
+        }
+    };
+    eprintln!("wrote {n} events to {}", output.display());
+    Ok(())
+}
+
+pub fn cmd_gen(g: GenArgs) -> Result<()> {
+    if g.list {
+        for info in mallard_trace::gen::list() {
+            println!("{:<16} {}", info.name, info.about);
+        }
+        return Ok(());
+    }
+    let Some(name) = g.name else {
+        bail!("name a generator (mallard gen --list shows them)")
+    };
+    let Some(output) = g.output else {
+        bail!("--output FILE is required")
+    };
+    let params = mallard_trace::gen::GenParams {
+        events: g.events,
+        seed: g.seed,
+        threads: 1,
+    };
+    let header = mallard_trace::gen::header(&name, &params)?;
+    let form = if output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        Form::Csv
+    } else {
+        Form::Binary
+    };
+    // Streamed: the writer works in a temporary file renamed into place by finish(), so a
+    // failure (a full disk) leaves no half-written trace.
+    let mut w = TraceWriter::create(&output, &header, form)?;
+    mallard_trace::gen::generate(&name, &params, &mut |r| w.push(&r))?;
+    let n = w.finish()?;
+    eprintln!("wrote {n} events to {}", output.display());
+    Ok(())
+}
