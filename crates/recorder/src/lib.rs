@@ -1,0 +1,1 @@
+//! placeholder: the LD_PRELOAD recorder (issue 4).
