@@ -1,8 +1,9 @@
 //! Criterion benchmarks of the replay engine.
 //!
-//! - `engine_overhead`: the throughput pass against `bump` (never frees, a pointer increment)
-//!   with `--touch none`: what the harness itself costs per operation (loop, slot table,
-//!   dispatch on the kind). Target: below 2 ns per operation.
+//! - `engine_overhead`: the throughput pass with `--touch none` against a no-op allocator
+//!   (`Noop`: a pointer increment that writes nothing, realloc without copying): what the
+//!   harness itself costs per operation (loop, slot table, dispatch on the kind). Target: below
+//!   2 ns per operation. Also the `bump` backend (which records sizes and copies on realloc).
 //! - `backends`: the throughput pass of the four real allocators (and bump) on the same small
 //!   trace, with the default `--touch pages`, for the harness's cost to be read against theirs.
 //!
@@ -16,6 +17,41 @@ use mallard_replay::backend::{ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mima
 use mallard_replay::engine::{self, Slots, Touch};
 use mallard_replay::program::{Compiler, Program};
 use std::time::{Duration, Instant};
+
+/// Hands out addresses from an untouched reservation and never writes: the replay loop alone.
+struct Noop {
+    base: *mut u8,
+    next: usize,
+}
+
+unsafe impl Backend for Noop {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        let p = self.base.wrapping_add(self.next);
+        self.next += (size + 15) & !15;
+        p
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        unsafe { self.malloc(size) }
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, _align: usize, size: usize) -> *mut u8 {
+        unsafe { self.malloc(size) }
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, _p: *mut u8, size: usize) -> *mut u8 {
+        unsafe { self.malloc(size) }
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, _p: *mut u8) {}
+    fn footprint(&mut self) -> Option<u64> {
+        None
+    }
+    fn footprint_source(&self) -> &'static str {
+        "none"
+    }
+}
 
 fn program(generator: &str, events: u64) -> Program {
     let mut c = Compiler::new();
@@ -43,10 +79,15 @@ fn replay<B: Backend>(iters: u64, prog: &Program, touch: Touch, mut make: impl F
 
 fn engine_overhead(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_overhead");
-    for gen in ["python-objects", "uniform"] {
+    // A non-null base the no-op backend offsets from; never dereferenced (touch none).
+    let base = std::ptr::NonNull::<u8>::dangling().as_ptr().wrapping_add(1 << 20);
+    for gen in ["python-objects", "uniform", "fragmentation"] {
         let prog = program(gen, 200_000);
         let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
         g.throughput(Throughput::Elements(prog.ops.len() as u64));
+        g.bench_function(BenchmarkId::new("noop-touch-none", gen), |b| {
+            b.iter_custom(|iters| replay(iters, &prog, Touch::None, || Noop { base, next: 0 }))
+        });
         g.bench_function(BenchmarkId::new("bump-touch-none", gen), |b| {
             b.iter_custom(|iters| replay(iters, &prog, Touch::None, || Bump::new(cap).unwrap()))
         });
