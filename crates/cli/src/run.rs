@@ -104,6 +104,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         timeout: Duration::from_secs(a.timeout),
         worker_exe: exe,
         worker_args: vec!["__worker".into()],
+        worker_env: Vec::new(),
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();

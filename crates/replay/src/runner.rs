@@ -46,6 +46,52 @@ pub struct RunOptions {
     /// that come before the spec.
     pub worker_exe: PathBuf,
     pub worker_args: Vec<String>,
+    /// Extra environment for every worker (e.g. `LD_PRELOAD` of an allocator under test).
+    pub worker_env: Vec<(String, String)>,
+}
+
+impl RunOptions {
+    /// Options with the defaults of `mallard run` for the given traces and allocators, with
+    /// the running executable as worker (`EXE __worker SPEC`).
+    pub fn new(traces: Vec<PathBuf>, allocators: Vec<AllocatorName>) -> Result<Self, RunError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| RunError::Other(format!("cannot find own executable: {e}")))?;
+        Ok(RunOptions {
+            traces,
+            allocators,
+            repeat: 5,
+            touch: Touch::Pages,
+            batch: 64,
+            rss_samples: 1000,
+            arena: ArenaConfig::default(),
+            cpu: None,
+            timeout: Duration::from_secs(600),
+            worker_exe: exe,
+            worker_args: vec!["__worker".into()],
+            worker_env: Vec::new(),
+        })
+    }
+
+    /// The worker spec for one measurement under these options.
+    pub fn spec(
+        &self,
+        trace: &Path,
+        allocator: AllocatorName,
+        pass: Pass,
+        timer: Timer,
+    ) -> WorkerSpec {
+        WorkerSpec {
+            trace: trace.to_path_buf(),
+            allocator,
+            pass,
+            touch: self.touch,
+            batch: self.batch,
+            rss_samples: self.rss_samples,
+            arena: self.arena.clone(),
+            timer_hz: timer.hz,
+            cpu: self.cpu,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,17 +258,7 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
                 for k in 0..n {
                     let ai = (k + rep as usize) % n;
                     let alloc = opts.allocators[ai];
-                    let spec = WorkerSpec {
-                        trace: PathBuf::from(&t.info.path),
-                        allocator: alloc,
-                        pass,
-                        touch: opts.touch,
-                        batch: opts.batch,
-                        rss_samples: opts.rss_samples,
-                        arena: opts.arena.clone(),
-                        timer_hz: timer.hz,
-                        cpu: opts.cpu,
-                    };
+                    let spec = opts.spec(Path::new(&t.info.path), alloc, pass, timer);
                     let t0 = Instant::now();
                     let out = run_worker(opts, &spec);
                     done += 1;
@@ -262,7 +298,8 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
     Ok(results)
 }
 
-fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
+/// Files a worker's output into its repetition.
+pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
     match pass {
         Pass::Throughput => {
             r.throughput = o.throughput;
@@ -280,12 +317,14 @@ fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
     }
 }
 
-/// Starts one worker and waits for it (up to the timeout).
-fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, String> {
+/// Starts one worker process and waits for it (up to the timeout). Errors describe the failure
+/// (crash, signal, timeout, unreadable output) for the report.
+pub fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, String> {
     let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
     let mut child = Command::new(&opts.worker_exe)
         .args(&opts.worker_args)
         .arg(json)
+        .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -349,7 +388,8 @@ fn read_first_line(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn machine(timer: Timer) -> Machine {
+/// What the machine is, for the report.
+pub fn machine(timer: Timer) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
