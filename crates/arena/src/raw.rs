@@ -1,0 +1,142 @@
+//! The raw allocator: libc `malloc`/`calloc`/`realloc`/`posix_memalign`/`free`, for requests
+//! of 0 bytes or above the threshold (CPython's `PyMem_RawMalloc` family).
+//!
+//! CPython keeps one counter (`raw_allocated_blocks`). This crate also reports the bytes
+//! requested by live raw blocks (for [`Arena::footprint`](crate::Arena::footprint)), so it keeps
+//! the size of every block it handed out in a hash map keyed by address. That costs a hash-map
+//! update on the raw path only; the small-object paths never touch it. A pointer freed here that
+//! the map does not know (allocated elsewhere with libc) is passed to `free` and counted nowhere.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes a block address: multiply by a 64-bit odd constant (Fibonacci hashing). Addresses are
+/// distinct and 16-byte aligned, so the high bits of the product are well spread.
+#[derive(Default)]
+pub struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
+    }
+}
+
+#[derive(Default)]
+pub struct RawBlocks {
+    sizes: HashMap<usize, usize, BuildHasherDefault<AddressHasher>>,
+    bytes: usize,
+}
+
+impl RawBlocks {
+    pub fn count(&self) -> usize {
+        self.sizes.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn record(&mut self, p: *mut u8, n: usize) -> *mut u8 {
+        if !p.is_null() {
+            self.bytes += n;
+            if let Some(old) = self.sizes.insert(p as usize, n) {
+                // Cannot happen for a live block; keep the books right regardless.
+                self.bytes -= old;
+            }
+        }
+        p
+    }
+
+    fn forget(&mut self, p: *mut u8) {
+        if let Some(n) = self.sizes.remove(&(p as usize)) {
+            self.bytes -= n;
+        }
+    }
+
+    /// Bytes requested for a live raw block, if this map knows it.
+    #[cfg_attr(all(target_os = "linux", target_env = "gnu"), allow(dead_code))]
+    pub fn size_of(&self, p: *const u8) -> Option<usize> {
+        self.sizes.get(&(p as usize)).copied()
+    }
+
+    /// `malloc(n)`, with 0 turned into 1 as CPython's raw allocator does.
+    pub fn malloc(&mut self, n: usize) -> *mut u8 {
+        let n = n.max(1);
+        // SAFETY: malloc has no preconditions; a null result is passed on.
+        let p = unsafe { libc::malloc(n) } as *mut u8;
+        self.record(p, n)
+    }
+
+    /// `calloc(nelem, elsize)`, with a zero count or size turned into 1 x 1 (CPython).
+    pub fn calloc(&mut self, nelem: usize, elsize: usize) -> *mut u8 {
+        let (nelem, elsize) = if nelem == 0 || elsize == 0 {
+            (1, 1)
+        } else {
+            (nelem, elsize)
+        };
+        let Some(n) = nelem.checked_mul(elsize) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: calloc has no preconditions; a null result is passed on.
+        let p = unsafe { libc::calloc(nelem, elsize) } as *mut u8;
+        self.record(p, n)
+    }
+
+    /// `posix_memalign(align, n)`; null if `align` is not a power of two or the allocation fails.
+    pub fn aligned(&mut self, align: usize, n: usize) -> *mut u8 {
+        if !align.is_power_of_two() {
+            return std::ptr::null_mut();
+        }
+        let align = align.max(std::mem::size_of::<usize>());
+        let n = n.max(1);
+        let mut p: *mut libc::c_void = std::ptr::null_mut();
+        // SAFETY: align is a power of two multiple of sizeof(void *), as posix_memalign requires,
+        // and p is a valid place for the result.
+        let rc = unsafe { libc::posix_memalign(&mut p, align, n) };
+        if rc != 0 {
+            return std::ptr::null_mut();
+        }
+        self.record(p as *mut u8, n)
+    }
+
+    /// `realloc(p, n)` (0 turned into 1). The block stays raw.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be a live block from libc's allocator.
+    pub unsafe fn realloc(&mut self, p: *mut u8, n: usize) -> *mut u8 {
+        let n = n.max(1);
+        let known = self.sizes.contains_key(&(p as usize));
+        // SAFETY: the caller guarantees p is a live libc block.
+        let q = unsafe { libc::realloc(p as *mut libc::c_void, n) } as *mut u8;
+        if q.is_null() {
+            return q; // p is still live and unchanged
+        }
+        if known {
+            self.forget(p);
+            self.record(q, n);
+        }
+        q
+    }
+
+    /// `free(p)`.
+    ///
+    /// # Safety
+    ///
+    /// `p` must be a live block from libc's allocator.
+    pub unsafe fn free(&mut self, p: *mut u8) {
+        self.forget(p);
+        // SAFETY: the caller guarantees p is a live libc block.
+        unsafe { libc::free(p as *mut libc::c_void) }
+    }
+}
