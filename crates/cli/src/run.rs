@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// Print the arena's statistics in CPython's sys._debugmallocstats() layout.
     #[arg(long)]
     arena_stats: bool,
+    /// How a trace recorded on several threads is replayed: faithful (one replay thread per
+    /// recorded thread, a free waits for its allocation on another thread) or serial (the
+    /// global order on one thread).
+    #[arg(long, default_value = "faithful")]
+    threads: String,
     /// Pin every worker to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
@@ -105,6 +110,10 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         worker_exe: exe,
         worker_args: vec!["__worker".into()],
         worker_env: Vec::new(),
+        threads: a
+            .threads
+            .parse()
+            .map_err(|e: String| anyhow!("--threads: {e}"))?,
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();

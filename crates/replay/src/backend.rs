@@ -421,6 +421,9 @@ pub struct Bump {
     cap: usize,
 }
 
+// SAFETY: Bump owns its mappings outright; moving it to another thread moves that ownership.
+unsafe impl Send for Bump {}
+
 fn reserve(bytes: usize) -> Result<*mut u8, String> {
     // SAFETY: anonymous private mapping with no address hint; checked for MAP_FAILED.
     let p = unsafe {

@@ -56,10 +56,10 @@ impl std::str::FromStr for Touch {
     }
 }
 
-const T_NONE: u8 = 0;
-const T_FIRST: u8 = 1;
-const T_PAGES: u8 = 2;
-const T_ALL: u8 = 3;
+pub(crate) const T_NONE: u8 = 0;
+pub(crate) const T_FIRST: u8 = 1;
+pub(crate) const T_PAGES: u8 = 2;
+pub(crate) const T_ALL: u8 = 3;
 
 /// The allocator returned null for a request it should have met.
 #[derive(Debug)]
@@ -148,8 +148,11 @@ unsafe fn touch<const T: u8>(p: *mut u8, size: usize) {
 }
 
 /// Executes one operation without touching memory; returns false if the allocator failed.
+///
+/// # Safety
+/// `slots` points at the slot table the program was compiled for; the caller owns op's slot.
 #[inline(always)]
-unsafe fn call<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool {
+pub(crate) unsafe fn call<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool {
     // SAFETY: op.slot < slot table length (the compiler made both); the slot holds a live
     // pointer for Free/Realloc and null or a dead value for allocations.
     unsafe {
@@ -171,8 +174,12 @@ unsafe fn call<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool {
     }
 }
 
+/// Writes the memory `op` just allocated, as the touch policy says.
+///
+/// # Safety
+/// `call` has just executed `op` successfully on the same slot table.
 #[inline(always)]
-unsafe fn touch_op<const T: u8>(slots: *mut *mut u8, op: &Op) {
+pub(crate) unsafe fn touch_op<const T: u8>(slots: *mut *mut u8, op: &Op) {
     if T != T_NONE && op.kind != OpKind::Free {
         // SAFETY: the slot was just filled by `call` with a block of op.size bytes (or null
         // with size 0, in which case touch writes nothing).
@@ -250,6 +257,27 @@ impl KindHists {
                 .collect(),
             sum_ticks: [0.0; KINDS],
             runs: [0; KINDS],
+        }
+    }
+    /// Records one timed interval of `n` operations of `kind` (`ticks` before the floor is
+    /// subtracted): the exact sum keeps the unclamped value, the histogram the per-operation
+    /// value clamped at zero, `n` times.
+    #[inline(always)]
+    pub fn record(&mut self, kind: OpKind, ticks: u64, n: u64, scale: TickScale) {
+        let ticks = ticks as f64 - scale.floor;
+        let k = kind as usize;
+        self.sum_ticks[k] += ticks;
+        self.runs[k] += 1;
+        let ps = (ticks.max(0.0) * scale.ps_per_tick / n as f64) as u64;
+        self.hists[k].saturating_record_n(ps.min(mallard_report::hist::MAX_PS), n);
+    }
+
+    /// Adds another set of histograms (another thread's) to this one.
+    pub fn merge(&mut self, other: &KindHists) {
+        for k in 0..KINDS {
+            let _ = self.hists[k].add(&other.hists[k]);
+            self.sum_ticks[k] += other.sum_ticks[k];
+            self.runs[k] += other.runs[k];
         }
     }
 }
@@ -342,13 +370,7 @@ fn batched_t<B: Backend, S: Sampler<B>, const T: u8>(
             // SAFETY: see `touch_op`.
             unsafe { touch_op::<T>(sp, op) };
         }
-        let n = (j - i) as u64;
-        let ticks = t1.wrapping_sub(t0) as f64 - scale.floor;
-        let k = kind as usize;
-        hists.sum_ticks[k] += ticks;
-        hists.runs[k] += 1;
-        let ps = (ticks.max(0.0) * scale.ps_per_tick / n as f64) as u64;
-        hists.hists[k].saturating_record_n(ps.min(mallard_report::hist::MAX_PS), n);
+        hists.record(kind, t1.wrapping_sub(t0), (j - i) as u64, scale);
         i = j;
         while i as u64 >= next_sample {
             sampler.sample(i as u64, b);
@@ -393,12 +415,7 @@ fn tail_t<B: Backend, const T: u8>(
         }
         // SAFETY: see `touch_op`.
         unsafe { touch_op::<T>(sp, op) };
-        let ticks = t1.wrapping_sub(t0) as f64 - scale.floor;
-        let k = op.kind as usize;
-        hists.sum_ticks[k] += ticks;
-        hists.runs[k] += 1;
-        let ps = (ticks.max(0.0) * scale.ps_per_tick) as u64;
-        hists.hists[k].saturating_record(ps.min(mallard_report::hist::MAX_PS));
+        hists.record(op.kind, t1.wrapping_sub(t0), 1, scale);
     }
     Ok(())
 }

@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod engine;
 pub mod measure;
+pub mod mt;
 pub mod program;
 pub mod runner;
 pub mod worker;

@@ -61,6 +61,11 @@ pub struct Program {
     /// Objects and bytes still live after the last event (freed by the harness, untimed).
     pub final_live_objects: u64,
     pub final_live_bytes: u64,
+    /// The recording thread of each operation, parallel to `ops`; empty when every operation
+    /// came from thread 0 (the common single-threaded case costs nothing).
+    pub op_thread: Vec<u32>,
+    /// Number of threads (highest thread index + 1).
+    pub threads: u32,
 }
 
 /// Builds a [`Program`] event by event; used by [`compile`] and by tests.
@@ -128,7 +133,21 @@ impl Compiler {
         Ok(slot)
     }
 
-    /// Adds one event; the error says what is wrong with it (the caller adds where).
+    /// Adds one record (its event and its thread); the error says what is wrong with it.
+    pub fn push_record(&mut self, rec: &Record) -> Result<(), String> {
+        self.push(&rec.event)?;
+        let t = rec.thread;
+        if t != 0 && self.prog.op_thread.is_empty() {
+            self.prog.op_thread.resize(self.prog.ops.len() - 1, 0);
+        }
+        if !self.prog.op_thread.is_empty() {
+            self.prog.op_thread.push(t);
+        }
+        self.prog.threads = self.prog.threads.max(t + 1);
+        Ok(())
+    }
+
+    /// Adds one event on thread 0; the error says what is wrong with it.
     pub fn push(&mut self, ev: &Event) -> Result<(), String> {
         let op = match *ev {
             Event::Alloc {
@@ -195,6 +214,7 @@ impl Compiler {
         self.prog.final_live_bytes = self.live_bytes;
         self.prog.final_live_objects = self.live_objects;
         self.prog.ops.shrink_to_fit();
+        self.prog.threads = self.prog.threads.max(1);
         self.prog
     }
 }
@@ -208,7 +228,7 @@ pub fn compile(
     while let Some(rec) = reader.next() {
         let rec = rec?;
         each(&rec);
-        if let Err(msg) = c.push(&rec.event) {
+        if let Err(msg) = c.push_record(&rec) {
             return Err(TraceError::invalid(reader, msg));
         }
     }

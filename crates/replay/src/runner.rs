@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub worker_args: Vec<String>,
     /// Extra environment for every worker (e.g. `LD_PRELOAD` of an allocator under test).
     pub worker_env: Vec<(String, String)>,
+    /// How traces with several threads are replayed.
+    pub threads: crate::worker::ThreadMode,
 }
 
 impl RunOptions {
@@ -69,6 +71,7 @@ impl RunOptions {
             worker_exe: exe,
             worker_args: vec!["__worker".into()],
             worker_env: Vec::new(),
+            threads: crate::worker::ThreadMode::Faithful,
         })
     }
 
@@ -90,6 +93,7 @@ impl RunOptions {
             arena: self.arena.clone(),
             timer_hz: timer.hz,
             cpu: self.cpu,
+            threads: self.threads,
         }
     }
 }
@@ -305,14 +309,17 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
             r.throughput = o.throughput;
             r.memory = o.memory;
             r.allocator_stats = o.allocator_stats;
+            r.threads = o.threads;
         }
         Pass::Batched => {
             r.batched = o.latency;
             r.rss_timeline = o.rss_timeline;
+            r.per_thread_batched = o.per_thread;
         }
         Pass::Tail => {
             r.tail = o.latency;
             r.timer_floor = o.timer_floor;
+            r.per_thread_tail = o.per_thread;
         }
     }
 }
@@ -427,7 +434,16 @@ fn settings(opts: &RunOptions) -> BTreeMap<String, String> {
     s.insert("timeout_s".into(), opts.timeout.as_secs().to_string());
     s.insert(
         "threads".into(),
-        "serial: the global event order replayed on one thread".into(),
+        match opts.threads {
+            crate::worker::ThreadMode::Serial => {
+                "serial: the global event order replayed on one thread"
+            }
+            crate::worker::ThreadMode::Faithful => {
+                "faithful: one replay thread per recorded thread, cross-thread frees after their \
+                 allocation (hand-offs synchronised); the arena and bump allocators under one lock"
+            }
+        }
+        .into(),
     );
     for (k, v) in std::env::vars() {
         if k.starts_with("MALLOC_") || k.starts_with("MIMALLOC_") || k.starts_with("GLIBC_TUNABLES")

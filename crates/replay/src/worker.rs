@@ -14,13 +14,16 @@
 use crate::backend::{self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
 use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
 use crate::measure::{self, Rss, Timer};
+use crate::mt::{self, Locked, LockedRef};
 use crate::program::{self, Program, KINDS};
 use mallard_arena::Config as ArenaConfig;
 use mallard_report::hist::{quantile_ns, HistData};
 use mallard_report::{LatencyFigures, Memory, RssSample, Throughput, TimerFloor};
+use mallard_report::{ThreadFigures, ThreadInfo, ThreadKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// Which measurement a worker makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +60,34 @@ pub struct WorkerSpec {
     /// Timer frequency measured by the parent (so every worker converts alike).
     pub timer_hz: f64,
     pub cpu: Option<usize>,
+    /// How a trace with several threads is replayed.
+    #[serde(default)]
+    pub threads: ThreadMode,
+}
+
+/// How a trace recorded on several threads is replayed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadMode {
+    /// One replay thread per recorded thread, cross-thread frees in causal order (the default;
+    /// a single-threaded trace replays on one thread either way).
+    #[default]
+    Faithful,
+    /// The global order on one thread.
+    Serial,
+}
+
+impl std::str::FromStr for ThreadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "faithful" => Ok(ThreadMode::Faithful),
+            "serial" => Ok(ThreadMode::Serial),
+            _ => Err(format!(
+                "unknown thread mode '{s}' (known: faithful, serial)"
+            )),
+        }
+    }
 }
 
 /// What a worker prints.
@@ -68,6 +99,11 @@ pub struct WorkerOutput {
     pub timer_floor: Option<TimerFloor>,
     pub rss_timeline: Vec<RssSample>,
     pub allocator_stats: Option<serde_json::Value>,
+    /// Per recorded thread (multi-threaded replays, latency passes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_thread: Vec<ThreadFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<ThreadInfo>,
 }
 
 /// Runs the worker described by `spec`. Errors are messages for the parent's report.
@@ -84,6 +120,9 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
     let mut reader = mallard_trace::open(&spec.trace).map_err(|e| e.to_string())?;
     let prog = program::compile(&mut reader, |_| {}).map_err(|e| e.to_string())?;
     drop(reader);
+    if spec.threads == ThreadMode::Faithful && prog.threads > 1 {
+        return run_threads(spec, &prog);
+    }
     match spec.allocator {
         AllocatorName::Glibc => run_with(spec, &prog, Glibc),
         AllocatorName::Jemalloc => run_with(spec, &prog, Jemalloc),
@@ -95,6 +134,209 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
             run_with(spec, &prog, Bump::new(cap)?)
         }
     }
+}
+
+/// The faithful multi-threaded replay of `prog` (see [`crate::mt`]).
+fn run_threads(spec: &WorkerSpec, prog: &Program) -> Result<WorkerOutput, String> {
+    let mt = mt::split(prog);
+    match spec.allocator {
+        AllocatorName::Glibc => run_mt(spec, prog, &mt, || Glibc),
+        AllocatorName::Jemalloc => run_mt(spec, prog, &mt, || Jemalloc),
+        AllocatorName::Mimalloc => run_mt(spec, prog, &mt, || Mimalloc),
+        AllocatorName::Arena => {
+            let locked = Locked(Mutex::new(ArenaBackend::new(spec.arena.clone())?));
+            run_mt(spec, prog, &mt, || LockedRef(&locked))
+        }
+        AllocatorName::Bump => {
+            let cap =
+                Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
+            let locked = Locked(Mutex::new(Bump::new(cap)?));
+            run_mt(spec, prog, &mt, || LockedRef(&locked))
+        }
+    }
+}
+
+fn run_mt<B: Backend, F: Fn() -> B + Sync>(
+    spec: &WorkerSpec,
+    prog: &Program,
+    mt: &mt::MtProgram,
+    make: F,
+) -> Result<WorkerOutput, String> {
+    let timer = if spec.timer_hz > 0.0 {
+        Timer { hz: spec.timer_hz }
+    } else {
+        Timer::calibrate(50)
+    };
+    let slots = mt::SharedSlots::new(mt.slots);
+    let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
+    let n = prog.ops.len() as u64;
+    let progress = mt::Progress::new(mt.threads.len());
+    let wanted = if spec.pass == Pass::Batched {
+        spec.rss_samples
+    } else {
+        0
+    };
+    let every = if wanted == 0 {
+        u64::MAX
+    } else {
+        (n / wanted).max(1)
+    };
+    let points: Vec<u64> = if wanted == 0 {
+        vec![]
+    } else {
+        (1..=n / every).map(|k| k * every).collect()
+    };
+    let live = prog.live_bytes_at(&points);
+    let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
+    let floor = measure::floor(200_000);
+    let scale = TickScale {
+        floor: floor.mean,
+        ps_per_tick: 1e12 / timer.hz,
+    };
+    let pass = match spec.pass {
+        Pass::Throughput => mt::MtPass::Throughput,
+        Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
+        Pass::Tail => mt::MtPass::Tail,
+    };
+    // SAFETY: malloc_trim only releases free memory of glibc's heap (see run_with).
+    unsafe { libc::malloc_trim(0) };
+    let baseline_rss = rss.read();
+    let peak_reset = measure::reset_peak_rss();
+    let (minor0, major0) = measure::faults();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| {
+        // The RSS sampler: polls the threads' progress every 200 us (sleeping in between,
+        // so it takes little CPU from the replay) and samples when the next point is passed.
+        let sampler = (wanted > 0).then(|| {
+            let (rss, progress, stop, live, make, timeline) =
+                (&rss, &progress, &stop, &live, &make, &mut timeline);
+            s.spawn(move || {
+                let mut b = make();
+                let mut k = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && k < live.len() {
+                    let done = progress.total();
+                    if done >= (k as u64 + 1) * every {
+                        timeline.push(RssSample {
+                            ops_done: done,
+                            rss_bytes: rss.read(),
+                            live_bytes: live[((done / every) as usize)
+                                .saturating_sub(1)
+                                .min(live.len() - 1)],
+                            footprint_bytes: b.footprint(),
+                        });
+                        k = (done / every) as usize;
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                }
+            })
+        });
+        let out = mt::replay(mt, &slots, spec.touch, pass, scale, &progress, &make);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = sampler {
+            let _ = h.join();
+        }
+        out
+    });
+    let (minor1, major1) = measure::faults();
+    let final_rss = rss.read();
+    let outcome = outcome.map_err(|e| e.to_string())?;
+    let peak_rss = measure::status_bytes("VmHWM").unwrap_or(0);
+    let mut b = make();
+    let mut out = WorkerOutput::default();
+    if spec.pass == Pass::Throughput {
+        let ns = outcome.elapsed_ns;
+        out.throughput = Some(Throughput {
+            ops: n,
+            elapsed_ns: ns,
+            ns_per_op: ns / n.max(1) as f64,
+            mops_per_s: n as f64 / ns * 1e3,
+        });
+        out.memory = Some(Memory {
+            baseline_rss,
+            peak_rss,
+            final_rss,
+            footprint: b.footprint(),
+            footprint_source: b.footprint_source().to_string()
+                + if peak_reset {
+                    ""
+                } else {
+                    " (peak RSS could not be reset: includes the trace decoding)"
+                },
+            minor_faults: minor1 - minor0,
+            major_faults: major1 - major0,
+            final_live_bytes: prog.final_live_bytes,
+        });
+        out.allocator_stats = b.stats();
+    } else {
+        out.timer_floor = Some(TimerFloor {
+            floor_ns: timer.ns(floor.mean),
+            floor_median_ns: timer.ns(floor.median as f64),
+            floor_p99_ns: timer.ns(floor.p99 as f64),
+            resolution_ns: timer.ns(floor.resolution as f64),
+        });
+        let mut all = KindHists::new();
+        for (t, samples) in outcome.per_thread.iter().enumerate() {
+            samples.add_to(&mut all);
+            out.per_thread
+                .push(thread_figures(t as u32, samples, &timer));
+        }
+        for k in 0..KINDS {
+            if prog.counts[k] > 0 {
+                out.latency.insert(
+                    mallard_report::OP_KINDS[k].to_string(),
+                    figures(&all, k, &timer),
+                );
+            }
+        }
+    }
+    out.rss_timeline = timeline;
+    out.threads = Some(ThreadInfo {
+        threads: mt.threads.len() as u32,
+        handoffs: mt.handoffs as u64,
+        cross_thread_frees: mt.cross_thread_frees,
+        mode: "faithful".into(),
+    });
+    let mut slots = slots;
+    slots.free_all(&mut b);
+    Ok(out)
+}
+
+/// Exact per-kind figures of one thread, from its samples (weighted by run length).
+fn thread_figures(thread: u32, s: &mt::ThreadSamples, timer: &Timer) -> ThreadFigures {
+    let mut kinds = BTreeMap::new();
+    let mut ops = 0;
+    for k in 0..KINDS {
+        let mut v: Vec<(u64, u64)> = s.iter().filter(|e| e.0 == k).map(|e| (e.1, e.2)).collect();
+        let count: u64 = v.iter().map(|e| e.1).sum();
+        if count == 0 {
+            continue;
+        }
+        ops += count;
+        v.sort_unstable();
+        let at = |q: f64| {
+            let target = (q * count as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for &(ps, n) in &v {
+                seen += n;
+                if seen >= target {
+                    return ps as f64 / 1000.0;
+                }
+            }
+            v.last().map_or(0.0, |e| e.0 as f64 / 1000.0)
+        };
+        kinds.insert(
+            mallard_report::OP_KINDS[k].to_string(),
+            ThreadKind {
+                count,
+                mean_ns: timer.ns(s.sum_ticks[k]) / count as f64,
+                p50_ns: at(0.5),
+                p99_ns: at(0.99),
+                max_ns: v.last().map_or(0.0, |e| e.0 as f64 / 1000.0),
+            },
+        );
+    }
+    ThreadFigures { thread, ops, kinds }
 }
 
 struct RssSampler<'a> {

@@ -112,6 +112,44 @@ pub struct Repetition {
     pub rss_timeline: Vec<RssSample>,
     /// Allocator-specific statistics (for the arena: CPython's `_debugmallocstats` figures).
     pub allocator_stats: Option<serde_json::Value>,
+    /// How the trace's threads were replayed (absent: one thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<ThreadInfo>,
+    /// Per-thread latency of the tail pass of a multi-threaded replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_thread_tail: Vec<ThreadFigures>,
+    /// Per-thread latency of the batched pass of a multi-threaded replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_thread_batched: Vec<ThreadFigures>,
+}
+
+/// How a multi-threaded trace was replayed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    /// `faithful` (one replay thread per recorded thread) or `serial`.
+    pub mode: String,
+    pub threads: u32,
+    /// Cross-thread hand-offs synchronised (an object passing from one thread to another).
+    pub handoffs: u64,
+    pub cross_thread_frees: u64,
+}
+
+/// Latency of one recorded thread.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ThreadFigures {
+    pub thread: u32,
+    pub ops: u64,
+    pub kinds: BTreeMap<String, ThreadKind>,
+}
+
+/// One operation kind on one thread (no histogram, to keep results.json small).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ThreadKind {
+    pub count: u64,
+    pub mean_ns: f64,
+    pub p50_ns: f64,
+    pub p99_ns: f64,
+    pub max_ns: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
