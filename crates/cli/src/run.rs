@@ -11,7 +11,8 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Trace files (Mallard binary or CSV).
+    /// Trace files (Mallard binary or CSV), or generated workloads as `gen:NAME[:EVENTS]`
+    /// (e.g. `gen:larson:200000`; see `mallard gen --list`), generated with seed 1 for the run.
     #[arg(required = true)]
     traces: Vec<PathBuf>,
     /// Allocators, comma separated: arena, glibc, jemalloc, mimalloc, bump (the harness's
@@ -45,7 +46,8 @@ pub struct RunArgs {
     arena_stats: bool,
     /// How a trace recorded on several threads is replayed: faithful (one replay thread per
     /// recorded thread, a free waits for its allocation on another thread) or serial (the
-    /// global order on one thread).
+    /// global order on one thread). A list of counts (`1,2,4`) generates every `gen:` input
+    /// with each thread count, replays them faithfully and prints a scaling table.
     #[arg(long, default_value = "faithful")]
     threads: String,
     /// Pin every worker to this CPU.
@@ -90,15 +92,60 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
             .map_err(|e| anyhow!("--arena: {e}"))?;
     }
     arena.validate().map_err(|e| anyhow!("--arena: {e}"))?;
+    let (mode, counts) = parse_threads(&a.threads)?;
+    let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
+    let mut traces = Vec::new();
+    let mut generated = false;
     for t in &a.traces {
-        if !t.exists() {
+        if let Some(spec) = t.to_str().and_then(|s| s.strip_prefix("gen:")) {
+            generated = true;
+            let (name, events) = match spec.split_once(':') {
+                Some((n, e)) => (
+                    n,
+                    e.parse::<u64>()
+                        .map_err(|_| anyhow!("{}: EVENTS must be a number", t.display()))?,
+                ),
+                None => (spec, 200_000),
+            };
+            for &n in if counts.is_empty() {
+                &[1u32][..]
+            } else {
+                &counts[..]
+            } {
+                let file = if counts.is_empty() {
+                    format!("{name}.mtr")
+                } else {
+                    format!("{name}-t{n}.mtr")
+                };
+                let path = gen_dir.path().join(file);
+                let params = mallard_trace::gen::GenParams {
+                    events,
+                    seed: 1,
+                    threads: n,
+                };
+                let header = mallard_trace::gen::header(name, &params)?;
+                let mut w = mallard_trace::TraceWriter::create(
+                    &path,
+                    &header,
+                    mallard_trace::Form::Binary,
+                )?;
+                mallard_trace::gen::generate(name, &params, &mut |r| w.push(&r))?;
+                w.finish()?;
+                traces.push(path);
+            }
+        } else if !t.exists() {
             bail!("{}: no such trace file", t.display());
+        } else {
+            traces.push(t.clone());
         }
+    }
+    if !counts.is_empty() && !generated {
+        bail!("--threads {}: thread counts apply to generated inputs (gen:NAME); give one, or use --threads faithful|serial", a.threads);
     }
     let exe =
         std::env::current_exe().context("cannot find the mallard executable to start workers")?;
     let opts = RunOptions {
-        traces: a.traces.clone(),
+        traces,
         allocators,
         repeat: a.repeat,
         touch,
@@ -110,10 +157,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         worker_exe: exe,
         worker_args: vec!["__worker".into()],
         worker_env: Vec::new(),
-        threads: a
-            .threads
-            .parse()
-            .map_err(|e: String| anyhow!("--threads: {e}"))?,
+        threads: mode,
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();
@@ -154,6 +198,9 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     mallard_report::write_report_dir(&results, &a.out)?;
     let rows = mallard_report::summarize(&results);
     print!("{}", mallard_report::table::render(&results, &rows));
+    if !counts.is_empty() {
+        print!("{}", scaling_table(&results, &rows, &counts));
+    }
     if a.arena_stats {
         let text = results
             .repetitions
@@ -192,4 +239,76 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+/// `--threads`: a mode, or thread counts for generated inputs (faithful replay).
+fn parse_threads(s: &str) -> Result<(mallard_replay::worker::ThreadMode, Vec<u32>)> {
+    if let Ok(mode) = s.parse() {
+        return Ok((mode, Vec::new()));
+    }
+    let mut counts = Vec::new();
+    for part in s.split(',') {
+        let n: u32 = part
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| (1..=1024).contains(&n))
+            .ok_or_else(|| anyhow!("--threads: '{s}' is neither faithful, serial nor a list of thread counts from 1 to 1024"))?;
+        if !counts.contains(&n) {
+            counts.push(n);
+        }
+    }
+    Ok((mallard_replay::worker::ThreadMode::Faithful, counts))
+}
+
+/// Throughput per allocator and thread count, and the speedup over the fewest threads.
+fn scaling_table(
+    results: &mallard_report::RunResults,
+    rows: &[mallard_report::SummaryRow],
+    counts: &[u32],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut bases: Vec<String> = Vec::new();
+    for t in &results.traces {
+        if let Some((base, _)) = t.name.rsplit_once("-t") {
+            if !bases.iter().any(|b| b == base) {
+                bases.push(base.to_string());
+            }
+        }
+    }
+    for base in bases {
+        let _ = writeln!(
+            out,
+            "\nscaling: {base} (Mops/s, whole replay; x: against {} thread(s))",
+            counts[0]
+        );
+        let mut head = format!("{:<10}", "allocator");
+        for n in counts {
+            let _ = write!(head, " {:>16}", format!("{n} thread(s)"));
+        }
+        let _ = writeln!(out, "{head}");
+        for a in &results.allocators {
+            let mut line = format!("{:<10}", a.name);
+            let mut first = None;
+            for n in counts {
+                let name = format!("{base}-t{n}");
+                let v = rows
+                    .iter()
+                    .find(|r| r.trace == name && r.allocator == a.name)
+                    .map(|r| r.throughput_mops);
+                match v {
+                    Some(v) if v > 0.0 => {
+                        let f = *first.get_or_insert(v);
+                        let _ = write!(line, " {:>16}", format!("{v:.1} ({:.2}x)", v / f));
+                    }
+                    _ => {
+                        let _ = write!(line, " {:>16}", "failed");
+                    }
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
 }

@@ -19,6 +19,10 @@ pub struct GenArgs {
     pub events: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Threads the workload runs on (larson, producer-consumer and thread-local model
+    /// cross-thread traffic; the others spread their calls over threads).
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
 }
 
 pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
@@ -95,7 +99,7 @@ pub fn cmd_convert(
 pub fn cmd_gen(g: GenArgs) -> Result<()> {
     if g.list {
         for info in mallard_trace::gen::list() {
-            println!("{:<16} {}", info.name, info.about);
+            println!("{:<18} {}", info.name, info.about);
         }
         return Ok(());
     }
@@ -108,7 +112,7 @@ pub fn cmd_gen(g: GenArgs) -> Result<()> {
     let params = mallard_trace::gen::GenParams {
         events: g.events,
         seed: g.seed,
-        threads: 1,
+        threads: g.threads,
     };
     let header = mallard_trace::gen::header(&name, &params)?;
     let form = if output

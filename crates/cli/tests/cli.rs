@@ -453,3 +453,114 @@ fn bump_reference_and_touch_policies_run() {
         t.bytes_allocated
     );
 }
+
+#[test]
+fn multi_threaded_traces_replay_faithfully_or_serially() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("larson.mtr");
+    let o = mallard(&[
+        "gen",
+        "larson",
+        "-o",
+        p(&t),
+        "--events",
+        "20000",
+        "--threads",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = dir.path().join("faithful");
+    let o = mallard(&["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = mallard_report::read_results(&out.join("results.json")).unwrap();
+    for rep in &r.repetitions {
+        let th = rep.threads.as_ref().expect("thread info");
+        assert_eq!(
+            (th.mode.as_str(), th.threads),
+            ("faithful", 4),
+            "{}",
+            rep.allocator
+        );
+        assert!(
+            th.handoffs > 1000,
+            "{}: {} hand-offs",
+            rep.allocator,
+            th.handoffs
+        );
+        assert_eq!(rep.per_thread_tail.len(), 4);
+        let per_thread: u64 = rep.per_thread_tail.iter().map(|t| t.ops).sum();
+        assert_eq!(per_thread, 20000, "every operation timed on some thread");
+        let tail: u64 = rep.tail.values().map(|f| f.count).sum();
+        assert_eq!(tail, 20000);
+    }
+    let out = dir.path().join("serial");
+    let o = mallard(&[
+        "run",
+        p(&t),
+        "--out",
+        p(&out),
+        "--repeat",
+        "1",
+        "--quiet",
+        "--threads",
+        "serial",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = mallard_report::read_results(&out.join("results.json")).unwrap();
+    assert!(r
+        .repetitions
+        .iter()
+        .all(|x| x.threads.is_none() && x.failure.is_none()));
+}
+
+#[test]
+fn thread_counts_give_a_scaling_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("scaling");
+    let o = mallard(&[
+        "run",
+        "gen:producer-consumer:20000",
+        "--threads",
+        "2,4",
+        "--repeat",
+        "1",
+        "--quiet",
+        "--allocators",
+        "glibc,arena",
+        "--out",
+        p(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("scaling: producer-consumer"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("arena ") && l.contains("x)"))
+        .unwrap_or_default();
+    assert!(line.contains("(1.00x)"), "{stdout}");
+    let r = mallard_report::read_results(&out.join("results.json")).unwrap();
+    let names: Vec<_> = r.traces.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["producer-consumer-t2", "producer-consumer-t4"]);
+    assert_bad_input(
+        &[
+            "run",
+            "gen:larson",
+            "--threads",
+            "0,x",
+            "--out",
+            p(&out.join("x")),
+        ],
+        &out.join("x"),
+        &["--threads"],
+    );
+    assert_bad_input(
+        &[
+            "gen",
+            "producer-consumer",
+            "-o",
+            p(&dir.path().join("pc.mtr")),
+        ],
+        &out.join("x"),
+        &["2 threads"],
+    );
+}

@@ -19,15 +19,24 @@
 //! Generators leave a realistic live set at the end rather than freeing everything: the
 //! replay engine frees what is left outside its timed region.
 //!
-//! With `threads > 1`, a thread mixer spreads the same stream of calls over threads: a run of
-//! allocations stays on one thread, switching to a random thread with probability 1/64 per
-//! allocation, and each object is freed or reallocated on the thread that allocated it (as is
-//! typical of real programs). The mixer draws from its own random stream, so the sequence of
-//! calls, sizes and ids does not depend on `threads`.
+//! Threads come in two ways:
+//!
+//! * The single-threaded workloads (`python-objects`, `uniform`, `fragmentation`, `lifo`,
+//!   `realloc-growth`) run through a thread mixer when `threads > 1`: a run of allocations
+//!   stays on one thread, switching to a random thread with probability 1/64 per allocation,
+//!   and each object is freed or reallocated on the thread that allocated it (as is typical of
+//!   real programs). The mixer draws from its own random stream, so the sequence of calls, sizes
+//!   and ids does not depend on `threads`.
+//! * The multi-threaded workloads (`larson`, `producer-consumer`, `thread-local`, in
+//!   `gen/threaded.rs`) model what each thread does and name the thread of every call themselves;
+//!   their calls depend on `threads`, and some of them free objects on another thread than the
+//!   one that allocated them. A generator may need a minimum number of threads
+//!   ([`GenInfo::min_threads`]); fewer is an error.
 
 mod python;
 pub mod rng;
 mod simple;
+mod threaded;
 
 use crate::error::TraceError;
 use crate::model::{AllocKind, Event, Header, ObjectId, Record};
@@ -38,6 +47,8 @@ use rng::Rng;
 pub struct GenInfo {
     pub name: &'static str,
     pub about: &'static str,
+    /// The fewest threads ([`GenParams::threads`]) the generator accepts: 1 for most.
+    pub min_threads: u32,
 }
 
 /// Parameters every generator takes.
@@ -75,6 +86,7 @@ const GENERATORS: &[(GenInfo, GenFn)] = &[
             about: "sizes and lifetimes like a CPython program: small objects (24-512 B, peaks at \
                     28-64 B), mostly short-lived, a slowly growing long-lived set, list growth by \
                     realloc, some callocs and large buffers",
+            min_threads: 1,
         },
         python::generate,
     ),
@@ -83,6 +95,7 @@ const GENERATORS: &[(GenInfo, GenFn)] = &[
             name: "uniform",
             about: "random churn: sizes uniform in 16..=512 B, each call a malloc or a free of a \
                     random live object, keeping about 1000 objects live",
+            min_threads: 1,
         },
         simple::uniform,
     ),
@@ -91,6 +104,7 @@ const GENERATORS: &[(GenInfo, GenFn)] = &[
             name: "fragmentation",
             about: "rounds of: allocate 2048 small objects (16-64 B), free every other one, \
                     allocate 1024 larger ones (128-512 B), free the previous round's survivors",
+            min_threads: 1,
         },
         simple::fragmentation,
     ),
@@ -99,6 +113,7 @@ const GENERATORS: &[(GenInfo, GenFn)] = &[
             name: "lifo",
             about: "stack discipline: each free releases the most recent live allocation \
                     (16 B-1 KiB), depth wandering around 64, like a parser or recursive code",
+            min_threads: 1,
         },
         simple::lifo,
     ),
@@ -107,8 +122,40 @@ const GENERATORS: &[(GenInfo, GenFn)] = &[
             name: "realloc-growth",
             about: "up to 32 buffers growing by realloc doubling from 16 B to 1 KiB-1 MiB then \
                     freed, interleaved with FIFO churn of small objects",
+            min_threads: 1,
         },
         simple::realloc_growth,
+    ),
+    (
+        GenInfo {
+            name: "larson",
+            about: "Larson's server benchmark: each thread replaces random objects (16-512 B) in \
+                    its window of 256, and every 64 replacements per thread each window passes \
+                    to the next thread, so 50% (2 threads) to 88% (16) of frees are cross-thread",
+            min_threads: 1,
+        },
+        threaded::larson,
+    ),
+    (
+        GenInfo {
+            name: "producer-consumer",
+            about: "the first half of the threads (rounded up) allocate messages (32 B-4 KiB, \
+                    each doubling equally likely) into a queue of at most 1024; the others take \
+                    them out in order and free them: every free is cross-thread (needs 2+ threads)",
+            min_threads: 2,
+        },
+        threaded::producer_consumer,
+    ),
+    (
+        GenInfo {
+            name: "thread-local",
+            about: "every thread churns its own objects (16 B-1 KiB, about 256 live per \
+                    thread), all threads at once, never freeing another's; unlike `uniform \
+                    --threads N` (one shared live set of 1000, long runs per thread) the live \
+                    set grows with threads",
+            min_threads: 1,
+        },
+        threaded::thread_local,
     ),
 ];
 
@@ -118,6 +165,7 @@ pub fn list() -> &'static [GenInfo] {
         let mut out = [GenInfo {
             name: "",
             about: "",
+            min_threads: 1,
         }; GENERATORS.len()];
         let mut i = 0;
         while i < GENERATORS.len() {
@@ -129,21 +177,29 @@ pub fn list() -> &'static [GenInfo] {
     &LIST
 }
 
-fn find(name: &str) -> Result<GenFn, TraceError> {
+fn find(name: &str) -> Result<(GenInfo, GenFn), TraceError> {
     GENERATORS
         .iter()
         .find(|(info, _)| info.name == name)
-        .map(|&(_, f)| f)
+        .copied()
         .ok_or_else(|| TraceError::UnknownGenerator {
             name: name.to_string(),
             known: list().iter().map(|g| g.name).collect::<Vec<_>>().join(", "),
         })
 }
 
-fn check_params(params: &GenParams) -> Result<(), TraceError> {
+fn check_params(info: &GenInfo, params: &GenParams) -> Result<(), TraceError> {
     if params.threads == 0 || params.threads > MAX_THREADS {
         return Err(TraceError::BadParams {
             msg: format!("threads must be 1 to {MAX_THREADS}, not {}", params.threads),
+        });
+    }
+    if params.threads < info.min_threads {
+        return Err(TraceError::BadParams {
+            msg: format!(
+                "`{}` needs at least {} threads, not {}",
+                info.name, info.min_threads, params.threads
+            ),
         });
     }
     Ok(())
@@ -151,8 +207,8 @@ fn check_params(params: &GenParams) -> Result<(), TraceError> {
 
 /// The header [`generate`] returns, available before generating (a writer needs it first).
 pub fn header(name: &str, params: &GenParams) -> Result<Header, TraceError> {
-    find(name)?;
-    check_params(params)?;
+    let (info, _) = find(name)?;
+    check_params(&info, params)?;
     let mut source = format!(
         "mallard gen {name} --events {} --seed {}",
         params.events, params.seed
@@ -179,7 +235,7 @@ pub fn generate(
     params: &GenParams,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<Header, TraceError> {
-    let generator = find(name)?;
+    let (_, generator) = find(name)?;
     let header = header(name, params)?;
     let mut out = Out::new(params, sink);
     generator(params, &mut out)?;
@@ -236,12 +292,10 @@ impl<'a> Out<'a> {
         })
     }
 
+    /// The mixer's thread for the next new object.
     fn new_object_thread(&mut self) -> u32 {
-        if self.threads > 1 {
-            if self.mix.chance(1, 64) {
-                self.current = self.mix.below(self.threads as u64) as u32;
-            }
-            self.owners.push(self.current);
+        if self.threads > 1 && self.mix.chance(1, 64) {
+            self.current = self.mix.below(self.threads as u64) as u32;
         }
         self.current
     }
@@ -250,15 +304,38 @@ impl<'a> Out<'a> {
         self.owners.get(id as usize).copied().unwrap_or(0)
     }
 
+    /// A new id, allocated on `thread`. Invariant: with `threads > 1`, `owners[id]` is the
+    /// thread that created object `id`, whichever way it was created.
+    fn new_id(&mut self, thread: u32) -> ObjectId {
+        debug_assert!(thread < self.threads);
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.threads > 1 {
+            self.owners.push(thread);
+        }
+        id
+    }
+
+    /// An allocation on the mixer's thread.
     pub(crate) fn alloc(
         &mut self,
         size: u64,
         align: u64,
         kind: AllocKind,
     ) -> Result<ObjectId, TraceError> {
-        let id = self.next_id;
-        self.next_id += 1;
         let thread = self.new_object_thread();
+        self.alloc_on(thread, size, align, kind)
+    }
+
+    /// An allocation on `thread` (for generators that choose threads themselves).
+    pub(crate) fn alloc_on(
+        &mut self,
+        thread: u32,
+        size: u64,
+        align: u64,
+        kind: AllocKind,
+    ) -> Result<ObjectId, TraceError> {
+        let id = self.new_id(thread);
         self.emit(
             thread,
             Event::Alloc {
@@ -271,22 +348,30 @@ impl<'a> Out<'a> {
         Ok(id)
     }
 
+    pub(crate) fn malloc_on(&mut self, thread: u32, size: u64) -> Result<ObjectId, TraceError> {
+        self.alloc_on(thread, size, 0, AllocKind::Malloc)
+    }
+
+    /// A free on `thread`, which need not be the thread that allocated `id`.
+    pub(crate) fn free_on(&mut self, thread: u32, id: ObjectId) -> Result<(), TraceError> {
+        debug_assert!(thread < self.threads);
+        self.emit(thread, Event::Free { id })
+    }
+
     pub(crate) fn malloc(&mut self, size: u64) -> Result<ObjectId, TraceError> {
         self.alloc(size, 0, AllocKind::Malloc)
     }
 
+    /// A free on the thread that allocated `id`.
     pub(crate) fn free(&mut self, id: ObjectId) -> Result<(), TraceError> {
         let thread = self.owner(id);
-        self.emit(thread, Event::Free { id })
+        self.free_on(thread, id)
     }
 
+    /// A realloc on the thread that allocated `old`.
     pub(crate) fn realloc(&mut self, old: ObjectId, size: u64) -> Result<ObjectId, TraceError> {
-        let new = self.next_id;
-        self.next_id += 1;
         let thread = self.owner(old);
-        if self.threads > 1 {
-            self.owners.push(thread);
-        }
+        let new = self.new_id(thread);
         self.emit(thread, Event::Realloc { old, new, size })?;
         Ok(new)
     }

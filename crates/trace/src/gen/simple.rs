@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 /// Mean-reverting choice: allocate with probability `(2 * target - live) / (2 * target)`, so
 /// the live count wanders around `target` and starts by climbing to it.
-fn should_alloc(rng: &mut Rng, live: usize, target: u64) -> bool {
+pub(super) fn should_alloc(rng: &mut Rng, live: usize, target: u64) -> bool {
     let live = live as u64;
     live == 0 || (live < 2 * target && rng.below(2 * target) >= live)
 }
