@@ -24,6 +24,9 @@ pub enum AllocatorName {
     Jemalloc,
     Mimalloc,
     Bump,
+    /// The arena behind its lock even on one thread: with `arena`, shows what the lock costs.
+    #[serde(rename = "arena-locked")]
+    ArenaLocked,
 }
 
 impl AllocatorName {
@@ -34,12 +37,13 @@ impl AllocatorName {
         AllocatorName::Jemalloc,
         AllocatorName::Mimalloc,
     ];
-    pub const ALL: [AllocatorName; 5] = [
+    pub const ALL: [AllocatorName; 6] = [
         AllocatorName::Arena,
         AllocatorName::Glibc,
         AllocatorName::Jemalloc,
         AllocatorName::Mimalloc,
         AllocatorName::Bump,
+        AllocatorName::ArenaLocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +53,7 @@ impl AllocatorName {
             AllocatorName::Jemalloc => "jemalloc",
             AllocatorName::Mimalloc => "mimalloc",
             AllocatorName::Bump => "bump",
+            AllocatorName::ArenaLocked => "arena-locked",
         }
     }
 
@@ -60,6 +65,10 @@ impl AllocatorName {
             AllocatorName::Jemalloc => "jemalloc 5.3 built from source by tikv-jemalloc-sys",
             AllocatorName::Mimalloc => "mimalloc built from source by libmimalloc-sys",
             AllocatorName::Bump => "bump pointer that never frees: the harness's speed-of-light reference",
+            AllocatorName::ArenaLocked => {
+                "the arena behind one mutex on every call, as multi-threaded traces replay it (CPython's GIL model): \
+                 beside `arena`, what the lock costs"
+            }
         }
     }
 }
@@ -542,6 +551,10 @@ pub fn version(name: AllocatorName) -> String {
         AllocatorName::Jemalloc => format!("jemalloc {}", Jemalloc::version()),
         AllocatorName::Mimalloc => format!("mimalloc {}", Mimalloc::version()),
         AllocatorName::Bump => format!("mallard bump {}", env!("CARGO_PKG_VERSION")),
+        AllocatorName::ArenaLocked => format!(
+            "mallard-arena {} (std::sync::Mutex)",
+            env!("CARGO_PKG_VERSION")
+        ),
     }
 }
 
@@ -637,6 +650,13 @@ mod tests {
     #[test]
     fn arena_memory_is_sound() {
         exercise(&mut ArenaBackend::new(ArenaConfig::default()).unwrap());
+    }
+    #[test]
+    fn locked_arena_memory_is_sound() {
+        let locked = crate::mt::Locked(std::sync::Mutex::new(
+            ArenaBackend::new(ArenaConfig::default()).unwrap(),
+        ));
+        exercise(&mut crate::mt::LockedRef(&locked));
     }
     #[test]
     fn bump_memory_is_sound() {

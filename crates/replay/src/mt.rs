@@ -173,7 +173,7 @@ unsafe impl<B: Backend> Backend for LockedRef<'_, B> {
         locked!(self, b => b.footprint())
     }
     fn footprint_source(&self) -> &'static str {
-        "see the locked allocator"
+        locked!(self, b => b.footprint_source())
     }
     fn stats(&mut self) -> Option<serde_json::Value> {
         locked!(self, b => b.stats())

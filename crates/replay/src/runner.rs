@@ -237,12 +237,22 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
             .map(|&a| AllocatorInfo {
                 name: a.as_str().into(),
                 version: versions[a.as_str()].clone(),
-                config: if a == AllocatorName::Arena {
+                config: if matches!(a, AllocatorName::Arena | AllocatorName::ArenaLocked) {
                     opts.arena.to_string()
                 } else {
                     "defaults".into()
                 },
-                notes: a.about().into(),
+                notes: if a == AllocatorName::Arena
+                    && opts.threads == crate::worker::ThreadMode::Faithful
+                    && traces.iter().any(|t| t.info.threads > 1)
+                {
+                    format!(
+                        "{}; multi-threaded traces replay it under one lock (CPython's GIL model)",
+                        a.about()
+                    )
+                } else {
+                    a.about().into()
+                },
             })
             .collect(),
         repetitions: Vec::new(),

@@ -128,6 +128,10 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
         AllocatorName::Jemalloc => run_with(spec, &prog, Jemalloc),
         AllocatorName::Mimalloc => run_with(spec, &prog, Mimalloc),
         AllocatorName::Arena => run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?),
+        AllocatorName::ArenaLocked => {
+            let locked = Locked(Mutex::new(ArenaBackend::new(spec.arena.clone())?));
+            run_with(spec, &prog, LockedRef(&locked))
+        }
         AllocatorName::Bump => {
             let cap =
                 Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
@@ -143,7 +147,7 @@ fn run_threads(spec: &WorkerSpec, prog: &Program) -> Result<WorkerOutput, String
         AllocatorName::Glibc => run_mt(spec, prog, &mt, || Glibc),
         AllocatorName::Jemalloc => run_mt(spec, prog, &mt, || Jemalloc),
         AllocatorName::Mimalloc => run_mt(spec, prog, &mt, || Mimalloc),
-        AllocatorName::Arena => {
+        AllocatorName::Arena | AllocatorName::ArenaLocked => {
             let locked = Locked(Mutex::new(ArenaBackend::new(spec.arena.clone())?));
             run_mt(spec, prog, &mt, || LockedRef(&locked))
         }

@@ -58,6 +58,18 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             bytes(t.peak_live_bytes),
             t.peak_live_objects
         );
+        if let Some(th) = results
+            .repetitions
+            .iter()
+            .filter(|r| r.trace == t.name)
+            .find_map(|r| r.threads.as_ref())
+        {
+            let _ = writeln!(
+                out,
+                "replayed {} on {} threads: {} cross-thread hand-offs synchronised; the arena under one lock",
+                th.mode, th.threads, th.handoffs
+            );
+        }
         let header = [
             "allocator",
             "Mops/s",
