@@ -28,3 +28,22 @@ cpp-compare:
     g++ -O2 -o /tmp/mallard-cpp/replay benches/cpp/replay.cpp
     for i in 1 2 3 4 5; do /tmp/mallard-cpp/replay /tmp/mallard-cpp/systemui.csv; done
     cargo run --release -p mallard -- run /tmp/mallard-cpp/systemui.mtr --allocators glibc --threads serial --repeat 5 --out /tmp/mallard-cpp/report
+
+# `just screenshot reports/demo/index.html` writes reports/demo/index.png; look at it to check
+# that the plots read well. Chromium comes from Debian's packages, installed first if missing.
+# Screenshot a report page (index.html or a sweep's .html) in headless Chromium.
+screenshot page="reports/demo/index.html" png="" height="2400":
+    #!/usr/bin/env sh
+    set -eu
+    if ! command -v chromium >/dev/null 2>&1; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update && $sudo apt-get install -y chromium
+    fi
+    page="$(realpath "{{page}}")"
+    png="{{png}}"; [ -n "$png" ] || png="${page%.*}.png"
+    profile="$(mktemp -d)"
+    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --user-data-dir="$profile" --screenshot="$png" --window-size=1400,{{height}} "file://$page"
+    rm -rf "$profile"
+    echo "screenshot: $png"

@@ -6,7 +6,9 @@
 //! option value), with one message naming the file and the location; 3 the report was written
 //! but some allocator's worker failed (crashed, was killed, timed out).
 
+mod report;
 mod run;
+mod sweep;
 mod traces;
 
 use anyhow::Result;
@@ -22,6 +24,8 @@ Examples:
   mallard gen python-objects -o my.mtr --events 1000000 --seed 7
   mallard convert my.mtr -o my.csv          (binary -> CSV; and back: my.csv -o my.mtr)
   mallard convert systemui.txt -o systemui.mtr --from android
+  mallard sweep traces/*.mtr --arena-size 256K,1M --pool-size 4K,16K --classes linear,pow2 -o sweep.csv
+  mallard report reports/demo               (index.html and report.md again from results.json)
 
 Exit codes: 0 ok, 2 bad input or usage, 3 report written but an allocator's worker failed.";
 
@@ -61,6 +65,16 @@ enum Cmd {
     },
     /// Generate a synthetic trace (deterministic for a given seed).
     Gen(traces::GenArgs),
+    /// Tune the arena allocator: run it over a grid of configurations; one CSV row per trace x
+    /// configuration, the best per objective and the Pareto front (docs/tuning.md).
+    Sweep(sweep::SweepArgs),
+    /// Join the CSVs of a sharded sweep (`sweep --shard I/N`) into one.
+    Merge(sweep::MergeArgs),
+    /// Write a report's index.html and report.md again from its results.json.
+    Report {
+        /// The report directory (or its results.json).
+        dir: PathBuf,
+    },
     /// Internal: one measurement in a fresh process (started by `run`).
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
@@ -80,6 +94,9 @@ fn main() {
             lenient,
         } => report(traces::cmd_convert(&input, &output, to.as_deref(), &from, lenient).map(|_| 0)),
         Cmd::Gen(g) => report(traces::cmd_gen(g).map(|_| 0)),
+        Cmd::Sweep(a) => report(sweep::cmd_sweep(a)),
+        Cmd::Merge(a) => report(sweep::cmd_merge(a)),
+        Cmd::Report { dir } => report(report::cmd_report(&dir)),
     };
     std::process::exit(code);
 }

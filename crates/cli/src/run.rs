@@ -161,13 +161,19 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();
+    // On a terminal an indicatif bar (shown once the run has taken a second); in CI one plain
+    // line per worker.
+    let mut bar: Option<crate::sweep::Bar> = None;
     let mut progress = |p: Progress| {
         if quiet {
             return;
         }
         match p {
             Progress::Started { total_workers } => {
-                eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)")
+                eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)");
+                if tty {
+                    bar = Some(crate::sweep::Bar::new(total_workers as u64, "workers", false));
+                }
             }
             Progress::Worker {
                 done,
@@ -186,10 +192,17 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
                     elapsed.as_secs_f64() * 1e3,
                     if ok { "" } else { "  FAILED" }
                 );
-                if tty && ok && done < total {
-                    eprint!("\r{line}\x1b[K");
-                } else {
-                    eprintln!("{}{line}", if tty { "\r" } else { "" });
+                match &bar {
+                    Some(b) => {
+                        b.set(done as u64, &format!("{trace} {allocator} rep {} {}", rep + 1, pass.name()));
+                        if !ok {
+                            b.println(&line);
+                        }
+                        if done == total {
+                            b.finish();
+                        }
+                    }
+                    None => eprintln!("{line}"),
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! # mallard-report: the result model and everything that presents it
 //!
 //! [`model::RunResults`] is produced once by the replay and consumed by every writer here:
-//! the terminal table, `results.json`, `summary.csv`, `rss.csv` and one HdrHistogram `.hgrm`
-//! file per trace x allocator x operation kind. Adding a format means adding one writer.
+//! the terminal table, `results.json`, `summary.csv`, `rss.csv`, one HdrHistogram `.hgrm`
+//! file per trace x allocator x operation kind, `index.html` (self-contained, with SVG plots:
+//! [`html`]) and `report.md` ([`markdown`]). Adding a format means adding one writer.
 //!
 //! This crate knows nothing of how figures were measured (no timers, no processes, no
 //! allocators): it reads results and formats them. A report directory is written atomically:
@@ -11,6 +12,8 @@
 //! half-written report behind.
 
 pub mod hist;
+pub mod html;
+pub mod markdown;
 pub mod model;
 pub mod summary;
 pub mod table;
@@ -118,7 +121,30 @@ fn write_files(results: &RunResults, dir: &Path) -> Result<(), ReportError> {
     for (name, text) in hgrm_files(results) {
         write_file(&dir.join(name), text.as_bytes())?;
     }
+    write_file(&dir.join("index.html"), html::render(results).as_bytes())?;
+    write_file(&dir.join("report.md"), markdown::render(results).as_bytes())?;
     Ok(())
+}
+
+/// `mallard report DIR`: reads `DIR/results.json` and writes `DIR/index.html` and
+/// `DIR/report.md` again from it (each to a temporary file renamed into place). Returns the
+/// results read.
+pub fn regenerate(dir: &Path) -> Result<RunResults, ReportError> {
+    let results = read_results(&dir.join("results.json"))?;
+    for (name, text) in [
+        ("index.html", html::render(&results)),
+        ("report.md", markdown::render(&results)),
+    ] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let res = write_file(&tmp, text.as_bytes())
+            .and_then(|_| fs::rename(&tmp, &path).map_err(io_err(&path)));
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res?;
+    }
+    Ok(results)
 }
 
 /// `summary.csv`: one row per trace x allocator x operation kind.
@@ -261,6 +287,8 @@ mod tests {
             "rss.csv",
             "t--a--malloc.hgrm",
             "t--a--malloc.batched.hgrm",
+            "index.html",
+            "report.md",
         ] {
             assert!(dir.join(f).exists(), "{f} missing");
         }
@@ -284,6 +312,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    fn regenerate_rewrites_the_pages_from_results_json() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("demo");
+        write_report_dir(&sample(), &dir).unwrap();
+        let before = fs::read_to_string(dir.join("index.html")).unwrap();
+        fs::remove_file(dir.join("index.html")).unwrap();
+        fs::write(dir.join("report.md"), "stale").unwrap();
+        regenerate(&dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("index.html")).unwrap(), before);
+        assert!(fs::read_to_string(dir.join("report.md"))
+            .unwrap()
+            .starts_with("# Mallard report"));
+        let e = regenerate(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("results.json"), "{e}");
     }
 
     #[test]

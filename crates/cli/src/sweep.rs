@@ -1,0 +1,380 @@
+//! `mallard sweep` and `mallard merge`: tune the arena allocator over a grid of configurations
+//! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps. Also the progress bar
+//! shared by the long-running commands.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mallard_replay::engine::Touch;
+use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
+use mallard_sweep::run::{self as sweep_run, MeasureOptions};
+use mallard_sweep::{html, rows, Summary};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Progress of something that may take a while: an indicatif bar on a terminal (shown only
+/// once the work has taken more than a second), otherwise plain lines, at most about one every
+/// 5% of the work, so CI logs stay short. Safe to update from several threads.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    start: Instant,
+    len: u64,
+    done: AtomicU64,
+    last_line: AtomicU64,
+    quiet: bool,
+    shown: Mutex<bool>,
+}
+
+impl Bar {
+    /// Progress over `len` steps; `what` names them (e.g. "configurations").
+    pub fn new(len: u64, what: &str, quiet: bool) -> Bar {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
+            b.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{{elapsed:>4}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} {what} (eta {{eta}}) {{wide_msg}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Bar {
+            bar,
+            start: Instant::now(),
+            len,
+            done: AtomicU64::new(0),
+            last_line: AtomicU64::new(0),
+            quiet,
+            shown: Mutex::new(false),
+        }
+    }
+
+    /// One more step done; `msg` says what (kept short).
+    pub fn inc(&self, msg: &str) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.set(done, msg);
+    }
+
+    /// `done` steps done.
+    pub fn set(&self, done: u64, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => {
+                if self.start.elapsed() > Duration::from_secs(1) {
+                    let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+                    if !*shown {
+                        b.set_draw_target(ProgressDrawTarget::stderr());
+                        *shown = true;
+                    }
+                }
+                b.set_message(msg.to_string());
+                b.set_position(done);
+            }
+            None => {
+                // A plain line for each 5% step crossed, and for the last step.
+                let step = (self.len / 20).max(1);
+                let bucket = done / step;
+                let prev = self.last_line.fetch_max(bucket, Ordering::Relaxed);
+                if bucket > prev || done == self.len {
+                    eprintln!(
+                        "[{done}/{}] {:>6.1} s {msg}",
+                        self.len,
+                        self.start.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes the bar (plain lines need nothing).
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    /// Prints a line without breaking the bar.
+    pub fn println(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) if *self.shown.lock().unwrap_or_else(|e| e.into_inner()) => b.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Trace files (Mallard binary or CSV).
+    #[arg(required = true)]
+    traces: Vec<PathBuf>,
+    /// Arena sizes to try, comma separated (256K,1M).
+    #[arg(long, value_name = "LIST")]
+    arena_size: Option<String>,
+    /// Pool sizes to try (4K,16K).
+    #[arg(long, value_name = "LIST")]
+    pool_size: Option<String>,
+    /// Quanta (block alignment and class step) to try (8,16).
+    #[arg(long, value_name = "LIST")]
+    quantum: Option<String>,
+    /// Size-class schemes to try: linear (CPython), pow2, geometric:K (K classes per doubling).
+    #[arg(long, value_name = "LIST")]
+    classes: Option<String>,
+    /// Small-object thresholds to try (256,512).
+    #[arg(long, value_name = "LIST")]
+    threshold: Option<String>,
+    /// Arena alignments to try: page (CPython: an arena not pool aligned loses a pool), arena.
+    #[arg(long, value_name = "LIST")]
+    alignment: Option<String>,
+    /// Numbers of wholly empty arenas kept mapped to try (0,1).
+    #[arg(long, value_name = "LIST")]
+    kept: Option<String>,
+    /// Preset giving every constant not swept: cpython-3.7, cpython-3.9, cpython-3.11.
+    #[arg(long, default_value = "cpython-3.11")]
+    base: String,
+    /// simulate: the allocator's bookkeeping, no timing, configurations in parallel;
+    /// measure: timed in worker processes as `mallard run` does, one configuration at a time.
+    #[arg(long, default_value = "simulate", value_parser = ["simulate", "measure"])]
+    mode: String,
+    /// The CSV to write (one row per trace x configuration); the page goes beside it (.html).
+    #[arg(short, long, default_value = "reports/sweep.csv")]
+    output: PathBuf,
+    /// Run only slice I of N of the grid (1 <= I <= N); join the CSVs with `mallard merge`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Simulate mode: threads (0: one per CPU).
+    #[arg(short, long, default_value_t = 0)]
+    jobs: usize,
+    /// Measure mode: repetitions of every pass per configuration.
+    #[arg(short, long, default_value_t = 3)]
+    repeat: u32,
+    /// Measure mode: how allocated memory is written (none, first, pages, all).
+    #[arg(long, default_value = "pages")]
+    touch: String,
+    /// Measure mode: pin every worker to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Measure mode: seconds a single worker may take.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `PATH` with its extension replaced: the page and notes beside the CSV.
+fn beside(csv: &Path, ext: &str) -> PathBuf {
+    csv.with_extension(ext)
+}
+
+fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { "mallard".to_string() } else { a })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `config` with only the swept constants, for progress messages (`arena=1M pool=16K`).
+fn short(config: &mallard_arena::Config, swept: &[&str]) -> String {
+    let keys: Vec<&str> = swept
+        .iter()
+        .map(|o| match *o {
+            "arena-size" => "arena",
+            "pool-size" => "pool",
+            other => other,
+        })
+        .collect();
+    let s = config.to_string();
+    let items: Vec<&str> = s
+        .split_whitespace()
+        .filter(|kv| keys.iter().any(|k| kv.split('=').next() == Some(*k)))
+        .collect();
+    if items.is_empty() {
+        s
+    } else {
+        items.join(" ")
+    }
+}
+
+pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
+    let mut grid = Grid::default();
+    let lists = [
+        &a.arena_size,
+        &a.pool_size,
+        &a.quantum,
+        &a.classes,
+        &a.threshold,
+        &a.alignment,
+        &a.kept,
+    ];
+    for ((option, _), list) in DIMENSIONS.iter().zip(lists) {
+        if let Some(l) = list {
+            grid.set(option, l)?;
+        }
+    }
+    let base = mallard_arena::Config::preset(&a.base).map_err(|e| anyhow!("--base: {e}"))?;
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::ALL,
+    };
+    let (_, all_skipped) = grid.expand(&base, Shard::ALL);
+    let total = grid.points(&base).len();
+    if all_skipped.len() == total {
+        let mut reasons: Vec<&str> = all_skipped.iter().map(|s| s.reason.as_str()).collect();
+        reasons.dedup();
+        bail!(
+            "every configuration of the grid ({total}) is invalid; for example: {}",
+            reasons[..reasons.len().min(3)].join("; ")
+        );
+    }
+    let (points, skipped) = grid.expand(&base, shard);
+    let touch: Touch = a
+        .touch
+        .parse()
+        .map_err(|e: String| anyhow!("--touch: {e}"))?;
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    for t in &a.traces {
+        if !t.exists() {
+            bail!("{}: no such trace file", t.display());
+        }
+    }
+    if a.output.is_dir() {
+        bail!(
+            "{}: is a directory; -o takes the CSV file to write",
+            a.output.display()
+        );
+    }
+    let traces = sweep_run::load_traces(&a.traces)?;
+    if !a.quiet {
+        eprintln!(
+            "mallard: sweep of {} configuration(s){} ({} skipped as invalid) x {} trace(s), {} mode",
+            points.len(),
+            if shard == Shard::ALL {
+                String::new()
+            } else {
+                format!(" in shard {shard} of a {total}-point grid")
+            },
+            skipped.len(),
+            traces.len(),
+            a.mode
+        );
+    }
+    let mut failures = 0;
+    let mut note = None;
+    let (rows_out, skipped) = if a.mode == "simulate" {
+        let jobs = (points.len() * traces.len()) as u64;
+        let progress = Bar::new(jobs, "replays", a.quiet);
+        let (rows_out, failed, cost) =
+            sweep_run::run_simulate(&traces, &points, a.jobs, &|| progress.inc(""))?;
+        progress.finish();
+        let line = format!(
+            "simulated {} events in {:.2} s on {} thread(s): {:.1} M events/s per core ({:.2} s of CPU time in replays)",
+            cost.events,
+            cost.wall.as_secs_f64(),
+            cost.threads,
+            cost.events_per_s_per_thread() / 1e6,
+            cost.busy.as_secs_f64()
+        );
+        note = Some(line);
+        (rows_out, [skipped, failed].concat())
+    } else {
+        let mo = MeasureOptions {
+            repeat: a.repeat,
+            touch,
+            timeout: Duration::from_secs(a.timeout),
+            cpu: a.cpu,
+        };
+        let workers = (points.len() * traces.len() * a.repeat as usize * 3) as u64;
+        let progress = Bar::new(workers, "workers", a.quiet);
+        let swept = grid.swept();
+        let (rows_out, f) = sweep_run::run_measure(&traces, &points, &mo, &mut |p| {
+            let msg = format!(
+                "rep {} {} {} [{}]",
+                p.rep + 1,
+                p.trace,
+                p.pass.name(),
+                short(p.config, &swept)
+            );
+            progress.set(p.done as u64, &msg);
+            if !p.ok {
+                progress.println(&format!("worker failed: {msg}"));
+            }
+        })?;
+        progress.finish();
+        failures = f;
+        (rows_out, skipped)
+    };
+    rows::write_atomic(&a.output, &rows::to_csv(&rows_out))?;
+    let summary = Summary::new(rows_out, skipped);
+    let page = beside(&a.output, "html");
+    let title = a
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    rows::write_atomic(
+        &page,
+        html::render(&summary, &title, Some(&command_line()), note.as_deref()).as_bytes(),
+    )?;
+    print!("{}", summary.text());
+    if let Some(n) = &note {
+        println!("\n{n}");
+    }
+    println!("\nwrote {} and {}", a.output.display(), page.display());
+    if failures > 0 {
+        eprintln!("mallard: {failures} worker repetition(s) failed; their rows have empty measured columns");
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Sweep CSVs to join (the shards of one sweep).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The joined CSV; the page goes beside it (.html).
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+pub fn cmd_merge(a: MergeArgs) -> Result<i32> {
+    let all = rows::merge(&a.inputs)?;
+    if all.is_empty() {
+        bail!("no rows in {} file(s): nothing to merge", a.inputs.len());
+    }
+    rows::write_atomic(&a.output, &rows::to_csv(&all))
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    let n = all.len();
+    let summary = Summary::new(all, Vec::new());
+    let page = beside(&a.output, "html");
+    let title = a
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let note = format!("merged from {} file(s)", a.inputs.len());
+    rows::write_atomic(
+        &page,
+        html::render(&summary, &title, Some(&command_line()), Some(&note)).as_bytes(),
+    )?;
+    print!("{}", summary.text());
+    println!(
+        "\nmerged {n} rows from {} file(s) into {} and {}",
+        a.inputs.len(),
+        a.output.display(),
+        page.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,323 @@
+//! End-to-end tests of `mallard sweep`, `mallard merge` and `mallard report`: the real binary on
+//! generated traces in a temporary directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mallard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(args)
+        .output()
+        .expect("run mallard")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn generated(dir: &Path, name: &str, events: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.mtr"));
+    let o = mallard(&[
+        "gen",
+        name,
+        "-o",
+        p(&out),
+        "--events",
+        events,
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    out
+}
+
+/// The CSV's lines without the one column that is a timing (`sim_ns_per_op`), which differs
+/// from run to run; everything else must be identical.
+fn without_timing(csv: &str) -> Vec<String> {
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let skip = head.iter().position(|h| *h == "sim_ns_per_op").unwrap();
+    csv.lines()
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Grid options whose figures never depend on mmap placement (alignment=arena).
+const GRID: [&str; 8] = [
+    "--arena-size",
+    "256K,1M",
+    "--pool-size",
+    "4K,16K",
+    "--classes",
+    "linear,pow2",
+    "--alignment",
+    "arena",
+];
+
+#[test]
+fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t1 = generated(d, "python-objects", "30000");
+    let t2 = generated(d, "fragmentation", "20000");
+    let full = d.join("full.csv");
+    let mut args = vec!["sweep", p(&t1), p(&t2), "-o", p(&full), "-q"];
+    args.extend(GRID);
+    let o = mallard(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for want in [
+        "python-objects (30000 events",
+        "fragmentation (20000 events",
+        "best per objective",
+        "Pareto front, peak memory (arenas + raw blocks) against mmap + munmap calls",
+        "M events/s per core",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let csv = fs::read_to_string(&full).unwrap();
+    // 2 arena sizes x 2 pool sizes x 2 class schemes x 2 traces, plus the header.
+    assert_eq!(csv.lines().count(), 1 + 16, "{csv}");
+    assert!(csv.contains(
+        "quantum=16 threshold=512 pool=4K arena=256K classes=pow2 kept=1 alignment=arena"
+    ));
+    // The page beside it: one Pareto plot per trace, nothing fetched from anywhere.
+    let html = fs::read_to_string(d.join("full.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2);
+    assert!(!html.contains("http"));
+
+    // Deterministic: the same sweep again gives the same figures.
+    let again = d.join("again.csv");
+    let mut args = vec!["sweep", p(&t1), p(&t2), "-o", p(&again), "-q"];
+    args.extend(GRID);
+    assert!(mallard(&args).status.success());
+    assert_eq!(
+        without_timing(&csv),
+        without_timing(&fs::read_to_string(&again).unwrap())
+    );
+
+    // Three shards cover the grid exactly once; merged, they are the full sweep.
+    let mut shards = Vec::new();
+    for i in 1..=3 {
+        let s = d.join(format!("s{i}.csv"));
+        let shard = format!("{i}/3");
+        let mut args = vec![
+            "sweep",
+            p(&t1),
+            p(&t2),
+            "-o",
+            p(&s),
+            "-q",
+            "--shard",
+            &shard,
+        ];
+        args.extend(GRID);
+        let o = mallard(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        shards.push(s);
+    }
+    let merged = d.join("merged.csv");
+    let mut args = vec!["merge"];
+    args.extend(shards.iter().map(|s| p(s)));
+    args.extend(["-o", p(&merged)]);
+    let o = mallard(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("merged 16 rows from 3 file(s)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        without_timing(&csv),
+        without_timing(&fs::read_to_string(&merged).unwrap())
+    );
+    assert!(d.join("merged.html").exists());
+
+    // The same shard twice is refused, naming both places.
+    let o = mallard(&[
+        "merge",
+        p(&shards[0]),
+        p(&shards[0]),
+        "-o",
+        p(&d.join("x.csv")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("already in"), "{}", text(&o));
+    assert!(!d.join("x.csv").exists());
+
+    // A CSV of another layout is refused by its header.
+    let other = d.join("other.csv");
+    fs::write(&other, "trace,allocator,op\nt,a,malloc\n").unwrap();
+    let o = mallard(&["merge", p(&shards[0]), p(&other), "-o", p(&d.join("y.csv"))]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("header differs"), "{}", text(&o));
+}
+
+#[test]
+fn invalid_configurations_are_skipped_and_an_all_invalid_grid_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t = generated(d, "uniform", "5000");
+    let out = d.join("s.csv");
+    // An 8 KiB arena cannot hold two 16 KiB pools: skipped, with the allocator's reason.
+    let o = mallard(&[
+        "sweep",
+        p(&t),
+        "-o",
+        p(&out),
+        "-q",
+        "--arena-size",
+        "8K,1M",
+        "--pool-size",
+        "16K",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("skipped 1 configuration(s):\n  1 x pool_size = 16K"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), 2);
+
+    let bad = d.join("bad.csv");
+    let o = mallard(&[
+        "sweep",
+        p(&t),
+        "-o",
+        p(&bad),
+        "--arena-size",
+        "8K",
+        "--pool-size",
+        "16K",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("every configuration of the grid (1) is invalid"));
+    assert!(!bad.exists());
+
+    for (args, want) in [
+        (vec!["--quantum", "8,x"], "--quantum"),
+        (vec!["--classes", "cubic"], "cubic"),
+        (vec!["--shard", "3/2"], "--shard"),
+    ] {
+        let mut a = vec!["sweep", p(&t), "-o", p(&bad)];
+        a.extend(args);
+        let o = mallard(&a);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    }
+    // A corrupt trace is named, and nothing is written.
+    let junk = d.join("junk.mtr");
+    fs::write(&junk, b"not a trace at all").unwrap();
+    let o = mallard(&["sweep", p(&junk), "-o", p(&bad)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("junk.mtr"), "{}", text(&o));
+    assert!(!bad.exists());
+}
+
+#[test]
+fn measure_mode_times_each_configuration_in_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t = generated(d, "python-objects", "5000");
+    let out = d.join("m.csv");
+    let o = mallard(&[
+        "sweep",
+        p(&t),
+        "-o",
+        p(&out),
+        "-q",
+        "--mode",
+        "measure",
+        "--repeat",
+        "1",
+        "--arena-size",
+        "256K,1M",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Pareto front, peak RSS against time per operation"),
+        "{}",
+        text(&o)
+    );
+    let csv = fs::read_to_string(&out).unwrap();
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(r[col("mode")], "measure");
+        let mops: f64 = r[col("mops_per_s")].parse().unwrap();
+        assert!(mops > 0.0, "{r:?}");
+        let rss: u64 = r[col("peak_rss_bytes")].parse().unwrap();
+        assert!(rss > 0);
+        assert_eq!(r[col("repetitions_ok")], "1");
+        // The simulated figures are there too.
+        let mapped: u64 = r[col("peak_mapped_bytes")].parse().unwrap();
+        assert!(mapped >= 256 << 10);
+    }
+}
+
+#[test]
+fn every_run_writes_a_page_and_report_regenerates_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t = generated(d, "python-objects", "5000");
+    let rep = d.join("r");
+    let o = mallard(&[
+        "run",
+        p(&t),
+        "--allocators",
+        "arena,glibc",
+        "--repeat",
+        "2",
+        "--out",
+        p(&rep),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let html = fs::read_to_string(rep.join("index.html")).unwrap();
+    // Throughput, RSS, and one latency plot per operation kind the trace has (python-objects:
+    // malloc, calloc, aligned, realloc, free).
+    assert_eq!(html.matches("<svg").count(), 2 + 5, "{html}");
+    for bad in ["http", "src=", "href=", "url("] {
+        assert!(!html.contains(bad), "{bad} in index.html");
+    }
+    let md = fs::read_to_string(rep.join("report.md")).unwrap();
+    assert!(
+        md.contains("| arena | malloc |") && md.contains("| glibc | free |"),
+        "{md}"
+    );
+
+    fs::remove_file(rep.join("index.html")).unwrap();
+    fs::remove_file(rep.join("report.md")).unwrap();
+    let o = mallard(&["report", p(&rep)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(fs::read_to_string(rep.join("index.html")).unwrap(), html);
+    assert_eq!(fs::read_to_string(rep.join("report.md")).unwrap(), md);
+    // The results.json itself is accepted too.
+    let o = mallard(&["report", p(&rep.join("results.json"))]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = mallard(&["report", p(d)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("results.json"), "{}", text(&o));
+}
