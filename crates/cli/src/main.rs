@@ -6,6 +6,7 @@
 //! option value), with one message naming the file and the location; 3 the report was written
 //! but some allocator's worker failed (crashed, was killed, timed out).
 
+mod record;
 mod report;
 mod run;
 mod sweep;
@@ -24,6 +25,7 @@ Examples:
   mallard gen python-objects -o my.mtr --events 1000000 --seed 7
   mallard convert my.mtr -o my.csv          (binary -> CSV; and back: my.csv -o my.mtr)
   mallard convert systemui.txt -o systemui.mtr --from android
+  mallard record -o py.mtr -- python3 script.py   (record any program's malloc/free calls)
   mallard sweep traces/*.mtr --arena-size 256K,1M --pool-size 4K,16K --classes linear,pow2 -o sweep.csv
   mallard report reports/demo               (index.html and report.md again from results.json)
 
@@ -56,15 +58,19 @@ enum Cmd {
         /// Output form; by default `csv` when OUTPUT ends in .csv, else binary.
         #[arg(long, value_parser = ["binary", "csv"])]
         to: Option<String>,
-        /// Input format: mallard (binary or CSV, detected) or android (AOSP memory_replay text).
-        #[arg(long, default_value = "mallard", value_parser = ["mallard", "android"])]
-        from: String,
+        /// Input format [default: detected from the first bytes]: mallard or csv (Mallard's
+        /// binary or CSV form), android (AOSP memory_replay text), mtrace (glibc MALLOC_TRACE
+        /// log), heaptrack (heaptrack 1.4 .zst/.gz), recorder (a raw mallard-recorder file).
+        #[arg(long, value_parser = ["mallard", "csv", "android", "mtrace", "heaptrack", "recorder"])]
+        from: Option<String>,
         /// Skip malformed lines of an imported trace (counted and reported) instead of failing.
         #[arg(long)]
         lenient: bool,
     },
     /// Generate a synthetic trace (deterministic for a given seed).
     Gen(traces::GenArgs),
+    /// Run a program under the recorder (LD_PRELOAD) and write its allocator calls as a trace.
+    Record(record::RecordArgs),
     /// Tune the arena allocator: run it over a grid of configurations; one CSV row per trace x
     /// configuration, the best per objective and the Pareto front (docs/tuning.md).
     Sweep(sweep::SweepArgs),
@@ -92,8 +98,12 @@ fn main() {
             to,
             from,
             lenient,
-        } => report(traces::cmd_convert(&input, &output, to.as_deref(), &from, lenient).map(|_| 0)),
+        } => report(
+            traces::cmd_convert(&input, &output, to.as_deref(), from.as_deref(), lenient)
+                .map(|_| 0),
+        ),
         Cmd::Gen(g) => report(traces::cmd_gen(g).map(|_| 0)),
+        Cmd::Record(a) => report(record::cmd_record(a)),
         Cmd::Sweep(a) => report(sweep::cmd_sweep(a)),
         Cmd::Merge(a) => report(sweep::cmd_merge(a)),
         Cmd::Report { dir } => report(report::cmd_report(&dir)),

@@ -59,7 +59,7 @@ pub fn cmd_convert(
     input: &Path,
     output: &Path,
     to: Option<&str>,
-    from: &str,
+    from: Option<&str>,
     lenient: bool,
 ) -> Result<()> {
     let form = match to {
@@ -73,7 +73,36 @@ pub fn cmd_convert(
         }
         None => Form::Binary,
     };
+    let from = match from {
+        Some(f) => f,
+        // Unreadable: opening it as a Mallard trace reports why, naming the file.
+        None if std::fs::File::open(input).is_err() => "mallard",
+        None => mallard_trace::import::detect(input).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: cannot tell the format (not a Mallard trace, Android memory_replay trace, \
+                 glibc mtrace log, heaptrack recording or raw recording); name it with --from",
+                input.display()
+            )
+        })?,
+    };
     let n = match from {
+        "mtrace" => {
+            use mallard_trace::import::mtrace;
+            let mut w = TraceWriter::create(output, &mtrace::header(input, lenient), form)?;
+            let summary = mtrace::convert(input, lenient, &mut |r| w.push(&r))?;
+            let n = w.finish()?;
+            eprintln!("{summary}");
+            n
+        }
+        "heaptrack" => {
+            use mallard_trace::import::heaptrack;
+            let mut w = TraceWriter::create(output, &heaptrack::header(input, lenient), form)?;
+            let summary = heaptrack::convert(input, lenient, &mut |r| w.push(&r))?;
+            let n = w.finish()?;
+            eprintln!("{summary}");
+            n
+        }
+        "recorder" => crate::record::convert_raw(input, output, form)?,
         "android" => {
             let header = mallard_trace::import::android::header(input, lenient);
             let mut w = TraceWriter::create(output, &header, form)?;

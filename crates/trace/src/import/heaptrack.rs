@@ -1,0 +1,402 @@
+//! Importer for heaptrack recordings (`heaptrack.PROG.PID.zst`, `.gz`, or uncompressed), as
+//! heaptrack 1.4 writes them: the output of `heaptrack_interpret`, file format versions 1 to 3.
+//!
+//! The file is text, one record a line, the first character saying what the line is and the
+//! rest hexadecimal numbers separated by spaces:
+//!
+//! ```text
+//! v 10400 3        heaptrack version 1.4.0, file format 3
+//! X ./prog --arg   the command line
+//! a 18 4           allocation info 0 (counting from 0 in the order of `a` lines): size 0x18, stack 4
+//! + 0              an allocation described by allocation info 0
+//! - 0              a free of an allocation described by allocation info 0
+//! c 2a             the time since start: 0x2a milliseconds
+//! s, t, i, I, R, S, #   strings, stack nodes, instruction pointers, system info, RSS,
+//!                  suppressions, comments: skipped
+//! ```
+//!
+//! Pairing: heaptrack's frees name an *allocation info* (a size and a call stack), not an
+//! object: `heaptrack_interpret` looks the freed address up and writes the info of the
+//! allocation that lived there. This importer keeps, for each info, a stack of its live objects
+//! and pairs each `-` with the most recently allocated live object of that info (last in, first
+//! out). The sizes are therefore exact and the set of live bytes is exact at every point, but
+//! when several objects of the same size and call stack are live at once, which of them a free
+//! ends is a guess: lifetimes may be swapped among such twins (heaptrack's "temporary
+//! allocation", an allocation freed right after it was made, is always paired right).
+//!
+//! What heaptrack itself does not record is lost too: `realloc` is logged as a free of the old
+//! block and an allocation of the new one (so the trace has no `Realloc` and the copy is not
+//! replayed); `calloc`, `memalign` and friends are plain allocations where heaptrack sees them
+//! (heaptrack 1.4 does not intercept `memalign` at all), with no alignment; `realloc(p, 0)`
+//! does not free `p`; there are no threads (every record is on thread 0); time is the last
+//! `c` line before the record, in whole milliseconds.
+//!
+//! The imported allocation count equals heaptrack_print's "calls to allocation functions".
+//! A `-` with no live object of its info, a `+` of an info not yet defined, an unknown line
+//! kind or a malformed number is an error naming the line; with `lenient` such lines are
+//! skipped and counted. The zstd window is limited to 32 MiB (heaptrack uses far less), so a
+//! hostile file cannot make the decoder allocate more.
+
+use crate::error::{Location, TraceError};
+use crate::format::EventCounts;
+use crate::model::{AllocKind, Event, Header, ObjectId, Record};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Longest line accepted; longer lines (strings) are skipped if their kind is ignored anyway.
+const MAX_LINE: u64 = 1 << 20;
+/// log2 of the largest zstd window accepted.
+const ZSTD_WINDOW_LOG_MAX: u32 = 25;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// What an import read and wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeaptrackSummary {
+    /// `v` line: heaptrack's version (e.g. `0x10400` for 1.4.0) and the file format version.
+    pub heaptrack_version: u64,
+    pub file_version: u64,
+    /// The `X` line: the recorded command.
+    pub command: String,
+    /// Lines read (after decompression), blank ones included.
+    pub lines: u64,
+    /// `+` lines: heaptrack_print's "calls to allocation functions".
+    pub allocations: u64,
+    /// `-` lines.
+    pub frees: u64,
+    /// `a` lines (distinct size and call stack pairs).
+    pub allocation_infos: u64,
+    /// Records written, by kind.
+    pub counts: EventCounts,
+    /// The last `c` line, in milliseconds.
+    pub duration_ms: u64,
+    /// Lenient only: lines skipped (malformed, unknown kind, or a free that matches nothing).
+    pub bad_lines: u64,
+    /// Frees with no live allocation of their info (each an error unless lenient).
+    pub unmatched_frees: u64,
+    pub live_at_end: u64,
+}
+
+impl std::fmt::Display for HeaptrackSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stats::thousands as n;
+        let c = &self.counts;
+        write!(
+            f,
+            "imported {} events from {} lines of heaptrack {}.{}.{} (file format {}) for `{}`\n  \
+             read:    {} allocations (heaptrack_print's \"calls to allocation functions\"), {} \
+             frees, {} allocation infos, {} ms\n  wrote:   {} malloc, {} free; {} objects live \
+             at the end",
+            n(c.events()),
+            n(self.lines),
+            self.heaptrack_version >> 16,
+            (self.heaptrack_version >> 8) & 0xff,
+            self.heaptrack_version & 0xff,
+            self.file_version,
+            self.command,
+            n(self.allocations),
+            n(self.frees),
+            n(self.allocation_infos),
+            n(self.duration_ms),
+            n(c.malloc),
+            n(c.frees),
+            n(self.live_at_end)
+        )?;
+        if self.bad_lines + self.unmatched_frees > 0 {
+            write!(
+                f,
+                "\n  lenient: skipped {} malformed or unknown lines ({} of them frees with no \
+                 live allocation of their info)",
+                n(self.bad_lines),
+                n(self.unmatched_frees)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `start` (a file's first bytes) looks like a heaptrack recording: compressed (zstd or
+/// gzip: the content is checked when read) or a `v` line.
+pub fn looks_like(start: &[u8]) -> bool {
+    start.starts_with(&ZSTD_MAGIC) || start.starts_with(&GZIP_MAGIC) || start.starts_with(b"v ")
+}
+
+/// The header of a trace imported from `path`.
+pub fn header(path: &Path, lenient: bool) -> Header {
+    let mut h = super::import_header("heaptrack", path, lenient);
+    // heaptrack.PROG.PID.zst (or heaptrack.PROG.zst with -o): the program is PROG.
+    if let Some(rest) = h.get("program").and_then(|s| s.strip_prefix("heaptrack.")) {
+        let prog = match rest.rsplit_once('.') {
+            Some((p, pid)) if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => p,
+            _ => rest,
+        };
+        if !prog.is_empty() {
+            let prog = prog.to_string();
+            h.set("program", prog);
+        }
+    }
+    h
+}
+
+/// Converts the heaptrack recording at `path` (compressed or not), sending each record to
+/// `sink`.
+pub fn convert(
+    path: &Path,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<HeaptrackSummary, TraceError> {
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    convert_from(path, file, lenient, sink)
+}
+
+/// As [`convert`], reading from `input`; `path` names it in messages.
+pub fn convert_from<'a>(
+    path: &Path,
+    input: impl Read + 'a,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<HeaptrackSummary, TraceError> {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let start = input.fill_buf().map_err(|e| TraceError::io(path, e))?;
+    let reader: Box<dyn BufRead + 'a> = if start.starts_with(&ZSTD_MAGIC) {
+        let mut d =
+            zstd::stream::read::Decoder::with_buffer(input).map_err(|e| TraceError::io(path, e))?;
+        d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+            .map_err(|e| TraceError::io(path, e))?;
+        Box::new(BufReader::with_capacity(1 << 16, d))
+    } else if start.starts_with(&GZIP_MAGIC) {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::bufread::MultiGzDecoder::new(input),
+        ))
+    } else {
+        Box::new(input)
+    };
+    Converter {
+        path,
+        lenient,
+        line: 0,
+        sizes: Vec::new(),
+        live: Vec::new(),
+        live_count: 0,
+        next_id: 0,
+        now_ns: 0,
+        sum: HeaptrackSummary::default(),
+    }
+    .run(reader, sink)
+}
+
+struct Converter<'p> {
+    path: &'p Path,
+    lenient: bool,
+    line: u64,
+    /// Size of each allocation info.
+    sizes: Vec<u64>,
+    /// Live objects of each allocation info, the most recent last.
+    live: Vec<Vec<ObjectId>>,
+    live_count: u64,
+    next_id: ObjectId,
+    now_ns: u64,
+    sum: HeaptrackSummary,
+}
+
+impl Converter<'_> {
+    fn corrupt(&self, msg: impl Into<String>) -> TraceError {
+        TraceError::corrupt(self.path, Location::Line { line: self.line }, msg)
+    }
+
+    /// Decompression errors are corrupt input, not I/O failures of the file system.
+    fn read_error(&self, e: std::io::Error) -> TraceError {
+        match e.kind() {
+            std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::Other => self.corrupt(format!("cannot decompress: {e}")),
+            _ => TraceError::io(self.path, e),
+        }
+    }
+
+    fn run(
+        mut self,
+        mut input: Box<dyn BufRead + '_>,
+        sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+    ) -> Result<HeaptrackSummary, TraceError> {
+        let mut buf = Vec::with_capacity(128);
+        loop {
+            buf.clear();
+            let n = (&mut input)
+                .take(MAX_LINE + 1)
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| self.read_error(e))?;
+            if n == 0 {
+                break;
+            }
+            self.line += 1;
+            let too_long = buf.len() as u64 > MAX_LINE;
+            if too_long {
+                // Skip the rest of the line.
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    let m = (&mut input)
+                        .take(MAX_LINE)
+                        .read_until(b'\n', &mut rest)
+                        .map_err(|e| self.read_error(e))?;
+                    if m == 0 || rest.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+            }
+            let mode = buf.first().copied().unwrap_or(b'#');
+            let result = match mode {
+                b'\n' | b'\r' | b'#' | b's' | b't' | b'i' | b'I' | b'R' | b'S' => Ok(None),
+                _ if too_long => Err(self.corrupt(format!("line is longer than {MAX_LINE} bytes"))),
+                _ => match std::str::from_utf8(&buf) {
+                    Ok(line) => self.line_to_event(mode, line.trim_end_matches(['\n', '\r'])),
+                    Err(_) => Err(self.corrupt("line is not UTF-8")),
+                },
+            };
+            match result {
+                Ok(Some(event)) => {
+                    self.sum.counts.add(&event);
+                    sink(Record {
+                        thread: 0,
+                        timestamp_ns: Some(self.now_ns),
+                        event,
+                    })?;
+                }
+                Ok(None) => {}
+                Err(e)
+                    if !self.lenient
+                        || matches!(e, TraceError::Unsupported { .. } | TraceError::Io { .. }) =>
+                {
+                    return Err(e)
+                }
+                Err(_) => self.sum.bad_lines += 1,
+            }
+        }
+        if self.sum.file_version == 0 {
+            return Err(TraceError::corrupt(
+                self.path,
+                Location::None,
+                "not a heaptrack recording: no `v` version line",
+            ));
+        }
+        self.sum.lines = self.line;
+        self.sum.allocation_infos = self.sizes.len() as u64;
+        self.sum.live_at_end = self.live_count;
+        Ok(self.sum)
+    }
+
+    fn hex(&self, word: Option<&str>, what: &str) -> Result<u64, TraceError> {
+        let w = word.ok_or_else(|| self.corrupt(format!("missing {what}")))?;
+        u64::from_str_radix(w, 16)
+            .map_err(|_| self.corrupt(format!("{what} `{w}` is not a hexadecimal number")))
+    }
+
+    fn line_to_event(&mut self, mode: u8, line: &str) -> Result<Option<Event>, TraceError> {
+        let mut words = line.get(1..).unwrap_or("").split_ascii_whitespace();
+        if mode != b'v' && self.sum.file_version == 0 {
+            return Err(self.corrupt(
+                "not a heaptrack recording (or one from before heaptrack 1.0): the first \
+                 record is not a `v` version line",
+            ));
+        }
+        Ok(match mode {
+            b'v' => {
+                if self.sum.file_version != 0 {
+                    return Err(self.corrupt("a second `v` version line"));
+                }
+                self.sum.heaptrack_version = self.hex(words.next(), "heaptrack version")?;
+                let v = match words.next() {
+                    Some(w) => self.hex(Some(w), "file format version")?,
+                    // heaptrack 1.0 pre-releases: format 1.
+                    None => 1,
+                };
+                if !(1..=3).contains(&v) {
+                    return Err(TraceError::unsupported(
+                        self.path,
+                        format!("heaptrack file format version {v} (this reader knows 1 to 3)"),
+                    ));
+                }
+                self.sum.file_version = v;
+                None
+            }
+            b'X' => {
+                self.sum.command = line.get(2..).unwrap_or("").to_string();
+                None
+            }
+            b'A' => None,
+            b'a' => {
+                let size = self.hex(words.next(), "size")?;
+                self.hex(words.next(), "trace index")?;
+                self.sizes.push(size);
+                self.live.push(Vec::new());
+                None
+            }
+            b'c' => {
+                let ms = self.hex(words.next(), "time stamp")?;
+                self.sum.duration_ms = ms;
+                self.now_ns = ms.saturating_mul(1_000_000);
+                None
+            }
+            b'+' => {
+                let info = self.hex(words.next(), "allocation info index")?;
+                let Some(&size) = usize::try_from(info).ok().and_then(|i| self.sizes.get(i)) else {
+                    return Err(self.corrupt(format!(
+                        "allocation of info {info}, but only {} infos are defined",
+                        self.sizes.len()
+                    )));
+                };
+                self.sum.allocations += 1;
+                let id = self.next_id;
+                self.next_id += 1;
+                self.live[info as usize].push(id);
+                self.live_count += 1;
+                Some(Event::Alloc {
+                    id,
+                    size,
+                    align: 0,
+                    kind: AllocKind::Malloc,
+                })
+            }
+            b'-' => {
+                let info = self.hex(words.next(), "allocation info index")?;
+                self.sum.frees += 1;
+                let id = usize::try_from(info)
+                    .ok()
+                    .and_then(|i| self.live.get_mut(i))
+                    .and_then(|stack| stack.pop());
+                match id {
+                    Some(id) => {
+                        self.live_count -= 1;
+                        Some(Event::Free { id })
+                    }
+                    None => {
+                        self.sum.unmatched_frees += 1;
+                        return Err(self.corrupt(format!(
+                            "free of an allocation of info {info}, but none is live"
+                        )));
+                    }
+                }
+            }
+            b'x' | b'm' => {
+                return Err(self.corrupt(
+                    "this is a raw heaptrack file (before heaptrack_interpret); interpret it \
+                     first with `heaptrack -i`",
+                ))
+            }
+            other => {
+                return Err(self.corrupt(format!(
+                    "unknown line kind `{}`",
+                    (other as char).escape_default()
+                )))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! Importer for glibc `mtrace` logs: the text glibc writes to the file named by `MALLOC_TRACE`
+//! once a program calls `mtrace()` (since glibc 2.34 only with `libc_malloc_debug.so`
+//! preloaded).
+//!
+//! ```text
+//! = Start
+//! @ ./prog:[0x11c0] + 0x561bb5cfe2a0 0xa          malloc, calloc, memalign, ...: address, size
+//! @ ./prog:(main+0x1a)[0x11e8] < 0x561bb5cfe2a0   realloc: the old block ...
+//! @ ./prog:[0x11e8] > 0x561bb5cfe4c0 0x64         ... and the new one, with its size
+//! @ [0x7f0a1c] - 0x561bb5cfe4a0                   free
+//! @ ./prog:[0x1215] ! 0x561bb5cfe4a0 0x100000     realloc that failed: old block, size
+//! = End
+//! ```
+//!
+//! The `@ caller` part is optional and ignored (it may contain spaces: the call is read from
+//! the end of the line). Addresses are hexadecimal (`(nil)` is NULL), sizes hexadecimal with
+//! `0x`.
+//!
+//! Mapping to the model:
+//!
+//! | line | becomes |
+//! |---|---|
+//! | `+ PTR SIZE` | `Alloc` of kind malloc (mtrace does not say which function: calloc and aligned allocations are plain allocations here, and alignments are lost) |
+//! | `+ (nil) SIZE` | nothing: a failed call (counted) |
+//! | `< OLD` then `> NEW SIZE` | `Realloc` (`realloc(NULL, n)` is logged as `+`, `realloc(p, 0)` as `-`) |
+//! | `- PTR` | `Free` |
+//! | `! OLD SIZE` | nothing: a failed realloc (counted); `OLD` stays live |
+//! | `= Start`, `= End`, blank lines | nothing |
+//!
+//! mtrace has no threads and no times: every record is on thread 0, without a timestamp.
+//! A free (or realloc) of an address never allocated in the log is normal (the block was
+//! allocated before `mtrace()` was called; glibc also frees its own buffers at exit): it is
+//! dropped and counted, as is the other half of such a realloc (its new block becomes an
+//! `Alloc`). Malformed lines, a `<` not followed by `>`, and an allocation at an address that
+//! is still live are errors naming the line; with `lenient` they are skipped (the old object
+//! left live) and counted.
+
+use crate::error::{Location, TraceError};
+use crate::format::EventCounts;
+use crate::model::{AllocKind, Event, Header, ObjectId, Record};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Longest line accepted (a caller with a long file name and symbol stays far below).
+const MAX_LINE: u64 = 64 * 1024;
+
+/// What an import read and wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MtraceSummary {
+    /// Lines read, blank ones included.
+    pub lines: u64,
+    /// Lines by kind, as in the source.
+    pub plus: u64,
+    pub minus: u64,
+    /// `<` `>` pairs.
+    pub realloc_pairs: u64,
+    pub failed_reallocs: u64,
+    /// Records written, by kind.
+    pub counts: EventCounts,
+    /// `+ (nil)` lines.
+    pub failed_allocs: u64,
+    /// Frees (and realloc old halves) of addresses not allocated in the log: dropped.
+    pub unknown_frees: u64,
+    /// Lenient only: malformed lines skipped.
+    pub bad_lines: u64,
+    /// Lenient only: allocations at an address still live; the old object was left live.
+    pub reused_addresses: u64,
+    pub live_at_end: u64,
+}
+
+impl std::fmt::Display for MtraceSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stats::thousands as n;
+        let c = &self.counts;
+        write!(
+            f,
+            "imported {} events from {} lines\n  read:    {} +, {} -, {} < > pairs, {} ! \
+             (failed realloc)\n  wrote:   {} malloc, {} realloc, {} free; {} objects live at \
+             the end\n  skipped: {} failed allocations, {} frees of addresses allocated before \
+             tracing began",
+            n(c.events()),
+            n(self.lines),
+            n(self.plus),
+            n(self.minus),
+            n(self.realloc_pairs),
+            n(self.failed_reallocs),
+            n(c.malloc),
+            n(c.reallocs),
+            n(c.frees),
+            n(self.live_at_end),
+            n(self.failed_allocs),
+            n(self.unknown_frees)
+        )?;
+        if self.bad_lines + self.reused_addresses > 0 {
+            write!(
+                f,
+                "\n  lenient: skipped {} malformed lines, left {} objects live at reused \
+                 addresses",
+                n(self.bad_lines),
+                n(self.reused_addresses)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `start` (a file's first bytes) looks like an mtrace log.
+pub fn looks_like(start: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(start);
+    let first = text.lines().next().unwrap_or("");
+    first == "= Start"
+        || (first.starts_with("@ ")
+            && [" + ", " - ", " < ", " > ", " ! "]
+                .iter()
+                .any(|op| first.contains(op)))
+}
+
+/// The header of a trace imported from `path`.
+pub fn header(path: &Path, lenient: bool) -> Header {
+    super::import_header("mtrace", path, lenient)
+}
+
+/// One call, parsed from the end of a line.
+enum Call {
+    Plus(u64, u64),
+    Minus(u64),
+    Old(u64),
+    New(u64, u64),
+    Failed,
+    Nothing,
+}
+
+/// Converts the mtrace log at `path`, sending each record to `sink`.
+pub fn convert(
+    path: &Path,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<MtraceSummary, TraceError> {
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    convert_from(path, BufReader::with_capacity(1 << 16, file), lenient, sink)
+}
+
+/// As [`convert`], reading from `input`; `path` names it in messages.
+pub fn convert_from(
+    path: &Path,
+    mut input: impl BufRead,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<MtraceSummary, TraceError> {
+    let mut sum = MtraceSummary::default();
+    let mut live: HashMap<u64, ObjectId> = HashMap::new();
+    let mut next_id: ObjectId = 0;
+    // The old half of a realloc waiting for its `>` line: (line, address, object if it was live).
+    let mut pending: Option<(u64, u64, Option<ObjectId>)> = None;
+    let mut buf = Vec::with_capacity(128);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = (&mut input)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| TraceError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let at = Location::Line { line: line_no };
+        let bad = |msg: String| TraceError::corrupt(path, at, msg);
+        let parsed = if buf.len() as u64 > MAX_LINE {
+            // Skip the rest of the line so that lenient mode can go on after it.
+            loop {
+                buf.clear();
+                let m = (&mut input)
+                    .take(MAX_LINE)
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| TraceError::io(path, e))?;
+                if m == 0 || buf.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            Err(bad(format!("line is longer than {MAX_LINE} bytes")))
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(line) => parse(line).map_err(bad),
+                Err(_) => Err(bad("line is not UTF-8".into())),
+            }
+        };
+        let call = match parsed {
+            Ok(c) => c,
+            Err(_) if lenient => {
+                sum.bad_lines += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some((open_line, addr, old)) = pending {
+            if !matches!(call, Call::New(..)) {
+                if !lenient {
+                    return Err(TraceError::corrupt(
+                        path,
+                        at,
+                        format!(
+                            "the realloc begun on line {open_line} (`<`) is not followed by `>`"
+                        ),
+                    ));
+                }
+                sum.bad_lines += 1;
+                // As if the realloc had not happened: the old block stays live.
+                if let Some(id) = old {
+                    live.insert(addr, id);
+                }
+                pending = None;
+            }
+        }
+        let mut new_object = |live: &mut HashMap<u64, ObjectId>,
+                              addr: u64,
+                              sum: &mut MtraceSummary|
+         -> Result<ObjectId, TraceError> {
+            let id = next_id;
+            if let Some(old) = live.insert(addr, id) {
+                if !lenient {
+                    return Err(TraceError::invalid_at(
+                        path,
+                        at,
+                        format!(
+                            "address {addr:#x} is allocated again while object {old} still \
+                             lives there (use --lenient to keep the old object live and go on)"
+                        ),
+                    ));
+                }
+                sum.reused_addresses += 1;
+            }
+            next_id += 1;
+            Ok(id)
+        };
+        let event = match call {
+            Call::Nothing => None,
+            Call::Plus(addr, size) => {
+                sum.plus += 1;
+                if addr == 0 {
+                    sum.failed_allocs += 1;
+                    None
+                } else {
+                    let id = new_object(&mut live, addr, &mut sum)?;
+                    Some(Event::Alloc {
+                        id,
+                        size,
+                        align: 0,
+                        kind: AllocKind::Malloc,
+                    })
+                }
+            }
+            Call::Minus(addr) => {
+                sum.minus += 1;
+                match live.remove(&addr) {
+                    Some(id) => Some(Event::Free { id }),
+                    None => {
+                        sum.unknown_frees += 1;
+                        None
+                    }
+                }
+            }
+            Call::Failed => {
+                sum.failed_reallocs += 1;
+                None
+            }
+            Call::Old(addr) => {
+                pending = Some((line_no, addr, live.remove(&addr)));
+                None
+            }
+            Call::New(addr, size) => {
+                let Some((_, old_addr, old)) = pending.take() else {
+                    let e = TraceError::corrupt(path, at, "`>` without the `<` line before it");
+                    if !lenient {
+                        return Err(e);
+                    }
+                    sum.bad_lines += 1;
+                    continue;
+                };
+                sum.realloc_pairs += 1;
+                if addr == 0 {
+                    // Not written by glibc (a failed realloc is `!`), but harmless: failed.
+                    sum.failed_reallocs += 1;
+                    if let Some(id) = old {
+                        live.insert(old_addr, id);
+                    }
+                    continue;
+                }
+                let new = new_object(&mut live, addr, &mut sum)?;
+                match old {
+                    Some(old) => Some(Event::Realloc { old, new, size }),
+                    None => {
+                        sum.unknown_frees += 1;
+                        Some(Event::Alloc {
+                            id: new,
+                            size,
+                            align: 0,
+                            kind: AllocKind::Malloc,
+                        })
+                    }
+                }
+            }
+        };
+        if let Some(event) = event {
+            sum.counts.add(&event);
+            sink(Record {
+                thread: 0,
+                timestamp_ns: None,
+                event,
+            })?;
+        }
+    }
+    if let Some((open_line, addr, old)) = pending {
+        if !lenient {
+            return Err(TraceError::corrupt(
+                path,
+                Location::Line { line: open_line },
+                "the log ends inside a realloc (`<` without `>`)",
+            ));
+        }
+        sum.bad_lines += 1;
+        if let Some(id) = old {
+            live.insert(addr, id);
+        }
+    }
+    sum.lines = line_no;
+    sum.live_at_end = live.len() as u64;
+    Ok(sum)
+}
+
+/// Parses one line from its end: `... OP ADDR [SIZE]`.
+fn parse(line: &str) -> Result<Call, String> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let t = line.trim();
+    if t.is_empty() || t.starts_with("= ") || t == "=" {
+        return Ok(Call::Nothing);
+    }
+    let words: Vec<&str> = t.rsplitn(4, ' ').collect(); // last word first
+    let word = |i: usize| words.get(i).copied().unwrap_or("");
+    // `- ADDR` and `< ADDR` end in two words, the others in three; the caller part, if any,
+    // starts with `@`.
+    let prefix_ok = |rest: Option<&str>| rest.is_none_or(|r| r.starts_with('@'));
+    let (op, args): (&str, Vec<&str>) = if matches!(word(1), "-" | "<") {
+        let rest = t.rsplitn(3, ' ').nth(2);
+        if !prefix_ok(rest) {
+            return Err(format!(
+                "expected `@ CALLER` before the call, found `{line}`"
+            ));
+        }
+        (word(1), vec![word(0)])
+    } else if matches!(word(2), "+" | ">" | "!") {
+        if !prefix_ok(words.get(3).copied()) {
+            return Err(format!(
+                "expected `@ CALLER` before the call, found `{line}`"
+            ));
+        }
+        (word(2), vec![word(1), word(0)])
+    } else {
+        return Err(format!(
+            "expected `+ ADDR SIZE`, `- ADDR`, `< ADDR`, `> ADDR SIZE` or `! ADDR SIZE` at the \
+             end, found `{line}`"
+        ));
+    };
+    let addr =
+        address(args[0]).ok_or_else(|| format!("address `{}` is not hexadecimal", args[0]))?;
+    let size = match args.get(1) {
+        Some(s) => Some(
+            s.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("size `{s}` is not a 0x hexadecimal number"))?,
+        ),
+        None => None,
+    };
+    let size = size.unwrap_or(0);
+    Ok(match op {
+        "+" => Call::Plus(addr, size),
+        "-" => Call::Minus(addr),
+        "<" => Call::Old(addr),
+        ">" => Call::New(addr, size),
+        _ => Call::Failed,
+    })
+}
+
+fn address(s: &str) -> Option<u64> {
+    if s == "(nil)" {
+        return Some(0);
+    }
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,788 @@
+//! Importer for the raw recordings of `mallard-recorder` (the `LD_PRELOAD` library behind
+//! `mallard record`).
+//!
+//! The raw format is specified in `crates/recorder/src/raw.rs`; in short: a 128-byte header,
+//! chunks of one thread's varint-encoded records, and an end chunk if the process exited
+//! through `exit`. Each record carries a process-wide sequence number; this importer merges the
+//! threads' chunks by it (a k-way merge holding one chunk per thread in memory), so a recording
+//! larger than memory converts in memory proportional to the threads and the live objects.
+//!
+//! Mapping to the model:
+//!
+//! | call | becomes |
+//! |---|---|
+//! | `malloc`, `calloc`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc` | `Alloc` of kind malloc, calloc (`nmemb * size`) or aligned (valloc: page alignment; pvalloc: size rounded up to pages) |
+//! | any of those returning NULL | nothing (counted as failed) |
+//! | `realloc(p, n)`, `reallocarray`, `p` live, result not NULL | `Realloc` |
+//! | `realloc(NULL, n)` | `Alloc` of kind malloc |
+//! | `realloc(p, 0)` returning NULL | `Free` of `p` (glibc frees and returns NULL) |
+//! | `realloc(p, n)`, `n > 0`, returning NULL | nothing (failed; `p` stays live) |
+//! | `free(p)`, `p` live | `Free` |
+//! | `free` or `realloc` of an address never returned while recording (allocated before the recording started, or by the parent before a `fork`) | the free is dropped, the realloc becomes an `Alloc`; both counted |
+//!
+//! An allocation returning an address that is still live (a free the recorder could not see,
+//! such as one made by a thread after its exit handlers ran) leaves the old object live and
+//! counts it. Aligned allocations with an alignment that is not a power of two (glibc's
+//! `memalign` rounds it up) get the next power of two, counted. Thread numbers become dense
+//! indices in the order threads first make a recorded call; timestamps are nanoseconds since the
+//! recording started.
+//!
+//! The file is untrusted input: any bytes give a summary or an error naming the byte offset,
+//! never a panic, and memory stays proportional to the file (a chunk length is checked
+//! against the file's size before anything is read).
+
+use crate::error::{Location, TraceError};
+use crate::format::EventCounts;
+use crate::model::{AllocKind, Event, ObjectId, Record};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
+use std::path::Path;
+
+pub const MAGIC: [u8; 8] = *b"MLRDRAW2";
+const HEADER_SIZE: u64 = 128;
+const CHUNK_HEADER_SIZE: u64 = 32;
+const END_SIZE: u64 = 32;
+/// The recorder writes chunks of at most 128 KiB; anything above this is corrupt.
+const MAX_CHUNK: u64 = 16 << 20;
+const FLAG_FORKED: u32 = 1;
+const FLAG_NO_TIME: u32 = 2;
+
+const OP_MALLOC: u8 = 1;
+const OP_CALLOC: u8 = 2;
+const OP_REALLOC: u8 = 3;
+const OP_REALLOCARRAY: u8 = 4;
+const OP_FREE: u8 = 5;
+const OP_POSIX_MEMALIGN: u8 = 6;
+const OP_ALIGNED_ALLOC: u8 = 7;
+const OP_MEMALIGN: u8 = 8;
+const OP_VALLOC: u8 = 9;
+const OP_PVALLOC: u8 = 10;
+const OP_REALLOC_BEGIN: u8 = 11;
+
+/// Where bytes come from: a file (read at offsets) or memory (tests, fuzzing).
+pub trait Source {
+    fn len(&self) -> Result<u64, std::io::Error>;
+    /// Fills `buf` from `offset`; the caller has checked that the range lies in the source.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error>;
+}
+
+impl Source for File {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.metadata()?.len())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl Source for &[u8] {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(<[u8]>::len(self) as u64)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.get(start..).and_then(|s| s.get(..buf.len())) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
+/// What a raw file's header says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RawInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    /// A child that `fork` made (it inherited the parent's heap).
+    pub forked: bool,
+    /// Recorded without times (`MALLARD_RECORD_TIME=0`): records get no timestamp.
+    pub timed: bool,
+    pub page_size: u32,
+    pub recorder_version: String,
+    /// The command line, truncated to 64 bytes.
+    pub command: String,
+}
+
+/// What a conversion read and wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecordingSummary {
+    pub info: RawInfo,
+    /// Raw records read (a `realloc` is two: its begin and its end).
+    pub records: u64,
+    /// Calls read, by function.
+    pub malloc: u64,
+    pub calloc: u64,
+    pub realloc: u64,
+    pub reallocarray: u64,
+    pub free: u64,
+    pub posix_memalign: u64,
+    pub aligned_alloc: u64,
+    pub memalign: u64,
+    pub valloc: u64,
+    pub pvalloc: u64,
+    /// Records written, by kind.
+    pub counts: EventCounts,
+    /// Calls that returned NULL: skipped.
+    pub failed_calls: u64,
+    /// `realloc(NULL, n)`, written as allocations.
+    pub realloc_from_null: u64,
+    /// `realloc(p, 0)` that freed `p`, written as frees.
+    pub realloc_to_zero: u64,
+    /// Frees of addresses not allocated while recording: dropped.
+    pub unknown_frees: u64,
+    /// Reallocs of addresses not allocated while recording: written as allocations.
+    pub unknown_reallocs: u64,
+    /// Allocations at an address still live; the old object was left live.
+    pub reused_live_addresses: u64,
+    /// Alignments rounded up to a power of two.
+    pub rounded_alignments: u64,
+    /// Threads that made at least one call that became a record.
+    pub threads: u32,
+    pub live_at_end: u64,
+    /// The file ends with the recorder's end chunk (the process exited through `exit`, and
+    /// every buffer was written).
+    pub complete: bool,
+    /// Records the recorder itself lost (per its end chunk); `u32::MAX` and above mean a chunk
+    /// could not be written at all.
+    pub dropped: u64,
+}
+
+impl RecordingSummary {
+    /// Calls read, all functions together.
+    pub fn calls(&self) -> u64 {
+        self.malloc
+            + self.calloc
+            + self.realloc
+            + self.reallocarray
+            + self.free
+            + self.posix_memalign
+            + self.aligned_alloc
+            + self.memalign
+            + self.valloc
+            + self.pvalloc
+    }
+}
+
+impl std::fmt::Display for RecordingSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stats::thousands as n;
+        let c = &self.counts;
+        writeln!(
+            f,
+            "recorded {} calls on {} threads: {} malloc, {} calloc, {} realloc, {} reallocarray, \
+             {} free, {} posix_memalign, {} aligned_alloc, {} memalign, {} valloc, {} pvalloc",
+            n(self.calls()),
+            self.threads,
+            n(self.malloc),
+            n(self.calloc),
+            n(self.realloc),
+            n(self.reallocarray),
+            n(self.free),
+            n(self.posix_memalign),
+            n(self.aligned_alloc),
+            n(self.memalign),
+            n(self.valloc),
+            n(self.pvalloc)
+        )?;
+        writeln!(
+            f,
+            "  wrote:   {} events: {} malloc, {} calloc, {} aligned, {} realloc, {} free; {} \
+             objects live at the end",
+            n(c.events()),
+            n(c.malloc),
+            n(c.calloc),
+            n(c.aligned),
+            n(c.reallocs),
+            n(c.frees),
+            n(self.live_at_end)
+        )?;
+        write!(
+            f,
+            "  mapped:  {} realloc(NULL, n) as malloc, {} realloc(p, 0) as free; skipped {} \
+             failed calls, {} frees of addresses allocated before recording; {} reallocs of \
+             such addresses as malloc",
+            n(self.realloc_from_null),
+            n(self.realloc_to_zero),
+            n(self.failed_calls),
+            n(self.unknown_frees),
+            n(self.unknown_reallocs)
+        )?;
+        if self.reused_live_addresses + self.rounded_alignments > 0 {
+            write!(
+                f,
+                "\n  odd:     {} allocations at a live address (old object left live), {} \
+                 alignments rounded up",
+                n(self.reused_live_addresses),
+                n(self.rounded_alignments)
+            )?;
+        }
+        if !self.complete {
+            write!(
+                f,
+                "\n  note:    the recording has no end chunk: the process did not exit through \
+                 exit() (killed, crashed, _exit or exec), so its last buffered calls are missing"
+            )?;
+        }
+        if self.dropped > 0 {
+            write!(
+                f,
+                "\n  note:    the recorder dropped {} records",
+                n(self.dropped)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn text(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).trim_end().to_string()
+}
+
+/// Whether `start` (a file's first bytes) is a raw recording.
+pub fn is_raw(start: &[u8]) -> bool {
+    start.starts_with(&MAGIC)
+}
+
+/// Reads the header of the raw recording at `path`.
+pub fn read_info(path: &Path) -> Result<RawInfo, TraceError> {
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    let mut h = [0u8; HEADER_SIZE as usize];
+    if file.len().map_err(|e| TraceError::io(path, e))? < HEADER_SIZE {
+        return Err(TraceError::corrupt(
+            path,
+            Location::None,
+            "not a recording: shorter than its 128-byte header",
+        ));
+    }
+    file.read_exact_at(&mut h, 0)
+        .map_err(|e| TraceError::io(path, e))?;
+    parse_header(path, &h).map(|(info, _, _)| info)
+}
+
+fn parse_header(path: &Path, h: &[u8]) -> Result<(RawInfo, u64, u64), TraceError> {
+    if !h.starts_with(&MAGIC) {
+        return Err(TraceError::corrupt(
+            path,
+            Location::Offset { offset: 0 },
+            "not a mallard-recorder recording (no MLRDRAW2 magic)",
+        ));
+    }
+    let version = u32_at(h, 8);
+    if version != 2 {
+        return Err(TraceError::unsupported(
+            path,
+            format!("recording format version {version} (this reader knows 2)"),
+        ));
+    }
+    let info = RawInfo {
+        pid: u32_at(h, 16),
+        ppid: u32_at(h, 20),
+        forked: u32_at(h, 24) & FLAG_FORKED != 0,
+        timed: u32_at(h, 24) & FLAG_NO_TIME == 0,
+        page_size: u32_at(h, 28),
+        recorder_version: text(&h[48..64]),
+        command: text(&h[64..128]),
+    };
+    Ok((info, u64_at(h, 32), u64_at(h, 40)))
+}
+
+/// One chunk: where its payload is.
+#[derive(Clone, Copy)]
+struct ChunkRef {
+    offset: u64,
+    len: u32,
+}
+
+/// The merge cursor of one thread.
+struct Cursor {
+    thread: u32,
+    chunks: Vec<ChunkRef>,
+    next_chunk: usize,
+    data: Vec<u8>,
+    pos: usize,
+    /// File offset of `data[0]`.
+    base: u64,
+    prev_seq: u64,
+    prev_tsc: u64,
+    prev_addr: u64,
+}
+
+/// A decoded record.
+#[derive(Clone, Copy, Debug)]
+struct Raw {
+    seq: u64,
+    tsc: u64,
+    op: u8,
+    f: [u64; 3],
+    /// File offset of the record, for error messages.
+    offset: u64,
+}
+
+fn fields(op: u8) -> Option<(usize, u8)> {
+    // (number of fields, address mask)
+    Some(match op {
+        OP_MALLOC => (2, 0b1),
+        OP_CALLOC => (3, 0b1),
+        OP_REALLOC | OP_REALLOCARRAY => (3, 0b11),
+        OP_REALLOC_BEGIN | OP_FREE => (1, 0b1),
+        OP_POSIX_MEMALIGN | OP_ALIGNED_ALLOC | OP_MEMALIGN | OP_VALLOC | OP_PVALLOC => (3, 0b1),
+        _ => return None,
+    })
+}
+
+impl Cursor {
+    /// The next record of this thread, loading its next chunk when needed.
+    fn next(&mut self, path: &Path, src: &dyn Source) -> Result<Option<Raw>, TraceError> {
+        if self.pos >= self.data.len() {
+            let Some(c) = self.chunks.get(self.next_chunk).copied() else {
+                return Ok(None);
+            };
+            self.next_chunk += 1;
+            self.data.resize(c.len as usize, 0);
+            src.read_exact_at(&mut self.data, c.offset)
+                .map_err(|e| TraceError::io(path, e))?;
+            self.pos = 0;
+            self.base = c.offset;
+            self.prev_seq = 0;
+            self.prev_tsc = 0;
+            self.prev_addr = 0;
+        }
+        let offset = self.base + self.pos as u64;
+        let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset }, msg);
+        let op = self.data[self.pos];
+        self.pos += 1;
+        let (n, addr) = fields(op).ok_or_else(|| corrupt(format!("unknown call code {op}")))?;
+        let seq = self.prev_seq.wrapping_add(self.varint(&corrupt)?);
+        let tsc = self
+            .prev_tsc
+            .wrapping_add(unzigzag(self.varint(&corrupt)?) as u64);
+        self.prev_seq = seq;
+        self.prev_tsc = tsc;
+        let mut f = [0u64; 3];
+        for (i, slot) in f.iter_mut().enumerate().take(n) {
+            let v = self.varint(&corrupt)?;
+            *slot = if addr & (1 << i) != 0 {
+                let a = self.prev_addr.wrapping_add(unzigzag(v) as u64);
+                self.prev_addr = a;
+                a
+            } else {
+                v
+            };
+        }
+        Ok(Some(Raw {
+            seq,
+            tsc,
+            op,
+            f,
+            offset,
+        }))
+    }
+
+    fn varint(&mut self, corrupt: &dyn Fn(String) -> TraceError) -> Result<u64, TraceError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.data.get(self.pos) else {
+                return Err(corrupt("a record runs past the end of its chunk".into()));
+            };
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return Err(corrupt("a number is longer than 64 bits".into()));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(corrupt("a number is longer than 64 bits".into()))
+    }
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Converts the raw recording at `path`, sending each record to `sink`.
+pub fn convert(
+    path: &Path,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<RecordingSummary, TraceError> {
+    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    convert_from(path, &file, sink)
+}
+
+/// As [`convert`], reading from `src`; `path` names it in messages.
+pub fn convert_from(
+    path: &Path,
+    src: &dyn Source,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<RecordingSummary, TraceError> {
+    let len = src.len().map_err(|e| TraceError::io(path, e))?;
+    if len < HEADER_SIZE {
+        return Err(TraceError::corrupt(
+            path,
+            Location::None,
+            "not a recording: shorter than its 128-byte header",
+        ));
+    }
+    let mut h = [0u8; HEADER_SIZE as usize];
+    src.read_exact_at(&mut h, 0)
+        .map_err(|e| TraceError::io(path, e))?;
+    let (info, start_tsc, start_ns) = parse_header(path, &h)?;
+    let mut sum = RecordingSummary {
+        info,
+        ..RecordingSummary::default()
+    };
+
+    // Pass 1: the chunks of each thread, and the clock pairs.
+    let mut cursors: Vec<Cursor> = Vec::new();
+    let mut by_thread: HashMap<u32, usize> = HashMap::new();
+    let (mut last_tsc, mut last_ns) = (start_tsc, start_ns);
+    let mut at = HEADER_SIZE;
+    let mut head = [0u8; CHUNK_HEADER_SIZE as usize];
+    while at < len {
+        let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset: at }, msg);
+        if len - at < CHUNK_HEADER_SIZE {
+            return Err(corrupt(format!(
+                "the file ends {} bytes into a chunk header (a recording cut short)",
+                len - at
+            )));
+        }
+        src.read_exact_at(&mut head, at)
+            .map_err(|e| TraceError::io(path, e))?;
+        let (tsc, ns) = (u64_at(&head, 16), u64_at(&head, 24));
+        if tsc > last_tsc {
+            (last_tsc, last_ns) = (tsc, ns);
+        }
+        match &head[..4] {
+            b"CHNK" => {
+                let thread = u32_at(&head, 4);
+                let clen = u64::from(u32_at(&head, 8));
+                if clen == 0 || clen > MAX_CHUNK {
+                    return Err(corrupt(format!(
+                        "chunk payload length {clen} is out of range"
+                    )));
+                }
+                let payload = at + CHUNK_HEADER_SIZE;
+                if len - payload < clen {
+                    return Err(corrupt(format!(
+                        "chunk of {clen} bytes runs past the end of the file (a recording cut \
+                         short)"
+                    )));
+                }
+                let i = *by_thread.entry(thread).or_insert_with(|| {
+                    cursors.push(Cursor {
+                        thread,
+                        chunks: Vec::new(),
+                        next_chunk: 0,
+                        data: Vec::new(),
+                        pos: 0,
+                        base: 0,
+                        prev_seq: 0,
+                        prev_tsc: 0,
+                        prev_addr: 0,
+                    });
+                    cursors.len() - 1
+                });
+                cursors[i].chunks.push(ChunkRef {
+                    offset: payload,
+                    len: clen as u32,
+                });
+                at = payload + clen;
+            }
+            b"END." => {
+                if len - at != END_SIZE {
+                    return Err(corrupt(
+                        "the end chunk is not at the end of the file".into(),
+                    ));
+                }
+                sum.complete = true;
+                sum.dropped = u64_at(&head, 8);
+                at = len;
+            }
+            tag => return Err(corrupt(format!("unknown chunk tag {tag:02x?}"))),
+        }
+    }
+    // Counter ticks to nanoseconds since the start: a straight line through the first and last
+    // clock pairs.
+    let scale = if sum.info.timed && last_tsc > start_tsc && last_ns > start_ns {
+        Some((last_ns - start_ns) as f64 / (last_tsc - start_tsc) as f64)
+    } else {
+        None
+    };
+    let to_ns = |tsc: u64| -> Option<u64> {
+        scale.map(|s| (tsc.saturating_sub(start_tsc) as f64 * s) as u64)
+    };
+
+    // Pass 2: merge by sequence number and convert.
+    let mut conv = Converter {
+        path,
+        live: AddrMap::default(),
+        pending: HashMap::new(),
+        threads: HashMap::new(),
+        next_id: 0,
+        page: u64::from(sum.info.page_size.max(1)),
+    };
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(r) = c.next(path, src)? {
+            heap.push(Reverse((r.seq, i, Packed(r))));
+        }
+    }
+    while let Some(Reverse((_, i, Packed(r)))) = heap.pop() {
+        let thread = cursors[i].thread;
+        sum.records += 1;
+        if let Some(event) = conv.event(&mut sum, thread, &r)? {
+            sum.counts.add(&event);
+            let n = conv.threads.len() as u32;
+            let dense = *conv.threads.entry(thread).or_insert(n);
+            sink(Record {
+                thread: dense,
+                timestamp_ns: to_ns(r.tsc),
+                event,
+            })?;
+        }
+        if let Some(r) = cursors[i].next(path, src)? {
+            heap.push(Reverse((r.seq, i, Packed(r))));
+        }
+    }
+    sum.threads = conv.threads.len() as u32;
+    sum.live_at_end = conv.live.len() as u64 + conv.pending.values().flatten().count() as u64;
+    Ok(sum)
+}
+
+/// A record in the merge heap (ordered by the sequence number and cursor beside it only).
+struct Packed(Raw);
+
+impl PartialEq for Packed {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Packed {}
+impl PartialOrd for Packed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Packed {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+/// A fast hasher for addresses (the standard SipHash is a third of the conversion's time).
+/// Not resistant to chosen keys: a hostile recording can make lookups slow, not wrong.
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fibonacci hashing, high bits folded down: block addresses differ in their middle bits.
+        let h = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type AddrMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AddrHasher>>;
+
+struct Converter<'p> {
+    path: &'p Path,
+    /// Live address -> object id.
+    live: AddrMap<ObjectId>,
+    /// Per thread: a realloc whose begin was seen, with the object it releases (None: the
+    /// address was not live).
+    pending: HashMap<u32, Option<ObjectId>>,
+    threads: HashMap<u32, u32>,
+    next_id: ObjectId,
+    page: u64,
+}
+
+impl Converter<'_> {
+    fn new_id(&mut self, sum: &mut RecordingSummary, addr: u64) -> ObjectId {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.live.insert(addr, id).is_some() {
+            sum.reused_live_addresses += 1;
+        }
+        id
+    }
+
+    fn alloc(
+        &mut self,
+        sum: &mut RecordingSummary,
+        addr: u64,
+        size: u64,
+        align: u64,
+        kind: AllocKind,
+    ) -> Option<Event> {
+        if addr == 0 {
+            sum.failed_calls += 1;
+            return None;
+        }
+        let id = self.new_id(sum, addr);
+        Some(Event::Alloc {
+            id,
+            size,
+            align,
+            kind,
+        })
+    }
+
+    fn event(
+        &mut self,
+        sum: &mut RecordingSummary,
+        thread: u32,
+        r: &Raw,
+    ) -> Result<Option<Event>, TraceError> {
+        let corrupt = |msg: String| {
+            TraceError::corrupt(self.path, Location::Offset { offset: r.offset }, msg)
+        };
+        let [a, b, c] = r.f;
+        Ok(match r.op {
+            OP_MALLOC => {
+                sum.malloc += 1;
+                self.alloc(sum, a, b, 0, AllocKind::Malloc)
+            }
+            OP_CALLOC => {
+                sum.calloc += 1;
+                if a == 0 {
+                    sum.failed_calls += 1;
+                    return Ok(None);
+                }
+                let size = b
+                    .checked_mul(c)
+                    .ok_or_else(|| corrupt(format!("calloc({b}, {c}) overflows but succeeded")))?;
+                self.alloc(sum, a, size, 0, AllocKind::Calloc)
+            }
+            OP_POSIX_MEMALIGN | OP_ALIGNED_ALLOC | OP_MEMALIGN | OP_VALLOC | OP_PVALLOC => {
+                let counter = match r.op {
+                    OP_POSIX_MEMALIGN => &mut sum.posix_memalign,
+                    OP_ALIGNED_ALLOC => &mut sum.aligned_alloc,
+                    OP_MEMALIGN => &mut sum.memalign,
+                    OP_VALLOC => &mut sum.valloc,
+                    _ => &mut sum.pvalloc,
+                };
+                *counter += 1;
+                if a == 0 {
+                    sum.failed_calls += 1;
+                    return Ok(None);
+                }
+                let mut align = b;
+                if align != 0 && !align.is_power_of_two() {
+                    align = align
+                        .checked_next_power_of_two()
+                        .ok_or_else(|| corrupt(format!("alignment {b} is out of range")))?;
+                    sum.rounded_alignments += 1;
+                }
+                let mut size = c;
+                if r.op == OP_PVALLOC {
+                    size = size
+                        .max(1)
+                        .checked_next_multiple_of(self.page)
+                        .ok_or_else(|| corrupt(format!("pvalloc size {c} is out of range")))?;
+                }
+                self.alloc(sum, a, size, align, AllocKind::Aligned)
+            }
+            OP_FREE => {
+                sum.free += 1;
+                if a == 0 {
+                    return Ok(None);
+                }
+                match self.live.remove(&a) {
+                    Some(id) => Some(Event::Free { id }),
+                    None => {
+                        sum.unknown_frees += 1;
+                        None
+                    }
+                }
+            }
+            OP_REALLOC_BEGIN => {
+                let old = self.live.remove(&a);
+                if self.pending.insert(thread, old).is_some() {
+                    return Err(corrupt(
+                        "a realloc begins inside another on one thread".into(),
+                    ));
+                }
+                None
+            }
+            OP_REALLOC | OP_REALLOCARRAY => {
+                if r.op == OP_REALLOC {
+                    sum.realloc += 1;
+                } else {
+                    sum.reallocarray += 1;
+                }
+                let (new_addr, old_addr, size) = (a, b, c);
+                if old_addr == 0 {
+                    if new_addr == 0 {
+                        sum.failed_calls += 1;
+                        return Ok(None);
+                    }
+                    sum.realloc_from_null += 1;
+                    return Ok(self.alloc(sum, new_addr, size, 0, AllocKind::Malloc));
+                }
+                let old = self
+                    .pending
+                    .remove(&thread)
+                    .ok_or_else(|| corrupt("a realloc without its begin record".into()))?;
+                match (old, new_addr) {
+                    (Some(id), 0) if size > 0 => {
+                        // Failed: the old block is untouched.
+                        sum.failed_calls += 1;
+                        self.live.insert(old_addr, id);
+                        None
+                    }
+                    (Some(id), 0) => {
+                        sum.realloc_to_zero += 1;
+                        Some(Event::Free { id })
+                    }
+                    (None, 0) => {
+                        if size > 0 {
+                            sum.failed_calls += 1;
+                        } else {
+                            sum.unknown_frees += 1;
+                        }
+                        None
+                    }
+                    (Some(old), _) => {
+                        let new = self.new_id(sum, new_addr);
+                        Some(Event::Realloc { old, new, size })
+                    }
+                    (None, _) => {
+                        sum.unknown_reallocs += 1;
+                        self.alloc(sum, new_addr, size, 0, AllocKind::Malloc)
+                    }
+                }
+            }
+            op => return Err(corrupt(format!("unknown call code {op}"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
