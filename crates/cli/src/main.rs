@@ -6,6 +6,7 @@
 //! option value), with one message naming the file and the location; 3 the report was written
 //! but some allocator's worker failed (crashed, was killed, timed out).
 
+mod gate;
 mod record;
 mod report;
 mod run;
@@ -28,8 +29,10 @@ Examples:
   mallard record -o py.mtr -- python3 script.py   (record any program's malloc/free calls)
   mallard sweep traces/*.mtr --arena-size 256K,1M --pool-size 4K,16K --classes linear,pow2 -o sweep.csv
   mallard report reports/demo               (index.html and report.md again from results.json)
+  mallard gate traces/python-objects.mtr --candidate-arena cpython-3.11,pool_size=4K   (CI gate)
 
-Exit codes: 0 ok, 2 bad input or usage, 3 report written but an allocator's worker failed.";
+Exit codes: 0 ok, 2 bad input or usage, 3 report written but an allocator's worker failed.
+gate: 0 pass, 1 regression, 2 error, 3 inconclusive or runner too noisy.";
 
 #[derive(Parser)]
 #[command(name = "mallard", version, about = "Replay allocation traces against allocators and measure them", after_help = AFTER_HELP)]
@@ -81,6 +84,9 @@ enum Cmd {
         /// The report directory (or its results.json).
         dir: PathBuf,
     },
+    /// CI gate: baseline vs candidate side by side (or two stored results); exit 0 pass,
+    /// 1 regression, 2 error, 3 inconclusive or runner too noisy (docs/ci-gating.md).
+    Gate(Box<gate::GateArgs>),
     /// Internal: one measurement in a fresh process (started by `run`).
     #[command(name = "__worker", hide = true)]
     Worker { spec: String },
@@ -91,6 +97,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Worker { spec } => mallard_replay::worker::main(&spec),
         Cmd::Run(a) => report(run::cmd_run(a)),
+        Cmd::Gate(a) => report(gate::cmd_gate(*a)),
         Cmd::Inspect { trace, json } => report(traces::cmd_inspect(&trace, json).map(|_| 0)),
         Cmd::Convert {
             input,

@@ -1,0 +1,382 @@
+//! `mallard gate`: compare a candidate allocator setup with a baseline and exit 0 (pass),
+//! 1 (regression), 2 (error) or 3 (inconclusive / runner too noisy). The work is in
+//! `mallard-gate`; this module turns arguments into a plan and prints the outcome.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use mallard_gate::config::{parse_margin, parse_percent, GateConfig};
+use mallard_gate::live::{self, LivePlan, SideSpec, DEFAULT_TOGGLE};
+use mallard_gate::output;
+use mallard_replay::backend::AllocatorName;
+use mallard_replay::engine::Touch;
+use mallard_replay::worker::Pass;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct GateArgs {
+    /// Traces both sides replay (side-by-side mode).
+    traces: Vec<PathBuf>,
+    /// Stored mode: the baseline's results.json (or its report directory). Needs --current.
+    #[arg(long, value_name = "RESULTS")]
+    baseline: Option<PathBuf>,
+    /// Stored mode: the candidate's results.json (or its report directory).
+    #[arg(long, value_name = "RESULTS")]
+    current: Option<PathBuf>,
+    /// Allocators to compare, comma separated (default: arena; glibc with --*-preload).
+    #[arg(short, long, value_delimiter = ',')]
+    allocators: Vec<String>,
+    /// Baseline arena configuration: PRESET[,key=value...] (default cpython-3.11).
+    #[arg(long, value_name = "SPEC")]
+    baseline_arena: Option<String>,
+    /// Candidate arena configuration, e.g. "cpython-3.11,pool_size=4K".
+    #[arg(long, value_name = "SPEC")]
+    candidate_arena: Option<String>,
+    /// A shared library LD_PRELOADed into every baseline worker (use with --allocators glibc).
+    #[arg(long, value_name = "LIB")]
+    baseline_preload: Option<PathBuf>,
+    /// A shared library LD_PRELOADed into every candidate worker.
+    #[arg(long, value_name = "LIB")]
+    candidate_preload: Option<PathBuf>,
+    /// Another mallard binary to run the baseline's workers (a build of your arena crate).
+    #[arg(long, value_name = "EXE")]
+    baseline_exe: Option<PathBuf>,
+    /// Another mallard binary to run the candidate's workers.
+    #[arg(long, value_name = "EXE")]
+    candidate_exe: Option<PathBuf>,
+    /// Extra environment of baseline workers, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    baseline_env: Vec<String>,
+    /// Extra environment of candidate workers, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    candidate_env: Vec<String>,
+    /// Settings file (thresholds per metric, budget, ...); see gate.toml.example.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Smallest regression that fails, e.g. 5% (default 5%; per metric in gate.toml).
+    #[arg(long)]
+    threshold: Option<String>,
+    /// Family-wise false-alarm rate over all metrics and looks (default 0.01).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Multiple-testing correction: holm (default), bh, none.
+    #[arg(long)]
+    correction: Option<String>,
+    /// Repetitions per side before the first verdict (default 10).
+    #[arg(long)]
+    min_reps: Option<u32>,
+    /// Budget: most repetitions per side (default 40).
+    #[arg(long)]
+    max_reps: Option<u32>,
+    /// Repetitions added per side while a required metric is inconclusive (default 10).
+    #[arg(long)]
+    step: Option<u32>,
+    /// Absolute margin of memory metrics, e.g. "16 pages" or 64KiB (default 16 pages).
+    #[arg(long)]
+    memory_margin: Option<String>,
+    /// Exit code when a required metric stays inconclusive (default 3; 0 to only warn).
+    #[arg(long)]
+    inconclusive_exit: Option<i32>,
+    /// Judge only metrics matching these patterns, comma separated (e.g. time,peak_rss,
+    /// instructions, "p99.*"); the others are not tested at all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Passes to run: throughput (time, memory), batched (p50), tail (p99, p99.9).
+    #[arg(long, value_delimiter = ',', default_value = "throughput,batched,tail")]
+    passes: Vec<String>,
+    /// Run the baseline against itself (A/A): noise per metric and the smallest change this
+    /// runner can detect with the budget; exit 3 if too noisy for the threshold.
+    #[arg(long)]
+    calibrate: bool,
+    /// Also count the replay loop's instructions under valgrind's callgrind (exact, slow: use
+    /// a small trace) and gate on them.
+    #[arg(long)]
+    count_instructions: bool,
+    /// Function pattern callgrind counts inside (its --toggle-collect).
+    #[arg(long, default_value = DEFAULT_TOGGLE)]
+    callgrind_toggle: String,
+    /// The valgrind program.
+    #[arg(long, default_value = "valgrind")]
+    valgrind: PathBuf,
+    /// Output directory: summary.md, verdict.json, bencher.json, benchmark-action.json, junit.xml.
+    #[arg(short, long, default_value = "reports/gate")]
+    out: PathBuf,
+    /// How allocated memory is written: none, first, pages, all.
+    #[arg(long, default_value = "pages")]
+    touch: String,
+    /// Longest run of same-kind operations timed together in the batched pass.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Pin every worker to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Seconds a single worker may take.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// No progress lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn config(a: &GateArgs) -> Result<GateConfig> {
+    let mut c = match &a.config {
+        Some(p) => GateConfig::load(p)?,
+        None => GateConfig::default(),
+    };
+    if let Some(t) = &a.threshold {
+        c.threshold = parse_percent(t).map_err(|e| anyhow!("--threshold: {e}"))?;
+    }
+    if let Some(x) = a.alpha {
+        c.alpha = x;
+    }
+    if let Some(s) = &a.correction {
+        c.correction = s
+            .parse()
+            .map_err(|e: String| anyhow!("--correction: {e}"))?;
+    }
+    if let Some(v) = a.min_reps {
+        c.min_reps = v;
+        if a.max_reps.is_none() && c.max_reps < v {
+            c.max_reps = v;
+        }
+    }
+    if let Some(v) = a.max_reps {
+        c.max_reps = v;
+    }
+    if let Some(v) = a.step {
+        c.step = v;
+    }
+    if let Some(m) = &a.memory_margin {
+        c.memory_margin = parse_margin(m).map_err(|e| anyhow!("--memory-margin: {e}"))?;
+    }
+    if !a.only.is_empty() {
+        c.only = a.only.clone();
+    }
+    if let Some(v) = a.inconclusive_exit {
+        c.inconclusive_exit = v;
+    }
+    c.validate().map_err(|e| anyhow!("gate settings: {e}"))?;
+    Ok(c)
+}
+
+/// `PRESET[,key=value...]` or `key=value,...` (over cpython-3.11).
+fn arena_config(spec: &str, flag: &str) -> Result<mallard_arena::Config> {
+    let mut parts = spec.splitn(2, ',');
+    let first = parts.next().unwrap_or("").trim();
+    let (preset, rest) = if first.contains('=') {
+        ("cpython-3.11", Some(spec))
+    } else {
+        (
+            if first.is_empty() {
+                "cpython-3.11"
+            } else {
+                first
+            },
+            parts.next(),
+        )
+    };
+    let mut c =
+        mallard_arena::Config::preset(preset).map_err(|e| anyhow!("{flag} '{spec}': {e}"))?;
+    if let Some(r) = rest.filter(|r| !r.trim().is_empty()) {
+        c.apply_overrides(r)
+            .map_err(|e| anyhow!("{flag} '{spec}': {e}"))?;
+    }
+    c.validate().map_err(|e| anyhow!("{flag} '{spec}': {e}"))?;
+    Ok(c)
+}
+
+fn env_pairs(v: &[String], flag: &str) -> Result<Vec<(String, String)>> {
+    v.iter()
+        .map(|s| {
+            s.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("{flag} '{s}': expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn existing(p: &Path, flag: &str) -> Result<PathBuf> {
+    if !p.is_file() {
+        bail!("{flag} {}: no such file", p.display());
+    }
+    std::fs::canonicalize(p).with_context(|| format!("{flag} {}", p.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn side(
+    name: &str,
+    allocators: &[AllocatorName],
+    arena: &Option<String>,
+    preload: &Option<PathBuf>,
+    exe: &Option<PathBuf>,
+    env: &[String],
+    own_exe: &Path,
+) -> Result<SideSpec> {
+    let arena_spec = arena.clone().unwrap_or_else(|| "cpython-3.11".into());
+    let arena_cfg = arena_config(&arena_spec, &format!("--{name}-arena"))?;
+    let mut env = env_pairs(env, &format!("--{name}-env"))?;
+    let mut label: Vec<String> = vec![allocators
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",")];
+    if allocators.contains(&AllocatorName::Arena) {
+        label.push(format!("arena={arena_spec}"));
+    }
+    if let Some(p) = preload {
+        let p = existing(p, &format!("--{name}-preload"))?;
+        label.push(format!("LD_PRELOAD={}", p.display()));
+        env.push(("LD_PRELOAD".into(), p.display().to_string()));
+    }
+    let worker_exe = match exe {
+        Some(e) => {
+            let e = existing(e, &format!("--{name}-exe"))?;
+            label.push(format!("worker={}", e.display()));
+            e
+        }
+        None => own_exe.to_path_buf(),
+    };
+    for (k, v) in &env {
+        if k != "LD_PRELOAD" {
+            label.push(format!("{k}={v}"));
+        }
+    }
+    Ok(SideSpec {
+        label: label.join(" "),
+        arena: arena_cfg,
+        worker_exe,
+        worker_args: vec!["__worker".into()],
+        env,
+    })
+}
+
+fn results_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("results.json")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+pub fn cmd_gate(a: GateArgs) -> Result<i32> {
+    let cfg = config(&a)?;
+    let quiet = a.quiet;
+    let mut progress = |s: &str| {
+        if !quiet {
+            eprintln!("mallard gate: {s}");
+        }
+    };
+    match (&a.baseline, &a.current) {
+        (Some(b), Some(c)) => {
+            if !a.traces.is_empty() || a.calibrate || a.count_instructions {
+                bail!("--baseline/--current compare stored results: give no traces, --calibrate or --count-instructions");
+            }
+            let (bp, cp) = (results_path(b), results_path(c));
+            let base = mallard_report::read_results(&bp)?;
+            let cur = mallard_report::read_results(&cp)?;
+            let report = mallard_gate::stored::compare_stored(&base, &bp, &cur, &cp, &cfg)?;
+            return finish(&report, &a.out);
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("--baseline and --current go together (two stored results.json)")
+        }
+        (None, None) => {}
+    }
+    if a.traces.is_empty() {
+        bail!("give the traces to replay (or --baseline A/results.json --current B/results.json)");
+    }
+    for t in &a.traces {
+        if !t.exists() {
+            bail!("{}: no such trace file", t.display());
+        }
+    }
+    let mut allocators: Vec<AllocatorName> = Vec::new();
+    for s in &a.allocators {
+        let n: AllocatorName = s
+            .trim()
+            .parse()
+            .map_err(|e: String| anyhow!("--allocators: {e}"))?;
+        if !allocators.contains(&n) {
+            allocators.push(n);
+        }
+    }
+    if allocators.is_empty() {
+        allocators.push(
+            if a.baseline_preload.is_some() || a.candidate_preload.is_some() {
+                AllocatorName::Glibc
+            } else {
+                AllocatorName::Arena
+            },
+        );
+    }
+    let mut passes = Vec::new();
+    for p in &a.passes {
+        let pass = match p.trim() {
+            "throughput" => Pass::Throughput,
+            "batched" => Pass::Batched,
+            "tail" => Pass::Tail,
+            other => bail!("--passes: unknown pass '{other}' (known: throughput, batched, tail)"),
+        };
+        if !passes.contains(&pass) {
+            passes.push(pass);
+        }
+    }
+    let touch: Touch = a
+        .touch
+        .parse()
+        .map_err(|e: String| anyhow!("--touch: {e}"))?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let own = std::env::current_exe().context("cannot find the mallard executable")?;
+    let baseline = side(
+        "baseline",
+        &allocators,
+        &a.baseline_arena,
+        &a.baseline_preload,
+        &a.baseline_exe,
+        &a.baseline_env,
+        &own,
+    )?;
+    let candidate = side(
+        "candidate",
+        &allocators,
+        &a.candidate_arena,
+        &a.candidate_preload,
+        &a.candidate_exe,
+        &a.candidate_env,
+        &own,
+    )?;
+    let plan = LivePlan {
+        traces: a.traces.clone(),
+        allocators,
+        baseline,
+        candidate,
+        passes,
+        touch,
+        batch: a.batch,
+        cpu: a.cpu,
+        timeout: Duration::from_secs(a.timeout),
+        count_instructions: a.count_instructions,
+        callgrind_toggle: a.callgrind_toggle.clone(),
+        valgrind: a.valgrind.clone(),
+    };
+    if a.calibrate {
+        let c = live::run_calibration(&plan, &cfg, &mut progress)?;
+        output::write_calibration_dir(&c, &a.out)
+            .with_context(|| format!("writing {}", a.out.display()))?;
+        print!("{}", output::calibration_markdown(&c));
+        println!("\noutput: {}", a.out.display());
+        return Ok(c.exit_code);
+    }
+    let report = live::run_gate(&plan, &cfg, &mut progress)?;
+    finish(&report, &a.out)
+}
+
+fn finish(report: &mallard_gate::report::GateReport, out: &Path) -> Result<i32> {
+    output::write_dir(report, out).with_context(|| format!("writing {}", out.display()))?;
+    print!("{}", output::markdown(report));
+    println!("\noutput: {}", out.display());
+    Ok(report.exit_code)
+}

@@ -1,0 +1,681 @@
+//! From samples to verdicts: one [`MetricResult`] per metric, and the gate's overall verdict.
+//!
+//! For a metric with threshold `t` and absolute margin `a`, the *limit* is the ratio
+//! `L = max(1 + t, 1 + a / baseline_median)`: a change must exceed both the relative threshold
+//! and the absolute margin to count. Then, with the candidate/baseline ratio `r`, its interval
+//! `[lo, hi]` and its multiplicity-adjusted one-sided p-value `p`:
+//!
+//! | verdict | when |
+//! |---|---|
+//! | **fail** | `p < alpha_look` (the candidate is larger, significantly, after Holm/BH over all metrics) **and** `r > L` (by more than the limit) |
+//! | **pass** | `hi <= L`: even the upper confidence bound is within the limit |
+//! | **inconclusive** | otherwise: the interval straddles the limit; more repetitions may decide |
+//!
+//! Both conditions are needed to fail: significance alone would fail on a real 0.5% change, an
+//! effect alone would fail on noise. A metric whose values are the same in every repetition on
+//! both sides (instruction counts, a deterministic footprint, arena statistics) is compared
+//! directly: fail when `candidate / baseline > L`, else pass, with no statistics and no part
+//! in the multiple-testing correction.
+//!
+//! `alpha_look` is alpha divided by the number of looks the repetition budget allows (see
+//! [`GateConfig::alpha_per_look`]), so that looking again after adding repetitions cannot raise
+//! the false-alarm rate above alpha.
+
+use crate::config::GateConfig;
+use crate::metrics::{unit_of, MetricKey, Samples};
+use crate::stats::{self, adjust, compare, detectable_change};
+use serde::{Deserialize, Serialize};
+
+/// A metric's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// One side's values of a metric, summarised.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideFigures {
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Robust coefficient of variation (scaled MAD / median).
+    pub cv: f64,
+    /// Every value, in the order the repetitions ran (for anyone who wants to re-analyse).
+    #[serde(default)]
+    pub values: Vec<f64>,
+}
+
+impl SideFigures {
+    pub fn of(v: &[f64]) -> Self {
+        SideFigures {
+            n: v.len(),
+            median: stats::median(v),
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            cv: stats::robust_cv(v),
+            values: v.to_vec(),
+        }
+    }
+}
+
+/// How a metric was compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Mann-Whitney test, Hodges-Lehmann ratio, Moses interval.
+    RankTest,
+    /// The same value in every repetition on both sides: compared directly.
+    Direct,
+}
+
+/// The judgement of one metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricResult {
+    /// `TRACE/ALLOCATOR/METRIC`.
+    pub id: String,
+    pub trace: String,
+    pub allocator: String,
+    pub metric: String,
+    pub unit: String,
+    /// Whether this metric decides the exit code (else advisory).
+    pub required: bool,
+    pub method: Method,
+    pub baseline: SideFigures,
+    pub candidate: SideFigures,
+    /// Candidate / baseline (Hodges-Lehmann estimate); `None` when the baseline is zero.
+    pub ratio: Option<f64>,
+    /// Confidence interval of the ratio (two-sided, each bound at the per-look level).
+    pub ratio_low: Option<f64>,
+    pub ratio_high: Option<f64>,
+    /// One-sided p-value of "the candidate is larger", and after the correction.
+    pub p_value: Option<f64>,
+    pub p_adjusted: Option<f64>,
+    /// Relative threshold (0.05 = 5%) and absolute margin (metric unit).
+    pub threshold: f64,
+    pub margin: f64,
+    /// The ratio above which a change counts: max(1 + threshold, 1 + margin / baseline).
+    pub limit: f64,
+    /// Smallest relative change this noise lets the full budget detect (95% of the time).
+    pub detectable: Option<f64>,
+    /// Whether the full budget could resolve a change the size of the limit at least half of
+    /// the time: if not, more repetitions are not worth running.
+    #[serde(default)]
+    pub resolvable: bool,
+    pub verdict: Verdict,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Options of one judgement.
+#[derive(Clone, Copy, Debug)]
+pub struct JudgeContext {
+    pub page_size: u64,
+    /// Repetitions per side the budget allows (for the detectable change).
+    pub budget: u32,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// Judges every metric both sides have.
+pub fn judge(samples: &Samples, cfg: &GateConfig, ctx: JudgeContext) -> Vec<MetricResult> {
+    let alpha = cfg.alpha_per_look();
+    let mut out = Vec::new();
+    // Index into `out` and raw p-value of each statistically tested metric.
+    let mut tested: Vec<(usize, f64)> = Vec::new();
+    for (key, b, c) in samples.paired() {
+        if b.is_empty() || c.is_empty() || !cfg.selected(&key.metric, &key.id()) {
+            continue;
+        }
+        let r = judge_one(key, b, c, cfg, ctx, alpha);
+        if let Some(p) = r.p_value {
+            tested.push((out.len(), p));
+        }
+        out.push(r);
+    }
+    let n_tested = tested.len().max(1);
+    let adjusted = adjust(
+        &tested.iter().map(|t| t.1).collect::<Vec<_>>(),
+        cfg.correction,
+    );
+    for ((i, _), pa) in tested.iter().zip(adjusted) {
+        let r = &mut out[*i];
+        r.p_adjusted = Some(pa);
+        decide(r, alpha, n_tested, cfg, ctx);
+    }
+    out
+}
+
+fn judge_one(
+    key: &MetricKey,
+    b: &[f64],
+    c: &[f64],
+    cfg: &GateConfig,
+    ctx: JudgeContext,
+    alpha: f64,
+) -> MetricResult {
+    let id = key.id();
+    let rule = cfg.rule(&key.metric, &id, ctx.page_size);
+    let bf = SideFigures::of(b);
+    let cf = SideFigures::of(c);
+    let limit_for = |base: f64| {
+        if base > 0.0 {
+            (1.0 + rule.threshold).max(1.0 + rule.margin / base)
+        } else {
+            1.0 + rule.threshold
+        }
+    };
+    let mut r = MetricResult {
+        id,
+        trace: key.trace.clone(),
+        allocator: key.allocator.clone(),
+        metric: key.metric.clone(),
+        unit: unit_of(&key.metric).into(),
+        required: rule.required,
+        method: Method::RankTest,
+        baseline: bf.clone(),
+        candidate: cf.clone(),
+        ratio: None,
+        ratio_low: None,
+        ratio_high: None,
+        p_value: None,
+        p_adjusted: None,
+        threshold: rule.threshold,
+        margin: rule.margin,
+        limit: limit_for(bf.median),
+        detectable: None,
+        resolvable: true,
+        verdict: Verdict::Inconclusive,
+        reason: String::new(),
+    };
+    let constant = |v: &[f64]| v.iter().all(|&x| x == v[0]);
+    let repeated = (b.len() >= 2 && c.len() >= 2) || key.metric == "instructions";
+    if repeated && constant(b) && constant(c) {
+        r.method = Method::Direct;
+        let (b0, c0) = (b[0], c[0]);
+        r.ratio = (b0 > 0.0).then(|| c0 / b0);
+        r.ratio_low = r.ratio;
+        r.ratio_high = r.ratio;
+        r.detectable = Some(0.0);
+        let worse_by = c0 - b0;
+        let over = match r.ratio {
+            Some(q) => q > r.limit,
+            None => worse_by > rule.margin,
+        };
+        if over && worse_by > rule.margin {
+            r.verdict = Verdict::Fail;
+            r.reason = format!(
+                "exact figure (the same in every repetition) rose by {}, above the limit",
+                r.ratio
+                    .map(|q| pct(q - 1.0))
+                    .unwrap_or_else(|| format!("{worse_by} {}", r.unit))
+            );
+        } else {
+            r.verdict = Verdict::Pass;
+            r.reason = if c0 == b0 {
+                "exact figure, identical".into()
+            } else {
+                "exact figure (the same in every repetition), change within the limit".into()
+            };
+        }
+        return r;
+    }
+    let positive = b.iter().chain(c).all(|&x| x > 0.0);
+    let (shift, sigma_rel) = if positive {
+        let lb: Vec<f64> = b.iter().map(|x| x.ln()).collect();
+        let lc: Vec<f64> = c.iter().map(|x| x.ln()).collect();
+        let s = compare(&lb, &lc, alpha);
+        if let Some(s) = s {
+            r.ratio = Some(s.estimate.exp());
+            r.ratio_low = s.low.map(f64::exp);
+            r.ratio_high = s.high.map(f64::exp);
+        }
+        let sigma = ((stats::mad_sd(&lb).powi(2) + stats::mad_sd(&lc).powi(2)) / 2.0).sqrt();
+        (s, sigma)
+    } else {
+        // Zeros (a latency below the timer's resolution): shift on the raw scale, expressed
+        // relative to the baseline median.
+        let s = compare(b, c, alpha);
+        let mb = bf.median;
+        if let (Some(s), true) = (s, mb > 0.0) {
+            r.ratio = Some((mb + s.estimate) / mb);
+            r.ratio_low = s.low.map(|x| (mb + x) / mb);
+            r.ratio_high = s.high.map(|x| (mb + x) / mb);
+        }
+        let sigma = if mb > 0.0 {
+            ((stats::mad_sd(b).powi(2) + stats::mad_sd(c).powi(2)) / 2.0).sqrt() / mb
+        } else {
+            0.0
+        };
+        (s, sigma)
+    };
+    if let Some(s) = shift {
+        r.p_value = Some(s.p_greater);
+    }
+    // Stored for `decide`, which knows how many metrics were tested.
+    r.detectable = Some(sigma_rel);
+    r
+}
+
+fn decide(r: &mut MetricResult, alpha: f64, n_tested: usize, cfg: &GateConfig, ctx: JudgeContext) {
+    let sigma = r.detectable.unwrap_or(0.0);
+    // The first step of Holm (Bonferroni) is the hardest test a metric can face.
+    let det = detectable_change(sigma, ctx.budget, alpha / n_tested as f64, cfg.power);
+    r.detectable = det.is_finite().then_some(det);
+    r.resolvable =
+        detectable_change(sigma, ctx.budget, alpha / n_tested as f64, 0.5) <= r.limit - 1.0;
+    let (Some(ratio), Some(pa)) = (r.ratio, r.p_adjusted) else {
+        r.verdict = Verdict::Inconclusive;
+        r.reason = "no ratio: the baseline is zero".into();
+        return;
+    };
+    if pa < alpha && ratio > r.limit {
+        r.verdict = Verdict::Fail;
+        r.reason = format!(
+            "{} worse, significant (adjusted p = {:.2e} < {:.2e}) and above the {} limit",
+            pct(ratio - 1.0),
+            pa,
+            alpha,
+            pct(r.limit - 1.0)
+        );
+        return;
+    }
+    match r.ratio_high {
+        Some(hi) if hi <= r.limit => {
+            r.verdict = Verdict::Pass;
+            r.reason = if hi < 1.0 {
+                format!(
+                    "better: the whole interval is below 1 ({})",
+                    pct(ratio - 1.0)
+                )
+            } else {
+                format!(
+                    "upper bound {} within the {} limit",
+                    pct(hi - 1.0),
+                    pct(r.limit - 1.0)
+                )
+            };
+        }
+        Some(hi) => {
+            r.verdict = Verdict::Inconclusive;
+            r.reason = format!(
+                "interval reaches {} (limit {}){}",
+                pct(hi - 1.0),
+                pct(r.limit - 1.0),
+                if ratio > r.limit {
+                    " and the estimate is above the limit, but not significantly"
+                } else {
+                    ""
+                }
+            );
+            if det > r.limit - 1.0 {
+                r.reason.push_str(&format!(
+                    "; runner too noisy for a {} threshold on this metric (smallest change detectable with {} repetitions: {})",
+                    pct(r.threshold),
+                    ctx.budget,
+                    if det.is_finite() { pct(det) } else { "none".into() }
+                ));
+            }
+        }
+        None => {
+            r.verdict = Verdict::Inconclusive;
+            r.reason = "too few repetitions for an interval at this confidence".into();
+        }
+    }
+}
+
+/// The gate's overall verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overall {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+/// The overall verdict and exit code: fail (1) if a required metric failed; else inconclusive
+/// (`inconclusive_exit`, 3 by default) if a required metric is inconclusive; else pass (0).
+pub fn overall(results: &[MetricResult], cfg: &GateConfig) -> (Overall, i32) {
+    let req = results.iter().filter(|r| r.required);
+    let mut any_inconclusive = false;
+    for r in req {
+        match r.verdict {
+            Verdict::Fail => return (Overall::Fail, 1),
+            Verdict::Inconclusive => any_inconclusive = true,
+            Verdict::Pass => {}
+        }
+    }
+    if any_inconclusive {
+        (Overall::Inconclusive, cfg.inconclusive_exit)
+    } else {
+        (Overall::Pass, 0)
+    }
+}
+
+/// Whether more repetitions could change a required metric's verdict: it is inconclusive, no
+/// required metric has failed, and its noise lets the full budget resolve a change the size of
+/// its limit at least half of the time (a stricter rule, 95%, stopped too early in practice:
+/// the noise estimated from ten repetitions is itself noisy).
+pub fn worth_more(results: &[MetricResult]) -> bool {
+    if results
+        .iter()
+        .any(|r| r.required && r.verdict == Verdict::Fail)
+    {
+        return false;
+    }
+    results
+        .iter()
+        .any(|r| r.required && r.verdict == Verdict::Inconclusive && r.resolvable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Side;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal, StudentT};
+
+    fn ctx() -> JudgeContext {
+        JudgeContext {
+            page_size: 4096,
+            budget: 40,
+        }
+    }
+
+    /// `n` values around `center` with relative normal noise `cv`.
+    fn normal(rng: &mut SmallRng, n: usize, center: f64, cv: f64) -> Vec<f64> {
+        let d = Normal::new(0.0, cv).unwrap();
+        (0..n).map(|_| center * (1.0 + d.sample(rng))).collect()
+    }
+
+    fn one(b: Vec<f64>, c: Vec<f64>, cfg: &GateConfig) -> MetricResult {
+        let mut s = Samples::default();
+        for v in b {
+            s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), v);
+        }
+        for v in c {
+            s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), v);
+        }
+        judge(&s, cfg, ctx()).remove(0)
+    }
+
+    #[test]
+    fn identical_samples_pass() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let cfg = GateConfig::default();
+        let b = normal(&mut rng, 20, 100.0, 0.01);
+        let r = one(b.clone(), b, &cfg);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!((r.ratio.unwrap() - 1.0).abs() < 1e-12);
+        assert!(r.p_value.unwrap() > 0.4);
+    }
+
+    #[test]
+    fn a_three_percent_shift_is_real_but_under_a_five_percent_threshold() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let cfg = GateConfig::default();
+        let b = normal(&mut rng, 20, 100.0, 0.005);
+        let c = normal(&mut rng, 20, 103.0, 0.005);
+        let r = one(b, c, &cfg);
+        // Significant, yet a pass: the interval sits inside the 5% limit.
+        assert!(r.p_value.unwrap() < 1e-6, "{r:?}");
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        let q = r.ratio.unwrap();
+        assert!((q - 1.03).abs() < 0.005, "{q}");
+        assert!(r.ratio_low.unwrap() < 1.03 && r.ratio_high.unwrap() > 1.03);
+        // With a 2% threshold the same samples fail.
+        let cfg2 = GateConfig {
+            threshold: 0.02,
+            ..GateConfig::default()
+        };
+        let mut rng = SmallRng::seed_from_u64(2);
+        let b = normal(&mut rng, 20, 100.0, 0.005);
+        let c = normal(&mut rng, 20, 103.0, 0.005);
+        assert_eq!(one(b, c, &cfg2).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn a_ten_percent_shift_fails() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let cfg = GateConfig::default();
+        let b = normal(&mut rng, 10, 100.0, 0.02);
+        let c = normal(&mut rng, 10, 110.0, 0.02);
+        let r = one(b, c, &cfg);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!((r.ratio.unwrap() - 1.10).abs() < 0.03);
+        // And a 10% improvement passes, as better.
+        let mut rng = SmallRng::seed_from_u64(3);
+        let b = normal(&mut rng, 10, 100.0, 0.02);
+        let c = normal(&mut rng, 10, 90.0, 0.02);
+        let r = one(b, c, &cfg);
+        assert_eq!(r.verdict, Verdict::Pass);
+        assert!(r.reason.starts_with("better"), "{}", r.reason);
+    }
+
+    #[test]
+    fn noise_alone_fails_no_more_often_than_alpha() {
+        // 20% noise, no true change: failures stay within the per-look alpha (the designed
+        // false-alarm rate of one metric), and most trials say "too noisy" instead.
+        let cfg = GateConfig::default();
+        let mut rng = SmallRng::seed_from_u64(4);
+        let trials = 400;
+        let mut fails = 0;
+        let mut noisy = 0;
+        for _ in 0..trials {
+            let b = normal(&mut rng, 10, 100.0, 0.2);
+            let c = normal(&mut rng, 10, 100.0, 0.2);
+            let r = one(b, c, &cfg);
+            fails += (r.verdict == Verdict::Fail) as u32;
+            noisy += r.reason.contains("too noisy") as u32;
+        }
+        // alpha_per_look = 0.01 / 4: about one expected failure in 400.
+        assert!(fails <= 4, "{fails} false alarms in {trials}");
+        assert!(noisy > trials * 3 / 4, "{noisy}");
+    }
+
+    #[test]
+    fn heavy_tailed_noise_does_not_fool_the_rank_test() {
+        // Student-t with 1.5 degrees of freedom (infinite variance) plus rare 3x outliers: a
+        // real 10% shift is still found, and an A/A comparison never fails.
+        let cfg = GateConfig::default();
+        let t = StudentT::new(1.5).unwrap();
+        let mut rng = SmallRng::seed_from_u64(5);
+        let sample = |center: f64, rng: &mut SmallRng| -> Vec<f64> {
+            (0..30)
+                .map(|_| {
+                    let mut v: f64 = center * (1.0f64 + 0.01 * t.sample(rng)).max(0.5);
+                    if rng.gen_bool(0.05) {
+                        v *= 3.0;
+                    }
+                    v
+                })
+                .collect()
+        };
+        let mut caught = 0;
+        let mut false_alarms = 0;
+        for _ in 0..50 {
+            let b = sample(100.0, &mut rng);
+            let c = sample(110.0, &mut rng);
+            caught += (one(b, c, &cfg).verdict == Verdict::Fail) as u32;
+            let b = sample(100.0, &mut rng);
+            let c = sample(100.0, &mut rng);
+            false_alarms += (one(b, c, &cfg).verdict == Verdict::Fail) as u32;
+        }
+        assert!(caught >= 48, "caught {caught}/50");
+        assert_eq!(false_alarms, 0);
+    }
+
+    #[test]
+    fn many_metrics_at_once_are_corrected() {
+        // 60 metrics with no true change and 1 with a 10% regression: with Holm no null metric
+        // fails, and the real one still does.
+        let cfg = GateConfig::default();
+        let mut rng = SmallRng::seed_from_u64(6);
+        let mut s = Samples::default();
+        for k in 0..60 {
+            let key = MetricKey::new("t", "arena", &format!("p50.m{k}"));
+            for v in normal(&mut rng, 12, 100.0, 0.03) {
+                s.push(Side::Baseline, key.clone(), v);
+            }
+            for v in normal(&mut rng, 12, 100.0, 0.03) {
+                s.push(Side::Candidate, key.clone(), v);
+            }
+        }
+        let key = MetricKey::new("t", "arena", "time");
+        for v in normal(&mut rng, 12, 100.0, 0.01) {
+            s.push(Side::Baseline, key.clone(), v);
+        }
+        for v in normal(&mut rng, 12, 110.0, 0.01) {
+            s.push(Side::Candidate, key.clone(), v);
+        }
+        let res = judge(&s, &cfg, ctx());
+        assert_eq!(res.len(), 61);
+        let fails: Vec<&str> = res
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fail)
+            .map(|r| r.metric.as_str())
+            .collect();
+        assert_eq!(fails, ["time"]);
+        // Without correction, with a lax threshold, some null metric would reach raw p < alpha.
+        let raw_hits = res
+            .iter()
+            .filter(|r| r.metric != "time" && r.p_value.unwrap() < cfg.alpha_per_look())
+            .count();
+        let adj_hits = res
+            .iter()
+            .filter(|r| r.metric != "time" && r.p_adjusted.unwrap() < cfg.alpha_per_look())
+            .count();
+        assert_eq!(adj_hits, 0);
+        assert!(raw_hits >= adj_hits);
+    }
+
+    #[test]
+    fn deterministic_figures_are_compared_directly() {
+        let cfg = GateConfig::default();
+        let r = one(vec![1000.0; 3], vec![1000.0; 3], &cfg);
+        assert_eq!((r.method, r.verdict), (Method::Direct, Verdict::Pass));
+        let r = one(vec![1000.0; 3], vec![1040.0; 3], &cfg);
+        assert_eq!(r.verdict, Verdict::Pass);
+        let r = one(vec![1000.0; 3], vec![1060.0; 3], &cfg);
+        assert_eq!((r.method, r.verdict), (Method::Direct, Verdict::Fail));
+        assert_eq!(r.ratio, Some(1.06));
+        assert!(r.p_value.is_none());
+    }
+
+    #[test]
+    fn memory_needs_the_absolute_margin_too() {
+        let cfg = GateConfig::default(); // 16 pages = 64 KiB
+        let mut s = Samples::default();
+        let key = MetricKey::new("t", "arena", "peak_rss");
+        // 1 MiB baseline, +10% (~100 KiB) but varying: above both margins -> fail.
+        for i in 0..12 {
+            s.push(
+                Side::Baseline,
+                key.clone(),
+                1048576.0 + 4096.0 * (i % 3) as f64,
+            );
+            s.push(
+                Side::Candidate,
+                key.clone(),
+                1153434.0 + 4096.0 * (i % 3) as f64,
+            );
+        }
+        let r = judge(&s, &cfg, ctx()).remove(0);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        // 256 KiB baseline, +20% (51 KiB) is above 5% but below 64 KiB: pass.
+        let mut s = Samples::default();
+        for i in 0..12 {
+            s.push(
+                Side::Baseline,
+                key.clone(),
+                262144.0 + 4096.0 * (i % 3) as f64,
+            );
+            s.push(
+                Side::Candidate,
+                key.clone(),
+                314572.0 + 4096.0 * (i % 3) as f64,
+            );
+        }
+        let r = judge(&s, &cfg, ctx()).remove(0);
+        assert!(
+            (r.limit - (1.0 + 65536.0 / 266240.0)).abs() < 1e-9,
+            "{}",
+            r.limit
+        );
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    #[test]
+    fn more_repetitions_only_while_they_can_help() {
+        let cfg = GateConfig::default();
+        let mut rng = SmallRng::seed_from_u64(7);
+        // 3% noise, no change: inconclusive at 10 repetitions, resolvable within 40.
+        let b = normal(&mut rng, 10, 100.0, 0.03);
+        let c = normal(&mut rng, 10, 104.0, 0.03);
+        let r = one(b, c, &cfg);
+        if r.verdict == Verdict::Inconclusive {
+            assert!(
+                r.resolvable && worth_more(&[r]),
+                "3% noise is worth more repetitions"
+            );
+        }
+        // 40% noise: hopeless within the budget, so stop and say so.
+        let b = normal(&mut rng, 10, 100.0, 0.4);
+        let c = normal(&mut rng, 10, 100.0, 0.4);
+        let r = one(b, c, &cfg);
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert!(!r.resolvable && !worth_more(&[r.clone()]));
+        assert!(r.reason.contains("too noisy"), "{}", r.reason);
+        // A required failure ends the run whatever else is open.
+        let mut f = r.clone();
+        f.verdict = Verdict::Fail;
+        let mut open = r;
+        open.resolvable = true;
+        assert!(!worth_more(&[open, f]));
+    }
+
+    #[test]
+    fn overall_verdict_and_exit_codes() {
+        let cfg = GateConfig::default();
+        let mk = |required, verdict| MetricResult {
+            required,
+            verdict,
+            ..one(vec![1.0; 3], vec![1.0; 3], &cfg)
+        };
+        assert_eq!(
+            overall(&[mk(true, Verdict::Pass)], &cfg),
+            (Overall::Pass, 0)
+        );
+        assert_eq!(
+            overall(&[mk(true, Verdict::Pass), mk(false, Verdict::Fail)], &cfg),
+            (Overall::Pass, 0)
+        );
+        assert_eq!(
+            overall(&[mk(true, Verdict::Inconclusive)], &cfg),
+            (Overall::Inconclusive, 3)
+        );
+        assert_eq!(
+            overall(
+                &[mk(true, Verdict::Inconclusive), mk(true, Verdict::Fail)],
+                &cfg
+            ),
+            (Overall::Fail, 1)
+        );
+    }
+}
