@@ -55,7 +55,11 @@ unsafe impl Backend for Noop {
 
 fn program(generator: &str, events: u64) -> Program {
     let mut c = Compiler::new();
-    let params = mallard_trace::gen::GenParams { events, seed: 42, threads: 1 };
+    let params = mallard_trace::gen::GenParams {
+        events,
+        seed: 42,
+        threads: 1,
+    };
     mallard_trace::gen::generate(generator, &params, &mut |r| {
         c.push(&r.event).expect("generated traces are valid");
         Ok(())
@@ -64,7 +68,12 @@ fn program(generator: &str, events: u64) -> Program {
     c.finish()
 }
 
-fn replay<B: Backend>(iters: u64, prog: &Program, touch: Touch, mut make: impl FnMut() -> B) -> Duration {
+fn replay<B: Backend>(
+    iters: u64,
+    prog: &Program,
+    touch: Touch,
+    mut make: impl FnMut() -> B,
+) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let mut b = make();
@@ -80,7 +89,9 @@ fn replay<B: Backend>(iters: u64, prog: &Program, touch: Touch, mut make: impl F
 fn engine_overhead(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_overhead");
     // A non-null base the no-op backend offsets from; never dereferenced (touch none).
-    let base = std::ptr::NonNull::<u8>::dangling().as_ptr().wrapping_add(1 << 20);
+    let base = std::ptr::NonNull::<u8>::dangling()
+        .as_ptr()
+        .wrapping_add(1 << 20);
     for gen in ["python-objects", "uniform", "fragmentation"] {
         let prog = program(gen, 200_000);
         let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
@@ -100,13 +111,25 @@ fn backends(c: &mut Criterion) {
     let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
     let mut g = c.benchmark_group("backends_python_objects");
     g.throughput(Throughput::Elements(prog.ops.len() as u64));
-    g.bench_function("bump", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Bump::new(cap).unwrap())));
-    g.bench_function("arena", |b| {
-        b.iter_custom(|n| replay(n, &prog, Touch::Pages, || ArenaBackend::new(Default::default()).unwrap()))
+    g.bench_function("bump", |b| {
+        b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Bump::new(cap).unwrap()))
     });
-    g.bench_function("glibc", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Glibc)));
-    g.bench_function("jemalloc", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Jemalloc)));
-    g.bench_function("mimalloc", |b| b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Mimalloc)));
+    g.bench_function("arena", |b| {
+        b.iter_custom(|n| {
+            replay(n, &prog, Touch::Pages, || {
+                ArenaBackend::new(Default::default()).unwrap()
+            })
+        })
+    });
+    g.bench_function("glibc", |b| {
+        b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Glibc))
+    });
+    g.bench_function("jemalloc", |b| {
+        b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Jemalloc))
+    });
+    g.bench_function("mimalloc", |b| {
+        b.iter_custom(|n| replay(n, &prog, Touch::Pages, || Mimalloc))
+    });
     g.finish();
 }
 

@@ -172,7 +172,11 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
             Progress::Started { total_workers } => {
                 eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)");
                 if tty {
-                    bar = Some(crate::sweep::Bar::new(total_workers as u64, "workers", false));
+                    bar = Some(crate::sweep::Bar::new(
+                        total_workers as u64,
+                        "workers",
+                        false,
+                    ));
                 }
             }
             Progress::Worker {
@@ -194,7 +198,10 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
                 );
                 match &bar {
                     Some(b) => {
-                        b.set(done as u64, &format!("{trace} {allocator} rep {} {}", rep + 1, pass.name()));
+                        b.set(
+                            done as u64,
+                            &format!("{trace} {allocator} rep {} {}", rep + 1, pass.name()),
+                        );
                         if !ok {
                             b.println(&line);
                         }
