@@ -93,6 +93,10 @@ enum Cmd {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`mallard inspect t.mtr | head`), like other Unix tools,
+    // instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Worker { spec } => mallard_replay::worker::main(&spec),
