@@ -47,3 +47,7 @@ screenshot page="reports/demo/index.html" png="" height="2400":
         --user-data-dir="$profile" --screenshot="$png" --window-size=1400,{{height}} "file://$page"
     rm -rf "$profile"
     echo "screenshot: $png"
+
+# The gate's proof: 20 A/A and 20 A/B gate runs alternated (docs/ci-gating.md), about 10 minutes.
+gate-proof:
+    scripts/gate-proof.sh 20 reports/gate-proof
