@@ -202,11 +202,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
         Pass::Tail => mt::MtPass::Tail,
     };
-    // SAFETY: malloc_trim only releases free memory of glibc's heap (see run_with).
-    unsafe { libc::malloc_trim(0) };
-    let baseline_rss = rss.read();
-    let peak_reset = measure::reset_peak_rss();
-    let (minor0, major0) = measure::faults();
+    let around = Around::begin(&rss);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let outcome = std::thread::scope(|s| {
         // The RSS sampler: polls the threads' progress every 200 us (sleeping in between,
@@ -242,43 +238,16 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         }
         out
     });
-    let (minor1, major1) = measure::faults();
-    let final_rss = rss.read();
+    let after = around.end(&rss);
     let outcome = outcome.map_err(|e| e.to_string())?;
-    let peak_rss = measure::status_bytes("VmHWM").unwrap_or(0);
     let mut b = make();
     let mut out = WorkerOutput::default();
     if spec.pass == Pass::Throughput {
-        let ns = outcome.elapsed_ns;
-        out.throughput = Some(Throughput {
-            ops: n,
-            elapsed_ns: ns,
-            ns_per_op: ns / n.max(1) as f64,
-            mops_per_s: n as f64 / ns * 1e3,
-        });
-        out.memory = Some(Memory {
-            baseline_rss,
-            peak_rss,
-            final_rss,
-            footprint: b.footprint(),
-            footprint_source: b.footprint_source().to_string()
-                + if peak_reset {
-                    ""
-                } else {
-                    " (peak RSS could not be reset: includes the trace decoding)"
-                },
-            minor_faults: minor1 - minor0,
-            major_faults: major1 - major0,
-            final_live_bytes: prog.final_live_bytes,
-        });
+        out.throughput = Some(throughput_figures(n, outcome.elapsed_ns));
+        out.memory = Some(after.memory(&mut b, prog));
         out.allocator_stats = b.stats();
     } else {
-        out.timer_floor = Some(TimerFloor {
-            floor_ns: timer.ns(floor.mean),
-            floor_median_ns: timer.ns(floor.median as f64),
-            floor_p99_ns: timer.ns(floor.p99 as f64),
-            resolution_ns: timer.ns(floor.resolution as f64),
-        });
+        out.timer_floor = Some(floor_figures(&timer, &floor));
         let mut all = KindHists::new();
         for (t, samples) in outcome.per_thread.iter().enumerate() {
             samples.add_to(&mut all);
@@ -304,6 +273,84 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     let mut slots = slots;
     slots.free_all(&mut b);
     Ok(out)
+}
+
+/// What the worker reads around the timed replay: before it (after trimming the harness's
+/// freed memory from glibc's heap, so an allocator sharing that heap cannot reuse pages the
+/// harness made resident), and after it.
+struct Around {
+    baseline_rss: u64,
+    peak_reset: bool,
+    faults: (u64, u64),
+}
+
+impl Around {
+    fn begin(rss: &Rss) -> Around {
+        // SAFETY: malloc_trim only releases free memory of glibc's heap.
+        unsafe { libc::malloc_trim(0) };
+        let baseline_rss = rss.read();
+        let peak_reset = measure::reset_peak_rss();
+        Around {
+            baseline_rss,
+            peak_reset,
+            faults: measure::faults(),
+        }
+    }
+
+    /// Reads the figures right after the replay (before anything else allocates).
+    fn end(self, rss: &Rss) -> After {
+        let faults = measure::faults();
+        let final_rss = rss.read();
+        After {
+            before: self,
+            faults,
+            final_rss,
+        }
+    }
+}
+
+struct After {
+    before: Around,
+    faults: (u64, u64),
+    final_rss: u64,
+}
+
+impl After {
+    fn memory<B: Backend>(&self, b: &mut B, prog: &Program) -> Memory {
+        Memory {
+            baseline_rss: self.before.baseline_rss,
+            peak_rss: measure::status_bytes("VmHWM").unwrap_or(0),
+            final_rss: self.final_rss,
+            footprint: b.footprint(),
+            footprint_source: b.footprint_source().to_string()
+                + if self.before.peak_reset {
+                    ""
+                } else {
+                    " (peak RSS could not be reset: includes the trace decoding)"
+                },
+            minor_faults: self.faults.0 - self.before.faults.0,
+            major_faults: self.faults.1 - self.before.faults.1,
+            final_live_bytes: prog.final_live_bytes,
+        }
+    }
+}
+
+fn throughput_figures(n: u64, ns: f64) -> Throughput {
+    Throughput {
+        ops: n,
+        elapsed_ns: ns,
+        ns_per_op: ns / n.max(1) as f64,
+        mops_per_s: n as f64 / ns * 1e3,
+    }
+}
+
+fn floor_figures(timer: &Timer, floor: &measure::Floor) -> TimerFloor {
+    TimerFloor {
+        floor_ns: timer.ns(floor.mean),
+        floor_median_ns: timer.ns(floor.median as f64),
+        floor_p99_ns: timer.ns(floor.p99 as f64),
+        resolution_ns: timer.ns(floor.resolution as f64),
+    }
 }
 
 /// Exact per-kind figures of one thread, from its samples (weighted by run length).
@@ -427,30 +474,11 @@ fn run_with<B: Backend>(
         floor: floor.mean,
         ps_per_tick: 1e12 / timer.hz,
     };
-    let floor_fig = TimerFloor {
-        floor_ns: timer.ns(floor.mean),
-        floor_median_ns: timer.ns(floor.median as f64),
-        floor_p99_ns: timer.ns(floor.p99 as f64),
-        resolution_ns: timer.ns(floor.resolution as f64),
-    };
 
-    // Give back to the OS what decoding and compiling freed, so an allocator that shares the
-    // process heap (glibc, and the arena's large objects) cannot reuse pages made resident by
-    // the harness and look smaller than it is.
-    // SAFETY: malloc_trim only releases free memory of glibc's heap.
-    unsafe { libc::malloc_trim(0) };
-    let baseline_rss = rss.read();
-    let peak_reset = measure::reset_peak_rss();
-    let (minor0, major0) = measure::faults();
+    let around = Around::begin(&rss);
     let result = match spec.pass {
-        Pass::Throughput => engine::throughput(&mut b, prog, &mut slots, spec.touch).map(|ns| {
-            out.throughput = Some(Throughput {
-                ops: n,
-                elapsed_ns: ns,
-                ns_per_op: ns / n.max(1) as f64,
-                mops_per_s: n as f64 / ns * 1e3,
-            });
-        }),
+        Pass::Throughput => engine::throughput(&mut b, prog, &mut slots, spec.touch)
+            .map(|ns| out.throughput = Some(throughput_figures(n, ns))),
         Pass::Batched => {
             let mut sampler = RssSampler {
                 rss: &rss,
@@ -471,31 +499,15 @@ fn run_with<B: Backend>(
         }
         Pass::Tail => engine::tail(&mut b, prog, &mut slots, spec.touch, scale, &mut hists),
     };
-    let (minor1, major1) = measure::faults();
-    let final_rss = rss.read();
+    let after = around.end(&rss);
     result.map_err(|e| e.to_string())?;
-    let peak_rss = measure::status_bytes("VmHWM").unwrap_or(0);
 
     if spec.pass == Pass::Throughput {
-        out.memory = Some(Memory {
-            baseline_rss,
-            peak_rss,
-            final_rss,
-            footprint: b.footprint(),
-            footprint_source: b.footprint_source().to_string()
-                + if peak_reset {
-                    ""
-                } else {
-                    " (peak RSS could not be reset: includes the trace decoding)"
-                },
-            minor_faults: minor1 - minor0,
-            major_faults: major1 - major0,
-            final_live_bytes: prog.final_live_bytes,
-        });
+        out.memory = Some(after.memory(&mut b, prog));
         out.allocator_stats = b.stats();
     }
     if spec.pass != Pass::Throughput {
-        out.timer_floor = Some(floor_fig);
+        out.timer_floor = Some(floor_figures(&timer, &floor));
         for k in 0..KINDS {
             if prog.counts[k] > 0 {
                 out.latency.insert(
