@@ -192,16 +192,19 @@ pub(crate) unsafe fn touch_op<const T: u8>(slots: *mut *mut u8, op: &Op) {
     }
 }
 
+/// Calls `f::<TYPES..., T>(args)` with `T` the const-generic touch policy matching a runtime
+/// [`Touch`], so each policy compiles to its own loop with no per-operation branch on it.
 macro_rules! dispatch_touch {
-    ($touch:expr, $f:ident :: <$b:ty> ($($arg:expr),*)) => {
+    ($touch:expr, $f:ident :: <$($t:ty),*> ($($arg:expr),* $(,)?)) => {
         match $touch {
-            Touch::None => $f::<$b, T_NONE>($($arg),*),
-            Touch::First => $f::<$b, T_FIRST>($($arg),*),
-            Touch::Pages => $f::<$b, T_PAGES>($($arg),*),
-            Touch::All => $f::<$b, T_ALL>($($arg),*),
+            $crate::engine::Touch::None => $f::<$($t,)* { $crate::engine::T_NONE }>($($arg),*),
+            $crate::engine::Touch::First => $f::<$($t,)* { $crate::engine::T_FIRST }>($($arg),*),
+            $crate::engine::Touch::Pages => $f::<$($t,)* { $crate::engine::T_PAGES }>($($arg),*),
+            $crate::engine::Touch::All => $f::<$($t,)* { $crate::engine::T_ALL }>($($arg),*),
         }
     };
 }
+pub(crate) use dispatch_touch;
 
 /// The untimed-per-op pass: returns the elapsed nanoseconds of the whole replay.
 pub fn throughput<B: Backend>(
@@ -318,20 +321,10 @@ pub fn batched<B: Backend, S: Sampler<B>>(
     sample_every: u64,
     sampler: &mut S,
 ) -> Result<(), OpFailed> {
-    match touch {
-        Touch::None => {
-            batched_t::<B, S, T_NONE>(b, prog, slots, batch, scale, hists, sample_every, sampler)
-        }
-        Touch::First => {
-            batched_t::<B, S, T_FIRST>(b, prog, slots, batch, scale, hists, sample_every, sampler)
-        }
-        Touch::Pages => {
-            batched_t::<B, S, T_PAGES>(b, prog, slots, batch, scale, hists, sample_every, sampler)
-        }
-        Touch::All => {
-            batched_t::<B, S, T_ALL>(b, prog, slots, batch, scale, hists, sample_every, sampler)
-        }
-    }
+    dispatch_touch!(
+        touch,
+        batched_t::<B, S>(b, prog, slots, batch, scale, hists, sample_every, sampler)
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -392,12 +385,7 @@ pub fn tail<B: Backend>(
     scale: TickScale,
     hists: &mut KindHists,
 ) -> Result<(), OpFailed> {
-    match touch {
-        Touch::None => tail_t::<B, T_NONE>(b, prog, slots, scale, hists),
-        Touch::First => tail_t::<B, T_FIRST>(b, prog, slots, scale, hists),
-        Touch::Pages => tail_t::<B, T_PAGES>(b, prog, slots, scale, hists),
-        Touch::All => tail_t::<B, T_ALL>(b, prog, slots, scale, hists),
-    }
+    dispatch_touch!(touch, tail_t::<B>(b, prog, slots, scale, hists))
 }
 
 fn tail_t<B: Backend, const T: u8>(

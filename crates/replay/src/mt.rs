@@ -21,9 +21,7 @@
 //! are; the arena and bump allocators run under one lock ([`Locked`]), CPython's GIL model.
 
 use crate::backend::Backend;
-use crate::engine::{
-    call, touch_op, KindHists, OpFailed, TickScale, Touch, T_ALL, T_FIRST, T_NONE, T_PAGES,
-};
+use crate::engine::{call, dispatch_touch, touch_op, KindHists, OpFailed, TickScale, Touch};
 use crate::measure::{read_start, read_stop};
 use crate::program::{Op, OpKind, Program, KINDS};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -342,8 +340,9 @@ where
                     let mut b = make();
                     let sp = slots.base();
                     barrier.wait();
-                    match touch {
-                        Touch::None => run_thread::<B, T_NONE>(
+                    dispatch_touch!(
+                        touch,
+                        run_thread::<B>(
                             &mut b,
                             &tp.ops,
                             sp,
@@ -351,39 +350,9 @@ where
                             pass,
                             scale,
                             h,
-                            &progress.per_thread[t],
-                        ),
-                        Touch::First => run_thread::<B, T_FIRST>(
-                            &mut b,
-                            &tp.ops,
-                            sp,
-                            flags,
-                            pass,
-                            scale,
-                            h,
-                            &progress.per_thread[t],
-                        ),
-                        Touch::Pages => run_thread::<B, T_PAGES>(
-                            &mut b,
-                            &tp.ops,
-                            sp,
-                            flags,
-                            pass,
-                            scale,
-                            h,
-                            &progress.per_thread[t],
-                        ),
-                        Touch::All => run_thread::<B, T_ALL>(
-                            &mut b,
-                            &tp.ops,
-                            sp,
-                            flags,
-                            pass,
-                            scale,
-                            h,
-                            &progress.per_thread[t],
-                        ),
-                    }
+                            &progress.per_thread[t]
+                        )
+                    )
                 })
                 .expect("spawning a replay thread");
             handles.push(handle);
