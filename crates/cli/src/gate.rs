@@ -81,7 +81,8 @@ pub struct GateArgs {
     /// instructions, "p99.*"); the others are not tested at all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Passes to run: throughput (time, memory), batched (p50), tail (p99, p99.9).
+    /// Passes to run: throughput (time, memory), batched (mean and p50 per kind), tail (p99,
+    /// p99.9).
     #[arg(long, value_delimiter = ',', default_value = "throughput,batched,tail")]
     passes: Vec<String>,
     /// Run the baseline against itself (A/A): noise per metric and the smallest change this

@@ -231,8 +231,23 @@ fn side_by_side_a_against_itself_never_fails() {
         .expect("footprint judged");
     assert_eq!(fp["method"], "direct");
     assert_eq!(fp["verdict"], "pass");
-    // Time, p50 and tail metrics were all measured.
-    for name in ["time", "peak_rss", "p50.malloc", "p99.malloc"] {
+    // Side by side, the repetitions are pairs run back to back: timed metrics use the paired
+    // test.
+    let time = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "time")
+        .expect("time judged");
+    assert_eq!(time["method"], "paired-rank-test", "{time}");
+    // Time, batched and tail metrics were all measured.
+    for name in [
+        "time",
+        "peak_rss",
+        "mean.malloc",
+        "p50.malloc",
+        "p99.malloc",
+    ] {
         assert!(
             v["metrics"]
                 .as_array()
@@ -408,4 +423,55 @@ fn usage_errors_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+/// The held-start protocol the gate pairs workers with: a worker told to hold prepares, says
+/// `ready`, and replays only after a byte on stdin; if the parent goes away instead, it exits
+/// with an error rather than hanging or replaying.
+#[test]
+fn held_worker_waits_for_the_start_signal() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tiny_trace(dir.path());
+    let spec = serde_json::json!({
+        "trace": t, "allocator": "glibc", "pass": "throughput", "touch": "pages", "batch": 64,
+        "rss_samples": 0, "arena": mallard_arena::Config::default(), "timer_hz": 1e9,
+        "cpu": null, "hold": true
+    });
+    let start = |spec: &Value| {
+        Command::new(env!("CARGO_BIN_EXE_mallard"))
+            .args(["__worker", &spec.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut w = start(&spec);
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // Still waiting: it has not exited.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(w.try_wait().unwrap().is_none(), "a held worker must wait");
+    w.stdin.take().unwrap().write_all(b"g").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(w.wait().unwrap().success());
+    let v: Value = serde_json::from_str(rest.trim()).unwrap();
+    assert!(v["throughput"]["ns_per_op"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["throughput"]["cpu_ns"].as_f64().unwrap() > 0.0, "{v}");
+
+    // The parent closes stdin without a byte: an error exit, no replay output.
+    let mut w = start(&spec);
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    drop(w.stdin.take());
+    let o = w.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("went away"));
 }

@@ -23,7 +23,7 @@
 
 use crate::config::GateConfig;
 use crate::metrics::{unit_of, MetricKey, Samples};
-use crate::stats::{self, adjust, compare, detectable_change};
+use crate::stats::{self, adjust, compare, compare_paired, detectable_change};
 use serde::{Deserialize, Serialize};
 
 /// A metric's verdict.
@@ -76,8 +76,11 @@ impl SideFigures {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Mann-Whitney test, Hodges-Lehmann ratio, Moses interval.
+    /// Mann-Whitney test, Hodges-Lehmann ratio, Moses interval (unpaired samples).
     RankTest,
+    /// Wilcoxon signed-rank test on the pairs' log-ratios, one-sample Hodges-Lehmann ratio
+    /// and its interval (baseline and candidate measured in back-to-back pairs).
+    PairedRankTest,
     /// The same value in every repetition on both sides: compared directly.
     Direct,
 }
@@ -142,7 +145,8 @@ pub fn judge(samples: &Samples, cfg: &GateConfig, ctx: JudgeContext) -> Vec<Metr
         if b.is_empty() || c.is_empty() || !cfg.selected(&key.metric, &key.id()) {
             continue;
         }
-        let r = judge_one(key, b, c, cfg, ctx, alpha);
+        let paired = samples.paired && b.len() == c.len();
+        let r = judge_one(key, b, c, paired, cfg, ctx, alpha);
         if let Some(p) = r.p_value {
             tested.push((out.len(), p));
         }
@@ -165,6 +169,7 @@ fn judge_one(
     key: &MetricKey,
     b: &[f64],
     c: &[f64],
+    paired: bool,
     cfg: &GateConfig,
     ctx: JudgeContext,
     alpha: f64,
@@ -187,7 +192,11 @@ fn judge_one(
         metric: key.metric.clone(),
         unit: unit_of(&key.metric).into(),
         required: rule.required,
-        method: Method::RankTest,
+        method: if paired {
+            Method::PairedRankTest
+        } else {
+            Method::RankTest
+        },
         baseline: bf.clone(),
         candidate: cf.clone(),
         ratio: None,
@@ -236,32 +245,44 @@ fn judge_one(
         return r;
     }
     let positive = b.iter().chain(c).all(|&x| x > 0.0);
+    // The noise of one value (sigma): for pairs, the spread of the pair differences over
+    // sqrt(2), so that `detectable_change`'s two-sample formula gives the paired figure.
+    let noise = |b: &[f64], c: &[f64]| {
+        if paired {
+            let d: Vec<f64> = b.iter().zip(c).map(|(x, y)| y - x).collect();
+            stats::mad_sd(&d) / std::f64::consts::SQRT_2
+        } else {
+            ((stats::mad_sd(b).powi(2) + stats::mad_sd(c).powi(2)) / 2.0).sqrt()
+        }
+    };
+    let test = |b: &[f64], c: &[f64]| {
+        if paired {
+            compare_paired(b, c, alpha)
+        } else {
+            compare(b, c, alpha)
+        }
+    };
     let (shift, sigma_rel) = if positive {
         let lb: Vec<f64> = b.iter().map(|x| x.ln()).collect();
         let lc: Vec<f64> = c.iter().map(|x| x.ln()).collect();
-        let s = compare(&lb, &lc, alpha);
+        let s = test(&lb, &lc);
         if let Some(s) = s {
             r.ratio = Some(s.estimate.exp());
             r.ratio_low = s.low.map(f64::exp);
             r.ratio_high = s.high.map(f64::exp);
         }
-        let sigma = ((stats::mad_sd(&lb).powi(2) + stats::mad_sd(&lc).powi(2)) / 2.0).sqrt();
-        (s, sigma)
+        (s, noise(&lb, &lc))
     } else {
         // Zeros (a latency below the timer's resolution): shift on the raw scale, expressed
         // relative to the baseline median.
-        let s = compare(b, c, alpha);
+        let s = test(b, c);
         let mb = bf.median;
         if let (Some(s), true) = (s, mb > 0.0) {
             r.ratio = Some((mb + s.estimate) / mb);
             r.ratio_low = s.low.map(|x| (mb + x) / mb);
             r.ratio_high = s.high.map(|x| (mb + x) / mb);
         }
-        let sigma = if mb > 0.0 {
-            ((stats::mad_sd(b).powi(2) + stats::mad_sd(c).powi(2)) / 2.0).sqrt() / mb
-        } else {
-            0.0
-        };
+        let sigma = if mb > 0.0 { noise(b, c) / mb } else { 0.0 };
         (s, sigma)
     };
     if let Some(s) = shift {
@@ -413,6 +434,48 @@ mod tests {
             s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), v);
         }
         judge(&s, cfg, ctx()).remove(0)
+    }
+
+    #[test]
+    fn pairs_decide_what_drift_hides_from_unpaired_samples() {
+        // The machine's speed drifts by 12% (sd) from pair to pair, 1% within a pair; the
+        // candidate is truly 7% slower. Unpaired, the gate cannot tell; paired, it fails.
+        let mut rng = SmallRng::seed_from_u64(11);
+        let drift = Normal::new(0.0, 0.12).unwrap();
+        let (mut b, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let m = 100.0 * (drift.sample(&mut rng) as f64).exp();
+            b.extend(normal(&mut rng, 1, m, 0.01));
+            c.extend(normal(&mut rng, 1, m * 1.07, 0.01));
+        }
+        let cfg = GateConfig::default();
+        let unpaired = one(b.clone(), c.clone(), &cfg);
+        assert_eq!(unpaired.method, Method::RankTest);
+        assert_eq!(unpaired.verdict, Verdict::Inconclusive, "{unpaired:?}");
+        let mut s = Samples {
+            paired: true,
+            ..Default::default()
+        };
+        for (x, y) in b.iter().zip(&c) {
+            s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), *x);
+            s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), *y);
+        }
+        let paired = judge(&s, &cfg, ctx()).remove(0);
+        assert_eq!(paired.method, Method::PairedRankTest);
+        assert_eq!(paired.verdict, Verdict::Fail, "{paired:?}");
+        assert!((paired.ratio.unwrap() - 1.07).abs() < 0.01, "{paired:?}");
+        // And an A/A under the same drift passes: the pairs' ratios sit at 1.
+        let mut s = Samples {
+            paired: true,
+            ..Default::default()
+        };
+        for x in &b {
+            let y = normal(&mut rng, 1, *x, 0.01)[0];
+            s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), *x);
+            s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), y);
+        }
+        let aa = judge(&s, &cfg, ctx()).remove(0);
+        assert_eq!(aa.verdict, Verdict::Pass, "{aa:?}");
     }
 
     #[test]

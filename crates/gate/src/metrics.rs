@@ -1,7 +1,8 @@
 //! Which figures of a repetition the gate judges, and under what names.
 //!
 //! A *metric* is one figure of one trace x allocator, measured once per repetition (one worker
-//! process): `time` (ns per operation of the whole replay), `p50.KIND` (batched latency),
+//! process): `time` (ns per operation of the whole replay), `mean.KIND` and `p50.KIND`
+//! (batched latency: the exact mean per operation of that kind, and the median),
 //! `p99.KIND` and `p999.KIND` (per-call latency), `peak_rss`, `footprint`, `instructions`
 //! (`--count-instructions`), and `arena.FIGURE` (the arena allocator's own statistics). Every
 //! metric is *smaller is better*. Its full id is `TRACE/ALLOCATOR/METRIC`.
@@ -61,7 +62,8 @@ impl MetricKey {
 pub fn unit_of(metric: &str) -> &'static str {
     if metric == "time" {
         "ns/op"
-    } else if metric.starts_with("p50.")
+    } else if metric.starts_with("mean.")
+        || metric.starts_with("p50.")
         || metric.starts_with("p99.")
         || metric.starts_with("p999.")
     {
@@ -91,6 +93,7 @@ pub fn extract(rep: &Repetition) -> Vec<(String, f64)> {
     }
     for (kind, f) in &rep.batched {
         if f.count >= MIN_CALLS_P50 {
+            out.push((format!("mean.{kind}"), f.mean_ns));
             out.push((format!("p50.{kind}"), f.p50_ns));
         }
     }
@@ -128,6 +131,11 @@ pub fn extract(rep: &Repetition) -> Vec<(String, f64)> {
 pub struct Samples {
     pub baseline: BTreeMap<MetricKey, Vec<f64>>,
     pub candidate: BTreeMap<MetricKey, Vec<f64>>,
+    /// Whether `baseline[k][i]` and `candidate[k][i]` were measured as a pair, back to back
+    /// (live gate: both workers prepared, then replayed milliseconds apart). The judge then
+    /// tests the pairs' differences, which the machine's drift largely cancels from. False
+    /// for stored result sets, whose repetitions have no partner.
+    pub paired: bool,
 }
 
 /// Which side of the comparison.
@@ -227,6 +235,7 @@ mod tests {
             [
                 "arena.mapped_bytes",
                 "footprint",
+                "mean.malloc",
                 "p50.malloc",
                 "p99.aligned",
                 "p99.malloc",

@@ -108,15 +108,17 @@ fn md_escape(s: &str) -> String {
 fn interval(m: &MetricResult) -> String {
     match m.method {
         crate::judge::Method::Direct => format!("{} (exact)", fmt_change(m.ratio)),
-        crate::judge::Method::RankTest => match (m.ratio_low, m.ratio_high) {
-            (Some(lo), Some(hi)) => format!(
-                "{} ({} … {})",
-                fmt_change(m.ratio),
-                fmt_change(Some(lo)),
-                fmt_change(Some(hi))
-            ),
-            _ => format!("{} (no interval)", fmt_change(m.ratio)),
-        },
+        crate::judge::Method::RankTest | crate::judge::Method::PairedRankTest => {
+            match (m.ratio_low, m.ratio_high) {
+                (Some(lo), Some(hi)) => format!(
+                    "{} ({} … {})",
+                    fmt_change(m.ratio),
+                    fmt_change(Some(lo)),
+                    fmt_change(Some(hi))
+                ),
+                _ => format!("{} (no interval)", fmt_change(m.ratio)),
+            }
+        }
     }
 }
 
@@ -417,17 +419,19 @@ pub fn calibration_markdown(c: &CalibrationReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n| metric | median | CV (robust) | CV | A/A change (interval) | detectable | threshold | |\n|---|---:|---:|---:|---|---:|---:|---|"
+        "\n| metric | median | CV (robust) | CV | CV within pairs | A/A change (interval) | detectable | threshold | |\n|---|---:|---:|---:|---:|---|---:|---:|---|"
     );
     for r in &c.rows {
         let _ = writeln!(
             s,
-            "| `{}`{} | {} | {:.2}% | {:.2}% | {} | {} | {:.1}% | {} |",
+            "| `{}`{} | {} | {:.2}% | {:.2}% | {} | {} | {} | {:.1}% | {} |",
             r.id,
             if r.required { "" } else { " (advisory)" },
             fmt_value(r.median, &r.unit),
             r.cv_robust * 100.0,
             r.cv * 100.0,
+            r.cv_paired
+                .map_or_else(|| "-".to_string(), |x| format!("{:.2}%", x * 100.0)),
             if r.exact {
                 "exact".to_string()
             } else {

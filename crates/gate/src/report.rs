@@ -114,6 +114,11 @@ pub struct NoiseRow {
     pub cv_robust: f64,
     /// Classic coefficient of variation (sd / mean): shows outliers the robust one ignores.
     pub cv: f64,
+    /// The noise a paired comparison sees: robust spread of the pairs' log-ratios over
+    /// sqrt(2), i.e. the per-value noise left once the machine's drift between pairs cancels.
+    /// What the detectable change is computed from when the samples are paired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv_paired: Option<f64>,
     /// A/A ratio and its interval: should contain 1.
     pub aa_ratio: Option<f64>,
     pub aa_low: Option<f64>,

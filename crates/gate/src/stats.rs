@@ -231,7 +231,8 @@ pub struct Shift {
     pub p_greater: f64,
     /// One-sided p-value of "the candidate is smaller".
     pub p_less: f64,
-    /// Mann-Whitney U: pairs in which the candidate is larger (ties count one half).
+    /// The rank statistic: Mann-Whitney U (pairs in which the candidate is larger, ties
+    /// counting one half) for [`compare`], Wilcoxon's T+ for [`compare_paired`].
     pub u: f64,
     /// Whether p-values come from the exact distribution (else normal approximation).
     pub exact: bool,
@@ -311,6 +312,134 @@ pub fn compare(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Option<Shift
         p_greater,
         p_less,
         u,
+        exact,
+    })
+}
+
+/// Largest number of pairs for which the exact signed-rank distribution is computed.
+pub const EXACT_MAX_PAIRS: usize = 200;
+
+/// The exact null distribution of the Wilcoxon signed-rank statistic `T+` for `n` pairs
+/// without ties or zeros: element `t` is P(T+ = t), for t = 0 ..= n(n+1)/2. Under the null each
+/// rank 1..=n carries a + sign with probability 1/2, independently.
+pub fn signed_rank_pmf(n: usize) -> Vec<f64> {
+    let total = n * (n + 1) / 2;
+    let mut d = vec![0.0; total + 1];
+    d[0] = 1.0;
+    let mut top = 0;
+    for k in 1..=n {
+        top += k;
+        for t in (k..=top).rev() {
+            d[t] = 0.5 * (d[t] + d[t - k]);
+        }
+        for x in d[..k.min(top + 1)].iter_mut() {
+            *x *= 0.5;
+        }
+    }
+    d
+}
+
+/// The largest `t` with P(T+ <= t) <= `q` under the null, or `None` when even P(T+ = 0) > q.
+fn signed_rank_lower_critical(n: usize, q: f64) -> Option<usize> {
+    if n <= EXACT_MAX_PAIRS {
+        let mut cdf = 0.0;
+        let mut best = None;
+        for (t, p) in signed_rank_pmf(n).iter().enumerate() {
+            cdf += p;
+            if cdf <= q * (1.0 + 1e-9) {
+                best = Some(t);
+            } else {
+                break;
+            }
+        }
+        best
+    } else {
+        let nf = n as f64;
+        let mean = nf * (nf + 1.0) / 4.0;
+        let sd = (nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0).sqrt();
+        let c = (mean + norm_quantile(q) * sd - 0.5).floor();
+        (c >= 0.0).then_some(c as usize)
+    }
+}
+
+/// Compares paired samples: `cand[i]` was measured right beside `base[i]` (the same moment of
+/// the machine), so the differences `d_i = cand[i] - base[i]` carry the effect without the
+/// machine's slow drift. Wilcoxon signed-rank test on the `d_i`; the estimate is the
+/// one-sample Hodges-Lehmann shift (median of the Walsh averages `(d_i + d_j) / 2`, i <= j) and
+/// the interval its distribution-free companion (order statistics of the Walsh averages at
+/// ranks from the signed-rank distribution), at confidence `1 - 2 * alpha_one_sided`.
+/// Returns `None` for empty or unequal samples.
+///
+/// Exact p-values for up to [`EXACT_MAX_PAIRS`] pairs without ties or zero differences; else
+/// the normal approximation with zeros dropped (Wilcoxon's rule) and the tie correction.
+pub fn compare_paired(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Option<Shift> {
+    let n = base.len();
+    if n == 0 || cand.len() != n {
+        return None;
+    }
+    let d: Vec<f64> = base.iter().zip(cand).map(|(b, c)| c - b).collect();
+    let mut walsh = Vec::with_capacity(n * (n + 1) / 2);
+    for i in 0..n {
+        for j in i..n {
+            walsh.push((d[i] + d[j]) / 2.0);
+        }
+    }
+    walsh.sort_by(f64::total_cmp);
+    let estimate = median_sorted(&walsh);
+    let nw = walsh.len();
+    let (low, high) = match signed_rank_lower_critical(n, alpha_one_sided) {
+        Some(c) => (Some(walsh[c]), Some(walsh[nw - 1 - c])),
+        None => (None, None),
+    };
+
+    // Ranks of |d| over the non-zero differences, ties averaged.
+    let mut nz: Vec<f64> = d.iter().copied().filter(|&x| x != 0.0).collect();
+    nz.sort_by(|a, b| a.abs().total_cmp(&b.abs()));
+    let m = nz.len();
+    let mut t_plus = 0.0;
+    let mut tie_term = 0.0;
+    let mut i = 0;
+    while i < m {
+        let mut j = i + 1;
+        while j < m && nz[j].abs() == nz[i].abs() {
+            j += 1;
+        }
+        let rank = (i + 1 + j) as f64 / 2.0; // mean of ranks i+1 ..= j
+        t_plus += rank * nz[i..j].iter().filter(|&&x| x > 0.0).count() as f64;
+        let t = (j - i) as f64;
+        tie_term += t * t * t - t;
+        i = j;
+    }
+    let exact = m == n && tie_term == 0.0 && n <= EXACT_MAX_PAIRS;
+    let (p_greater, p_less) = if exact {
+        let pmf = signed_rank_pmf(n);
+        let to = t_plus as usize;
+        let p_ge: f64 = pmf[to..].iter().sum();
+        let p_le: f64 = pmf[..=to].iter().sum();
+        (p_ge.min(1.0), p_le.min(1.0))
+    } else if m == 0 {
+        (1.0, 1.0)
+    } else {
+        let mf = m as f64;
+        let mean = mf * (mf + 1.0) / 4.0;
+        let var = mf * (mf + 1.0) * (2.0 * mf + 1.0) / 24.0 - tie_term / 48.0;
+        if var <= 0.0 {
+            (1.0, 1.0)
+        } else {
+            let sd = var.sqrt();
+            (
+                1.0 - norm_cdf((t_plus - mean - 0.5) / sd),
+                1.0 - norm_cdf((mean - t_plus - 0.5) / sd),
+            )
+        }
+    };
+    Some(Shift {
+        estimate,
+        low,
+        high,
+        p_greater,
+        p_less,
+        u: t_plus,
         exact,
     })
 }
@@ -446,6 +575,112 @@ mod tests {
         assert_eq!(u_lower_critical(5, 5, 0.025), Some(2));
         // Too small to ever reach 99.9%: 1/C(6,3) = 0.05.
         assert_eq!(u_lower_critical(3, 3, 0.0005), None);
+    }
+
+    #[test]
+    fn signed_rank_distribution_is_exact() {
+        // n = 3: the 8 sign patterns give T+ = 0,1,2,3,3,4,5,6.
+        let d = signed_rank_pmf(3);
+        let want = [1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0].map(|x| x / 8.0);
+        for (a, b) in d.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{d:?}");
+        }
+        let d = signed_rank_pmf(30);
+        assert_eq!(d.len(), 30 * 31 / 2 + 1);
+        assert!((d.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        for t in 0..d.len() {
+            assert!((d[t] - d[d.len() - 1 - t]).abs() < 1e-15);
+        }
+        assert!((d[0] - 0.5f64.powi(30)).abs() < 1e-20);
+    }
+
+    #[test]
+    fn signed_rank_critical_values_match_tables() {
+        // Tabulated two-sided 5% critical values of Wilcoxon's T: n = 6: 0, n = 10: 8,
+        // n = 20: 52; n = 5 cannot reach it (P(T = 0) = 1/32 > 0.025).
+        assert_eq!(signed_rank_lower_critical(6, 0.025), Some(0));
+        assert_eq!(signed_rank_lower_critical(10, 0.025), Some(8));
+        assert_eq!(signed_rank_lower_critical(20, 0.025), Some(52));
+        assert_eq!(signed_rank_lower_critical(5, 0.025), None);
+        // The normal approximation beyond the exact range agrees with the exact one near it.
+        let exact = signed_rank_lower_critical(EXACT_MAX_PAIRS, 0.005).unwrap() as f64;
+        let nf = EXACT_MAX_PAIRS as f64;
+        let approx = nf * (nf + 1.0) / 4.0
+            + norm_quantile(0.005) * (nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0).sqrt();
+        assert!(
+            (exact - approx).abs() / exact < 0.002,
+            "{exact} vs {approx}"
+        );
+    }
+
+    #[test]
+    fn paired_all_positive_differences() {
+        let b = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0];
+        let c = [11.0, 22.0, 33.0, 44.0, 55.0, 66.0, 77.0, 88.0];
+        let s = compare_paired(&b, &c, 0.025).unwrap();
+        assert!(s.exact);
+        assert_eq!(s.u, 36.0); // every rank positive: 1 + ... + 8
+        assert!((s.p_greater - 0.5f64.powi(8)).abs() < 1e-15);
+        assert!((s.p_less - 1.0).abs() < 1e-12);
+        // Differences 1..=8: the median of their Walsh averages is 4.5.
+        assert_eq!(s.estimate, 4.5);
+        assert!(s.low.unwrap() > 0.0 && s.high.unwrap() <= 8.0);
+        // Unequal lengths are not pairs.
+        assert!(compare_paired(&b, &c[..7], 0.025).is_none());
+        assert!(compare_paired(&[], &[], 0.025).is_none());
+    }
+
+    #[test]
+    fn paired_zeros_and_ties_use_the_normal_approximation() {
+        let b = [1.0; 12];
+        let c = [1.0, 1.0, 2.0, 2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0, 1.5, 1.5];
+        let s = compare_paired(&b, &c, 0.025).unwrap();
+        assert!(!s.exact);
+        // Non-zero differences: +1 x7, -1 x1, +0.5 x2: ranks 1.5, 1.5 (the 0.5s), 6.5 (the
+        // eight 1s share ranks 3..=10); T+ = 1.5 + 1.5 + 7 * 6.5 = 48.5.
+        assert_eq!(s.u, 48.5);
+        assert!(s.p_greater < 0.02 && s.p_greater > 0.001, "{}", s.p_greater);
+        // All differences zero: no evidence either way.
+        let s = compare_paired(&b, &b, 0.025).unwrap();
+        assert_eq!((s.p_greater, s.p_less, s.estimate), (1.0, 1.0, 0.0));
+    }
+
+    /// Deterministic noise for the tests: a 64-bit LCG mapped to roughly normal values (sum of
+    /// four uniforms, centred, unit variance).
+    fn noise(seed: &mut u64) -> f64 {
+        let mut sum = 0.0;
+        for _ in 0..4 {
+            *seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            sum += (*seed >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        (sum - 2.0) * 3f64.sqrt()
+    }
+
+    #[test]
+    fn pairing_cancels_drift_that_hides_a_shift_from_the_unpaired_test() {
+        // A machine whose speed drifts by +-15% between pairs (log scale), 1% noise within a
+        // pair, and a candidate truly 6% slower.
+        let mut seed = 7;
+        let (mut b, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let drift = 0.15 * noise(&mut seed);
+            b.push(drift + 0.01 * noise(&mut seed));
+            c.push(drift + 0.06f64.ln_1p() + 0.01 * noise(&mut seed));
+        }
+        let un = compare(&b, &c, 0.0025).unwrap();
+        let pa = compare_paired(&b, &c, 0.0025).unwrap();
+        // Unpaired: the drift swamps the shift.
+        assert!(un.p_greater > 0.0025, "{un:?}");
+        assert!(un.high.unwrap() - un.low.unwrap() > 0.1, "{un:?}");
+        // Paired: decided, and the interval holds the true 6% tightly.
+        assert!(pa.p_greater < 1e-5, "{pa:?}");
+        let (lo, hi) = (pa.low.unwrap().exp() - 1.0, pa.high.unwrap().exp() - 1.0);
+        assert!(
+            lo > 0.045 && hi < 0.075 && lo < 0.06 && hi > 0.06,
+            "{lo} {hi}"
+        );
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl RunOptions {
             timer_hz: timer.hz,
             cpu: self.cpu,
             threads: self.threads,
+            hold: false,
         }
     }
 }
@@ -337,66 +338,163 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
 /// Starts one worker process and waits for it (up to the timeout). Errors describe the failure
 /// (crash, signal, timeout, unreadable output) for the report.
 pub fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, String> {
-    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&opts.worker_exe)
-        .args(&opts.worker_args)
-        .arg(json)
-        .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let readers = std::thread::spawn(move || {
-        let mut out = String::new();
-        let mut err = String::new();
-        let e = std::thread::spawn(move || {
-            if let Some(s) = stderr.as_mut() {
-                let _ = s.read_to_string(&mut err);
+    let mut w = Worker::spawn(opts, spec)?;
+    w.go();
+    w.finish(opts.timeout)
+}
+
+/// A started worker process. With [`WorkerSpec::hold`] it prepares everything (decodes the
+/// trace, compiles the program, measures the timer floor), prints `ready` and blocks until
+/// [`Worker::go`]; so two workers can be made ready first and then replay back to back, a
+/// few milliseconds apart, instead of a whole process start-up apart. `mallard gate` pairs
+/// baseline and candidate that way: on a shared machine whose speed drifts over seconds, the
+/// two replays of a pair then see nearly the same machine.
+pub struct Worker {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    rx: std::sync::mpsc::Receiver<WorkerMsg>,
+    readers: Option<std::thread::JoinHandle<()>>,
+    done: Option<(String, String)>,
+}
+
+enum WorkerMsg {
+    Ready,
+    Done(String, String),
+}
+
+impl Worker {
+    /// Starts the worker (its stdin piped when it holds, else closed).
+    pub fn spawn(opts: &RunOptions, spec: &WorkerSpec) -> Result<Worker, String> {
+        let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+        let mut child = Command::new(&opts.worker_exe)
+            .args(&opts.worker_args)
+            .arg(json)
+            .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
+            .stdin(if spec.hold {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let readers = std::thread::spawn(move || {
+            let e = std::thread::spawn(move || {
+                let mut err = String::new();
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                err
+            });
+            let mut out = String::new();
+            if let Some(s) = stdout {
+                use std::io::BufRead;
+                let mut r = std::io::BufReader::new(s);
+                let _ = r.read_line(&mut out);
+                if out == "ready\n" {
+                    out.clear();
+                    let _ = tx.send(WorkerMsg::Ready);
+                }
+                let _ = r.read_to_string(&mut out);
             }
-            err
+            let err = e.join().unwrap_or_default();
+            let _ = tx.send(WorkerMsg::Done(out, err));
         });
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_string(&mut out);
-        }
-        let err = e.join().unwrap_or_default();
-        let _ = tx.send((out, err));
-    });
-    let (out, err) = match rx.recv_timeout(opts.timeout) {
-        Ok(v) => v,
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
-            let _ = readers.join();
-            return Err(format!(
-                "worker timed out after {:?} and was killed",
-                opts.timeout
-            ));
-        }
-    };
-    let _ = readers.join();
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for worker: {e}"))?;
-    if !status.success() {
-        use std::os::unix::process::ExitStatusExt;
-        let how = match status.signal() {
-            Some(sig) => format!("worker killed by signal {sig}"),
-            None => format!("worker exited with {}", status.code().unwrap_or(-1)),
-        };
-        let err = err.trim();
-        return Err(if err.is_empty() {
-            how
-        } else {
-            format!("{how}: {}", err.lines().last().unwrap_or(err))
-        });
+        Ok(Worker {
+            stdin: child.stdin.take(),
+            child,
+            rx,
+            readers: Some(readers),
+            done: None,
+        })
     }
-    serde_json::from_str(out.trim()).map_err(|e| format!("worker output unreadable ({e})"))
+
+    /// Waits until a holding worker is ready (or has already ended: a worker of another
+    /// build that does not hold, or one that failed while preparing; `finish` tells which).
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        if self.done.is_some() {
+            return Ok(());
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(WorkerMsg::Ready) => Ok(()),
+            Ok(WorkerMsg::Done(o, e)) => {
+                self.done = Some((o, e));
+                Ok(())
+            }
+            Err(_) => {
+                self.kill();
+                Err(format!("worker not ready after {timeout:?} and was killed"))
+            }
+        }
+    }
+
+    /// Lets a holding worker start its replay (nothing for one that does not hold).
+    pub fn go(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            use std::io::Write;
+            // A worker that already ended cannot read it; `finish` reports why it ended.
+            let _ = s.write_all(b"g");
+        }
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+        if let Some(r) = self.readers.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// Waits for the worker's output (up to the timeout) and its exit.
+    pub fn finish(mut self, timeout: Duration) -> Result<WorkerOutput, String> {
+        let (out, err) = match self.done.take() {
+            Some(d) => d,
+            None => loop {
+                match self.rx.recv_timeout(timeout) {
+                    Ok(WorkerMsg::Ready) => continue,
+                    Ok(WorkerMsg::Done(o, e)) => break (o, e),
+                    Err(_) => {
+                        self.kill();
+                        return Err(format!("worker timed out after {timeout:?} and was killed"));
+                    }
+                }
+            },
+        };
+        if let Some(r) = self.readers.take() {
+            let _ = r.join();
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| format!("waiting for worker: {e}"))?;
+        if !status.success() {
+            use std::os::unix::process::ExitStatusExt;
+            let how = match status.signal() {
+                Some(sig) => format!("worker killed by signal {sig}"),
+                None => format!("worker exited with {}", status.code().unwrap_or(-1)),
+            };
+            let err = err.trim();
+            return Err(if err.is_empty() {
+                how
+            } else {
+                format!("{how}: {}", err.lines().last().unwrap_or(err))
+            });
+        }
+        serde_json::from_str(out.trim()).map_err(|e| format!("worker output unreadable ({e})"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.readers.is_some() {
+            self.kill();
+        }
+    }
 }
 
 fn read_first_line(path: &str) -> String {

@@ -63,6 +63,10 @@ pub struct WorkerSpec {
     /// How a trace with several threads is replayed.
     #[serde(default)]
     pub threads: ThreadMode,
+    /// Print `ready` when prepared and wait for one byte on stdin before the timed replay
+    /// (see [`crate::runner::Worker`]).
+    #[serde(default)]
+    pub hold: bool,
 }
 
 /// How a trace recorded on several threads is replayed.
@@ -202,7 +206,9 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
         Pass::Tail => mt::MtPass::Tail,
     };
+    hold(spec)?;
     let around = Around::begin(&rss);
+    let mut cpu_ns = 0;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let outcome = std::thread::scope(|s| {
         // The RSS sampler: polls the threads' progress every 200 us (sleeping in between,
@@ -231,7 +237,9 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
                 }
             })
         });
+        let cpu0 = measure::process_cpu_ns();
         let out = mt::replay(mt, &slots, spec.touch, pass, scale, &progress, &make);
+        cpu_ns = measure::process_cpu_ns() - cpu0;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = sampler {
             let _ = h.join();
@@ -243,7 +251,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     let mut b = make();
     let mut out = WorkerOutput::default();
     if spec.pass == Pass::Throughput {
-        out.throughput = Some(throughput_figures(n, outcome.elapsed_ns));
+        out.throughput = Some(throughput_figures(n, outcome.elapsed_ns, cpu_ns));
         out.memory = Some(after.memory(&mut b, prog));
         out.allocator_stats = b.stats();
     } else {
@@ -273,6 +281,28 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     let mut slots = slots;
     slots.free_all(&mut b);
     Ok(out)
+}
+
+/// With `spec.hold`: says `ready` on stdout and blocks until the parent writes a byte to
+/// stdin. Raw `read(2)` on fd 0: no buffer is allocated between preparation and replay.
+fn hold(spec: &WorkerSpec) -> Result<(), String> {
+    if !spec.hold {
+        return Ok(());
+    }
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(b"ready\n")
+        .and_then(|_| o.flush())
+        .map_err(|e| format!("cannot signal readiness: {e}"))?;
+    drop(o);
+    let mut b = 0u8;
+    // SAFETY: reads at most one byte into a valid one-byte buffer.
+    let n = unsafe { libc::read(0, (&mut b as *mut u8).cast(), 1) };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err("the parent went away before the start signal".into())
+    }
 }
 
 /// What the worker reads around the timed replay: before it (after trimming the harness's
@@ -335,12 +365,14 @@ impl After {
     }
 }
 
-fn throughput_figures(n: u64, ns: f64) -> Throughput {
+fn throughput_figures(n: u64, ns: f64, cpu_ns: u64) -> Throughput {
     Throughput {
         ops: n,
         elapsed_ns: ns,
         ns_per_op: ns / n.max(1) as f64,
         mops_per_s: n as f64 / ns * 1e3,
+        cpu_ns: Some(cpu_ns as f64),
+        cpu_ns_per_op: Some(cpu_ns as f64 / n.max(1) as f64),
     }
 }
 
@@ -475,10 +507,15 @@ fn run_with<B: Backend>(
         ps_per_tick: 1e12 / timer.hz,
     };
 
+    hold(spec)?;
     let around = Around::begin(&rss);
     let result = match spec.pass {
-        Pass::Throughput => engine::throughput(&mut b, prog, &mut slots, spec.touch)
-            .map(|ns| out.throughput = Some(throughput_figures(n, ns))),
+        Pass::Throughput => {
+            let cpu0 = measure::thread_cpu_ns();
+            let r = engine::throughput(&mut b, prog, &mut slots, spec.touch);
+            let cpu = measure::thread_cpu_ns() - cpu0;
+            r.map(|ns| out.throughput = Some(throughput_figures(n, ns, cpu)))
+        }
         Pass::Batched => {
             let mut sampler = RssSampler {
                 rss: &rss,

@@ -881,6 +881,7 @@ pub(crate) mod tests {
                     elapsed_ns: 40_000.0,
                     ns_per_op: 20.0,
                     mops_per_s: 50.0 + rep as f64 + ai as f64 * 10.0,
+                    ..Default::default()
                 });
                 rp.memory = Some(Memory {
                     baseline_rss: 4 << 20,

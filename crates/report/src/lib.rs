@@ -260,6 +260,7 @@ mod tests {
             elapsed_ns: 40.0,
             ns_per_op: 10.0,
             mops_per_s: 100.0,
+            ..Default::default()
         });
         rep.batched.insert("malloc".into(), lat.clone());
         rep.tail.insert("malloc".into(), lat);

@@ -155,9 +155,19 @@ pub struct ThreadKind {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Throughput {
     pub ops: u64,
+    /// Wall-clock time of the whole replay loop.
     pub elapsed_ns: f64,
     pub ns_per_op: f64,
     pub mops_per_s: f64,
+    /// CPU time spent in the replay loop (user + system): the replaying thread's
+    /// `CLOCK_THREAD_CPUTIME_ID` for a serial replay, the process's `CLOCK_PROCESS_CPUTIME_ID`
+    /// (all replay threads together) for a multi-threaded one. Excludes time the replay was
+    /// descheduled, so it varies less than wall time on a shared machine. Absent in results
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns_per_op: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

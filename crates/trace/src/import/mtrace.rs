@@ -342,7 +342,7 @@ fn parse(line: &str) -> Result<Call, String> {
     let word = |i: usize| words.get(i).copied().unwrap_or("");
     // `- ADDR` and `< ADDR` end in two words, the others in three; the caller part, if any,
     // starts with `@`.
-    let prefix_ok = |rest: Option<&str>| rest.is_none_or(|r| r.starts_with('@'));
+    let prefix_ok = |rest: Option<&str>| rest.map_or(true, |r| r.starts_with('@'));
     let (op, args): (&str, Vec<&str>) = if matches!(word(1), "-" | "<") {
         let rest = t.rsplitn(3, ' ').nth(2);
         if !prefix_ok(rest) {
