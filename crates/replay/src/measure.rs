@@ -116,7 +116,7 @@ impl Timer {
 }
 
 /// The cost of an empty bracket and the timer's resolution, in ticks.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Floor {
     /// Mean empty-bracket cost in ticks. The mean, not the median, is subtracted: the counter
     /// advances in coarse steps (about 10 ns here), and over many brackets the step's phase

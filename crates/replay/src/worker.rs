@@ -196,7 +196,15 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     };
     let live = prog.live_bytes_at(&points);
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
-    let floor = measure::floor(200_000);
+    // The start signal comes before the floor: the timer floor is measured at the same
+    // moment of the machine as the replay it is subtracted from.
+    // The throughput pass reads no timer per operation and needs no floor.
+    hold(spec)?;
+    let floor = if spec.pass == Pass::Throughput {
+        measure::Floor::default()
+    } else {
+        measure::floor(200_000)
+    };
     let scale = TickScale {
         floor: floor.mean,
         ps_per_tick: 1e12 / timer.hz,
@@ -206,7 +214,6 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
         Pass::Tail => mt::MtPass::Tail,
     };
-    hold(spec)?;
     let around = Around::begin(&rss);
     let mut cpu_ns = 0;
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -501,13 +508,20 @@ fn run_with<B: Backend>(
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
     let mut out = WorkerOutput::default();
 
-    let floor = measure::floor(200_000);
+    // The start signal comes before the floor: the timer floor is measured at the same
+    // moment of the machine as the replay it is subtracted from.
+    // The throughput pass reads no timer per operation and needs no floor.
+    hold(spec)?;
+    let floor = if spec.pass == Pass::Throughput {
+        measure::Floor::default()
+    } else {
+        measure::floor(200_000)
+    };
     let scale = TickScale {
         floor: floor.mean,
         ps_per_tick: 1e12 / timer.hz,
     };
 
-    hold(spec)?;
     let around = Around::begin(&rss);
     let result = match spec.pass {
         Pass::Throughput => {
