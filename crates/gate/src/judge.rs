@@ -17,6 +17,9 @@
 //! directly: fail when `candidate / baseline > L`, else pass, with no statistics and no part
 //! in the multiple-testing correction.
 //!
+//! The correction runs over two families separately: the required metrics (whose false
+//! failures would fail a build) and the advisory ones.
+//!
 //! `alpha_look` is alpha divided by the number of looks the repetition budget allows (see
 //! [`GateConfig::alpha_per_look`]), so that looking again after adding repetitions cannot raise
 //! the false-alarm rate above alpha.
@@ -152,15 +155,26 @@ pub fn judge(samples: &Samples, cfg: &GateConfig, ctx: JudgeContext) -> Vec<Metr
         }
         out.push(r);
     }
-    let n_tested = tested.len().max(1);
-    let adjusted = adjust(
-        &tested.iter().map(|t| t.1).collect::<Vec<_>>(),
-        cfg.correction,
-    );
-    for ((i, _), pa) in tested.iter().zip(adjusted) {
-        let r = &mut out[*i];
-        r.p_adjusted = Some(pa);
-        decide(r, alpha, n_tested, cfg, ctx);
+    // Two families: the required metrics, whose false failures would fail the build, and the
+    // advisory ones. Each is corrected on its own, so that twenty advisory tail percentiles do
+    // not cost the required metrics their power; the guarantee that matters (no false red
+    // build with probability above alpha) is about the required family alone.
+    for required in [true, false] {
+        let family: Vec<(usize, f64)> = tested
+            .iter()
+            .copied()
+            .filter(|&(i, _)| out[i].required == required)
+            .collect();
+        let n_tested = family.len().max(1);
+        let adjusted = adjust(
+            &family.iter().map(|t| t.1).collect::<Vec<_>>(),
+            cfg.correction,
+        );
+        for ((i, _), pa) in family.iter().zip(adjusted) {
+            let r = &mut out[*i];
+            r.p_adjusted = Some(pa);
+            decide(r, alpha, n_tested, cfg, ctx);
+        }
     }
     out
 }
@@ -476,6 +490,41 @@ mod tests {
         }
         let aa = judge(&s, &cfg, ctx()).remove(0);
         assert_eq!(aa.verdict, Verdict::Pass, "{aa:?}");
+    }
+
+    #[test]
+    fn advisory_metrics_do_not_dilute_the_required_family() {
+        // Ten pairs, all 10% worse in `time` (required): p = 2^-10 < alpha_look (0.0025).
+        // Thirty advisory percentiles with no change beside it must not enter its Holm
+        // family (that would need p < 0.0025 / 31).
+        let cfg = GateConfig::default();
+        let mut rng = SmallRng::seed_from_u64(12);
+        let mut s = Samples {
+            paired: true,
+            ..Default::default()
+        };
+        let b = normal(&mut rng, 10, 100.0, 0.01);
+        for x in &b {
+            let y = normal(&mut rng, 1, x * 1.10, 0.005)[0];
+            s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), *x);
+            s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), y);
+        }
+        for k in 0..30 {
+            let key = MetricKey::new("t", "arena", &format!("p99.m{k}"));
+            for v in normal(&mut rng, 10, 100.0, 0.03) {
+                s.push(Side::Baseline, key.clone(), v);
+                s.push(Side::Candidate, key.clone(), v * 1.001);
+            }
+        }
+        let all = judge(&s, &cfg, ctx());
+        let time = all.iter().find(|m| m.metric == "time").unwrap();
+        assert!(time.required);
+        assert!((time.p_adjusted.unwrap() - 0.5f64.powi(10)).abs() < 1e-12, "{time:?}");
+        assert_eq!(time.verdict, Verdict::Fail, "{time:?}");
+        // The advisory family was corrected among itself: 30 metrics, Holm.
+        let adv = all.iter().find(|m| m.metric == "p99.m0").unwrap();
+        assert!(!adv.required);
+        assert!(adv.p_adjusted.unwrap() >= adv.p_value.unwrap());
     }
 
     #[test]

@@ -466,10 +466,16 @@ pub fn calibration_from_samples(
     notes: &mut Vec<String>,
 ) -> CalibrationReport {
     let aa = judge::judge(samples, cfg, ctx);
-    let n_tested = aa.iter().filter(|m| m.p_value.is_some()).count().max(1);
-    let alpha = cfg.alpha_per_look() / n_tested as f64;
+    // The correction's family: required and advisory metrics are corrected separately.
+    let family = |required: bool| {
+        aa.iter()
+            .filter(|m| m.p_value.is_some() && m.required == required)
+            .count()
+            .max(1)
+    };
     let mut rows = Vec::new();
     for m in &aa {
+        let alpha = cfg.alpha_per_look() / family(m.required) as f64;
         let key = MetricKey::new(&m.trace, &m.allocator, &m.metric);
         let (Some(b), Some(c)) = (samples.baseline.get(&key), samples.candidate.get(&key)) else {
             continue;

@@ -133,13 +133,13 @@ pub fn markdown(r: &GateReport) -> String {
     let _ = writeln!(s, "## Mallard gate: {word}\n");
     let _ = writeln!(s, "{}\n", md_escape(&r.headline));
     let how = match r.mode {
-        Mode::SideBySide => "interleaved (ABBA) in fresh processes on this machine",
+        Mode::SideBySide => "in back-to-back pairs (ABBA order) of fresh processes on this machine",
         Mode::Stored => "from two stored result sets",
         Mode::Calibration => "baseline against itself (A/A)",
     };
     let _ = writeln!(
         s,
-        "- baseline: `{}`\n- candidate: `{}`\n- {} repetitions per side, {how}; {} look(s)\n- threshold {:.1}% (per metric: see *limit*), {}% intervals, {} correction over {} tested metrics, alpha {} (exit code {})",
+        "- baseline: `{}`\n- candidate: `{}`\n- {} repetitions per side, {how}; {} look(s)\n- threshold {:.1}% (per metric: see *limit*), {}% intervals, {} correction over {} required and {} advisory tested metrics (two families), alpha {} (exit code {})",
         r.baseline,
         r.candidate,
         r.repetitions,
@@ -147,7 +147,14 @@ pub fn markdown(r: &GateReport) -> String {
         r.settings.threshold * 100.0,
         fmt_pct_level(r.settings.confidence),
         r.settings.correction,
-        r.metrics.iter().filter(|m| m.p_value.is_some()).count(),
+        r.metrics
+            .iter()
+            .filter(|m| m.p_value.is_some() && m.required)
+            .count(),
+        r.metrics
+            .iter()
+            .filter(|m| m.p_value.is_some() && !m.required)
+            .count(),
         r.settings.alpha,
         r.exit_code
     );
