@@ -8,7 +8,12 @@
 #
 # Prints one line per run and a summary; every run's full output stays in OUTDIR/aa-N, ab-N.
 # Environment: TRACE, BASE, CAND (arena specs), METRIC (the metric shown per run, default
-# time), MALLARD (a mallard binary to use instead of building target/release/mallard).
+# time), MALLARD (a mallard binary to use instead of building target/release/mallard),
+# AA_ARGS / AB_ARGS (the side options of the A/A and A/B runs, replacing the arena specs), e.g.
+# an injected delay under glibc (cc -O2 -shared -fPIC -o /tmp/slow.so scripts/slow-malloc.c):
+#   P="-a glibc --baseline-preload /tmp/slow.so --candidate-preload /tmp/slow.so --baseline-env SLOW_MALLOC_SPIN=0"
+#   AA_ARGS="$P --candidate-env SLOW_MALLOC_SPIN=0" AB_ARGS="$P --candidate-env SLOW_MALLOC_SPIN=8" \
+#     scripts/gate-proof.sh 20 reports/gate-proof-delay
 # Exact instruction counts (needs valgrind and a small trace):
 #   mallard gen python-objects -o /tmp/small.mtr --events 50000 --seed 1
 #   TRACE=/tmp/small.mtr METRIC=instructions scripts/gate-proof.sh 20 reports/gate-proof-instr \
@@ -27,6 +32,7 @@ if [ -z "${MALLARD:-}" ]; then
   MALLARD=target/release/mallard
 fi
 mkdir -p "$OUT"
+: >"$OUT/runs.txt"
 # A private copy: a rebuild during the experiment must not change the binary under test.
 cp "$MALLARD" "$OUT/mallard"
 M="$OUT/mallard"
@@ -45,10 +51,12 @@ PY
 }
 printf '%-6s %4s %5s %5s %8s %-20s %-13s %s\n' run exit reps looks "$METRIC" interval verdict required-fails
 for i in $(seq 1 "$RUNS"); do
-  "$M" gate "$TRACE" --baseline-arena "$BASE" --candidate-arena "$BASE" --out "$OUT/aa-$i" -q "$@" >"$OUT/aa-$i.txt" 2>&1
+  # shellcheck disable=SC2086 # AA_ARGS/AB_ARGS are option lists
+  "$M" gate "$TRACE" ${AA_ARGS:---baseline-arena $BASE --candidate-arena $BASE} --out "$OUT/aa-$i" -q "$@" >"$OUT/aa-$i.txt" 2>&1
   read -r e n l r ci v f <<<"$(summary "$OUT/aa-$i")"
   printf '%-6s %4s %5s %5s %8s %-20s %-13s %s\n' "aa-$i" "$e" "$n" "$l" "$r" "$ci" "$v" "$f" | tee -a "$OUT/runs.txt"
-  "$M" gate "$TRACE" --baseline-arena "$BASE" --candidate-arena "$CAND" --out "$OUT/ab-$i" -q "$@" >"$OUT/ab-$i.txt" 2>&1
+  # shellcheck disable=SC2086
+  "$M" gate "$TRACE" ${AB_ARGS:---baseline-arena $BASE --candidate-arena $CAND} --out "$OUT/ab-$i" -q "$@" >"$OUT/ab-$i.txt" 2>&1
   read -r e n l r ci v f <<<"$(summary "$OUT/ab-$i")"
   printf '%-6s %4s %5s %5s %8s %-20s %-13s %s\n' "ab-$i" "$e" "$n" "$l" "$r" "$ci" "$v" "$f" | tee -a "$OUT/runs.txt"
 done

@@ -402,6 +402,16 @@ pub fn overall(results: &[MetricResult], cfg: &GateConfig) -> (Overall, i32) {
     }
 }
 
+/// Whether a required metric is still open: inconclusive, with no required metric failed.
+pub fn open(results: &[MetricResult]) -> bool {
+    !results
+        .iter()
+        .any(|r| r.required && r.verdict == Verdict::Fail)
+        && results
+            .iter()
+            .any(|r| r.required && r.verdict == Verdict::Inconclusive)
+}
+
 /// Whether more repetitions could change a required metric's verdict: it is inconclusive, no
 /// required metric has failed, and its noise lets the full budget resolve a change the size of
 /// its limit at least half of the time (a stricter rule, 95%, stopped too early in practice:
@@ -519,7 +529,10 @@ mod tests {
         let all = judge(&s, &cfg, ctx());
         let time = all.iter().find(|m| m.metric == "time").unwrap();
         assert!(time.required);
-        assert!((time.p_adjusted.unwrap() - 0.5f64.powi(10)).abs() < 1e-12, "{time:?}");
+        assert!(
+            (time.p_adjusted.unwrap() - 0.5f64.powi(10)).abs() < 1e-12,
+            "{time:?}"
+        );
         assert_eq!(time.verdict, Verdict::Fail, "{time:?}");
         // The advisory family was corrected among itself: 30 metrics, Holm.
         let adv = all.iter().find(|m| m.metric == "p99.m0").unwrap();

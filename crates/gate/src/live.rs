@@ -381,7 +381,9 @@ pub fn run_gate(
         done = target;
         looks += 1;
         let results = judge::judge(&samples, cfg, ctx);
-        let more = judge::worth_more(&results);
+        // "Too noisy" is decided only from the second look on: the noise estimated from the
+        // first ten pairs is itself noisy, and a burst of load there would end the gate early.
+        let more = judge::worth_more(&results) || (looks < 2 && judge::open(&results));
         if !more || done >= cfg.max_reps {
             break results;
         }
