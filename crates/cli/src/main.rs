@@ -98,6 +98,12 @@ fn main() {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Gate(_)) {
+        // The gate writes the start byte to held workers; one that has already died must make
+        // that write fail (EPIPE, reported as the worker's failure), not kill the gate.
+        // SAFETY: still single-threaded; SIG_IGN is a valid disposition for SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
     let code = match cli.cmd {
         Cmd::Worker { spec } => mallard_replay::worker::main(&spec),
         Cmd::Run(a) => report(run::cmd_run(a)),

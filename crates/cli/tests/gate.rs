@@ -475,3 +475,48 @@ fn held_worker_waits_for_the_start_signal() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("went away"));
 }
+
+/// A worker executable that does not hold (a build from before held starts, given as
+/// `--baseline-exe`) replays and exits before the gate sends its start byte: the gate must
+/// take its output as it is, not die of SIGPIPE writing to it.
+#[test]
+fn a_worker_that_does_not_hold_is_accepted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let t = tiny_trace(dir.path());
+    let old = dir.path().join("old-mallard");
+    std::fs::write(
+        &old,
+        format!(
+            "#!/bin/sh\n# $1 is __worker, $2 the spec: drop the hold flag, as an old build would ignore it\nexec '{}' \"$1\" \"$(printf %s \"$2\" | sed 's/\"hold\":true/\"hold\":false/')\"\n",
+            env!("CARGO_BIN_EXE_mallard")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("gate");
+    let o = mallard(&[
+        "gate",
+        t.to_str().unwrap(),
+        "--baseline-exe",
+        old.to_str().unwrap(),
+        "--passes",
+        "throughput",
+        "--min-reps",
+        "4",
+        "--max-reps",
+        "4",
+        "-q",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let code = o.status.code();
+    assert!(
+        code == Some(0) || code == Some(3),
+        "{code:?}\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = read_json(&out.join("verdict.json"));
+    assert_eq!(v["repetitions"], 4);
+}

@@ -433,10 +433,16 @@ impl Worker {
     }
 
     /// Lets a holding worker start its replay (nothing for one that does not hold).
+    ///
+    /// Writing to a worker that has already exited raises SIGPIPE: a parent that uses held
+    /// workers must ignore SIGPIPE (`mallard gate` does), so the write fails with EPIPE instead
+    /// and `finish` reports why the worker ended. A worker known to have ended gets no byte.
     pub fn go(&mut self) {
-        if let Some(mut s) = self.stdin.take() {
+        let Some(mut s) = self.stdin.take() else {
+            return;
+        };
+        if self.done.is_none() {
             use std::io::Write;
-            // A worker that already ended cannot read it; `finish` reports why it ended.
             let _ = s.write_all(b"g");
         }
     }
