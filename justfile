@@ -48,6 +48,11 @@ screenshot page="reports/demo/index.html" png="" height="2400":
     rm -rf "$profile"
     echo "screenshot: $png"
 
-# The gate's proof: 20 A/A and 20 A/B gate runs alternated (docs/ci-gating.md), about 10 minutes.
+# The gate's proof: 20 A/A and 20 A/B gate runs alternated (docs/ci-gating.md), about 5 minutes
+# each: an arena configuration, then an injected delay under glibc.
 gate-proof:
     scripts/gate-proof.sh 20 reports/gate-proof
+    cc -O2 -shared -fPIC -o reports/slow-malloc.so scripts/slow-malloc.c
+    L="$(pwd)/reports/slow-malloc.so"; P="-a glibc --baseline-preload $L --candidate-preload $L --baseline-env SLOW_MALLOC_SPIN=0"; \
+    AA_ARGS="$P --candidate-env SLOW_MALLOC_SPIN=0" AB_ARGS="$P --candidate-env SLOW_MALLOC_SPIN=8" \
+        scripts/gate-proof.sh 20 reports/gate-proof-delay

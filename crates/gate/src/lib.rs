@@ -4,12 +4,14 @@
 //! and answers pass, fail or inconclusive, per metric and overall:
 //!
 //! ```text
-//!  baseline side ──┐   ABBA-interleaved fresh worker processes (live),
+//!  baseline side ──┐   back-to-back pairs of held fresh worker processes (live),
 //!  candidate side ─┴─► or two stored results.json (weaker)      [live, stored]
 //!                          │ one value per metric per repetition
 //!                          ▼
-//!  Samples ──► rank test + Hodges-Lehmann ratio + Moses interval   [stats]
-//!          ──► Holm / Benjamini-Hochberg over all metrics           [judge]
+//!  Samples ──► pairs: signed-rank test + one-sample Hodges-Lehmann  [stats]
+//!              (stored: Mann-Whitney + Hodges-Lehmann + Moses)
+//!          ──► Holm / Benjamini-Hochberg, required and advisory
+//!              metrics as separate families                         [judge]
 //!          ──► fail = significant AND above threshold (+ margin)
 //!          ──► inconclusive? add repetitions up to the budget       [live]
 //!                          ▼

@@ -3,10 +3,12 @@
 //! A *side* is an allocator setup: an arena configuration, a worker executable (another build
 //! of `mallard`, for a build of the project's arena crate), and extra environment (an
 //! `LD_PRELOAD` allocator under the `glibc` backend). For every repetition, trace, allocator and
-//! pass, both sides' workers run one after the other, each in a fresh process, in ABBA order:
-//! baseline first in even repetitions, candidate first in odd ones, so neither side always
-//! runs first (after a cold cache, or just before the other engineer's build starts). Slow drift
-//! of the machine therefore widens both sides alike instead of biasing one.
+//! pass, the two sides' workers form a pair: both are started and prepare (decode the trace,
+//! compile the program) and then *hold* ([`runner::Worker`]); the first is released, and when
+//! it has exited the second, so the two timed replays are milliseconds apart and see nearly
+//! the same machine. This machine's speed drifts over seconds: single replays vary by 10-16%,
+//! pairs' ratios by about 3%, so the judge tests the pairs ([`Samples::paired`]). Which side goes
+//! first alternates (ABBA: baseline first in even repetitions), so neither always runs first.
 //!
 //! Repetitions are added adaptively: `min_reps` per side, then `step` more while a required
 //! metric is inconclusive *and* its noise lets the remaining budget decide it, up to `max_reps`.
