@@ -26,7 +26,8 @@
 //! latency. When several patterns match a metric, the more specific one (more literal
 //! characters) wins field by field.
 //!
-//! By default `time`, `peak_rss`, `footprint` and `instructions` are *required* (they decide
+//! By default `time`, `peak_rss`, `footprint`, `instructions` and `hw.instructions` are
+//! *required* (they decide
 //! the exit code); the per-operation latencies of the batched and tail passes (`mean.*`,
 //! `p50.*`, `p99.*`, `p999.*`) and the arena statistics are *advisory*: judged and reported,
 //! but a failure or an inconclusive result there only warns. The per-operation figures are

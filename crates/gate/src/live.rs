@@ -197,43 +197,23 @@ fn run_reps(
 
 /// Whether the machine exposes a hardware instruction counter to this process, as a sentence.
 pub fn hardware_counters() -> (bool, String) {
-    // struct perf_event_attr, PERF_ATTR_SIZE_VER5 (112 bytes): type u32, size u32, config u64,
-    // sample_period u64, sample_type u64, read_format u64, flags u64 (bit 0 disabled, bit 5
-    // exclude_kernel, bit 6 exclude_hv), then fields left zero.
-    let mut attr = [0u64; 14];
-    attr[0] = 112u64 << 32; // size 112 (high half), type PERF_TYPE_HARDWARE = 0 (low half)
-    attr[1] = 1; // PERF_COUNT_HW_INSTRUCTIONS
-    attr[5] = 1 | (1 << 5) | (1 << 6);
-    // SAFETY: perf_event_open reads `size` (112) bytes from a valid, zero-padded buffer of 112
-    // bytes; pid 0 / cpu -1 counts this thread; the fd it returns is closed right away.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_ptr(),
-            0 as libc::pid_t,
-            -1 as libc::c_int,
-            -1 as libc::c_int,
-            0 as libc::c_ulong,
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: fd is a descriptor we own and use nowhere else.
-        unsafe { libc::close(fd as libc::c_int) };
-        (
+    let opened = mallard_replay::measure::PerfCounter::open(
+        mallard_replay::measure::PerfEvent::Instructions,
+    );
+    match opened {
+        Ok(_) => (
             true,
-            "this machine has a hardware instruction counter (perf_event_open works); the worker \
-             does not read it yet, so --count-instructions still uses callgrind"
+            "this machine has a hardware instruction counter (perf_event_open works): every \
+             throughput worker reads it around the replay loop, judged as hw.instructions"
                 .into(),
-        )
-    } else {
-        let err = std::io::Error::last_os_error();
-        (
+        ),
+        Err(err) => (
             false,
             format!(
                 "no hardware instruction counter here (perf_event_open: {err}); \
                  --count-instructions counts with callgrind instead"
             ),
-        )
+        ),
     }
 }
 

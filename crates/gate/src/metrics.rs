@@ -4,7 +4,9 @@
 //! process): `time` (ns per operation of the whole replay), `mean.KIND` and `p50.KIND`
 //! (batched latency: the exact mean per operation of that kind, and the median),
 //! `p99.KIND` and `p999.KIND` (per-call latency), `peak_rss`, `footprint`, `instructions`
-//! (`--count-instructions`), and `arena.FIGURE` (the arena allocator's own statistics). Every
+//! (`--count-instructions`: callgrind), `hw.instructions` (the hardware counter read by the
+//! worker around the replay loop, where the machine has one), and `arena.FIGURE` (the arena
+//! allocator's own statistics). Every
 //! metric is *smaller is better*. Its full id is `TRACE/ALLOCATOR/METRIC`.
 //!
 //! Percentiles are only taken where they rest on enough calls: p50 needs at least
@@ -68,7 +70,7 @@ pub fn unit_of(metric: &str) -> &'static str {
         || metric.starts_with("p999.")
     {
         "ns"
-    } else if metric == "instructions" {
+    } else if metric == "instructions" || metric == "hw.instructions" {
         "instructions"
     } else if metric.ends_with("bytes") || metric == "peak_rss" || metric == "footprint" {
         "bytes"
@@ -90,6 +92,9 @@ pub fn extract(rep: &Repetition) -> Vec<(String, f64)> {
     }
     if let Some(t) = &rep.throughput {
         out.push(("time".to_string(), t.ns_per_op));
+        if let Some(i) = t.instructions {
+            out.push(("hw.instructions".to_string(), i as f64));
+        }
     }
     for (kind, f) in &rep.batched {
         if f.count >= MIN_CALLS_P50 {
@@ -204,6 +209,7 @@ mod tests {
             allocator: "arena".into(),
             throughput: Some(Throughput {
                 ns_per_op: 12.5,
+                instructions: Some(1_000_000),
                 ..Default::default()
             }),
             memory: Some(Memory {
@@ -235,6 +241,7 @@ mod tests {
             [
                 "arena.mapped_bytes",
                 "footprint",
+                "hw.instructions",
                 "mean.malloc",
                 "p50.malloc",
                 "p99.aligned",
@@ -245,6 +252,7 @@ mod tests {
             ]
         );
         assert_eq!(got["time"], 12.5);
+        assert_eq!(got["hw.instructions"], 1e6);
         assert_eq!(got["p999.malloc"], 500.0);
         rep.failure = Some("crashed".into());
         assert!(extract(&rep).is_empty());
@@ -253,6 +261,7 @@ mod tests {
     #[test]
     fn units() {
         assert_eq!(unit_of("time"), "ns/op");
+        assert_eq!(unit_of("hw.instructions"), "instructions");
         assert_eq!(unit_of("p999.free"), "ns");
         assert_eq!(unit_of("arena.mapped_bytes"), "bytes");
         assert_eq!(unit_of("arena.arenas_highwater"), "count");

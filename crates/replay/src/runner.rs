@@ -579,13 +579,18 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         over a dense slot table before timing; nothing is allocated, hashed or read from disk during a replay.".into());
     add(&mut m, "throughput", "The whole replay timed by the monotonic clock at its two ends, with no per-operation \
         timer; ns/op = elapsed / operations, Mops/s its inverse. Includes touching the memory (see touch), as any real \
-        program would. Summary: median over repetitions, with min and max.".into());
+        program would. Summary: median over repetitions, with min and max. Beside it, in results.json: cpu_ns, the \
+        replaying thread's CPU time (CLOCK_THREAD_CPUTIME_ID; all replay threads' for a multi-threaded replay), and \
+        instructions, the user-space instructions retired in the loop, read from the hardware counter with \
+        perf_event_open where the machine has one (absent otherwise).".into());
     add(&mut m, "batched latency", format!("Runs of up to {} consecutive operations of the same kind timed together by \
-        fenced cycle-counter reads; the median empty-bracket cost is subtracted and the rest divided by the run length, \
+        fenced cycle-counter reads; the mean empty-bracket cost (measured in the same worker just before the replay) is \
+        subtracted and the rest divided by the run length, \
         recorded once per operation. Shows the fast path that a per-call timer cannot resolve; a slow call inside a run \
         is averaged with its neighbours. Memory is touched after the bracket closes. Summary mean/p50/p90 come from here.", opts.batch));
     add(&mut m, "tail latency", "Each call bracketed on its own by fenced cycle-counter reads (lfence;rdtsc;lfence \
-        ... rdtscp;lfence); the median empty-bracket cost (timer_floor, measured in the same worker) is subtracted. \
+        ... rdtscp;lfence); the mean empty-bracket cost (timer_floor, measured in the same worker just before the \
+        replay) is subtracted. \
         Values below the floor's spread (its p99 - p50) cannot be told from timer noise and are printed as '<N'. \
         Shows slow paths: page faults, mmap/munmap, lock waits. Summary p99/p99.9/max come from here.".into());
     add(&mut m, "peak_rss", "VmHWM of the worker after the throughput pass; it was reset (clear_refs 5) just before \

@@ -380,6 +380,7 @@ fn throughput_figures(n: u64, ns: f64, cpu_ns: u64) -> Throughput {
         mops_per_s: n as f64 / ns * 1e3,
         cpu_ns: Some(cpu_ns as f64),
         cpu_ns_per_op: Some(cpu_ns as f64 / n.max(1) as f64),
+        instructions: None,
     }
 }
 
@@ -525,10 +526,20 @@ fn run_with<B: Backend>(
     let around = Around::begin(&rss);
     let result = match spec.pass {
         Pass::Throughput => {
+            // Opened before the baseline readings; absent where the machine has no counter.
+            let counter = measure::PerfCounter::open(measure::PerfEvent::Instructions).ok();
             let cpu0 = measure::thread_cpu_ns();
+            if let Some(c) = &counter {
+                c.start();
+            }
             let r = engine::throughput(&mut b, prog, &mut slots, spec.touch);
+            let instructions = counter.as_ref().and_then(|c| c.stop());
             let cpu = measure::thread_cpu_ns() - cpu0;
-            r.map(|ns| out.throughput = Some(throughput_figures(n, ns, cpu)))
+            r.map(|ns| {
+                let mut t = throughput_figures(n, ns, cpu);
+                t.instructions = instructions;
+                out.throughput = Some(t);
+            })
         }
         Pass::Batched => {
             let mut sampler = RssSampler {

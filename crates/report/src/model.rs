@@ -168,6 +168,11 @@ pub struct Throughput {
     pub cpu_ns: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ns_per_op: Option<f64>,
+    /// User-space instructions retired in the replay loop (allocator included), from the
+    /// hardware counter through `perf_event_open`, where the machine has one (serial replays
+    /// only). Nearly the same on every run of the same binary and trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
