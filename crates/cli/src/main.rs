@@ -25,7 +25,8 @@ Examples:
   mallard gen --list
   mallard gen python-objects -o my.mtr --events 1000000 --seed 7
   mallard convert my.mtr -o my.csv          (binary -> CSV; and back: my.csv -o my.mtr)
-  mallard convert systemui.txt -o systemui.mtr --from android
+  mallard convert systemui.zip -o systemui.mtr   (AOSP memory_replay trace, zipped or not)
+  mallard run systemui.zip --threads serial      (other tools' recordings are imported for the run)
   mallard record -o py.mtr -- python3 script.py   (record any program's malloc/free calls)
   mallard sweep traces/*.mtr --arena-size 256K,1M --pool-size 4K,16K --classes linear,pow2 -o sweep.csv
   mallard report reports/demo               (index.html and report.md again from results.json)

@@ -564,3 +564,48 @@ fn thread_counts_give_a_scaling_table() {
         &["2 threads"],
     );
 }
+
+/// AOSP ships its traces zipped: `convert` and `run` take the archive as it is.
+#[test]
+fn android_zip_converts_and_runs_directly() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let zip_path = dir.path().join("app.zip");
+    let mut lines = String::new();
+    for i in 0..2000u64 {
+        let t = 100 + i % 3;
+        lines += &format!("{t}: malloc 0x{:x} {}\n", 0x1000 + i * 64, 16 + i % 200);
+    }
+    for i in 0..2000u64 {
+        lines += &format!("{}: free 0x{:x}\n", 100 + i % 2, 0x1000 + i * 64);
+    }
+    let mut z = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("app.txt", opts).unwrap();
+    z.write_all(lines.as_bytes()).unwrap();
+    z.finish().unwrap();
+
+    let out = dir.path().join("app.mtr");
+    let o = mallard(&["convert", p(&zip_path), "-o", p(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("wrote 4000 events"), "{}", text(&o));
+
+    let rep = dir.path().join("rep");
+    let o = mallard(&[
+        "run",
+        p(&zip_path),
+        "--allocators",
+        "glibc",
+        "--repeat",
+        "1",
+        "-q",
+        "--out",
+        p(&rep),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("importing") && t.contains("(android)"), "{t}");
+    assert!(t.contains("app (4000 events"), "{t}");
+    assert!(rep.join("results.json").exists());
+}

@@ -247,7 +247,7 @@ fn not_a_trace(start: &[u8]) -> String {
     });
     if android {
         "not a Mallard trace: this looks like an Android memory_replay trace; convert it with \
-         `mallard import android`"
+         `mallard convert FILE -o FILE.mtr` (or give it to `mallard run` directly)"
             .into()
     } else if start.is_empty() {
         "not a Mallard trace: the file is empty".into()

@@ -410,7 +410,7 @@ fn open_explains_what_it_cannot_read() {
     let err = read_bytes(b"202: malloc 0xb4827400 1024\n")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("mallard import android"), "{err}");
+    assert!(err.contains("mallard convert"), "{err}");
     let err = read_bytes(b"").unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
     let err = read_bytes(b"# mallard-trace v2\n").unwrap_err();

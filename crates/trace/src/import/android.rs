@@ -34,6 +34,10 @@
 //! present, are the call's start time relative to the first timestamp in the file (a start
 //! earlier than that becomes 0).
 //!
+//! The file may also be a `.zip` holding the text trace, as AOSP publishes them
+//! (`systemui.zip` holds `systemui.txt`): the entry is read straight from the archive. An
+//! archive with several files must have exactly one `.txt` among them.
+//!
 //! Strict by default: a free or realloc of an address that is not live, an allocation at an
 //! address that is still live, or an alignment that is not a power of two is an error naming
 //! the line. With `lenient`, such a free is skipped, an allocation at a live address leaks the
@@ -92,7 +96,7 @@ pub struct ImportSummary {
 
 impl std::fmt::Display for ImportSummary {
     /// A short report for people (several lines, no final line feed), e.g. on stderr after
-    /// `mallard import android`.
+    /// `mallard convert`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::stats::thousands as n;
         let c = &self.counts;
@@ -158,20 +162,91 @@ pub fn header(path: &Path, lenient: bool) -> Header {
     let flag = if lenient { " --lenient" } else { "" };
     let mut h = Header::default();
     h.set("program", stem)
-        .set("source", format!("mallard import android{flag} {name}"))
+        .set(
+            "source",
+            format!("mallard convert --from android{flag} {name}"),
+        )
         .set("importer", "android")
         .set("original", name);
     h
 }
 
-/// Converts the `memory_replay` text trace at `path`, sending each record to `sink`.
+/// The first bytes of a zip archive (a local file header).
+pub const ZIP_MAGIC: [u8; 4] = *b"PK\x03\x04";
+
+/// Opens the trace text of a `.zip` archive: its only file, or its only `.txt` file.
+fn zip_entry(path: &Path, file: File) -> Result<(zip::ZipArchive<File>, usize), TraceError> {
+    let bad = |msg: String| TraceError::corrupt(path, Location::None, msg);
+    let zip =
+        zip::ZipArchive::new(file).map_err(|e| bad(format!("unreadable zip archive: {e}")))?;
+    let files: Vec<(usize, String)> = (0..zip.len())
+        .filter_map(|i| {
+            let name = zip.name_for_index(i)?.to_string();
+            (!name.ends_with('/')).then_some((i, name))
+        })
+        .collect();
+    let txt: Vec<&(usize, String)> = files.iter().filter(|f| f.1.ends_with(".txt")).collect();
+    let index = match (files.len(), txt.len()) {
+        (1, _) => files[0].0,
+        (_, 1) => txt[0].0,
+        _ => {
+            let names: Vec<&str> = files.iter().map(|f| f.1.as_str()).collect();
+            return Err(bad(format!(
+                "a zip archive must hold one trace: one file, or one .txt file; this one holds [{}]",
+                names.join(", ")
+            )));
+        }
+    };
+    Ok((zip, index))
+}
+
+/// Whether `path` is a zip archive whose trace entry starts like a `memory_replay` trace;
+/// returns its first bytes (up to 512) when it is a readable archive.
+pub fn zip_start(path: &Path) -> Option<Vec<u8>> {
+    let file = File::open(path).ok()?;
+    let (mut zip, index) = zip_entry(path, file).ok()?;
+    let entry = zip.by_index(index).ok()?;
+    let mut start = Vec::with_capacity(512);
+    entry.take(512).read_to_end(&mut start).ok()?;
+    Some(start)
+}
+
+/// Converts the `memory_replay` text trace at `path` (plain text, or a `.zip` holding it),
+/// sending each record to `sink`. Errors name the line (of the text inside an archive).
 pub fn convert(
     path: &Path,
     lenient: bool,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<ImportSummary, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
+    let mut magic = [0u8; 4];
+    // A local file header, or the end record of an empty archive.
+    let is_zip =
+        file.read_exact(&mut magic).is_ok() && (magic == ZIP_MAGIC || magic == *b"PK\x05\x06");
+    use std::io::Seek;
+    file.rewind().map_err(|e| TraceError::io(path, e))?;
+    if is_zip {
+        let (mut zip, index) = zip_entry(path, file)?;
+        let entry = zip
+            .by_index(index)
+            .map_err(|e| TraceError::corrupt(path, Location::None, format!("zip entry: {e}")))?;
+        convert_text(
+            path,
+            BufReader::with_capacity(1 << 16, entry),
+            lenient,
+            sink,
+        )
+    } else {
+        convert_text(path, BufReader::with_capacity(1 << 16, file), lenient, sink)
+    }
+}
+
+fn convert_text(
+    path: &Path,
+    mut input: impl BufRead,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<ImportSummary, TraceError> {
     let mut conv = Converter {
         path,
         lenient,

@@ -28,7 +28,8 @@ use std::path::Path;
 pub const FORMATS: [&str; 5] = ["mallard", "android", "mtrace", "heaptrack", "recorder"];
 
 /// Names the format of the file at `path` from its first bytes, or `None` if no format
-/// matches (or the file cannot be read: opening it again reports why).
+/// matches (or the file cannot be read: opening it again reports why). A zip archive is
+/// looked into: one holding an Android trace (as AOSP ships them) is `android`.
 pub fn detect(path: &Path) -> Option<&'static str> {
     let mut start = Vec::with_capacity(512);
     std::fs::File::open(path)
@@ -36,6 +37,11 @@ pub fn detect(path: &Path) -> Option<&'static str> {
         .take(512)
         .read_to_end(&mut start)
         .ok()?;
+    if start.starts_with(&android::ZIP_MAGIC) {
+        // AOSP publishes its traces zipped: look at the text inside.
+        let inner = android::zip_start(path)?;
+        return (detect_bytes(&inner) == Some("android")).then_some("android");
+    }
     detect_bytes(&start)
 }
 
