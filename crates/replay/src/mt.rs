@@ -14,8 +14,10 @@
 //! thread reuses it. No slot is therefore ever written by two threads without a hand-off
 //! between them.
 //!
-//! Waiting spins briefly, then yields, so that traces with hundreds of threads (Android's
-//! systemui has 393) make progress on a machine with two cores.
+//! Waiting spins (yielding between spins); with far more threads than cores (Android's
+//! systemui has 393) it spins briefly, then sleeps on the flag (futex) until the signalling
+//! thread wakes it, so the waiters do not take turns on the CPU with the thread that can make
+//! progress (`SLEEP_ABOVE_THREADS_PER_CPU` holds the measurements behind the switch).
 //!
 //! Backends are shared between threads: glibc, jemalloc and mimalloc are thread-safe as they
 //! are; the arena and bump allocators run under one lock ([`Locked`]), CPython's GIL model.
@@ -110,17 +112,112 @@ pub fn split(prog: &Program) -> MtProgram {
     }
 }
 
-/// Waits until `flag` is set: spins a little, then yields the CPU.
-#[inline]
-fn wait_for(flag: &AtomicU32) {
-    let mut spins = 0u32;
-    while flag.load(Ordering::Acquire) == 0 {
-        if spins < 200 {
-            std::hint::spin_loop();
-            spins += 1;
+/// A hand-off flag's states: not yet signalled, signalled, not yet signalled and its (single)
+/// waiter asleep in `futex_wait`.
+const UNSET: u32 = 0;
+const SET: u32 = 1;
+const SLEEPING: u32 = 2;
+
+/// Spins before sleeping: a hand-off from a thread running on the other core usually arrives
+/// within a few microseconds, and sleeping costs two system calls and a wake-up.
+const SPINS: u32 = 200;
+
+/// How a thread waits for a hand-off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Spin, then yield and spin again: the waiter stays runnable and sees the flag within
+    /// about 100 ns of the signal when it has a core.
+    Spin,
+    /// Spin briefly, then sleep on the flag (futex) until the signalling thread wakes it
+    /// (a wake-up costs a system call and microseconds). With hundreds of mostly idle threads
+    /// (systemui: 393) the yielding waiters took turns on the CPU with the one thread that
+    /// could make progress.
+    Sleep,
+}
+
+/// Replays with more threads than this per CPU sleep while waiting; fewer spin. Measured on
+/// this machine's 2 CPUs, ns/op with glibc, 3 rounds each, spin against sleep: generated
+/// larson with 4 threads 68/74/28 against 135/74/46, 8 threads 54/71/76 against 84/46/53,
+/// 32 threads 53/54/55 against 61/75/87; Android systemui (393 threads) 137/135/98 against
+/// 83/94/74 (mimalloc 123/338/158 against 103/80/132).
+const SLEEP_ABOVE_THREADS_PER_CPU: usize = 32;
+
+impl Waiting {
+    fn for_threads(threads: usize) -> Waiting {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > SLEEP_ABOVE_THREADS_PER_CPU * cpus {
+            Waiting::Sleep
         } else {
+            Waiting::Spin
+        }
+    }
+}
+
+/// Waits until `flag` is set.
+#[inline]
+fn wait_for(flag: &AtomicU32, how: Waiting) {
+    if flag.load(Ordering::Acquire) == SET {
+        return;
+    }
+    wait_slow(flag, how);
+}
+
+#[cold]
+fn wait_slow(flag: &AtomicU32, how: Waiting) {
+    for _ in 0..SPINS {
+        std::hint::spin_loop();
+        if flag.load(Ordering::Acquire) == SET {
+            return;
+        }
+    }
+    if how == Waiting::Spin {
+        while flag.load(Ordering::Acquire) != SET {
             std::thread::yield_now();
         }
+        return;
+    }
+    loop {
+        match flag.compare_exchange(UNSET, SLEEPING, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) | Err(SLEEPING) => {
+                // SAFETY: futex(2) on a valid, aligned u32 that lives as long as the replay;
+                // it returns at once if the value is no longer SLEEPING.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        flag.as_ptr(),
+                        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                        SLEEPING,
+                        std::ptr::null::<libc::timespec>(),
+                    );
+                }
+            }
+            Err(_) => return, // SET
+        }
+        if flag.load(Ordering::Acquire) == SET {
+            return;
+        }
+    }
+}
+
+/// Sets `flag` and wakes its waiter if it went to sleep.
+#[inline]
+fn signal(flag: &AtomicU32) {
+    if flag.swap(SET, Ordering::Release) == SLEEPING {
+        wake(flag);
+    }
+}
+
+/// Wakes the thread asleep on `flag` (a system call: microseconds).
+#[cold]
+fn wake(flag: &AtomicU32) {
+    // SAFETY: futex(2) wake on the same valid u32 the waiter sleeps on.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            flag.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
     }
 }
 
@@ -317,6 +414,26 @@ where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
+    let how = Waiting::for_threads(prog.threads.len());
+    replay_waiting(prog, slots, touch, pass, scale, progress, make, how)
+}
+
+/// [`replay`] with the way of waiting chosen by the caller (tests run both).
+#[allow(clippy::too_many_arguments)]
+fn replay_waiting<'a, B, F>(
+    prog: &MtProgram,
+    slots: &SharedSlots,
+    touch: Touch,
+    pass: MtPass,
+    scale: TickScale,
+    progress: &Progress,
+    make: F,
+    how: Waiting,
+) -> Result<MtOutcome, OpFailed>
+where
+    B: Backend + 'a,
+    F: Fn() -> B + Sync,
+{
     let n = prog.threads.len();
     let flags: Vec<AtomicU32> = (0..prog.handoffs).map(|_| AtomicU32::new(0)).collect();
     let barrier = Barrier::new(n + 1);
@@ -350,7 +467,8 @@ where
                             pass,
                             scale,
                             h,
-                            &progress.per_thread[t]
+                            &progress.per_thread[t],
+                            how
                         )
                     )
                 })
@@ -391,11 +509,12 @@ fn run_thread<B: Backend, const T: u8>(
     scale: TickScale,
     hists: &mut ThreadSamples,
     progress: &AtomicU64,
+    how: Waiting,
 ) -> Result<(), OpFailed> {
     let fail = |i: usize| {
         for op in &ops[i..] {
             if op.signal != 0 {
-                flags[op.signal as usize - 1].store(1, Ordering::Release);
+                signal(&flags[op.signal as usize - 1]);
             }
         }
         Err(OpFailed {
@@ -407,7 +526,7 @@ fn run_thread<B: Backend, const T: u8>(
         MtPass::Throughput => {
             for (i, op) in ops.iter().enumerate() {
                 if op.wait != 0 {
-                    wait_for(&flags[op.wait as usize - 1]);
+                    wait_for(&flags[op.wait as usize - 1], how);
                 }
                 // SAFETY: this thread owns op's slot now (hand-off above); see engine::call.
                 unsafe {
@@ -417,7 +536,7 @@ fn run_thread<B: Backend, const T: u8>(
                     touch_op::<T>(sp, &op.op);
                 }
                 if op.signal != 0 {
-                    flags[op.signal as usize - 1].store(1, Ordering::Release);
+                    signal(&flags[op.signal as usize - 1]);
                 }
             }
             progress.store(ops.len() as u64, Ordering::Relaxed);
@@ -425,7 +544,7 @@ fn run_thread<B: Backend, const T: u8>(
         MtPass::Tail => {
             for (i, op) in ops.iter().enumerate() {
                 if op.wait != 0 {
-                    wait_for(&flags[op.wait as usize - 1]);
+                    wait_for(&flags[op.wait as usize - 1], how);
                 }
                 let t0 = read_start();
                 // SAFETY: as above.
@@ -437,7 +556,7 @@ fn run_thread<B: Backend, const T: u8>(
                 // SAFETY: as above.
                 unsafe { touch_op::<T>(sp, &op.op) };
                 if op.signal != 0 {
-                    flags[op.signal as usize - 1].store(1, Ordering::Release);
+                    signal(&flags[op.signal as usize - 1]);
                 }
                 hists.record(op.op.kind, t1.wrapping_sub(t0), 1, scale);
                 if i % 256 == 0 {
@@ -452,7 +571,7 @@ fn run_thread<B: Backend, const T: u8>(
             while i < ops.len() {
                 let kind = ops[i].op.kind;
                 if ops[i].wait != 0 {
-                    wait_for(&flags[ops[i].wait as usize - 1]);
+                    wait_for(&flags[ops[i].wait as usize - 1], how);
                 }
                 // A run ends at a kind change, at the batch size, before an operation that
                 // must wait, and after one that signals (so no bracket holds a wait).
@@ -484,7 +603,7 @@ fn run_thread<B: Backend, const T: u8>(
                 }
                 if let Some(last) = run.last() {
                     if last.signal != 0 {
-                        flags[last.signal as usize - 1].store(1, Ordering::Release);
+                        signal(&flags[last.signal as usize - 1]);
                     }
                 }
                 hists.record(kind, t1.wrapping_sub(t0), run.len() as u64, scale);
@@ -670,10 +789,13 @@ mod tests {
         let prog = cross_thread_program(8, 400);
         let mt = split(&prog);
         let allocs = prog.counts[0] + prog.counts[1] + prog.counts[2] + prog.counts[3];
-        for pass in [
-            MtPass::Throughput,
-            MtPass::Batched { batch: 64 },
-            MtPass::Tail,
+        for (pass, how) in [
+            (MtPass::Throughput, Waiting::Spin),
+            (MtPass::Batched { batch: 64 }, Waiting::Spin),
+            (MtPass::Tail, Waiting::Spin),
+            (MtPass::Throughput, Waiting::Sleep),
+            (MtPass::Batched { batch: 64 }, Waiting::Sleep),
+            (MtPass::Tail, Waiting::Sleep),
         ] {
             let mt = mt.clone();
             let done = with_deadline(Duration::from_secs(60), move || {
@@ -684,9 +806,16 @@ mod tests {
                     ps_per_tick: 1.0,
                 };
                 let progress = Progress::new(mt.threads.len());
-                let out = replay(&mt, &slots, Touch::None, pass, scale, &progress, || {
-                    CheckRef(&backend)
-                })
+                let out = replay_waiting(
+                    &mt,
+                    &slots,
+                    Touch::None,
+                    pass,
+                    scale,
+                    &progress,
+                    || CheckRef(&backend),
+                    how,
+                )
                 .unwrap();
                 slots.free_all(&mut CheckRef(&backend));
                 let mut all = KindHists::new();
@@ -701,8 +830,9 @@ mod tests {
                     progress.total(),
                 )
             });
-            let (a, f, recorded, progressed) = done
-                .unwrap_or_else(|| panic!("{pass:?}: replay did not finish in 60 s (deadlock?)"));
+            let (a, f, recorded, progressed) = done.unwrap_or_else(|| {
+                panic!("{pass:?} {how:?}: replay did not finish in 60 s (deadlock?)")
+            });
             assert_eq!(a, allocs, "{pass:?}");
             assert_eq!(f, allocs, "{pass:?}: every object freed exactly once");
             assert_eq!(progressed, prog.ops.len() as u64);
@@ -710,6 +840,31 @@ mod tests {
                 assert_eq!(recorded, prog.ops.len() as u64, "{pass:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_sleeping_waiter_is_woken_by_the_signal() {
+        let flag = std::sync::Arc::new(AtomicU32::new(UNSET));
+        let f = flag.clone();
+        let waiter = std::thread::spawn(move || {
+            wait_for(&f, Waiting::Sleep);
+            f.load(Ordering::Acquire)
+        });
+        // Long enough for the waiter to finish spinning and go to sleep.
+        let t0 = Instant::now();
+        while flag.load(Ordering::Acquire) != SLEEPING && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            flag.load(Ordering::Acquire),
+            SLEEPING,
+            "the waiter never slept"
+        );
+        signal(&flag);
+        assert_eq!(waiter.join().unwrap(), SET);
+        // A flag set before the wait: no sleep at all.
+        let set = AtomicU32::new(SET);
+        wait_for(&set, Waiting::Sleep);
     }
 
     #[test]

@@ -380,7 +380,7 @@ fn throughput_figures(n: u64, ns: f64, cpu_ns: u64) -> Throughput {
         mops_per_s: n as f64 / ns * 1e3,
         cpu_ns: Some(cpu_ns as f64),
         cpu_ns_per_op: Some(cpu_ns as f64 / n.max(1) as f64),
-        instructions: None,
+        ..Default::default()
     }
 }
 
