@@ -472,6 +472,14 @@ fn multi_threaded_traces_replay_faithfully_or_serially() {
     let out = dir.path().join("faithful");
     let o = mallard(&["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"]);
     assert!(o.status.success(), "{}", text(&o));
+    // With more replay threads than CPUs the table says what its throughput measures.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        text(&o).contains("4 replay threads on"),
+        cpus < 4,
+        "{cpus} CPUs\n{}",
+        text(&o)
+    );
     let r = mallard_report::read_results(&out.join("results.json")).unwrap();
     for rep in &r.repetitions {
         let th = rep.threads.as_ref().expect("thread info");

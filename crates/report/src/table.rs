@@ -69,6 +69,14 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 "replayed {} on {} threads: {} cross-thread hand-offs synchronised; the arena under one lock",
                 th.mode, th.threads, th.handoffs
             );
+            let cpus = results.machine.logical_cpus;
+            if th.mode == "faithful" && th.handoffs > 0 && cpus > 0 && th.threads as usize > cpus {
+                let _ = writeln!(
+                    out,
+                    "note: {} replay threads on {} CPUs: a hand-off to a thread that is not running costs a wake-up (microseconds), so Mops/s and ns/op measure this replayer's synchronisation as much as the allocator (the latency columns exclude it); compare throughput with --threads serial",
+                    th.threads, cpus
+                );
+            }
         }
         let header = [
             "allocator",
