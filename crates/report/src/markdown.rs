@@ -85,6 +85,9 @@ pub fn render(results: &RunResults) -> String {
     }
     for t in &results.traces {
         let _ = writeln!(out, "\n## {}\n", cell(&t.name));
+        for line in crate::table::thread_lines(results, &t.name) {
+            let _ = writeln!(out, "{}\n", cell(&line));
+        }
         let _ = writeln!(
             out,
             "| allocator | Mops/s | min-max | ns/op | peak RSS | footprint | repetitions ok | failed |"

@@ -58,25 +58,8 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             bytes(t.peak_live_bytes),
             t.peak_live_objects
         );
-        if let Some(th) = results
-            .repetitions
-            .iter()
-            .filter(|r| r.trace == t.name)
-            .find_map(|r| r.threads.as_ref())
-        {
-            let _ = writeln!(
-                out,
-                "replayed {} on {} threads: {} cross-thread hand-offs synchronised; the arena under one lock",
-                th.mode, th.threads, th.handoffs
-            );
-            let cpus = results.machine.logical_cpus;
-            if th.mode == "faithful" && th.handoffs > 0 && cpus > 0 && th.threads as usize > cpus {
-                let _ = writeln!(
-                    out,
-                    "note: {} replay threads on {} CPUs: a hand-off to a thread that is not running costs a wake-up (microseconds), so Mops/s and ns/op measure this replayer's synchronisation as much as the allocator (the latency columns exclude it); compare throughput with --threads serial",
-                    th.threads, cpus
-                );
-            }
+        for line in thread_lines(results, &t.name) {
+            let _ = writeln!(out, "{line}");
         }
         let header = [
             "allocator",
@@ -212,4 +195,29 @@ mod tests {
         assert_eq!(tail_ns(3.0, 8.0), "<8.0");
         assert_eq!(tail_ns(250.0, 8.0), "250");
     }
+}
+
+/// How a multi-threaded trace was replayed, in a line or two (nothing for a single-threaded
+/// one), for the terminal table and the Markdown report alike.
+pub fn thread_lines(results: &RunResults, trace: &str) -> Vec<String> {
+    let Some(th) = results
+        .repetitions
+        .iter()
+        .filter(|r| r.trace == trace)
+        .find_map(|r| r.threads.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut v = vec![format!(
+        "replayed {} on {} threads: {} cross-thread hand-offs synchronised; the arena under one lock",
+        th.mode, th.threads, th.handoffs
+    )];
+    let cpus = results.machine.logical_cpus;
+    if th.mode == "faithful" && th.handoffs > 0 && cpus > 0 && th.threads as usize > cpus {
+        v.push(format!(
+            "note: {} replay threads on {} CPUs: a hand-off to a thread that is not running costs a wake-up (microseconds), so Mops/s and ns/op measure this replayer's synchronisation as much as the allocator (the latency columns exclude it); compare throughput with --threads serial",
+            th.threads, cpus
+        ));
+    }
+    v
 }
