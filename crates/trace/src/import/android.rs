@@ -151,24 +151,7 @@ impl std::fmt::Display for ImportSummary {
 /// The header of a trace imported from `path`: `program` is the file's stem (`systemui`),
 /// `source` says how it was made.
 pub fn header(path: &Path, lenient: bool) -> Header {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = path
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let flag = if lenient { " --lenient" } else { "" };
-    let mut h = Header::default();
-    h.set("program", stem)
-        .set(
-            "source",
-            format!("mallard convert --from android{flag} {name}"),
-        )
-        .set("importer", "android")
-        .set("original", name);
-    h
+    super::import_header("android", path, lenient)
 }
 
 /// The first bytes of a zip archive (a local file header).
