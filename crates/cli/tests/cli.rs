@@ -2,27 +2,10 @@
 
 use mallard_trace::{AllocKind, Event, Form, Header, Record};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn mallard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(args)
-        .output()
-        .expect("run mallard")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use std::path::Path;
+use std::process::Command;
+mod common;
+use common::{generated, mallard, p, text};
 
 fn alloc(id: u64, size: u64) -> Record {
     Record::new(Event::Alloc {
@@ -35,23 +18,6 @@ fn alloc(id: u64, size: u64) -> Record {
 
 fn free(id: u64) -> Record {
     Record::new(Event::Free { id })
-}
-
-/// A small generated trace, shared by several tests.
-fn generated(dir: &Path, name: &str, events: &str) -> PathBuf {
-    let out = dir.join(format!("{name}.mtr"));
-    let o = mallard(&[
-        "gen",
-        name,
-        "-o",
-        p(&out),
-        "--events",
-        events,
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    out
 }
 
 #[test]

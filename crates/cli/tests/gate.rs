@@ -3,14 +3,9 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn mallard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(args)
-        .output()
-        .expect("run mallard")
-}
+use std::process::Command;
+mod common;
+use common::mallard;
 
 fn tiny_trace(dir: &Path) -> PathBuf {
     let t = dir.join("tiny.mtr");

@@ -11,6 +11,8 @@ use mallard_trace::{AllocKind, Event, Record};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+mod common;
+use common::{p, text};
 
 fn mallard(args: &[&str]) -> Output {
     mallard_env(args, &[])
@@ -23,18 +25,6 @@ fn mallard_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run mallard")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 /// The recorder library, built once for all tests.

@@ -2,43 +2,8 @@
 //! generated traces in a temporary directory.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn mallard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(args)
-        .output()
-        .expect("run mallard")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn generated(dir: &Path, name: &str, events: &str) -> PathBuf {
-    let out = dir.join(format!("{name}.mtr"));
-    let o = mallard(&[
-        "gen",
-        name,
-        "-o",
-        p(&out),
-        "--events",
-        events,
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    out
-}
+mod common;
+use common::{generated, mallard, p, text};
 
 /// The CSV's lines without the one column that is a timing (`sim_ns_per_op`), which differs
 /// from run to run; everything else must be identical.
