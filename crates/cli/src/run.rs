@@ -137,30 +137,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         } else if !t.exists() {
             bail!("{}: no such trace file", t.display());
         } else {
-            match mallard_trace::import::detect(t) {
-                // Unrecognised: the trace check names the file and says what it starts with.
-                Some("mallard") | None => traces.push(t.clone()),
-                // A recording in another tool's format (an Android .zip, an mtrace log, a
-                // heaptrack file, a raw recording): imported for this run, like `mallard
-                // convert` would, into the temporary directory.
-                Some(format) => {
-                    let stem = t
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "trace".into());
-                    let path = gen_dir.path().join(format!("{stem}.mtr"));
-                    if path.exists() {
-                        bail!("{}: two inputs named {stem}; rename one", t.display());
-                    }
-                    eprintln!(
-                        "importing {} ({format}) for this run (`mallard convert {} -o {stem}.mtr` keeps it):",
-                        t.display(),
-                        t.display()
-                    );
-                    crate::traces::cmd_convert(t, &path, None, Some(format), false)?;
-                    traces.push(path);
-                }
-            }
+            traces.push(crate::traces::as_mallard_trace(t, gen_dir.path())?);
         }
     }
     if !counts.is_empty() && !generated {

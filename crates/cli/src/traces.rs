@@ -25,8 +25,34 @@ pub struct GenArgs {
     pub threads: u32,
 }
 
+/// `t` itself if it is a Mallard trace (or unrecognised: opening it then says what is wrong),
+/// else `t` imported into `dir` (an Android .zip, an mtrace log, a heaptrack file, a raw
+/// recording), as `mallard convert` would, saying so on stderr.
+pub fn as_mallard_trace(t: &Path, dir: &Path) -> Result<PathBuf> {
+    let Some(format) = mallard_trace::import::detect(t).filter(|f| *f != "mallard") else {
+        return Ok(t.to_path_buf());
+    };
+    let stem = t
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into());
+    let path = dir.join(format!("{stem}.mtr"));
+    if path.exists() {
+        bail!("{}: two inputs named {stem}; rename one", t.display());
+    }
+    eprintln!(
+        "importing {} ({format}; `mallard convert {} -o {stem}.mtr` keeps a copy):",
+        t.display(),
+        t.display()
+    );
+    cmd_convert(t, &path, None, Some(format), false)?;
+    Ok(path)
+}
+
 pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
-    let mut reader = mallard_trace::open(path)?;
+    let dir = tempfile::tempdir()?;
+    let trace = as_mallard_trace(path, dir.path())?;
+    let mut reader = mallard_trace::open(&trace)?;
     let header = reader.header().clone();
     let mut stats = mallard_trace::stats::TraceStats::new();
     let mut v = mallard_trace::Validator::new();

@@ -579,7 +579,15 @@ fn android_zip_converts_and_runs_directly() {
     ]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("importing") && t.contains("(android)"), "{t}");
+    assert!(t.contains("importing") && t.contains("(android;"), "{t}");
     assert!(t.contains("app (4000 events"), "{t}");
     assert!(rep.join("results.json").exists());
+    // And inspect reads it as well, naming the archive.
+    let o = mallard(&["inspect", p(&zip_path)]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("app.zip") && t.contains("original: app.zip"),
+        "{t}"
+    );
 }
