@@ -146,7 +146,7 @@ fn lone_pair(c: &mut Criterion) {
 
 /// (slot, size) pairs: a random slot among `LIVE`, a size from `sizes`.
 fn sequence(fixed: Option<usize>) -> Vec<(u32, u32)> {
-    let mut rng = SmallRng::seed_from_u64(0x6d61_6c6c_6172_64);
+    let mut rng = SmallRng::seed_from_u64(0x006d_616c_6c61_7264);
     (0..SEQUENCE)
         .map(|_| {
             let slot = rng.gen_range(0..LIVE) as u32;

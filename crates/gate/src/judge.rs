@@ -465,10 +465,10 @@ mod tests {
         // The machine's speed drifts by 12% (sd) from pair to pair, 1% within a pair; the
         // candidate is truly 7% slower. Unpaired, the gate cannot tell; paired, it fails.
         let mut rng = SmallRng::seed_from_u64(11);
-        let drift = Normal::new(0.0, 0.12).unwrap();
+        let drift: Normal<f64> = Normal::new(0.0, 0.12).unwrap();
         let (mut b, mut c) = (Vec::new(), Vec::new());
         for _ in 0..20 {
-            let m = 100.0 * (drift.sample(&mut rng) as f64).exp();
+            let m = 100.0 * drift.sample(&mut rng).exp();
             b.extend(normal(&mut rng, 1, m, 0.01));
             c.extend(normal(&mut rng, 1, m * 1.07, 0.01));
         }
@@ -567,7 +567,7 @@ mod tests {
         let d = Normal::new(0.0, drift).unwrap();
         let (mut b, mut c) = (Vec::new(), Vec::new());
         for _ in 0..n {
-            let m = 100.0 * (d.sample(rng) as f64).exp();
+            let m = 100.0 * d.sample(rng).exp();
             b.push(normal(rng, 1, m, noise)[0]);
             c.push(normal(rng, 1, m * ratio, noise)[0]);
         }
@@ -606,7 +606,7 @@ mod tests {
         let cfg = GateConfig::default();
         let t = StudentT::new(1.5).unwrap();
         let mut rng = SmallRng::seed_from_u64(22);
-        let mut trial = |ratio: f64, rng: &mut SmallRng| {
+        let trial = |ratio: f64, rng: &mut SmallRng| {
             let (mut b, mut c) = (Vec::new(), Vec::new());
             for _ in 0..30 {
                 let z: f64 = t.sample(rng);
@@ -869,7 +869,7 @@ mod tests {
         let c = normal(&mut rng, 10, 100.0, 0.4);
         let r = one(b, c, &cfg);
         assert_eq!(r.verdict, Verdict::Inconclusive);
-        assert!(!r.resolvable && !worth_more(&[r.clone()]));
+        assert!(!r.resolvable && !worth_more(std::slice::from_ref(&r)));
         assert!(r.reason.contains("too noisy"), "{}", r.reason);
         // A required failure ends the run whatever else is open.
         let mut f = r.clone();

@@ -114,7 +114,9 @@ fn init() -> bool {
     t.in_hook.set(true);
     // SAFETY: dlsym with RTLD_NEXT and NUL-terminated names; the results are the named
     // functions (or null), transmuted to their C signatures. REAL is written by this thread
-    // only, before READY is published.
+    // only, before READY is published. Each transmute's target is the C signature of the field
+    // it is stored in, inferred from that field (hence no annotation).
+    #[allow(clippy::missing_transmute_annotations)]
     unsafe {
         let r = &mut *REAL.0.get();
         macro_rules! find {

@@ -103,9 +103,15 @@ pub unsafe trait Backend {
     /// # Safety
     /// See the trait.
     unsafe fn malloc(&mut self, size: usize) -> *mut u8;
-    /// Zeroed memory. # Safety: see the trait.
+    /// Zeroed memory.
+    ///
+    /// # Safety
+    /// See the trait.
     unsafe fn calloc(&mut self, size: usize) -> *mut u8;
-    /// `align` is a power of two, at least the pointer size. # Safety: see the trait.
+    /// `align` is a power of two, at least the pointer size.
+    ///
+    /// # Safety
+    /// See the trait.
     unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8;
     /// # Safety
     /// `p` is null or a live pointer from this backend.

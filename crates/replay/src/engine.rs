@@ -117,6 +117,9 @@ pub fn opaque(p: *mut u8) -> *mut u8 {
     {
         let mut p = p;
         // SAFETY: an empty instruction template: reads and writes nothing but the register.
+        // `nomem` is true: the pointer's value passes through a register and is never
+        // dereferenced (what clippy's pointers-in-nomem-asm lint warns about).
+        #[allow(clippy::pointers_in_nomem_asm_block)]
         unsafe {
             std::arch::asm!("/* {0} */", inout(reg) p, options(nomem, nostack, preserves_flags))
         };
@@ -310,6 +313,7 @@ pub trait Sampler<B> {
 }
 
 /// The batched pass. `sample_every`: operations between RSS samples (0: none).
+#[allow(clippy::too_many_arguments)]
 pub fn batched<B: Backend, S: Sampler<B>>(
     b: &mut B,
     prog: &Program,

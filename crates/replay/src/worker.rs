@@ -184,11 +184,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     } else {
         0
     };
-    let every = if wanted == 0 {
-        u64::MAX
-    } else {
-        (n / wanted).max(1)
-    };
+    let every = n.checked_div(wanted).map_or(u64::MAX, |e| e.max(1));
     let points: Vec<u64> = if wanted == 0 {
         vec![]
     } else {
@@ -495,16 +491,10 @@ fn run_with<B: Backend>(
     let mut hists = KindHists::new();
     let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
     let n = prog.ops.len() as u64;
-    let sample_every = if spec.rss_samples == 0 {
-        0
-    } else {
-        (n / spec.rss_samples).max(1)
-    };
-    let points: Vec<u64> = if sample_every == 0 {
-        vec![]
-    } else {
-        (1..=n / sample_every).map(|k| k * sample_every).collect()
-    };
+    let sample_every = n.checked_div(spec.rss_samples).map_or(0, |e| e.max(1));
+    let points: Vec<u64> = (1..=n.checked_div(sample_every).unwrap_or(0))
+        .map(|k| k * sample_every)
+        .collect();
     let live = prog.live_bytes_at(&points);
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
     let mut out = WorkerOutput::default();

@@ -179,24 +179,6 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_units() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
-    }
-
-    #[test]
-    fn sub_noise_values_are_not_shown_as_numbers() {
-        assert_eq!(tail_ns(3.0, 8.0), "<8.0");
-        assert_eq!(tail_ns(250.0, 8.0), "250");
-    }
-}
-
 /// How a multi-threaded trace was replayed, in a line or two (nothing for a single-threaded
 /// one), for the terminal table and the Markdown report alike.
 pub fn thread_lines(results: &RunResults, trace: &str) -> Vec<String> {
@@ -220,4 +202,22 @@ pub fn thread_lines(results: &RunResults, trace: &str) -> Vec<String> {
         ));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn sub_noise_values_are_not_shown_as_numbers() {
+        assert_eq!(tail_ns(3.0, 8.0), "<8.0");
+        assert_eq!(tail_ns(250.0, 8.0), "250");
+    }
 }

@@ -64,6 +64,9 @@ const OP_REALLOC_BEGIN: u8 = 11;
 /// Where bytes come from: a file (read at offsets) or memory (tests, fuzzing).
 pub trait Source {
     fn len(&self) -> Result<u64, std::io::Error>;
+    fn is_empty(&self) -> Result<bool, std::io::Error> {
+        Ok(self.len()? == 0)
+    }
     /// Fills `buf` from `offset`; the caller has checked that the range lies in the source.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error>;
 }
