@@ -307,13 +307,21 @@ fn judge_one(
     r
 }
 
+/// The hardest level a metric's test can face among `n_tested`: the first step of Holm and of
+/// Benjamini-Hochberg is Bonferroni's alpha / n; without a correction it is alpha itself.
+pub fn hardest_level(cfg: &GateConfig, alpha: f64, n_tested: usize) -> f64 {
+    match cfg.correction {
+        stats::Correction::None => alpha,
+        stats::Correction::Holm | stats::Correction::Bh => alpha / n_tested.max(1) as f64,
+    }
+}
+
 fn decide(r: &mut MetricResult, alpha: f64, n_tested: usize, cfg: &GateConfig, ctx: JudgeContext) {
     let sigma = r.detectable.unwrap_or(0.0);
-    // The first step of Holm (Bonferroni) is the hardest test a metric can face.
-    let det = detectable_change(sigma, ctx.budget, alpha / n_tested as f64, cfg.power);
+    let level = hardest_level(cfg, alpha, n_tested);
+    let det = detectable_change(sigma, ctx.budget, level, cfg.power);
     r.detectable = det.is_finite().then_some(det);
-    r.resolvable =
-        detectable_change(sigma, ctx.budget, alpha / n_tested as f64, 0.5) <= r.limit - 1.0;
+    r.resolvable = detectable_change(sigma, ctx.budget, level, 0.5) <= r.limit - 1.0;
     let (Some(ratio), Some(pa)) = (r.ratio, r.p_adjusted) else {
         r.verdict = Verdict::Inconclusive;
         r.reason = "no ratio: the baseline is zero".into();

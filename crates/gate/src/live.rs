@@ -459,7 +459,7 @@ pub fn calibration_from_samples(
     };
     let mut rows = Vec::new();
     for m in &aa {
-        let alpha = cfg.alpha_per_look() / family(m.required) as f64;
+        let alpha = judge::hardest_level(cfg, cfg.alpha_per_look(), family(m.required));
         let key = MetricKey::new(&m.trace, &m.allocator, &m.metric);
         let (Some(b), Some(c)) = (samples.baseline.get(&key), samples.candidate.get(&key)) else {
             continue;
