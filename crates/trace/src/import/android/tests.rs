@@ -375,3 +375,36 @@ fn reads_a_trace_inside_a_zip_archive() {
     let e = r.unwrap_err().to_string();
     assert!(e.contains("app.zip") && e.contains("line 2"), "{e}");
 }
+
+#[test]
+fn converts_the_real_surfaceflinger_trace_exactly() {
+    let zip = shared_android().join("surfaceflinger.zip");
+    if !zip.exists() {
+        eprintln!("note: {} is absent; skipping", zip.display());
+        return;
+    }
+    let mut events = 0u64;
+    let sum = convert(&zip, false, &mut |_| {
+        events += 1;
+        Ok(())
+    })
+    .unwrap();
+    // The counts in shared/traces/android/README.md.
+    assert_eq!(sum.lines, 2_455_240);
+    assert_eq!(
+        (sum.malloc, sum.calloc, sum.memalign, sum.realloc, sum.free),
+        (1_142_990, 44_229, 0, 73_781, 1_194_239)
+    );
+    assert_eq!((sum.thread_done, sum.threads), (1, 15));
+    assert_eq!((sum.null_frees, sum.realloc_from_null), (2_514, 8_073));
+    let expected = EventCounts {
+        malloc: 1_142_990 + 8_073,
+        calloc: 44_229,
+        aligned: 0,
+        frees: 1_194_239 - 2_514,
+        reallocs: 73_781 - 8_073,
+    };
+    assert_eq!(sum.counts, expected);
+    assert_eq!(events, 2_452_725);
+    assert_eq!(sum.live_at_end, 3_567);
+}
