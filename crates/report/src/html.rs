@@ -601,22 +601,12 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
-fn fmt_ns(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.1} µs", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 /// A per-call figure, or `<N` below the timer's noise (as the terminal table prints it).
 pub fn tail_cell(v: f64, noise: f64) -> String {
     if v <= noise {
-        format!("&lt;{}", fmt_ns(noise.max(0.1)))
+        format!("&lt;{}", crate::table::ns_text(noise.max(0.1)))
     } else {
-        fmt_ns(v)
+        crate::table::ns_text(v)
     }
 }
 
@@ -673,7 +663,7 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
                     let _ = write!(
                         s,
                         "<td>{approx}{}</td><td>{}</td><td>{}</td>",
-                        fmt_ns(r.p50_ns),
+                        crate::table::ns_text(r.p50_ns),
                         tail_cell(r.p99_ns, r.timer_noise_ns),
                         tail_cell(r.p999_ns, r.timer_noise_ns)
                     );

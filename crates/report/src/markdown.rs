@@ -12,21 +12,11 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn ns(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.1} µs", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 fn tail(v: f64, noise: f64) -> String {
     if v <= noise {
-        format!("<{}", ns(noise.max(0.1)))
+        format!("<{}", crate::table::ns_text(noise.max(0.1)))
     } else {
-        ns(v)
+        crate::table::ns_text(v)
     }
 }
 
@@ -149,12 +139,12 @@ pub fn render(results: &RunResults) -> String {
                     "| {} | {op} | {} | {} | {approx}{} | {approx}{} | {} | {} | {} |",
                     cell(&a.name),
                     r.count,
-                    ns(r.mean_ns),
-                    ns(r.p50_ns),
-                    ns(r.p90_ns),
+                    crate::table::ns_text(r.mean_ns),
+                    crate::table::ns_text(r.p50_ns),
+                    crate::table::ns_text(r.p90_ns),
                     tail(r.p99_ns, r.timer_noise_ns),
                     tail(r.p999_ns, r.timer_noise_ns),
-                    ns(r.max_ns)
+                    crate::table::ns_text(r.max_ns)
                 );
             }
         }

@@ -23,8 +23,18 @@ pub fn bytes(b: u64) -> String {
 }
 
 fn ns(v: f64) -> String {
+    ns_with(v, "us")
+}
+
+/// Nanoseconds for a page (Markdown, HTML): one decimal under 100, none up to 10,000, then
+/// microseconds.
+pub(crate) fn ns_text(v: f64) -> String {
+    ns_with(v, " µs")
+}
+
+fn ns_with(v: f64, micro: &str) -> String {
     if v >= 10_000.0 {
-        format!("{:.1}us", v / 1000.0)
+        format!("{:.1}{micro}", v / 1000.0)
     } else if v >= 100.0 {
         format!("{v:.0}")
     } else {
