@@ -8,7 +8,6 @@ use mallard_gate::config::{parse_margin, parse_percent, GateConfig};
 use mallard_gate::live::{self, LivePlan, SideSpec, DEFAULT_TOGGLE};
 use mallard_gate::output;
 use mallard_replay::backend::AllocatorName;
-use mallard_replay::engine::Touch;
 use mallard_replay::worker::Pass;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -292,16 +291,7 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
             bail!("{}: no such trace file", t.display());
         }
     }
-    let mut allocators: Vec<AllocatorName> = Vec::new();
-    for s in &a.allocators {
-        let n: AllocatorName = s
-            .trim()
-            .parse()
-            .map_err(|e: String| anyhow!("--allocators: {e}"))?;
-        if !allocators.contains(&n) {
-            allocators.push(n);
-        }
-    }
+    let mut allocators = crate::opts::allocators(&a.allocators)?;
     if allocators.is_empty() {
         allocators.push(
             if a.baseline_preload.is_some() || a.candidate_preload.is_some() {
@@ -323,13 +313,8 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
             passes.push(pass);
         }
     }
-    let touch: Touch = a
-        .touch
-        .parse()
-        .map_err(|e: String| anyhow!("--touch: {e}"))?;
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
+    let touch = crate::opts::touch(&a.touch)?;
+    crate::opts::batch(a.batch)?;
     let own = std::env::current_exe().context("cannot find the mallard executable")?;
     let baseline = side(
         "baseline",

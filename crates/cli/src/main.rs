@@ -7,6 +7,7 @@
 //! but some allocator's worker failed (crashed, was killed, timed out).
 
 mod gate;
+mod opts;
 mod record;
 mod report;
 mod run;

@@ -3,7 +3,6 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mallard_replay::backend::AllocatorName;
-use mallard_replay::engine::Touch;
 use mallard_replay::runner::{self, Progress, RunOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -63,28 +62,12 @@ pub struct RunArgs {
 }
 
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
-    let allocators: Vec<AllocatorName> = if a.allocators.is_empty() {
-        AllocatorName::DEFAULT.to_vec()
-    } else {
-        let mut v = Vec::new();
-        for s in &a.allocators {
-            let n: AllocatorName = s
-                .trim()
-                .parse()
-                .map_err(|e: String| anyhow!("--allocators: {e}"))?;
-            if !v.contains(&n) {
-                v.push(n);
-            }
-        }
-        v
-    };
-    let touch: Touch = a
-        .touch
-        .parse()
-        .map_err(|e: String| anyhow!("--touch: {e}"))?;
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
+    let mut allocators = crate::opts::allocators(&a.allocators)?;
+    if allocators.is_empty() {
+        allocators = AllocatorName::DEFAULT.to_vec();
     }
+    let touch = crate::opts::touch(&a.touch)?;
+    crate::opts::batch(a.batch)?;
     let mut arena = mallard_arena::Config::preset(&a.arena_preset)
         .map_err(|e| anyhow!("--arena-preset: {e}"))?;
     if let Some(spec) = &a.arena {

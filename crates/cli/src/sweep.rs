@@ -5,7 +5,6 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mallard_replay::engine::Touch;
 use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
 use mallard_sweep::run::{self as sweep_run, MeasureOptions};
 use mallard_sweep::{html, rows, Summary};
@@ -237,10 +236,7 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         );
     }
     let (points, skipped) = grid.expand(&base, shard);
-    let touch: Touch = a
-        .touch
-        .parse()
-        .map_err(|e: String| anyhow!("--touch: {e}"))?;
+    let touch = crate::opts::touch(&a.touch)?;
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
