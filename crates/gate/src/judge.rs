@@ -412,12 +412,7 @@ pub fn overall(results: &[MetricResult], cfg: &GateConfig) -> (Overall, i32) {
 
 /// Whether a required metric is still open: inconclusive, with no required metric failed.
 pub fn open(results: &[MetricResult]) -> bool {
-    !results
-        .iter()
-        .any(|r| r.required && r.verdict == Verdict::Fail)
-        && results
-            .iter()
-            .any(|r| r.required && r.verdict == Verdict::Inconclusive)
+    open_where(results, |_| true)
 }
 
 /// Whether more repetitions could change a required metric's verdict: it is inconclusive, no
@@ -425,15 +420,14 @@ pub fn open(results: &[MetricResult]) -> bool {
 /// its limit at least half of the time (a stricter rule, 95%, stopped too early in practice:
 /// the noise estimated from ten repetitions is itself noisy).
 pub fn worth_more(results: &[MetricResult]) -> bool {
-    if results
-        .iter()
-        .any(|r| r.required && r.verdict == Verdict::Fail)
-    {
-        return false;
-    }
-    results
-        .iter()
-        .any(|r| r.required && r.verdict == Verdict::Inconclusive && r.resolvable)
+    open_where(results, |r| r.resolvable)
+}
+
+/// No required metric failed, and some required inconclusive metric satisfies `also`.
+fn open_where(results: &[MetricResult], also: impl Fn(&MetricResult) -> bool) -> bool {
+    let required = || results.iter().filter(|r| r.required);
+    !required().any(|r| r.verdict == Verdict::Fail)
+        && required().any(|r| r.verdict == Verdict::Inconclusive && also(r))
 }
 
 #[cfg(test)]

@@ -199,11 +199,17 @@ fn wait_slow(flag: &AtomicU32, how: Waiting) {
     }
 }
 
-/// Sets `flag` and wakes its waiter if it went to sleep.
+/// Sets `flag` and wakes its waiter if it went to sleep. Only a sleeping waiter ever marks the
+/// flag, so a spinning replay needs a plain store, not the read-modify-write.
 #[inline]
-fn signal(flag: &AtomicU32) {
-    if flag.swap(SET, Ordering::Release) == SLEEPING {
-        wake(flag);
+fn signal(flag: &AtomicU32, how: Waiting) {
+    match how {
+        Waiting::Spin => flag.store(SET, Ordering::Release),
+        Waiting::Sleep => {
+            if flag.swap(SET, Ordering::Release) == SLEEPING {
+                wake(flag);
+            }
+        }
     }
 }
 
@@ -514,7 +520,7 @@ fn run_thread<B: Backend, const T: u8>(
     let fail = |i: usize| {
         for op in &ops[i..] {
             if op.signal != 0 {
-                signal(&flags[op.signal as usize - 1]);
+                signal(&flags[op.signal as usize - 1], how);
             }
         }
         Err(OpFailed {
@@ -536,7 +542,7 @@ fn run_thread<B: Backend, const T: u8>(
                     touch_op::<T>(sp, &op.op);
                 }
                 if op.signal != 0 {
-                    signal(&flags[op.signal as usize - 1]);
+                    signal(&flags[op.signal as usize - 1], how);
                 }
             }
             progress.store(ops.len() as u64, Ordering::Relaxed);
@@ -556,7 +562,7 @@ fn run_thread<B: Backend, const T: u8>(
                 // SAFETY: as above.
                 unsafe { touch_op::<T>(sp, &op.op) };
                 if op.signal != 0 {
-                    signal(&flags[op.signal as usize - 1]);
+                    signal(&flags[op.signal as usize - 1], how);
                 }
                 hists.record(op.op.kind, t1.wrapping_sub(t0), 1, scale);
                 if i % 256 == 0 {
@@ -603,7 +609,7 @@ fn run_thread<B: Backend, const T: u8>(
                 }
                 if let Some(last) = run.last() {
                     if last.signal != 0 {
-                        signal(&flags[last.signal as usize - 1]);
+                        signal(&flags[last.signal as usize - 1], how);
                     }
                 }
                 hists.record(kind, t1.wrapping_sub(t0), run.len() as u64, scale);
@@ -860,7 +866,7 @@ mod tests {
             SLEEPING,
             "the waiter never slept"
         );
-        signal(&flag);
+        signal(&flag, Waiting::Sleep);
         assert_eq!(waiter.join().unwrap(), SET);
         // A flag set before the wait: no sleep at all.
         let set = AtomicU32::new(SET);
