@@ -1,0 +1,1 @@
+//! Atomic writes and output-path checks (to be written).

@@ -1,0 +1,1 @@
+//! Signal handling and cleanup (to be written).
