@@ -10,7 +10,6 @@ use mallard_gate::output;
 use mallard_replay::backend::AllocatorName;
 use mallard_replay::worker::Pass;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct GateArgs {
@@ -107,12 +106,17 @@ pub struct GateArgs {
     /// Longest run of same-kind operations timed together in the batched pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Pin every worker to this CPU.
+    /// Pin every worker to this CPU (one this process may run on).
     #[arg(long)]
     cpu: Option<usize>,
-    /// Seconds a single worker may take.
+    /// Seconds a single worker may take (at least 1).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Replay even if a trace's peak live set (two workers are held at once), its largest
+    /// request or its compiled program is more than the memory available; by default such a
+    /// gate is refused before any worker starts.
+    #[arg(long)]
+    ignore_memory_limit: bool,
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
@@ -315,6 +319,8 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     }
     let touch = crate::opts::touch(&a.touch)?;
     crate::opts::batch(a.batch)?;
+    let timeout = crate::opts::timeout(a.timeout)?;
+    let cpu = crate::opts::cpu(a.cpu)?;
     let own = std::env::current_exe().context("cannot find the mallard executable")?;
     let baseline = side(
         "baseline",
@@ -342,11 +348,12 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         passes,
         touch,
         batch: a.batch,
-        cpu: a.cpu,
-        timeout: Duration::from_secs(a.timeout),
+        cpu,
+        timeout,
         count_instructions: a.count_instructions,
         callgrind_toggle: a.callgrind_toggle.clone(),
         valgrind: a.valgrind.clone(),
+        ignore_memory_limit: a.ignore_memory_limit,
     };
     if a.calibrate {
         let c = live::run_calibration(&plan, &cfg, &mut progress)?;

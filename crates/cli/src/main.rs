@@ -100,6 +100,11 @@ fn main() {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // SIGINT/SIGTERM/SIGHUP: kill the workers, remove temporary files, exit 128+N (`record`
+    // forwards signals to the recorded program its own way; a worker dies with its parent).
+    if !matches!(cli.cmd, Cmd::Worker { .. } | Cmd::Record(_)) && mallard_io::interrupt::install().is_err() {
+        eprintln!("mallard: warning: cannot handle signals; an interrupted run may leave temporary files");
+    }
     if matches!(cli.cmd, Cmd::Gate(_)) {
         // The gate writes the start byte to held workers; one that has already died must make
         // that write fail (EPIPE, reported as the worker's failure), not kill the gate.

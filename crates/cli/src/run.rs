@@ -6,7 +6,6 @@ use mallard_replay::backend::AllocatorName;
 use mallard_replay::runner::{self, Progress, RunOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -50,12 +49,17 @@ pub struct RunArgs {
     /// with each thread count, replays them faithfully and prints a scaling table.
     #[arg(long, default_value = "faithful")]
     threads: String,
-    /// Pin every worker to this CPU.
+    /// Pin every worker to this CPU (one this process may run on).
     #[arg(long)]
     cpu: Option<usize>,
-    /// Seconds a single worker may take before it is killed and reported as failed.
+    /// Seconds a single worker may take before it is killed and reported as failed (at least 1).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Replay even if a trace's peak live set, its largest single request or its compiled
+    /// program is more than the memory available (MemAvailable, and the cgroup's limit); by
+    /// default such a run is refused before any worker starts.
+    #[arg(long)]
+    ignore_memory_limit: bool,
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
@@ -68,6 +72,11 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     }
     let touch = crate::opts::touch(&a.touch)?;
     crate::opts::batch(a.batch)?;
+    let timeout = crate::opts::timeout(a.timeout)?;
+    let cpu = crate::opts::cpu(a.cpu)?;
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
     let mut arena = mallard_arena::Config::preset(&a.arena_preset)
         .map_err(|e| anyhow!("--arena-preset: {e}"))?;
     if let Some(spec) = &a.arena {
@@ -78,6 +87,8 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     arena.validate().map_err(|e| anyhow!("--arena: {e}"))?;
     let (mode, counts) = parse_threads(&a.threads)?;
     let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
+    // Removed by the signal handler if the run is interrupted (dropped before gen_dir).
+    let _gen_dir_guard = mallard_io::interrupt::register_temp(gen_dir.path());
     let mut traces = Vec::new();
     let mut generated = false;
     for t in &a.traces {
@@ -136,12 +147,13 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         batch: a.batch,
         rss_samples: a.rss_samples,
         arena,
-        cpu: a.cpu,
-        timeout: Duration::from_secs(a.timeout),
+        cpu,
+        timeout,
         worker_exe: exe,
         worker_args: vec!["__worker".into()],
         worker_env: Vec::new(),
         threads: mode,
+        ignore_memory_limit: a.ignore_memory_limit,
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();

@@ -158,12 +158,16 @@ pub struct SweepArgs {
     /// Measure mode: how allocated memory is written (none, first, pages, all).
     #[arg(long, default_value = "pages")]
     touch: String,
-    /// Measure mode: pin every worker to this CPU.
+    /// Measure mode: pin every worker to this CPU (one this process may run on).
     #[arg(long)]
     cpu: Option<usize>,
-    /// Measure mode: seconds a single worker may take.
+    /// Measure mode: seconds a single worker may take (at least 1).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Measure mode: replay even if a trace's peak live set, its largest request or its
+    /// compiled program is more than the memory available; by default refused up front.
+    #[arg(long)]
+    ignore_memory_limit: bool,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -240,6 +244,8 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    let timeout = crate::opts::timeout(a.timeout)?;
+    let cpu = crate::opts::cpu(a.cpu)?;
     for t in &a.traces {
         if !t.exists() {
             bail!("{}: no such trace file", t.display());
@@ -288,8 +294,9 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         let mo = MeasureOptions {
             repeat: a.repeat,
             touch,
-            timeout: Duration::from_secs(a.timeout),
-            cpu: a.cpu,
+            timeout,
+            cpu,
+            ignore_memory_limit: a.ignore_memory_limit,
         };
         let workers = (points.len() * traces.len() * a.repeat as usize * 3) as u64;
         let progress = Bar::new(workers, "workers", a.quiet);

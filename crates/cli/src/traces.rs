@@ -51,6 +51,7 @@ pub fn as_mallard_trace(t: &Path, dir: &Path) -> Result<PathBuf> {
 
 pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
+    let _dir_guard = mallard_io::interrupt::register_temp(dir.path());
     let trace = as_mallard_trace(path, dir.path())?;
     let mut reader = mallard_trace::open(&trace)?;
     let header = reader.header().clone();

@@ -68,6 +68,8 @@ pub struct LivePlan {
     /// Function-name pattern of the replay loop for callgrind's `--toggle-collect`.
     pub callgrind_toggle: String,
     pub valgrind: PathBuf,
+    /// Replay even if a trace needs more memory than is available (two workers held at once).
+    pub ignore_memory_limit: bool,
 }
 
 /// The default `--toggle-collect` pattern: the single-threaded throughput replay loop.
@@ -95,6 +97,7 @@ fn options(plan: &LivePlan, side: &SideSpec) -> Result<RunOptions, GateError> {
     o.worker_args = side.worker_args.clone();
     o.worker_env = side.env.clone();
     o.rss_samples = 100;
+    o.ignore_memory_limit = plan.ignore_memory_limit;
     Ok(o)
 }
 
@@ -120,10 +123,14 @@ fn prepare(plan: &LivePlan) -> Result<Prepared, GateError> {
         }
         traces.push(t);
     }
+    let base = options(plan, &plan.baseline)?;
+    // Baseline and candidate are prepared and held together: two workers at once.
+    let demands: Vec<runner::Demand> = traces.iter().map(|t| t.demand.clone()).collect();
+    runner::refuse_impossible(&demands, &base, 2, 0).map_err(|e| GateError::Input(e.to_string()))?;
     Ok(Prepared {
         traces,
         timer: Timer::calibrate(100),
-        base: options(plan, &plan.baseline)?,
+        base,
         cand: options(plan, &plan.candidate)?,
     })
 }

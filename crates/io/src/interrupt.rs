@@ -1,1 +1,243 @@
-//! Signal handling and cleanup (to be written).
+//! Cleanup after SIGINT, SIGTERM and SIGHUP: stop the workers, remove the temporary files,
+//! exit 128 + the signal's number.
+//!
+//! ```text
+//!   main ── install() ──► handler thread (signal-hook's self-pipe: no code runs in the
+//!                         signal handler itself but a write(2))
+//!   runner::Worker::spawn ── register_child(pid) ──► CHILDREN ◄─┐
+//!   CLI tempdirs, writers ── register_temp(path) ──► TEMPS   ◄──┤ on a signal the handler
+//!                                                               │ thread takes both lists,
+//!                                                               │ SIGKILLs and reaps every
+//!                                                               │ child, removes every path,
+//!                                                               └ prints one line, _exit(128+N)
+//! ```
+//!
+//! Everything the handler does runs on an ordinary thread, so it may lock, allocate and call
+//! any function; the process ends with `_exit`, so no destructor of the interrupted main thread
+//! runs half-way through its work (a report half-written in its temporary directory is removed
+//! because that directory is registered, not because a destructor ran).
+//!
+//! The registries are plain lists under one mutex, held for a push or a removal. A guard
+//! ([`ChildGuard`], [`TempGuard`]) deregisters on drop, so a path removed or renamed into
+//! place by its owner is no longer touched. Once a signal has arrived, registering a child kills
+//! it at once: a worker started in the last microseconds before `_exit` never outlives us.
+//!
+//! Workers also die with their parent by themselves ([`die_with_parent`]: `PR_SET_PDEATHSIG`),
+//! which covers a parent killed by SIGKILL, where no handler runs. The kernel sends that signal
+//! when the *thread* that started the child ends, so workers must be started from a thread that
+//! lives as long as the run (Mallard starts them all from the main thread).
+//!
+//! Without [`install`] (the library's tests, other embedders) the registries work the same and
+//! nothing reacts to signals: the default dispositions stay.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
+
+/// The signals that stop Mallard with cleanup.
+pub const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// The environment variable through which a parent tells its worker its pid, so that the
+/// worker can tell whether its parent already died before `PR_SET_PDEATHSIG` was set.
+pub const PARENT_PID_ENV: &str = "MALLARD_PARENT_PID";
+
+static CHILDREN: Mutex<Vec<(u64, i32)>> = Mutex::new(Vec::new());
+static TEMPS: Mutex<Vec<(u64, PathBuf)>> = Mutex::new(Vec::new());
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// The signal being handled, 0 while none.
+static STOPPING: AtomicI32 = AtomicI32::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Installs the handler (once; later calls do nothing). Call it at the start of `main`, before
+/// any child is started.
+pub fn install() -> std::io::Result<()> {
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let mut signals = signal_hook::iterator::Signals::new(SIGNALS)?;
+    std::thread::Builder::new()
+        .name("mallard-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                stop(sig);
+            }
+        })?;
+    Ok(())
+}
+
+/// Kills and reaps the registered children, removes the registered paths, says so on stderr
+/// and ends the process with 128 + `sig`.
+fn stop(sig: i32) -> ! {
+    STOPPING.store(sig, Ordering::SeqCst);
+    let children: Vec<i32> = lock(&CHILDREN).drain(..).map(|(_, p)| p).collect();
+    for &pid in &children {
+        kill_and_reap(pid);
+    }
+    let temps: Vec<PathBuf> = lock(&TEMPS).drain(..).map(|(_, p)| p).collect();
+    let mut removed = 0;
+    for p in temps.iter().rev() {
+        if remove(p) {
+            removed += 1;
+        }
+    }
+    eprintln!(
+        "mallard: stopped by {}; {} worker process(es) killed, {} temporary path(s) removed",
+        signal_name(sig),
+        children.len(),
+        removed
+    );
+    // SAFETY: _exit(2) ends the process at once; nothing of ours needs running after it.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+fn kill_and_reap(pid: i32) {
+    // SAFETY: kill(2) and waitpid(2) on a pid registered as our own unreaped child; its
+    // registration is removed right after it has been reaped (the window in which its pid could
+    // be reused is that of one function return).
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+fn remove(p: &Path) -> bool {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).is_ok(),
+        Ok(_) => std::fs::remove_file(p).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// `SIGINT` for 2, and so on.
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// The signal being handled, if one arrived (the process is about to exit).
+pub fn stopping() -> Option<i32> {
+    match STOPPING.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// A registered child process; dropping it deregisters the pid. Drop it only once the child
+/// has been reaped (waited for), or the handler could signal a reused pid.
+#[must_use = "the child is deregistered when the guard is dropped"]
+#[derive(Debug)]
+pub struct ChildGuard {
+    id: u64,
+}
+
+/// Registers a child process to be killed (SIGKILL) and reaped if a signal stops Mallard.
+pub fn register_child(pid: u32) -> ChildGuard {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut c = lock(&CHILDREN);
+    if stopping().is_some() {
+        // The handler has already taken its list: this child would outlive us.
+        drop(c);
+        kill_and_reap(pid as i32);
+        return ChildGuard { id };
+    }
+    c.push((id, pid as i32));
+    ChildGuard { id }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        lock(&CHILDREN).retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// A registered temporary path; dropping it deregisters the path (it is not removed: its
+/// owner removes it or renames it into place).
+#[must_use = "the path is deregistered when the guard is dropped"]
+#[derive(Debug)]
+pub struct TempGuard {
+    id: u64,
+}
+
+/// Registers a temporary file or directory (removed with everything in it if a signal stops
+/// Mallard before the guard is dropped). Paths are removed newest first.
+pub fn register_temp(path: &Path) -> TempGuard {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    lock(&TEMPS).push((id, path.to_path_buf()));
+    TempGuard { id }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        lock(&TEMPS).retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// For a worker process, first thing: die by SIGKILL when the parent dies
+/// (`PR_SET_PDEATHSIG`), and if the parent already died before that was set (the pid it left in
+/// [`PARENT_PID_ENV`] is no longer our parent), exit at once. A process started without that
+/// variable (by hand, by another tool) gets the death signal and no check.
+pub fn die_with_parent() {
+    // SAFETY: prctl(2) PR_SET_PDEATHSIG with a valid signal number changes only this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    let Some(want) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: getppid(2) cannot fail.
+    if unsafe { libc::getppid() } != want {
+        eprintln!("mallard worker: the parent process (pid {want}) has gone; not starting");
+        // SAFETY: nothing to clean up yet: this is the worker's first action.
+        unsafe { libc::_exit(1) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_deregister_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = register_temp(&dir.path().join("a"));
+        let b = register_temp(&dir.path().join("b"));
+        let n = |p: &str| {
+            lock(&TEMPS)
+                .iter()
+                .filter(|(_, q)| q.ends_with(p))
+                .count()
+        };
+        assert_eq!((n("a"), n("b")), (1, 1));
+        drop(a);
+        assert_eq!((n("a"), n("b")), (0, 1));
+        drop(b);
+        assert_eq!(n("b"), 0);
+        let c = register_child(u32::MAX - 7);
+        assert!(lock(&CHILDREN).iter().any(|(_, p)| *p == (u32::MAX - 7) as i32));
+        drop(c);
+        assert!(!lock(&CHILDREN).iter().any(|(_, p)| *p == (u32::MAX - 7) as i32));
+    }
+
+    #[test]
+    fn remove_takes_files_and_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir_all(d.join("e")).unwrap();
+        std::fs::write(d.join("e/g"), b"y").unwrap();
+        assert!(remove(&f) && remove(&d));
+        assert!(!f.exists() && !d.exists());
+        assert!(!remove(&f), "nothing there any more");
+    }
+}

@@ -9,6 +9,11 @@
 //!   opened once (a read is a `pread` of a few bytes, about 2 us here).
 //! - `VmHWM` (peak RSS) from `/proc/self/status`, reset through `/proc/self/clear_refs`, and
 //!   page-fault counts from `getrusage`.
+//! - The machine's limits, read by the parent before any worker starts so that work no worker
+//!   could finish is refused up front: [`memory_available`] (`MemAvailable`, and the cgroup's
+//!   limit less its usage), [`thread_limit`] (`vm.max_map_count`, `kernel.threads-max`,
+//!   `RLIMIT_NPROC`), [`cpus_allowed`] (the affinity mask) and [`oom_kills`] (the kernel's count
+//!   of OOM kills, to tell an OOM kill from another SIGKILL).
 
 use std::time::Instant;
 
@@ -356,6 +361,9 @@ impl Drop for PerfCounter {
 
 /// Pins the calling thread to one CPU.
 pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(format!("cannot pin to CPU {cpu}: beyond the largest CPU number"));
+    }
     // SAFETY: set is a valid cpu_set_t, zeroed then filled by CPU_SET.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -370,9 +378,201 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// How much memory a new process can have, and where that figure comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryLimit {
+    pub bytes: u64,
+    /// E.g. `MemAvailable in /proc/meminfo` or `cgroup /sys/fs/cgroup/memory.max less usage`.
+    pub source: String,
+}
+
+/// The memory a new process can use now without swapping or meeting the OOM killer: the
+/// smaller of `MemAvailable` (/proc/meminfo) and, for every cgroup (v2 or v1) this process is in
+/// and each of its ancestors, its limit less its current usage. `None` if nothing is readable.
+pub fn memory_available() -> Option<MemoryLimit> {
+    let mut best: Option<MemoryLimit> = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| meminfo_field(&s, "MemAvailable"))
+        .map(|bytes| MemoryLimit {
+            bytes,
+            source: "MemAvailable in /proc/meminfo".into(),
+        });
+    for (limit_file, usage_file) in cgroup_memory_files() {
+        let Some(limit) = read_u64(&limit_file) else {
+            continue; // "max": no limit
+        };
+        if limit >= 1 << 60 {
+            continue; // cgroup v1's "no limit" (9223372036854771712)
+        }
+        let usage = read_u64(&usage_file).unwrap_or(0);
+        let bytes = limit.saturating_sub(usage);
+        if best.as_ref().map_or(true, |b| bytes < b.bytes) {
+            best = Some(MemoryLimit {
+                bytes,
+                source: format!(
+                    "the cgroup limit {} ({}) less its usage {}",
+                    limit_file.display(),
+                    mallard_trace::stats::human_bytes(limit),
+                    mallard_trace::stats::human_bytes(usage)
+                ),
+            });
+        }
+    }
+    best
+}
+
+/// A `/proc/meminfo` field (`NAME:  123 kB`) in bytes.
+fn meminfo_field(text: &str, name: &str) -> Option<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(':')))?;
+    let v = line[name.len() + 1..].trim_start();
+    v.split_whitespace().next()?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+fn read_u64(p: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// (limit file, usage file) of every memory cgroup this process is in and its ancestors.
+fn cgroup_memory_files() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    use std::path::{Path, PathBuf};
+    let mut out = Vec::new();
+    let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return out;
+    };
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (root, limit, usage) = if ctrl.is_empty() {
+            ("/sys/fs/cgroup", "memory.max", "memory.current")
+        } else if ctrl.split(',').any(|c| c == "memory") {
+            (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        } else {
+            continue;
+        };
+        let mut dir = Some(Path::new(path.trim_start_matches('/')));
+        while let Some(d) = dir {
+            let full: PathBuf = Path::new(root).join(d);
+            out.push((full.join(limit), full.join(usage)));
+            dir = d.parent();
+        }
+    }
+    out
+}
+
+/// Memory maps a replay thread costs: its stack and the stack's guard page, and Rust's
+/// signal stack and its guard page. Measured: 20,000 threads failed at about 16,600 with
+/// `vm.max_map_count` 65530.
+pub const MAPS_PER_THREAD: u64 = 4;
+
+/// Maps kept free for everything else a worker maps (the program, the allocators' arenas, the
+/// libraries), over what the worker's own start-up has mapped.
+const MAPS_RESERVE: u64 = 2000;
+
+/// The most threads one process can start now, and the limit that says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadLimit {
+    pub threads: u64,
+    /// E.g. `vm.max_map_count 65530 (4 memory maps per replay thread)`.
+    pub source: String,
+}
+
+/// The smallest of the limits on the threads one new process can start: the memory-map count
+/// (`/proc/sys/vm/max_map_count`, [`MAPS_PER_THREAD`] per thread), the system's thread limit
+/// less the threads running now (`/proc/sys/kernel/threads-max`, `/proc/loadavg`) and
+/// `RLIMIT_NPROC` (not for root, whom it does not bind). `None` if none is readable.
+pub fn thread_limit() -> Option<ThreadLimit> {
+    let mut best: Option<ThreadLimit> = None;
+    let mut consider = |threads: u64, source: String| {
+        if best.as_ref().map_or(true, |b| threads < b.threads) {
+            best = Some(ThreadLimit { threads, source });
+        }
+    };
+    if let Some(maps) = read_u64(std::path::Path::new("/proc/sys/vm/max_map_count")) {
+        let own = std::fs::read_to_string("/proc/self/maps")
+            .map(|s| s.lines().count() as u64)
+            .unwrap_or(0);
+        consider(
+            maps.saturating_sub(own + MAPS_RESERVE) / MAPS_PER_THREAD,
+            format!("vm.max_map_count {maps}, at {MAPS_PER_THREAD} memory maps per thread"),
+        );
+    }
+    if let Some(max) = read_u64(std::path::Path::new("/proc/sys/kernel/threads-max")) {
+        let running = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| {
+                let f = s.split_whitespace().nth(3)?;
+                f.split('/').nth(1)?.parse::<u64>().ok()
+            })
+            .unwrap_or(0);
+        consider(
+            max.saturating_sub(running),
+            format!("kernel.threads-max {max} with {running} threads running"),
+        );
+    }
+    // SAFETY: geteuid has no preconditions; rl is a valid out-pointer.
+    let (euid, rl) = unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NPROC, &mut rl);
+        (libc::geteuid(), rl)
+    };
+    if euid != 0 && rl.rlim_cur != libc::RLIM_INFINITY {
+        consider(
+            rl.rlim_cur,
+            format!("RLIMIT_NPROC {} (ulimit -u)", rl.rlim_cur),
+        );
+    }
+    best
+}
+
+/// The CPUs this process may run on (its affinity mask), ascending.
+pub fn cpus_allowed() -> Vec<usize> {
+    // SAFETY: set is a valid, zeroed cpu_set_t of the size passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The kernel's count of processes killed by the OOM killer since boot (`oom_kill` in
+/// /proc/vmstat, Linux 4.13 and later).
+pub fn oom_kills() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/vmstat").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn machine_limits_are_read() {
+        let m = memory_available().expect("/proc/meminfo");
+        assert!(m.bytes > 0, "{m:?}");
+        let t = thread_limit().expect("/proc/sys/vm/max_map_count");
+        assert!(t.threads > 0, "{t:?}");
+        let cpus = cpus_allowed();
+        assert!(!cpus.is_empty());
+        assert!(pin_to_cpu(100_000).is_err());
+        assert_eq!(
+            meminfo_field("MemTotal:  10 kB\nMemAvailable:    2048 kB\n", "MemAvailable"),
+            Some(2048 * 1024)
+        );
+    }
 
     #[test]
     fn timer_counts_forward_and_floor_is_sane() {

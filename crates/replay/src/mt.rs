@@ -19,6 +19,12 @@
 //! thread wakes it, so the waiters do not take turns on the CPU with the thread that can make
 //! progress (`SLEEP_ABOVE_THREADS_PER_CPU` holds the measurements behind the switch).
 //!
+//! Threads are started with small explicit stacks ([`STACK_SIZE`]) and wait at a start line
+//! ([`StartLine`]) until all are ready. If one cannot be started (the kernel's thread or map
+//! limits; the parent refuses such traces up front, see `runner::refuse_impossible`), the
+//! started ones are called off and the replay fails with the reason: never a panic, never a
+//! thread left waiting.
+//!
 //! Backends are shared between threads: glibc, jemalloc and mimalloc are thread-safe as they
 //! are; the arena and bump allocators run under one lock ([`Locked`]), CPython's GIL model.
 
@@ -27,8 +33,93 @@ use crate::engine::{call, dispatch_touch, touch_op, KindHists, OpFailed, TickSca
 use crate::measure::{read_start, read_stop};
 use crate::program::{Op, OpKind, Program, KINDS};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// The stack of a replay thread. The replay loop keeps a handful of locals and calls the
+/// allocator; the deepest path measured is an allocator's first call on a thread (jemalloc's
+/// and mimalloc's thread set-up), a few KiB. 64 KiB leaves ample room and lets tens of thousands
+/// of threads (Android's systemui has 393) fit in little memory.
+pub const STACK_SIZE: usize = 64 << 10;
+
+/// Why a multi-threaded replay failed.
+#[derive(Debug)]
+pub enum MtFailed {
+    /// An allocator returned null.
+    Op(OpFailed),
+    /// A replay thread could not be started.
+    Spawn(String),
+}
+
+impl std::fmt::Display for MtFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MtFailed::Op(e) => e.fmt(f),
+            MtFailed::Spawn(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<OpFailed> for MtFailed {
+    fn from(e: OpFailed) -> Self {
+        MtFailed::Op(e)
+    }
+}
+
+/// Where replay threads wait until every one is ready (a barrier that can be called off).
+/// Arrivals wake only the starting thread; the start wakes every waiter once.
+struct StartLine {
+    state: Mutex<(usize, Start)>,
+    arrived: Condvar,
+    go: Condvar,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Wait,
+    Go,
+    CalledOff,
+}
+
+impl StartLine {
+    fn new() -> Self {
+        StartLine {
+            state: Mutex::new((0, Start::Wait)),
+            arrived: Condvar::new(),
+            go: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Start)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A replay thread is ready; true once all may start, false if the replay was called off.
+    fn arrive(&self) -> bool {
+        let mut g = self.lock();
+        g.0 += 1;
+        self.arrived.notify_one();
+        while g.1 == Start::Wait {
+            g = self.go.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.1 == Start::Go
+    }
+
+    /// Waits until `n` threads are ready, then lets them all start.
+    fn start_when(&self, n: usize) {
+        let mut g = self.lock();
+        while g.0 < n {
+            g = self.arrived.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.1 = Start::Go;
+        self.go.notify_all();
+    }
+
+    fn call_off(&self) {
+        self.lock().1 = Start::CalledOff;
+        self.go.notify_all();
+    }
+}
 
 /// An operation of one thread, with its hand-off flags (0: none; k + 1: flag k).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,7 +506,7 @@ pub fn replay<'a, B, F>(
     scale: TickScale,
     progress: &Progress,
     make: F,
-) -> Result<MtOutcome, OpFailed>
+) -> Result<MtOutcome, MtFailed>
 where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
@@ -435,14 +526,14 @@ fn replay_waiting<'a, B, F>(
     progress: &Progress,
     make: F,
     how: Waiting,
-) -> Result<MtOutcome, OpFailed>
+) -> Result<MtOutcome, MtFailed>
 where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
     let n = prog.threads.len();
     let flags: Vec<AtomicU32> = (0..prog.handoffs).map(|_| AtomicU32::new(0)).collect();
-    let barrier = Barrier::new(n + 1);
+    let start = StartLine::new();
     let timed = pass != MtPass::Throughput;
     let mut hists: Vec<ThreadSamples> = prog
         .threads
@@ -451,37 +542,52 @@ where
         .collect();
     let start_ns = AtomicU64::new(0);
     let t_origin = Instant::now();
-    let result: Result<(), OpFailed> = std::thread::scope(|s| {
+    let result: Result<(), MtFailed> = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(n);
         for (t, (tp, h)) in prog.threads.iter().zip(hists.iter_mut()).enumerate() {
-            let (flags, barrier, make, progress) = (&flags, &barrier, &make, &progress);
+            let (flags, start, make, progress) = (&flags, &start, &make, &progress);
             let builder = std::thread::Builder::new()
                 .name(format!("replay-{t}"))
-                .stack_size(256 << 10);
-            let handle = builder
-                .spawn_scoped(s, move || {
-                    let mut b = make();
-                    let sp = slots.base();
-                    barrier.wait();
-                    dispatch_touch!(
-                        touch,
-                        run_thread::<B>(
-                            &mut b,
-                            &tp.ops,
-                            sp,
-                            flags,
-                            pass,
-                            scale,
-                            h,
-                            &progress.per_thread[t],
-                            how
-                        )
+                .stack_size(STACK_SIZE);
+            let spawned = builder.spawn_scoped(s, move || {
+                let mut b = make();
+                let sp = slots.base();
+                if !start.arrive() {
+                    return Ok(());
+                }
+                dispatch_touch!(
+                    touch,
+                    run_thread::<B>(
+                        &mut b,
+                        &tp.ops,
+                        sp,
+                        flags,
+                        pass,
+                        scale,
+                        h,
+                        &progress.per_thread[t],
+                        how
                     )
-                })
-                .expect("spawning a replay thread");
-            handles.push(handle);
+                )
+            });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // The threads started so far wait at the start line: call the replay off
+                    // so that they return and the scope can join them.
+                    start.call_off();
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(MtFailed::Spawn(format!(
+                        "cannot start replay thread {} of {n}: {e} (replay the trace with \
+                         --threads serial)",
+                        t + 1
+                    )));
+                }
+            }
         }
-        barrier.wait();
+        start.start_when(n);
         start_ns.store(t_origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let mut first_err = None;
         for h in handles {
@@ -493,7 +599,7 @@ where
                 Err(p) => std::panic::resume_unwind(p),
             }
         }
-        first_err.map_or(Ok(()), Err)
+        first_err.map_or(Ok(()), |e| Err(MtFailed::Op(e)))
     });
     let end = t_origin.elapsed().as_nanos() as f64;
     result?;

@@ -8,7 +8,11 @@
 //! before the replay.
 //!
 //! Compiling also checks the trace: a free or realloc of an object that is not live, or an
-//! object id out of order, is an error naming the file and the event's location.
+//! object id out of order, is an error naming the file and the event's location. It checks
+//! every rule of `mallard_trace::Validator`, so it may read an unchecked reader; then a free of
+//! an object that the trace allocates only later (a cross-thread free recorded before its
+//! allocation: two threads' events merged out of order) is told apart from one that is never
+//! allocated, by reading on to the allocation and naming its place.
 
 use mallard_trace::{AllocKind, Event, Record, TraceError, TraceReader};
 
@@ -56,6 +60,8 @@ pub struct Program {
     /// Sum of all requested sizes (allocations and realloc targets).
     pub bytes_requested: u64,
     pub max_align: u64,
+    /// The largest single request (an allocation's or a realloc's size).
+    pub largest_request: u64,
     pub peak_live_bytes: u64,
     pub peak_live_objects: u64,
     /// Objects and bytes still live after the last event (freed by the harness, untimed).
@@ -78,6 +84,8 @@ pub struct Compiler {
     slot_size: Vec<u64>,
     live_bytes: u64,
     live_objects: u64,
+    /// Set when the last error was a free or realloc of an object id not allocated yet.
+    unborn: Option<u64>,
 }
 
 const DEAD: u32 = u32::MAX;
@@ -116,6 +124,7 @@ impl Compiler {
         self.live_bytes += size;
         self.live_objects += 1;
         self.prog.bytes_requested += size;
+        self.prog.largest_request = self.prog.largest_request.max(size);
         self.prog.peak_live_bytes = self.prog.peak_live_bytes.max(self.live_bytes);
         self.prog.peak_live_objects = self.prog.peak_live_objects.max(self.live_objects);
         Ok(slot)
@@ -125,7 +134,10 @@ impl Compiler {
         let slot = match self.id_slot.get(id as usize) {
             Some(&s) if s != DEAD => s,
             Some(_) => return Err(format!("{what} of object {id}, which was already freed")),
-            None => return Err(format!("{what} of object {id}, which was never allocated")),
+            None => {
+                self.unborn = Some(id);
+                return Err(format!("{what} of object {id}, which was never allocated"));
+            }
         };
         self.id_slot[id as usize] = DEAD;
         self.live_bytes -= self.slot_size[slot as usize];
@@ -229,10 +241,64 @@ pub fn compile(
         let rec = rec?;
         each(&rec);
         if let Err(msg) = c.push_record(&rec) {
-            return Err(TraceError::invalid(reader, msg));
+            let Some(id) = c.unborn else {
+                return Err(TraceError::invalid(reader, msg));
+            };
+            let here = TraceError::invalid(reader, String::new());
+            return Err(match allocated_later(reader, id) {
+                Some((at, thread)) => {
+                    let what = match rec.event {
+                        Event::Realloc { .. } => "realloc",
+                        _ => "free",
+                    };
+                    let TraceError::Invalid { path, location, .. } = here else {
+                        unreachable!("TraceError::invalid makes an Invalid")
+                    };
+                    TraceError::Invalid {
+                        path,
+                        location,
+                        msg: format!(
+                            "{what} of object {id} on thread {}, which is allocated later, at {at} \
+                             (on thread {thread}): the trace records a cross-thread {what} before \
+                             its allocation; put the allocation first (order the events by time)",
+                            rec.thread
+                        ),
+                    }
+                }
+                None => {
+                    let TraceError::Invalid { path, location, .. } = here else {
+                        unreachable!("TraceError::invalid makes an Invalid")
+                    };
+                    TraceError::Invalid {
+                        path,
+                        location,
+                        msg,
+                    }
+                }
+            });
         }
     }
     Ok(c.finish())
+}
+
+/// Reads on (the trace is already known to be bad) to where object `id` is created; its place
+/// and thread. Stops at the first decoding error or once ids have passed `id`.
+#[cold]
+fn allocated_later(reader: &mut TraceReader, id: u64) -> Option<(mallard_trace::Location, u32)> {
+    while let Some(Ok(rec)) = reader.next() {
+        let created = match rec.event {
+            Event::Alloc { id, .. } => id,
+            Event::Realloc { new, .. } => new,
+            Event::Free { .. } => continue,
+        };
+        if created == id {
+            return Some((reader.location(), rec.thread));
+        }
+        if created > id {
+            return None;
+        }
+    }
+    None
 }
 
 impl Program {
@@ -334,6 +400,32 @@ mod tests {
             .contains("realloc of object 0"));
         assert!(c.push(&alloc(5, 1)).unwrap_err().contains("out of order"));
         assert!(c.push(&alloc(1, 1 << 50)).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn a_free_before_its_allocation_names_where_it_is_allocated() {
+        let mut recs = vec![Record::new(alloc(0, 8))];
+        let mut f = Record::new(Event::Free { id: 1 });
+        f.thread = 1;
+        recs.push(f);
+        recs.push(Record::new(alloc(1, 8)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        let form = mallard_trace::Form::Csv;
+        mallard_trace::write(&path, &Default::default(), recs.clone(), form).unwrap();
+        let mut r = mallard_trace::open(&path).unwrap().unchecked();
+        let e = compile(&mut r, |_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("free of object 1 on thread 1, which is allocated later, at line ")
+                && e.contains("(on thread 0)"),
+            "{e}"
+        );
+        // Never allocated at all: said so.
+        recs.pop();
+        mallard_trace::write(&path, &Default::default(), recs, form).unwrap();
+        let mut r = mallard_trace::open(&path).unwrap().unchecked();
+        let e = compile(&mut r, |_| {}).unwrap_err().to_string();
+        assert!(e.contains("which was never allocated"), "{e}");
     }
 
     #[test]

@@ -7,9 +7,17 @@
 //! other load) over all allocators instead of letting one allocator have all the bad minutes.
 //!
 //! Every trace is read and compiled once here before any worker starts, so a bad trace is an
-//! error (with file and location) before anything is measured. A worker that crashes, is
-//! killed, times out or prints garbage marks its allocator's repetition as failed; the other
-//! allocators' results are kept.
+//! error (with file and location) before anything is measured. Work no worker could finish is
+//! refused then too ([`refuse_impossible`]): a peak live set or a single request larger than
+//! the memory available, or more replay threads than the process may start. A worker that
+//! crashes, is killed, times out or prints garbage marks its allocator's repetition as failed;
+//! the other allocators' results are kept; one killed by SIGKILL is reported as probably
+//! OOM-killed when the kernel's OOM count rose or its peak RSS neared the memory available.
+//!
+//! Every worker is registered with `mallard_io::interrupt` while it runs, so a SIGINT, SIGTERM or
+//! SIGHUP to the parent kills it (and it dies with its parent by itself: `PR_SET_PDEATHSIG`).
+//! Workers are started from the calling thread, which must outlive them (the kernel sends the
+//! death signal when the starting thread ends).
 
 use crate::backend::AllocatorName;
 use crate::engine::Touch;
@@ -50,6 +58,9 @@ pub struct RunOptions {
     pub worker_env: Vec<(String, String)>,
     /// How traces with several threads are replayed.
     pub threads: crate::worker::ThreadMode,
+    /// Replay even if a trace's peak live set (or its compiled program) exceeds the memory
+    /// available (`--ignore-memory-limit`).
+    pub ignore_memory_limit: bool,
 }
 
 impl RunOptions {
@@ -72,6 +83,7 @@ impl RunOptions {
             worker_args: vec!["__worker".into()],
             worker_env: Vec::new(),
             threads: crate::worker::ThreadMode::Faithful,
+            ignore_memory_limit: false,
         })
     }
 
@@ -105,12 +117,143 @@ pub enum RunError {
     Trace(#[from] TraceError),
     #[error("{0}")]
     Other(String),
+    /// Work refused before any worker started: it cannot fit this machine.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A trace checked and described.
 pub struct CheckedTrace {
     pub info: TraceInfo,
     pub ops: u64,
+    /// What replaying it asks of the machine.
+    pub demand: Demand,
+}
+
+/// What replaying one trace asks of the machine, from its compiled program.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// The trace's name, for messages.
+    pub name: String,
+    pub peak_live_bytes: u64,
+    pub largest_request: u64,
+    pub ops: u64,
+    pub slots: u64,
+    pub threads: u32,
+}
+
+impl Demand {
+    pub fn of(name: &str, p: &program::Program) -> Demand {
+        Demand {
+            name: name.to_string(),
+            peak_live_bytes: p.peak_live_bytes,
+            largest_request: p.largest_request,
+            ops: p.ops.len() as u64,
+            slots: p.slots as u64,
+            threads: p.threads,
+        }
+    }
+
+    /// Whether a worker replays it on one thread per recorded thread.
+    fn threaded(&self, mode: crate::worker::ThreadMode) -> bool {
+        mode == crate::worker::ThreadMode::Faithful && self.threads > 1
+    }
+
+    /// Bytes a worker holds besides the live set: the compiled program (16 bytes an operation)
+    /// and its slot table (8 bytes a live object); for a threaded replay also the per-thread
+    /// split (24 bytes an operation), the timed intervals (8 bytes an operation) and the
+    /// threads' stacks.
+    pub fn program_bytes(&self, mode: crate::worker::ThreadMode) -> u64 {
+        let mut b = self
+            .ops
+            .saturating_mul(std::mem::size_of::<program::Op>() as u64)
+            .saturating_add(self.slots.saturating_mul(8));
+        if self.threaded(mode) {
+            b = b
+                .saturating_add(self.ops.saturating_mul(32))
+                .saturating_add(self.threads as u64 * crate::mt::STACK_SIZE as u64);
+        }
+        b
+    }
+}
+
+/// Refuses, before any worker starts, work that cannot fit this machine: a worker holds the
+/// trace's peak live set and its program ([`Demand::program_bytes`]); `workers_at_once` of
+/// them run together (the gate holds two), beside `parent_bytes` the parent keeps. More than
+/// [`measure::memory_available`] is refused unless `opts.ignore_memory_limit`; a single request
+/// larger than all of it likewise. A faithful replay needs one thread per recorded thread:
+/// more than [`measure::thread_limit`] allows is refused always (the worker would abort), with
+/// the advice to replay serially.
+pub fn refuse_impossible(
+    demands: &[Demand],
+    opts: &RunOptions,
+    workers_at_once: u32,
+    parent_bytes: u64,
+) -> Result<(), RunError> {
+    use mallard_trace::stats::human_bytes as hb;
+    if demands.iter().any(|d| d.threaded(opts.threads)) {
+        if let Some(lim) = measure::thread_limit() {
+            for d in demands.iter().filter(|d| d.threaded(opts.threads)) {
+                if d.threads as u64 > lim.threads {
+                    return Err(RunError::Refused(format!(
+                        "{}: recorded on {} threads; a faithful replay starts one thread per \
+                         recorded thread, but this machine lets a process start about {} more \
+                         ({}); refused before any worker started. Replay it on one thread with \
+                         `--threads serial`",
+                        d.name, d.threads, lim.threads, lim.source
+                    )));
+                }
+            }
+        }
+    }
+    if opts.ignore_memory_limit {
+        return Ok(());
+    }
+    let Some(avail) = measure::memory_available() else {
+        return Ok(());
+    };
+    let how = "refused before any worker started; --ignore-memory-limit replays it anyway";
+    for d in demands {
+        if d.largest_request > avail.bytes {
+            return Err(RunError::Refused(format!(
+                "{}: a single request of {} ({} bytes) is more than the {} of memory available \
+                 ({}); {how}",
+                d.name,
+                hb(d.largest_request),
+                d.largest_request,
+                hb(avail.bytes),
+                avail.source
+            )));
+        }
+        let program = d.program_bytes(opts.threads);
+        let one = d.peak_live_bytes.saturating_add(program);
+        let need = one
+            .saturating_mul(workers_at_once.max(1) as u64)
+            .saturating_add(parent_bytes);
+        if need > avail.bytes {
+            let times = if workers_at_once > 1 {
+                format!(", {workers_at_once} workers at once")
+            } else {
+                String::new()
+            };
+            let parent = if parent_bytes > 0 {
+                format!(", and {} held by this process", hb(parent_bytes))
+            } else {
+                String::new()
+            };
+            return Err(RunError::Refused(format!(
+                "{}: replaying it needs about {} (peak live set {} + compiled program {} per \
+                 worker{times}{parent}), more than the {} of memory available ({}); {how}",
+                d.name,
+                hb(need),
+                hb(d.peak_live_bytes),
+                hb(program),
+                hb(avail.bytes),
+                avail.source
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a trace once: hash, statistics, and a full compile (which validates every event).
@@ -142,7 +285,9 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>();
-    let mut reader = mallard_trace::open(path)?;
+    // Unchecked: the compiler checks every rule the reader's validator would, and tells a
+    // free recorded before its allocation from one never allocated.
+    let mut reader = mallard_trace::open(path)?.unchecked();
     let metadata = reader.header().metadata.clone();
     let mut stats = TraceStats::new();
     let prog = program::compile(&mut reader, |r| stats.add(r))?;
@@ -154,6 +299,7 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
         .unwrap_or_default();
     let name = name.split('.').next().unwrap_or("trace").to_string();
     Ok(CheckedTrace {
+        demand: Demand::of(&path.display().to_string(), &prog),
         ops: prog.ops.len() as u64,
         info: TraceInfo {
             name,
@@ -217,6 +363,8 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
         }
         traces.push(t);
     }
+    let demands: Vec<Demand> = traces.iter().map(|t| t.demand.clone()).collect();
+    refuse_impossible(&demands, opts, 1, 0)?;
     let timer = Timer::calibrate(100);
     let versions = crate::worker::versions();
     let mut results = RunResults {
@@ -355,6 +503,21 @@ pub struct Worker {
     rx: std::sync::mpsc::Receiver<WorkerMsg>,
     readers: Option<std::thread::JoinHandle<()>>,
     done: Option<(String, String)>,
+    /// Reaped already (by `wait4`, which std's `Child` does not know of).
+    reaped: bool,
+    /// The registration with `mallard_io::interrupt`, dropped once the worker is reaped.
+    registered: Option<mallard_io::interrupt::ChildGuard>,
+    /// Memory available and the kernel's OOM-kill count when the worker started, to judge a
+    /// SIGKILL.
+    memory_at_start: Option<u64>,
+    oom_kills_at_start: Option<u64>,
+}
+
+/// How a worker process ended, from `wait4`.
+struct Ended {
+    status: libc::c_int,
+    /// Peak RSS (`ru_maxrss`), bytes.
+    max_rss: Option<u64>,
 }
 
 enum WorkerMsg {
@@ -366,10 +529,16 @@ impl Worker {
     /// Starts the worker (its stdin piped when it holds, else closed).
     pub fn spawn(opts: &RunOptions, spec: &WorkerSpec) -> Result<Worker, String> {
         let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+        let memory_at_start = measure::memory_available().map(|m| m.bytes);
+        let oom_kills_at_start = measure::oom_kills();
         let mut child = Command::new(&opts.worker_exe)
             .args(&opts.worker_args)
             .arg(json)
             .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
+            .env(
+                mallard_io::interrupt::PARENT_PID_ENV,
+                std::process::id().to_string(),
+            )
             .stdin(if spec.hold {
                 Stdio::piped()
             } else {
@@ -379,6 +548,7 @@ impl Worker {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
+        let registered = Some(mallard_io::interrupt::register_child(child.id()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
@@ -410,6 +580,37 @@ impl Worker {
             rx,
             readers: Some(readers),
             done: None,
+            reaped: false,
+            registered,
+            memory_at_start,
+            oom_kills_at_start,
+        })
+    }
+
+    /// Reaps the worker with `wait4`, for its peak RSS beside its status.
+    fn reap(&mut self) -> Result<Ended, String> {
+        let pid = self.child.id() as libc::pid_t;
+        let mut status: libc::c_int = 0;
+        // SAFETY: a zeroed rusage is valid; wait4 fills it and status for our own child.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: as above; pid is our child, not reaped yet (`reaped` is false).
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+            if r == pid {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                self.reaped = true;
+                self.registered = None;
+                return Err(format!("waiting for worker: {e}"));
+            }
+        }
+        self.reaped = true;
+        self.registered = None;
+        Ok(Ended {
+            status,
+            max_rss: (ru.ru_maxrss > 0).then(|| ru.ru_maxrss as u64 * 1024),
         })
     }
 
@@ -448,9 +649,11 @@ impl Worker {
     }
 
     fn kill(&mut self) {
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.child.wait();
+        if !self.reaped {
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = self.reap();
+        }
         if let Some(r) = self.readers.take() {
             let _ = r.join();
         }
@@ -474,15 +677,22 @@ impl Worker {
         if let Some(r) = self.readers.take() {
             let _ = r.join();
         }
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| format!("waiting for worker: {e}"))?;
-        if !status.success() {
-            use std::os::unix::process::ExitStatusExt;
-            let how = match status.signal() {
-                Some(sig) => format!("worker killed by signal {sig}"),
-                None => format!("worker exited with {}", status.code().unwrap_or(-1)),
+        let ended = self.reap()?;
+        let status = ended.status;
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            let how = if libc::WIFSIGNALED(status) {
+                let oom_delta = match (self.oom_kills_at_start, measure::oom_kills()) {
+                    (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                    _ => None,
+                };
+                describe_signal(
+                    libc::WTERMSIG(status),
+                    ended.max_rss,
+                    self.memory_at_start,
+                    oom_delta,
+                )
+            } else {
+                format!("worker exited with {}", libc::WEXITSTATUS(status))
             };
             let err = err.trim();
             return Err(if err.is_empty() {
@@ -495,11 +705,104 @@ impl Worker {
     }
 }
 
+/// Why a worker died by `sig`, for the report. A SIGKILL we did not send (our kills on timeout
+/// are reported before this) is judged an OOM kill when the kernel's OOM-kill count rose while
+/// it ran, or its peak RSS reached 80% of the memory available when it started.
+fn describe_signal(
+    sig: i32,
+    max_rss: Option<u64>,
+    memory_at_start: Option<u64>,
+    oom_kills_during: Option<u64>,
+) -> String {
+    use mallard_trace::stats::human_bytes as hb;
+    let rss = max_rss.map(|r| format!("peak RSS {}", hb(r)));
+    if sig != libc::SIGKILL {
+        return match rss {
+            Some(r) => format!("worker killed by signal {sig} ({r})"),
+            None => format!("worker killed by signal {sig}"),
+        };
+    }
+    let near_limit = match (max_rss, memory_at_start) {
+        (Some(r), Some(m)) => r.saturating_mul(5) >= m.saturating_mul(4),
+        _ => false,
+    };
+    let counted = oom_kills_during.is_some_and(|n| n > 0);
+    let avail = memory_at_start.map(|m| format!("{} available when it started", hb(m)));
+    let figures: Vec<String> = rss.into_iter().chain(avail).collect();
+    let figures = if figures.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", figures.join(", "))
+    };
+    if counted || near_limit {
+        let why = if counted {
+            "the kernel counted an OOM kill while it ran"
+        } else {
+            "it was near the memory limit"
+        };
+        format!("worker killed by signal 9 (SIGKILL), probably OOM-killed: {why}{figures}")
+    } else {
+        format!("worker killed by signal 9 (SIGKILL){figures}")
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         if self.readers.is_some() {
             self.kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sigkill_near_the_memory_limit_is_called_an_oom_kill() {
+        let g = 1u64 << 30;
+        let s = describe_signal(libc::SIGKILL, Some(23 * g), Some(24 * g), Some(0));
+        assert!(s.contains("probably OOM-killed"), "{s}");
+        assert!(s.contains("peak RSS 23.0 GiB") && s.contains("24.0 GiB available"), "{s}");
+        let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(1));
+        assert!(s.contains("probably OOM-killed: the kernel counted"), "{s}");
+        let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(0));
+        assert!(!s.contains("OOM"), "{s}");
+        let s = describe_signal(libc::SIGSEGV, None, Some(24 * g), Some(3));
+        assert_eq!(s, "worker killed by signal 11");
+    }
+
+    fn demand(peak: u64, largest: u64, threads: u32) -> Demand {
+        Demand {
+            name: "t.mtr".into(),
+            peak_live_bytes: peak,
+            largest_request: largest,
+            ops: 2,
+            slots: 1,
+            threads,
+        }
+    }
+
+    #[test]
+    fn work_beyond_the_machine_is_refused_up_front() {
+        let opts = RunOptions::new(vec![], vec![AllocatorName::Glibc]).unwrap();
+        let avail = measure::memory_available().unwrap().bytes;
+        refuse_impossible(&[demand(1 << 20, 1 << 20, 1)], &opts, 2, 0).unwrap();
+        let e = refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &opts, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("a single request of 1.0 TiB"), "{e}");
+        let e = refuse_impossible(&[demand(avail, 8, 1)], &opts, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("--ignore-memory-limit"), "{e}");
+        // Two workers at once need twice the memory.
+        let e = refuse_impossible(&[demand(avail / 2 + 1, 8, 1)], &opts, 2, 0).unwrap_err();
+        assert!(e.to_string().contains("2 workers at once"), "{e}");
+        let mut o = opts.clone();
+        o.ignore_memory_limit = true;
+        refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &o, 1, 0).unwrap();
+        // Threads: refused always in a faithful replay, never in a serial one.
+        let e = refuse_impossible(&[demand(8, 8, 1 << 30)], &o, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("--threads serial"), "{e}");
+        o.threads = crate::worker::ThreadMode::Serial;
+        refuse_impossible(&[demand(8, 8, 1 << 30)], &o, 1, 0).unwrap();
     }
 }
 

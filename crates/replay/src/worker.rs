@@ -578,6 +578,8 @@ fn run_with<B: Backend>(
 /// The worker's entry point for `mallard __worker SPEC_JSON`: prints the output as JSON and
 /// returns the process exit code.
 pub fn main(spec_json: &str) -> i32 {
+    // First: die with the parent (a parent stopped by a signal or killed leaves no worker).
+    mallard_io::interrupt::die_with_parent();
     let spec: WorkerSpec = match serde_json::from_str(spec_json) {
         Ok(s) => s,
         Err(e) => {

@@ -165,6 +165,8 @@ pub struct MeasureOptions {
     pub timeout: Duration,
     /// Pin every worker to this CPU.
     pub cpu: Option<usize>,
+    /// Replay even if a trace needs more memory than is available.
+    pub ignore_memory_limit: bool,
 }
 
 /// Progress of a measured sweep: one report per worker process finished.
@@ -206,6 +208,14 @@ pub fn run_measure(
     base.touch = mo.touch;
     base.timeout = mo.timeout;
     base.cpu = mo.cpu;
+    base.ignore_memory_limit = mo.ignore_memory_limit;
+    // One worker at a time, beside the programs this process keeps for the simulated figures.
+    let demands: Vec<runner::Demand> = traces
+        .iter()
+        .map(|t| runner::Demand::of(&t.info.path, &t.program))
+        .collect();
+    let held: u64 = demands.iter().map(|d| d.program_bytes(base.threads)).sum();
+    runner::refuse_impossible(&demands, &base, 1, held)?;
     let timer = Timer::calibrate(100);
     let versions = mallard_replay::worker::versions();
     // One RunResults per configuration, filled repetition by repetition, then summarised by
