@@ -29,13 +29,14 @@ pub fn allocators(names: &[String]) -> Result<Vec<AllocatorName>> {
 }
 
 /// The candidate nearest to `s` by edit distance (case-insensitive), if it is near enough to
-/// be a slip: at most a third of the longer word's letters differ.
+/// be a slip: fewer than a quarter of the longer word's letters differ (`jemaloc` is a slip for
+/// jemalloc; `tcmalloc` is another allocator, not a slip).
 pub fn closest<'a>(s: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let s = s.to_ascii_lowercase();
     candidates
         .iter()
         .map(|c| (edit_distance(&s, &c.to_ascii_lowercase()), *c))
-        .filter(|(d, c)| *d > 0 && *d * 3 <= s.len().max(c.len()))
+        .filter(|(d, c)| *d > 0 && *d * 4 < s.len().max(c.len()))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
