@@ -102,8 +102,12 @@ fn main() {
     let cli = Cli::parse();
     // SIGINT/SIGTERM/SIGHUP: kill the workers, remove temporary files, exit 128+N (`record`
     // forwards signals to the recorded program its own way; a worker dies with its parent).
-    if !matches!(cli.cmd, Cmd::Worker { .. } | Cmd::Record(_)) && mallard_io::interrupt::install().is_err() {
-        eprintln!("mallard: warning: cannot handle signals; an interrupted run may leave temporary files");
+    if !matches!(cli.cmd, Cmd::Worker { .. } | Cmd::Record(_))
+        && mallard_io::interrupt::install().is_err()
+    {
+        eprintln!(
+            "mallard: warning: cannot handle signals; an interrupted run may leave temporary files"
+        );
     }
     if matches!(cli.cmd, Cmd::Gate(_)) {
         // The gate writes the start byte to held workers; one that has already died must make

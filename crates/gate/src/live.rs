@@ -126,7 +126,8 @@ fn prepare(plan: &LivePlan) -> Result<Prepared, GateError> {
     let base = options(plan, &plan.baseline)?;
     // Baseline and candidate are prepared and held together: two workers at once.
     let demands: Vec<runner::Demand> = traces.iter().map(|t| t.demand.clone()).collect();
-    runner::refuse_impossible(&demands, &base, 2, 0).map_err(|e| GateError::Input(e.to_string()))?;
+    runner::refuse_impossible(&demands, &base, 2, 0)
+        .map_err(|e| GateError::Input(e.to_string()))?;
     Ok(Prepared {
         traces,
         timer: Timer::calibrate(100),

@@ -187,7 +187,15 @@ impl Drop for TempGuard {
 /// variable (by hand, by another tool) gets the death signal and no check.
 pub fn die_with_parent() {
     // SAFETY: prctl(2) PR_SET_PDEATHSIG with a valid signal number changes only this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     let Some(want) = std::env::var(PARENT_PID_ENV)
         .ok()
         .and_then(|s| s.parse::<i32>().ok())
@@ -211,21 +219,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = register_temp(&dir.path().join("a"));
         let b = register_temp(&dir.path().join("b"));
-        let n = |p: &str| {
-            lock(&TEMPS)
-                .iter()
-                .filter(|(_, q)| q.ends_with(p))
-                .count()
-        };
+        let n = |p: &str| lock(&TEMPS).iter().filter(|(_, q)| q.ends_with(p)).count();
         assert_eq!((n("a"), n("b")), (1, 1));
         drop(a);
         assert_eq!((n("a"), n("b")), (0, 1));
         drop(b);
         assert_eq!(n("b"), 0);
         let c = register_child(u32::MAX - 7);
-        assert!(lock(&CHILDREN).iter().any(|(_, p)| *p == (u32::MAX - 7) as i32));
+        assert!(lock(&CHILDREN)
+            .iter()
+            .any(|(_, p)| *p == (u32::MAX - 7) as i32));
         drop(c);
-        assert!(!lock(&CHILDREN).iter().any(|(_, p)| *p == (u32::MAX - 7) as i32));
+        assert!(!lock(&CHILDREN)
+            .iter()
+            .any(|(_, p)| *p == (u32::MAX - 7) as i32));
     }
 
     #[test]

@@ -362,7 +362,9 @@ impl Drop for PerfCounter {
 /// Pins the calling thread to one CPU.
 pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(format!("cannot pin to CPU {cpu}: beyond the largest CPU number"));
+        return Err(format!(
+            "cannot pin to CPU {cpu}: beyond the largest CPU number"
+        ));
     }
     // SAFETY: set is a valid cpu_set_t, zeroed then filled by CPU_SET.
     unsafe {
@@ -427,7 +429,11 @@ fn meminfo_field(text: &str, name: &str) -> Option<u64> {
         .lines()
         .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(':')))?;
     let v = line[name.len() + 1..].trim_start();
-    v.split_whitespace().next()?.parse::<u64>().ok().map(|kb| kb * 1024)
+    v.split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 fn read_u64(p: &std::path::Path) -> Option<u64> {
@@ -569,7 +575,10 @@ pub(crate) mod tests {
         assert!(!cpus.is_empty());
         assert!(pin_to_cpu(100_000).is_err());
         assert_eq!(
-            meminfo_field("MemTotal:  10 kB\nMemAvailable:    2048 kB\n", "MemAvailable"),
+            meminfo_field(
+                "MemTotal:  10 kB\nMemAvailable:    2048 kB\n",
+                "MemAvailable"
+            ),
             Some(2048 * 1024)
         );
     }

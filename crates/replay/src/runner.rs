@@ -763,7 +763,10 @@ mod tests {
         let g = 1u64 << 30;
         let s = describe_signal(libc::SIGKILL, Some(23 * g), Some(24 * g), Some(0));
         assert!(s.contains("probably OOM-killed"), "{s}");
-        assert!(s.contains("peak RSS 23.0 GiB") && s.contains("24.0 GiB available"), "{s}");
+        assert!(
+            s.contains("peak RSS 23.0 GiB") && s.contains("24.0 GiB available"),
+            "{s}"
+        );
         let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(1));
         assert!(s.contains("probably OOM-killed: the kernel counted"), "{s}");
         let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(0));
