@@ -408,7 +408,7 @@ pub fn memory_available() -> Option<MemoryLimit> {
         }
         let usage = read_u64(&usage_file).unwrap_or(0);
         let bytes = limit.saturating_sub(usage);
-        if best.as_ref().map_or(true, |b| bytes < b.bytes) {
+        if best.as_ref().map(|b| bytes < b.bytes).unwrap_or(true) {
             best = Some(MemoryLimit {
                 bytes,
                 source: format!(
@@ -497,7 +497,7 @@ pub struct ThreadLimit {
 pub fn thread_limit() -> Option<ThreadLimit> {
     let mut best: Option<ThreadLimit> = None;
     let mut consider = |threads: u64, source: String| {
-        if best.as_ref().map_or(true, |b| threads < b.threads) {
+        if best.as_ref().map(|b| threads < b.threads).unwrap_or(true) {
             best = Some(ThreadLimit { threads, source });
         }
     };

@@ -754,61 +754,6 @@ impl Drop for Worker {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sigkill_near_the_memory_limit_is_called_an_oom_kill() {
-        let g = 1u64 << 30;
-        let s = describe_signal(libc::SIGKILL, Some(23 * g), Some(24 * g), Some(0));
-        assert!(s.contains("probably OOM-killed"), "{s}");
-        assert!(
-            s.contains("peak RSS 23.0 GiB") && s.contains("24.0 GiB available"),
-            "{s}"
-        );
-        let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(1));
-        assert!(s.contains("probably OOM-killed: the kernel counted"), "{s}");
-        let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(0));
-        assert!(!s.contains("OOM"), "{s}");
-        let s = describe_signal(libc::SIGSEGV, None, Some(24 * g), Some(3));
-        assert_eq!(s, "worker killed by signal 11");
-    }
-
-    fn demand(peak: u64, largest: u64, threads: u32) -> Demand {
-        Demand {
-            name: "t.mtr".into(),
-            peak_live_bytes: peak,
-            largest_request: largest,
-            ops: 2,
-            slots: 1,
-            threads,
-        }
-    }
-
-    #[test]
-    fn work_beyond_the_machine_is_refused_up_front() {
-        let opts = RunOptions::new(vec![], vec![AllocatorName::Glibc]).unwrap();
-        let avail = measure::memory_available().unwrap().bytes;
-        refuse_impossible(&[demand(1 << 20, 1 << 20, 1)], &opts, 2, 0).unwrap();
-        let e = refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &opts, 1, 0).unwrap_err();
-        assert!(e.to_string().contains("a single request of 1.0 TiB"), "{e}");
-        let e = refuse_impossible(&[demand(avail, 8, 1)], &opts, 1, 0).unwrap_err();
-        assert!(e.to_string().contains("--ignore-memory-limit"), "{e}");
-        // Two workers at once need twice the memory.
-        let e = refuse_impossible(&[demand(avail / 2 + 1, 8, 1)], &opts, 2, 0).unwrap_err();
-        assert!(e.to_string().contains("2 workers at once"), "{e}");
-        let mut o = opts.clone();
-        o.ignore_memory_limit = true;
-        refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &o, 1, 0).unwrap();
-        // Threads: refused always in a faithful replay, never in a serial one.
-        let e = refuse_impossible(&[demand(8, 8, 1 << 30)], &o, 1, 0).unwrap_err();
-        assert!(e.to_string().contains("--threads serial"), "{e}");
-        o.threads = crate::worker::ThreadMode::Serial;
-        refuse_impossible(&[demand(8, 8, 1 << 30)], &o, 1, 0).unwrap();
-    }
-}
-
 fn read_first_line(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.lines().next().unwrap_or("").trim().to_string())
@@ -935,4 +880,60 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         "getrusage(RUSAGE_SELF) minor page faults during the throughput pass.".into(),
     );
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sigkill_near_the_memory_limit_is_called_an_oom_kill() {
+        let g = 1u64 << 30;
+        let s = describe_signal(libc::SIGKILL, Some(23 * g), Some(24 * g), Some(0));
+        assert!(s.contains("probably OOM-killed"), "{s}");
+        assert!(
+            s.contains("peak RSS 23.0 GiB") && s.contains("24.0 GiB available"),
+            "{s}"
+        );
+        let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(1));
+        assert!(s.contains("probably OOM-killed: the kernel counted"), "{s}");
+        let s = describe_signal(libc::SIGKILL, Some(g), Some(24 * g), Some(0));
+        assert!(!s.contains("OOM"), "{s}");
+        let s = describe_signal(libc::SIGSEGV, None, Some(24 * g), Some(3));
+        assert_eq!(s, "worker killed by signal 11");
+    }
+
+    fn demand(peak: u64, largest: u64, threads: u32) -> Demand {
+        Demand {
+            name: "t.mtr".into(),
+            peak_live_bytes: peak,
+            largest_request: largest,
+            ops: 2,
+            slots: 1,
+            threads,
+        }
+    }
+
+    #[test]
+    fn work_beyond_the_machine_is_refused_up_front() {
+        let opts = RunOptions::new(vec![], vec![AllocatorName::Glibc]).unwrap();
+        let avail = measure::memory_available().unwrap().bytes;
+        refuse_impossible(&[demand(1 << 20, 1 << 20, 1)], &opts, 2, 0).unwrap();
+        let e = refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &opts, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("a single request of 1.0 TiB"), "{e}");
+        // Figures far from the limit: other processes move MemAvailable between two reads.
+        let e = refuse_impossible(&[demand(avail * 2, 8, 1)], &opts, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("--ignore-memory-limit"), "{e}");
+        // Two workers at once need twice the memory.
+        let e = refuse_impossible(&[demand(avail / 4 * 3, 8, 1)], &opts, 2, 0).unwrap_err();
+        assert!(e.to_string().contains("2 workers at once"), "{e}");
+        let mut o = opts.clone();
+        o.ignore_memory_limit = true;
+        refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &o, 1, 0).unwrap();
+        // Threads: refused always in a faithful replay, never in a serial one.
+        let e = refuse_impossible(&[demand(8, 8, 1 << 30)], &o, 1, 0).unwrap_err();
+        assert!(e.to_string().contains("--threads serial"), "{e}");
+        o.threads = crate::worker::ThreadMode::Serial;
+        refuse_impossible(&[demand(8, 8, 1 << 30)], &o, 1, 0).unwrap();
+    }
 }
