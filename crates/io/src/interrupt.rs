@@ -19,8 +19,10 @@
 //!
 //! The registries are plain lists under one mutex, held for a push or a removal. A guard
 //! ([`ChildGuard`], [`TempGuard`]) deregisters on drop, so a path removed or renamed into
-//! place by its owner is no longer touched. Once a signal has arrived, registering a child kills
-//! it at once: a worker started in the last microseconds before `_exit` never outlives us.
+//! place by its owner is no longer touched. The handler keeps both registries locked from the
+//! moment it takes them until `_exit`, and a child is started with the registry locked
+//! ([`spawn_registered`]): a worker started in the last microseconds before a signal is killed
+//! with the others, and none starts after.
 //!
 //! Workers also die with their parent by themselves ([`die_with_parent`]: `PR_SET_PDEATHSIG`),
 //! which covers a parent killed by SIGKILL, where no handler runs. The kernel sends that signal
@@ -73,22 +75,26 @@ pub fn install() -> std::io::Result<()> {
 /// and ends the process with 128 + `sig`.
 fn stop(sig: i32) -> ! {
     STOPPING.store(sig, Ordering::SeqCst);
-    let children: Vec<i32> = lock(&CHILDREN).drain(..).map(|(_, p)| p).collect();
-    for &pid in &children {
+    // Both locks are held until _exit: a child being started now ([`spawn_registered`] holds
+    // the lock while it starts one) is in the list, and none can be started or registered
+    // after it was taken.
+    let mut children = lock(&CHILDREN);
+    for &(_, pid) in children.iter() {
         kill_and_reap(pid);
     }
-    let temps: Vec<PathBuf> = lock(&TEMPS).drain(..).map(|(_, p)| p).collect();
+    let killed = children.len();
+    children.clear();
+    let mut temps = lock(&TEMPS);
     let mut removed = 0;
-    for p in temps.iter().rev() {
+    for (_, p) in temps.iter().rev() {
         if remove(p) {
             removed += 1;
         }
     }
+    temps.clear();
     eprintln!(
-        "mallard: stopped by {}; {} worker process(es) killed, {} temporary path(s) removed",
+        "mallard: stopped by {}; {killed} worker process(es) killed, {removed} temporary path(s) removed",
         signal_name(sig),
-        children.len(),
-        removed
     );
     // SAFETY: _exit(2) ends the process at once; nothing of ours needs running after it.
     unsafe { libc::_exit(128 + sig) }
@@ -139,17 +145,27 @@ pub struct ChildGuard {
     id: u64,
 }
 
-/// Registers a child process to be killed (SIGKILL) and reaped if a signal stops Mallard.
+/// Starts a child with `spawn` and registers it (`pid` tells its process id) to be killed
+/// (SIGKILL) and reaped if a signal stops Mallard. The registry is locked while the child
+/// starts, so a signal arriving meanwhile waits for it and kills it too; once a signal has
+/// been handled, no child starts.
+pub fn spawn_registered<T, E>(
+    spawn: impl FnOnce() -> Result<T, E>,
+    pid: impl FnOnce(&T) -> u32,
+) -> Result<(T, ChildGuard), E> {
+    let mut c = lock(&CHILDREN);
+    let child = spawn()?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    c.push((id, pid(&child) as i32));
+    Ok((child, ChildGuard { id }))
+}
+
+/// Registers a child process started elsewhere, as [`spawn_registered`] does (a signal that
+/// arrives between its start and this call misses it; the child's `PR_SET_PDEATHSIG` covers
+/// that).
 pub fn register_child(pid: u32) -> ChildGuard {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut c = lock(&CHILDREN);
-    if stopping().is_some() {
-        // The handler has already taken its list: this child would outlive us.
-        drop(c);
-        kill_and_reap(pid as i32);
-        return ChildGuard { id };
-    }
-    c.push((id, pid as i32));
+    lock(&CHILDREN).push((id, pid as i32));
     ChildGuard { id }
 }
 

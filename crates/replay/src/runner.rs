@@ -531,24 +531,29 @@ impl Worker {
         let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let memory_at_start = measure::memory_available().map(|m| m.bytes);
         let oom_kills_at_start = measure::oom_kills();
-        let mut child = Command::new(&opts.worker_exe)
-            .args(&opts.worker_args)
-            .arg(json)
-            .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
-            .env(
-                mallard_io::interrupt::PARENT_PID_ENV,
-                std::process::id().to_string(),
-            )
-            .stdin(if spec.hold {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
-        let registered = Some(mallard_io::interrupt::register_child(child.id()));
+        let (mut child, guard) = mallard_io::interrupt::spawn_registered(
+            || {
+                Command::new(&opts.worker_exe)
+                    .args(&opts.worker_args)
+                    .arg(json)
+                    .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
+                    .env(
+                        mallard_io::interrupt::PARENT_PID_ENV,
+                        std::process::id().to_string(),
+                    )
+                    .stdin(if spec.hold {
+                        Stdio::piped()
+                    } else {
+                        Stdio::null()
+                    })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+            },
+            |c| c.id(),
+        )
+        .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
+        let registered = Some(guard);
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
