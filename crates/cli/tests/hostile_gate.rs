@@ -345,6 +345,38 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
             .contains("malloc is interposed by"),
         "{m}"
     );
+
+    // A shim that only wraps glibc's malloc (scripts/slow-malloc.c) leaves glibc's account
+    // true: its footprint stays known.
+    let shim = dir.path().join("slow-malloc.so");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slow-malloc.c");
+    let built = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o", p(&shim), p(&src)])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        eprintln!("skipped the shim case: no C compiler (cc)");
+        return;
+    }
+    let rep = dir.path().join("run-shim");
+    let o = mallard_env(
+        &[
+            "run",
+            p(&t),
+            "--allocators",
+            "glibc",
+            "--repeat",
+            "1",
+            "-q",
+            "--out",
+            p(&rep),
+        ],
+        &[("LD_PRELOAD", p(&shim))],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r = read_json(&rep.join("results.json"));
+    let fp = &r["repetitions"][0]["memory"]["footprint"];
+    assert!(fp.as_u64().is_some_and(|f| f > 0), "{fp}");
 }
 
 #[test]

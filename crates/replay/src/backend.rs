@@ -14,8 +14,10 @@
 //! A footprint is reported only where it means what it says. Under the `glibc` backend with
 //! another allocator `LD_PRELOAD`ed (`mallard gate --candidate-preload`), `malloc` is no longer
 //! glibc's and `mallinfo2()` describes an empty heap: [`malloc_interposer`] notices (glibc's
-//! own `malloc` and the one the process calls are different functions) and the footprint is
-//! then unknown (`None`), never a figure of zero.
+//! own `malloc` and the one the process calls are different functions, and a block from the
+//! latter does not show in glibc's account) and the footprint is then unknown (`None`), never
+//! a figure of zero. A shim that only wraps glibc's malloc (a delay, a counter:
+//! `scripts/slow-malloc.c`) leaves glibc's account true, and its footprint known.
 
 use mallard_arena::{Arena, Config as ArenaConfig};
 use std::ffi::{c_void, CStr};
@@ -211,10 +213,11 @@ unsafe impl Backend for Glibc {
     }
 }
 
-/// The library `malloc` resolves to when it is not glibc's own (an allocator `LD_PRELOAD`ed
-/// into this process), by path; `None` when the process calls glibc's malloc. Decided once per
-/// process (the first call looks the symbols up, which may allocate; the worker makes it
-/// before the replay, when it reads the footprint the replay is measured from).
+/// The library `malloc` resolves to when it is not glibc's own and glibc's heap does not serve
+/// it (an allocator `LD_PRELOAD`ed into this process), by path; `None` when glibc's account
+/// sees what the process allocates. Decided once per process (the first call looks the symbols
+/// up and allocates one probe block; the worker makes it before the replay, when it reads the
+/// footprint the replay is measured from).
 pub fn malloc_interposer() -> Option<&'static str> {
     static INTERPOSER: OnceLock<Option<String>> = OnceLock::new();
     INTERPOSER
@@ -239,6 +242,9 @@ pub fn malloc_interposer() -> Option<&'static str> {
                 {
                     return None;
                 }
+                if glibc_sees_malloc() {
+                    return None;
+                }
                 let mut info: libc::Dl_info = std::mem::zeroed();
                 let name =
                     if libc::dladdr(called_malloc, &mut info) != 0 && !info.dli_fname.is_null() {
@@ -252,6 +258,25 @@ pub fn malloc_interposer() -> Option<&'static str> {
             }
         })
         .as_deref()
+}
+
+/// Whether a block from the `malloc` the process calls shows in glibc's account (its bytes in
+/// use grow by the block's size): true under glibc's own malloc or a shim forwarding to it.
+fn glibc_sees_malloc() -> bool {
+    // Above the tcache's sizes (a block there stays "in use" for mallinfo2 when freed) and
+    // below the initial mmap threshold; a block mmap'd anyway counts in hblkhd.
+    const PROBE: usize = 64 << 10;
+    let in_use = |mi: libc::mallinfo2| (mi.uordblks + mi.hblkhd) as u64;
+    // SAFETY: mallinfo2 only reads the allocator's bookkeeping; the probe block is freed by
+    // the same malloc family that returned it (free of null is a no-op).
+    unsafe {
+        let before = in_use(libc::mallinfo2());
+        // black_box: the compiler may not drop a malloc/free pair whose block is unused.
+        let p = std::hint::black_box(libc::malloc(PROBE));
+        let after = in_use(libc::mallinfo2());
+        libc::free(p);
+        !p.is_null() && after.saturating_sub(before) >= PROBE as u64
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
