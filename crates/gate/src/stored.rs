@@ -570,7 +570,8 @@ mod tests {
 
     #[test]
     fn each_nonsense_is_named_by_file_and_field() {
-        let cases: Vec<(Box<dyn Fn(&mut RunResults)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut RunResults)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|s| s.schema = 999), "B/results.json: schema: 999 is not a results.json schema this mallard reads (1 to 2)"),
             (Box::new(|s| s.schema = 0), "schema: 0 is not"),
             (
