@@ -3,7 +3,8 @@
 //! A *metric* is one figure of one trace x allocator, measured once per repetition (one worker
 //! process): `time` (ns per operation of the whole replay), `mean.KIND` and `p50.KIND`
 //! (batched latency: the exact mean per operation of that kind, and the median),
-//! `p99.KIND` and `p999.KIND` (per-call latency), `peak_rss`, `footprint`, `instructions`
+//! `p99.KIND` and `p999.KIND` (per-call latency), `peak_rss`, `footprint` (only where known:
+//! never under a preloaded malloc, whose memory glibc's account does not see), `instructions`
 //! (`--count-instructions`: callgrind), `hw.instructions` (the hardware counter read by the
 //! worker around the replay loop, where the machine has one), and `arena.FIGURE` (the arena
 //! allocator's own statistics). Every
@@ -179,19 +180,31 @@ impl Samples {
             .collect()
     }
 
-    /// Metrics that only one side has (a figure a build stopped or started producing).
+    /// Metrics that only one side has (a figure a build stopped or started producing, or a
+    /// footprint that is unknown on the other side), each said in words; none is judged.
     pub fn unpaired(&self) -> Vec<String> {
+        let say = |k: &MetricKey, only: &str, other: &str| {
+            if k.metric == "footprint" {
+                format!(
+                    "{} ({only} only: the {other}'s footprint is unknown, e.g. under a preloaded \
+                     malloc, whose memory glibc's account does not see; not compared)",
+                    k.id()
+                )
+            } else {
+                format!("{} ({only} only)", k.id())
+            }
+        };
         let mut v: Vec<String> = self
             .baseline
             .keys()
             .filter(|k| !self.candidate.contains_key(*k))
-            .map(|k| format!("{} (baseline only)", k.id()))
+            .map(|k| say(k, "baseline", "candidate"))
             .collect();
         v.extend(
             self.candidate
                 .keys()
                 .filter(|k| !self.baseline.contains_key(*k))
-                .map(|k| format!("{} (candidate only)", k.id())),
+                .map(|k| say(k, "candidate", "baseline")),
         );
         v
     }
@@ -256,6 +269,25 @@ mod tests {
         assert_eq!(got["p999.malloc"], 500.0);
         rep.failure = Some("crashed".into());
         assert!(extract(&rep).is_empty());
+        // An unknown footprint is no metric, and one side's alone is said to be unknown.
+        rep.failure = None;
+        rep.memory.as_mut().unwrap().footprint = None;
+        assert!(!extract(&rep).iter().any(|(m, _)| m == "footprint"));
+        let mut s = Samples::default();
+        s.push(
+            Side::Baseline,
+            MetricKey::new("t", "glibc", "footprint"),
+            1.0,
+        );
+        s.add_repetition(Side::Candidate, &rep);
+        assert!(!s.paired().iter().any(|(k, ..)| k.metric == "footprint"));
+        let u = s.unpaired();
+        assert!(
+            u.iter().any(|n| n.starts_with(
+                "t/glibc/footprint (baseline only: the candidate's footprint is unknown"
+            )),
+            "{u:?}"
+        );
     }
 
     #[test]

@@ -10,10 +10,19 @@
 //! before the replay and nothing during it.
 //!
 //! `bump` never frees: it is the speed-of-light reference for the harness itself.
+//!
+//! A footprint is reported only where it means what it says. Under the `glibc` backend with
+//! another allocator `LD_PRELOAD`ed (`mallard gate --candidate-preload`), `malloc` is no longer
+//! glibc's and `mallinfo2()` describes an empty heap: [`malloc_interposer`] notices (glibc's
+//! own `malloc` and the one the process calls are different functions, and a block from the
+//! latter does not show in glibc's account) and the footprint is then unknown (`None`), never
+//! a figure of zero. A shim that only wraps glibc's malloc (a delay, a counter:
+//! `scripts/slow-malloc.c`) leaves glibc's account true, and its footprint known.
 
 use mallard_arena::{Arena, Config as ArenaConfig};
-use std::ffi::c_void;
+use std::ffi::{c_void, CStr};
 use std::ptr;
+use std::sync::OnceLock;
 
 /// The allocators `mallard run` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -122,6 +131,14 @@ pub unsafe trait Backend {
     /// Bytes the allocator holds from the OS by its own account, and where the figure comes
     /// from; `None` if it keeps no such account. Called outside timed regions only.
     fn footprint(&mut self) -> Option<u64>;
+    /// Bytes of the footprint in use by allocated blocks (headers included), where the
+    /// allocator says; `None` if it does not. Only for an allocator whose heap the harness
+    /// shares (glibc): the worker reports the footprint net of what it held before the replay,
+    /// and where the replay reused free space the harness's own frees left in that heap, the
+    /// growth of this figure is the better (lower) bound. Called outside timed regions only.
+    fn in_use(&mut self) -> Option<u64> {
+        None
+    }
     fn footprint_source(&self) -> &'static str;
     /// Allocator-specific statistics for the report, gathered after the replay.
     fn stats(&mut self) -> Option<serde_json::Value> {
@@ -167,12 +184,98 @@ unsafe impl Backend for Glibc {
         unsafe { libc::free(p as *mut c_void) }
     }
     fn footprint(&mut self) -> Option<u64> {
+        if malloc_interposer().is_some() {
+            return None;
+        }
         // SAFETY: mallinfo2 only reads the allocator's bookkeeping.
         let mi = unsafe { libc::mallinfo2() };
         Some((mi.arena + mi.hblkhd) as u64)
     }
+    fn in_use(&mut self) -> Option<u64> {
+        if malloc_interposer().is_some() {
+            return None;
+        }
+        // SAFETY: mallinfo2 only reads the allocator's bookkeeping.
+        let mi = unsafe { libc::mallinfo2() };
+        Some((mi.uordblks + mi.hblkhd) as u64)
+    }
     fn footprint_source(&self) -> &'static str {
-        "glibc mallinfo2(): arena (heap bytes from sbrk/mmap'd heaps) + hblkhd (bytes in mmap'd chunks)"
+        static SOURCE: OnceLock<String> = OnceLock::new();
+        SOURCE.get_or_init(|| match malloc_interposer() {
+            Some(lib) => format!(
+                "unknown: malloc is interposed by {lib} (LD_PRELOAD), whose memory glibc's mallinfo2() does not see"
+            ),
+            None => "glibc mallinfo2(): arena (heap bytes from sbrk/mmap'd heaps) + hblkhd (bytes in mmap'd chunks), \
+                      net of the harness's heap before the replay (or, where the replay reused free space the harness left, \
+                      the growth of uordblks + hblkhd, the bytes in use)"
+                .into(),
+        })
+    }
+}
+
+/// The library `malloc` resolves to when it is not glibc's own and glibc's heap does not serve
+/// it (an allocator `LD_PRELOAD`ed into this process), by path; `None` when glibc's account
+/// sees what the process allocates. Decided once per process (the first call looks the symbols
+/// up and allocates one probe block; the worker makes it before the replay, when it reads the
+/// footprint the replay is measured from).
+pub fn malloc_interposer() -> Option<&'static str> {
+    static INTERPOSER: OnceLock<Option<String>> = OnceLock::new();
+    INTERPOSER
+        .get_or_init(|| {
+            // SAFETY: RTLD_NOLOAD only returns a handle to a library already loaded (libc is,
+            // this binary links it); dlsym and dladdr read the loaded objects' symbol tables;
+            // the handle is closed once (dlclose of a NOLOAD handle only drops the reference
+            // dlopen took); dli_fname, when set, points to a NUL-terminated path the loader
+            // keeps for as long as the object stays loaded, and it is copied at once.
+            unsafe {
+                let own_libc =
+                    libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+                if own_libc.is_null() {
+                    return None;
+                }
+                let glibc_malloc = libc::dlsym(own_libc, c"malloc".as_ptr());
+                let called_malloc = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+                libc::dlclose(own_libc);
+                if glibc_malloc.is_null()
+                    || called_malloc.is_null()
+                    || glibc_malloc == called_malloc
+                {
+                    return None;
+                }
+                if glibc_sees_malloc() {
+                    return None;
+                }
+                let mut info: libc::Dl_info = std::mem::zeroed();
+                let name =
+                    if libc::dladdr(called_malloc, &mut info) != 0 && !info.dli_fname.is_null() {
+                        CStr::from_ptr(info.dli_fname)
+                            .to_string_lossy()
+                            .into_owned()
+                    } else {
+                        "another library".to_string()
+                    };
+                Some(name)
+            }
+        })
+        .as_deref()
+}
+
+/// Whether a block from the `malloc` the process calls shows in glibc's account (its bytes in
+/// use grow by the block's size): true under glibc's own malloc or a shim forwarding to it.
+fn glibc_sees_malloc() -> bool {
+    // Above the tcache's sizes (a block there stays "in use" for mallinfo2 when freed) and
+    // below the initial mmap threshold; a block mmap'd anyway counts in hblkhd.
+    const PROBE: usize = 64 << 10;
+    let in_use = |mi: libc::mallinfo2| (mi.uordblks + mi.hblkhd) as u64;
+    // SAFETY: mallinfo2 only reads the allocator's bookkeeping; the probe block is freed by
+    // the same malloc family that returned it (free of null is a no-op).
+    unsafe {
+        let before = in_use(libc::mallinfo2());
+        // black_box: the compiler may not drop a malloc/free pair whose block is unused.
+        let p = std::hint::black_box(libc::malloc(PROBE));
+        let after = in_use(libc::mallinfo2());
+        libc::free(p);
+        !p.is_null() && after.saturating_sub(before) >= PROBE as u64
     }
 }
 
@@ -306,7 +409,8 @@ impl Mimalloc {
     pub fn version() -> String {
         // SAFETY: mi_version has no preconditions.
         let v = unsafe { libmimalloc_sys::mi_version() };
-        format!("{}.{}.{}", v / 100, (v / 10) % 10, v % 10)
+        let (major, minor, patch) = mimalloc_version(v);
+        format!("{major}.{minor}.{patch}")
     }
 
     fn process_info() -> [usize; 8] {
@@ -359,6 +463,20 @@ unsafe impl Backend for Mimalloc {
         Some(serde_json::json!({
             "current_commit": f[5], "peak_commit": f[6], "current_rss": f[3], "peak_rss": f[4], "page_faults": f[7]
         }))
+    }
+}
+
+/// Decodes `mi_version()` (= `MI_MALLOC_VERSION`) into major, minor, patch. mimalloc has
+/// written it two ways: up to 2.1.x as three digits, "major + 2 digits minor" with the second
+/// digit the patch (`164` = 1.6.4, `212` = 2.1.2, `217` = 2.1.7); since then as five, "major +
+/// 2 digits minor + 2 digits patch" (`20302` = 2.3.2, `30302` = 3.3.2). No three-digit version
+/// reaches 10000, so the size tells the two apart.
+pub fn mimalloc_version(v: i32) -> (u32, u32, u32) {
+    let v = v.max(0) as u32;
+    if v >= 10_000 {
+        (v / 10_000, (v / 100) % 100, v % 100)
+    } else {
+        (v / 100, (v / 10) % 10, v % 10)
     }
 }
 
@@ -667,6 +785,26 @@ mod tests {
     #[test]
     fn bump_memory_is_sound() {
         exercise(&mut Bump::new(64 << 20).unwrap());
+    }
+    #[test]
+    fn mimalloc_versions_decode_in_both_numberings() {
+        assert_eq!(mimalloc_version(164), (1, 6, 4));
+        assert_eq!(mimalloc_version(212), (2, 1, 2));
+        assert_eq!(mimalloc_version(217), (2, 1, 7));
+        assert_eq!(mimalloc_version(20302), (2, 3, 2));
+        assert_eq!(mimalloc_version(30302), (3, 3, 2));
+        assert_eq!(mimalloc_version(31012), (3, 10, 12));
+        // The linked one reads as a version mimalloc has (major 1 to 3), not "303.0.2".
+        let v = Mimalloc::version();
+        let major: u32 = v.split('.').next().unwrap().parse().unwrap();
+        assert!((1..=3).contains(&major), "{v}");
+    }
+    #[test]
+    fn glibc_malloc_is_not_interposed_in_the_test_binary() {
+        // The test binary runs on glibc's own malloc: its footprint is known.
+        assert_eq!(malloc_interposer(), None);
+        assert!(Glibc.footprint().is_some());
+        assert!(Glibc.footprint_source().starts_with("glibc mallinfo2()"));
     }
     #[test]
     fn unknown_allocator_is_named() {

@@ -863,8 +863,8 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         "final_rss",
         "RSS after the last operation, before the harness frees what the trace left live.".into(),
     );
-    add(&mut m, "footprint", "The allocator's own account of memory it holds, at the end of the throughput pass: \
-        glibc mallinfo2 arena+hblkhd; jemalloc stats.resident; mimalloc committed bytes; arena mapped arenas + live \
+    add(&mut m, "footprint", "The allocator's own account of memory it holds, at the end of the throughput pass, net of what it held just before the replay (read in the same worker after the harness's own allocations: for glibc, the harness's heap; footprint_before): \
+        glibc mallinfo2 arena+hblkhd (unknown, null, when another malloc is LD_PRELOADed); jemalloc stats.resident; mimalloc committed bytes; arena mapped arenas + live \
         raw blocks.".into());
     add(&mut m, "rss timeline", format!("RSS read from /proc/self/statm (fd kept open) about every 1/{} of the \
         operations during the batched pass, between batches (outside any bracket), beside the bytes requested and live \

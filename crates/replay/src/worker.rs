@@ -6,9 +6,12 @@
 //! no run inherits a heap warmed by another. Inside the worker, in order:
 //! 1. decode and compile the trace, create the backend, allocate and touch the slot table and
 //!    histograms (nothing is allocated after this point);
-//! 2. measure the timer floor, read the baseline RSS, reset the peak RSS, read fault counters;
+//! 2. measure the timer floor, read the allocator's footprint (what it holds before the replay:
+//!    for glibc, the harness's own heap), the baseline RSS, reset the peak RSS, read fault
+//!    counters;
 //! 3. replay (the timed part);
-//! 4. read peak/final RSS, faults, the allocator's footprint and statistics;
+//! 4. read peak/final RSS, faults, the allocator's footprint (reported net of step 2's) and
+//!    statistics;
 //! 5. free what the trace left live (untimed) and write the output.
 
 use crate::backend::{self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
@@ -210,7 +213,8 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
         Pass::Tail => mt::MtPass::Tail,
     };
-    let around = Around::begin(&rss);
+    let around = Around::begin(&rss, &mut make());
+    let held_before = around.held_before;
     let mut cpu_ns = 0;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let outcome = std::thread::scope(|s| {
@@ -231,7 +235,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
                             live_bytes: live[((done / every) as usize)
                                 .saturating_sub(1)
                                 .min(live.len() - 1)],
-                            footprint_bytes: b.footprint(),
+                            footprint_bytes: Held::read(&mut b).net_since(held_before),
                         });
                         k = (done / every) as usize;
                     } else {
@@ -312,18 +316,24 @@ fn hold(spec: &WorkerSpec) -> Result<(), String> {
 /// freed memory from glibc's heap, so an allocator sharing that heap cannot reuse pages the
 /// harness made resident), and after it.
 struct Around {
+    /// What the allocator held just before the replay (after the harness's own allocations):
+    /// what the footprints after it are reported net of.
+    held_before: Held,
     baseline_rss: u64,
     peak_reset: bool,
     faults: (u64, u64),
 }
 
 impl Around {
-    fn begin(rss: &Rss) -> Around {
+    fn begin<B: Backend>(rss: &Rss, b: &mut B) -> Around {
         // SAFETY: malloc_trim only releases free memory of glibc's heap.
         unsafe { libc::malloc_trim(0) };
+        // Before the RSS: a first footprint call may initialise the allocator's bookkeeping.
+        let held_before = Held::read(b);
         let baseline_rss = rss.read();
         let peak_reset = measure::reset_peak_rss();
         Around {
+            held_before,
             baseline_rss,
             peak_reset,
             faults: measure::faults(),
@@ -354,7 +364,8 @@ impl After {
             baseline_rss: self.before.baseline_rss,
             peak_rss: measure::status_bytes("VmHWM").unwrap_or(0),
             final_rss: self.final_rss,
-            footprint: b.footprint(),
+            footprint: Held::read(b).net_since(self.before.held_before),
+            footprint_before: self.before.held_before.bytes,
             footprint_source: b.footprint_source().to_string()
                 + if self.before.peak_reset {
                     ""
@@ -365,6 +376,36 @@ impl After {
             major_faults: self.faults.1 - self.before.faults.1,
             final_live_bytes: prog.final_live_bytes,
         }
+    }
+}
+
+/// What an allocator holds at one moment: its footprint, and the part in use by blocks where it
+/// says (see [`Backend::in_use`]).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    bytes: Option<u64>,
+    in_use: Option<u64>,
+}
+
+impl Held {
+    fn read<B: Backend>(b: &mut B) -> Held {
+        Held {
+            bytes: b.footprint(),
+            in_use: b.in_use(),
+        }
+    }
+
+    /// The footprint the replay is answerable for: growth since `before`, and at least the
+    /// growth of the bytes in use (an allocator sharing the harness's heap can serve the replay
+    /// from free space the harness left, which no footprint growth shows). Unknown stays
+    /// unknown.
+    fn net_since(self, before: Held) -> Option<u64> {
+        let grown = self.bytes?.saturating_sub(before.bytes.unwrap_or(0));
+        let used = match (self.in_use, before.in_use) {
+            (Some(a), Some(b)) => a.saturating_sub(b),
+            _ => 0,
+        };
+        Some(grown.max(used))
     }
 }
 
@@ -428,6 +469,7 @@ fn thread_figures(thread: u32, s: &mt::ThreadSamples, timer: &Timer) -> ThreadFi
 
 struct RssSampler<'a> {
     rss: &'a Rss,
+    held_before: Held,
     live: &'a [u64],
     out: &'a mut Vec<RssSample>,
 }
@@ -435,7 +477,7 @@ struct RssSampler<'a> {
 impl<B: Backend> Sampler<B> for RssSampler<'_> {
     fn sample(&mut self, ops_done: u64, backend: &mut B) {
         let k = self.out.len();
-        let footprint = backend.footprint();
+        let footprint = Held::read(backend).net_since(self.held_before);
         if k < self.out.capacity() {
             self.out.push(RssSample {
                 ops_done,
@@ -513,7 +555,7 @@ fn run_with<B: Backend>(
         ps_per_tick: 1e12 / timer.hz,
     };
 
-    let around = Around::begin(&rss);
+    let around = Around::begin(&rss, &mut b);
     let result = match spec.pass {
         Pass::Throughput => {
             // Opened before the baseline readings; absent where the machine has no counter.
@@ -534,6 +576,7 @@ fn run_with<B: Backend>(
         Pass::Batched => {
             let mut sampler = RssSampler {
                 rss: &rss,
+                held_before: around.held_before,
                 live: &live,
                 out: &mut timeline,
             };

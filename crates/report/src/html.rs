@@ -16,7 +16,7 @@
 use crate::hist::{merge, quantile_ns};
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::{summarize, SummaryRow};
-use crate::table::bytes;
+use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -675,7 +675,7 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
             s,
             "<td>{}</td><td>{}</td><td>{} ok{}</td></tr>",
             bytes(any.peak_rss_bytes),
-            any.footprint_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            footprint(any.footprint_bytes),
             any.repetitions_ok,
             if any.repetitions_failed > 0 {
                 format!(
@@ -747,10 +747,12 @@ pub fn render(results: &RunResults) -> String {
         b.push_str("<div class=\"scroll\">\n");
         b.push_str(&summary_table(results, &rows, &t.name));
         b.push_str("</div>\n");
-        b.push_str(
+        let _ = writeln!(
+            b,
             "<p class=\"meta\">p50: runs of same-kind calls timed together (\"~\": runs average under 4 calls, \
              coarse). p99, p99.9: each call timed alone, timer floor subtracted (\"&lt;N\": below the timer's \
-             noise). Mops/s: median over repetitions. Peak RSS includes the harness's own baseline.</p>\n",
+             noise). Mops/s: median over repetitions. Peak RSS includes the harness's own baseline. {}</p>",
+            esc(FOOTPRINT_NOTE)
         );
         b.push_str("<div class=\"plots\">\n");
         let fig = |svg: String, caption: &str| {

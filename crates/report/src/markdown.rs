@@ -4,7 +4,7 @@
 
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::{summarize, SummaryRow};
-use crate::table::bytes;
+use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
 use std::fmt::Write as _;
 
 /// Escapes the characters that would break a table cell.
@@ -115,11 +115,12 @@ pub fn render(results: &RunResults) -> String {
                 r.throughput_max_mops,
                 r.ns_per_op,
                 bytes(r.peak_rss_bytes),
-                r.footprint_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+                footprint(r.footprint_bytes),
                 r.repetitions_ok,
                 r.repetitions_failed
             );
         }
+        let _ = writeln!(out, "\n{FOOTPRINT_NOTE}");
         let _ = writeln!(out, "\nLatency (ns): p50 and p90 from runs of same-kind calls timed together; p99, p99.9 and max per call, timer floor subtracted (`<N`: below the timer's noise).\n");
         let _ = writeln!(
             out,
@@ -187,9 +188,11 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | - | 2 | 0 |"),
+            md.contains("| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | unknown | 2 | 0 |"),
             "{md}"
         );
+        // The sample's footprints are unknown: said so, and what the column means.
+        assert!(md.contains(FOOTPRINT_NOTE), "{md}");
         assert_eq!(md.matches(" | malloc | 1000 |").count(), 2, "{md}");
         assert_eq!(md.matches(" | free | 1000 |").count(), 2, "{md}");
         // Every table row has as many cells as its header.

@@ -10,7 +10,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version of the `results.json` schema. Bump when a field changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: [`Memory::footprint`] and [`RssSample::footprint_bytes`] are net of what the allocator
+///   held just before the replay ([`Memory::footprint_before`]); in schema 1 they were gross
+///   (glibc's included the harness's own heap). Every other field means what it meant.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest `results.json` schema this version reads (every one up to [`SCHEMA_VERSION`]).
+pub const OLDEST_SCHEMA_READ: u32 = 1;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunResults {
@@ -184,8 +192,15 @@ pub struct Memory {
     pub peak_rss: u64,
     /// RSS right after the last operation, before the harness freed what the trace left live.
     pub final_rss: u64,
-    /// The allocator's own figure for memory it holds from the OS, at the end of the replay.
+    /// The allocator's own figure for memory it holds from the OS at the end of the replay,
+    /// net of what it held just before the replay began (`footprint_before`: for glibc, the
+    /// harness's own heap), schema 2 on; `None` where unknown (glibc's figure under a
+    /// preloaded allocator, which glibc's bookkeeping does not see), never a made-up zero.
     pub footprint: Option<u64>,
+    /// The allocator's footprint just before the replay, after the harness's own allocations
+    /// (absent in schema 1 and where unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footprint_before: Option<u64>,
     pub footprint_source: String,
     /// Minor page faults during the replay.
     pub minor_faults: u64,
@@ -231,5 +246,7 @@ pub struct RssSample {
     pub rss_bytes: u64,
     /// Bytes requested by the trace and live at this point (what a perfect allocator would use).
     pub live_bytes: u64,
+    /// The allocator's footprint at this point, net of what it held before the replay (as
+    /// [`Memory::footprint`]).
     pub footprint_bytes: Option<u64>,
 }

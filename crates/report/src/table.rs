@@ -22,6 +22,17 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// A footprint for the table, Markdown and HTML alike: `unknown` where the allocator's figure
+/// is (a preloaded malloc under the glibc backend), never a zero it did not measure.
+pub fn footprint(f: Option<u64>) -> String {
+    f.map(bytes).unwrap_or_else(|| "unknown".into())
+}
+
+/// What the footprint column means, for every writer's legend.
+pub const FOOTPRINT_NOTE: &str = "Footprint: the allocator's own account of the memory it holds at the end of \
+     the replay, net of what it held just before the replay began (for glibc, the harness's own heap); \
+     unknown under a preloaded malloc, whose memory glibc's account does not see.";
+
 fn ns(v: f64) -> String {
     ns_with(v, "us")
 }
@@ -142,7 +153,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 f[1].clone(),
                 f[2].clone(),
                 bytes(any.peak_rss_bytes),
-                any.footprint_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+                footprint(any.footprint_bytes),
             ]);
         }
         let widths: Vec<usize> = (0..header.len())
@@ -178,7 +189,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         "\nlatency in ns: p50 from runs of same-kind calls timed together (\"~\": runs average under 4 calls, so \
          the value is coarse; the exact mean is in summary.csv); p99/p99.9 per call minus the timer floor (\"<N\": \
          below the timer's noise). Mops/s: median over repetitions (min-max). Peak RSS includes the harness's \
-         own {}; RSS and footprint are medians.",
+         own {}; RSS and footprint are medians. {FOOTPRINT_NOTE}",
         results
             .traces
             .first()
@@ -223,6 +234,25 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn an_unknown_footprint_is_said_to_be_unknown() {
+        assert_eq!(footprint(Some(1536)), "1.5 KiB");
+        assert_eq!(footprint(Some(0)), "0 B");
+        assert_eq!(footprint(None), "unknown");
+        // The terminal table of a run whose footprints are unknown (the sample's).
+        let r = crate::html::tests::sample();
+        let text = render(&r, &crate::summary::summarize(&r));
+        assert!(
+            text.contains("unknown") && text.contains(FOOTPRINT_NOTE),
+            "{text}"
+        );
+        let html = crate::html::render(&r);
+        assert!(
+            html.contains("<td>unknown</td>") || html.contains(">unknown<"),
+            "{html}"
+        );
     }
 
     #[test]
