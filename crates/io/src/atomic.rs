@@ -401,7 +401,11 @@ fn probe_writable(dir: &Path) -> Result<(), String> {
         .prefix(".mallard-probe-")
         .tempdir_in(dir)
         .map(drop)
-        .map_err(|e| format!("is not writable ({e})"))
+        .map_err(|e| {
+            // tempfile's message names its probe's path; the OS error alone says it.
+            let e = e.raw_os_error().map_or(e, io::Error::from_raw_os_error);
+            format!("is not writable ({e})")
+        })
 }
 
 fn access_writable(path: &Path) -> bool {
