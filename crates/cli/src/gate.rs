@@ -262,7 +262,7 @@ fn results_path(p: &Path) -> PathBuf {
 
 pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     // Before any worker or comparison: may the outputs go there (exit 2 if not)?
-    mallard_io::atomic::check_dir(&a.out)?;
+    mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::GATE)?;
     let cfg = config(&a)?;
     let quiet = a.quiet;
     let mut progress = |s: &str| {

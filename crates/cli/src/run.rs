@@ -64,7 +64,7 @@ pub struct RunArgs {
 
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
     // Before anything is generated, imported or run: may the report go there (exit 2 if not)?
-    mallard_io::atomic::check_dir(&a.out)?;
+    mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::REPORT)?;
     let mut allocators = crate::opts::allocators(&a.allocators)?;
     if allocators.is_empty() {
         allocators = AllocatorName::DEFAULT.to_vec();

@@ -176,6 +176,19 @@ fn run_and_gate_leave_a_users_directory_whole() {
     }
     let marker = fs::read_to_string(gate_out.join(".mallard-report")).unwrap();
     assert!(marker.contains("\"kind\": \"gate\""), "{marker}");
+    // Never the report it compared: a gate's output does not replace a report.
+    let before = snapshot(&rep);
+    let o = mallard(&[
+        "gate",
+        "--baseline",
+        p(&rep),
+        "--current",
+        p(&rep),
+        "--out",
+        p(&rep),
+    ]);
+    assert_refused_up_front(&o, &["not a gate output"]);
+    assert_eq!(snapshot(&rep), before);
 }
 
 #[test]

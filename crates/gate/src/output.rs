@@ -498,7 +498,7 @@ pub fn write_calibration_dir(c: &CalibrationReport, dir: &Path) -> Result<(), Ou
 }
 
 fn write_files_atomically(dir: &Path, files: &[(&str, String)]) -> Result<(), OutputError> {
-    let mut staged = StagedDir::begin(dir, "gate")?;
+    let mut staged = StagedDir::begin(dir, mallard_io::atomic::GATE)?;
     for (f, text) in files {
         staged.add(f, text.as_bytes())?;
     }

@@ -8,8 +8,8 @@
 //!  report / gate directory ([`check_dir`], [`StagedDir`])
 //!    nothing there            created (missing parents too, like `mkdir -p`)
 //!    an empty directory       replaced (nothing in it to lose)
-//!    a directory carrying     replaced, if it holds only the files its marker lists
-//!      .mallard-report
+//!    a directory carrying     replaced, if it holds only the files its marker lists and
+//!      .mallard-report          was written as the same kind (a report, a gate's output)
 //!    anything else            refused: a user's directory, a regular file, `.`, `..`, `/`,
 //!                             a mount point, a symbolic link, a FIFO, a device
 //!
@@ -66,6 +66,10 @@ use std::path::{Component, Path, PathBuf};
 
 /// The marker file in every directory Mallard writes.
 pub const MARKER: &str = ".mallard-report";
+/// The marker's `kind` of a report directory (`mallard run --out`).
+pub const REPORT: &str = "report";
+/// The marker's `kind` of a gate's output directory (`mallard gate --out`, with `--calibrate` too).
+pub const GATE: &str = "gate";
 /// The marker's schema version (what [`Marker`] holds).
 pub const MARKER_SCHEMA: u64 = 1;
 /// A marker larger than this is not Mallard's (it lists a few hundred file names at most).
@@ -139,10 +143,11 @@ pub enum DirState {
     Mallard(Marker),
 }
 
-/// Checks that a report directory may be written at `path`: nothing there, an empty directory
-/// or one Mallard wrote (see the module docs), and the place writable. Call it before any work
-/// starts; [`StagedDir::commit`] checks again.
-pub fn check_dir(path: &Path) -> Result<DirState, OutputError> {
+/// Checks that a directory of `kind` ([`REPORT`], [`GATE`]) may be written at `path`: nothing
+/// there, an empty directory or one Mallard wrote as the same kind (a gate's output never
+/// replaces the report it compared, nor the other way round; see the module docs), and the
+/// place writable. Call it before any work starts; [`StagedDir::commit`] checks again.
+pub fn check_dir(path: &Path, kind: &str) -> Result<DirState, OutputError> {
     let path = own_name(path, "a report directory")?;
     let meta = match fs::symlink_metadata(&path) {
         Err(e) if absent(&e) => {
@@ -208,6 +213,12 @@ pub fn check_dir(path: &Path) -> Result<DirState, OutputError> {
             "its {MARKER} is not Mallard's ({why}), so Mallard did not write it"
         ))
     })?;
+    if marker.kind != kind {
+        return Err(refuse(format!(
+            "it is a directory Mallard wrote as a {} output, not a {kind} output",
+            marker.kind
+        )));
+    }
     let foreign: Vec<String> = entries
         .iter()
         .filter(|e| {
@@ -513,9 +524,9 @@ pub struct StagedDir {
 
 impl StagedDir {
     /// Checks `path` ([`check_dir`]), creates missing parents and the staging directory.
-    /// `kind` goes into the marker (`report`, `gate`).
+    /// `kind` ([`REPORT`], [`GATE`]) goes into the marker.
     pub fn begin(path: &Path, kind: &str) -> Result<StagedDir, OutputError> {
-        check_dir(path)?;
+        check_dir(path, kind)?;
         let target = own_name(path, "a report directory")?;
         let parent = parent_of(&target);
         let created = CreatedDirs::create(&parent).map_err(OutputError::write(&parent))?;
@@ -570,7 +581,7 @@ impl StagedDir {
         write_synced(&staging.join(MARKER), &text)
             .and_then(|_| sync_dir(&staging))
             .map_err(OutputError::write(&self.target))?;
-        let state = check_dir(&self.target)?;
+        let state = check_dir(&self.target, &self.kind)?;
         let target = self.target.clone();
         let old = install(&staging, &target, &state).map_err(OutputError::write(&target))?;
         // The staging path is now the target (or, after an exchange, the old directory).
@@ -581,6 +592,16 @@ impl StagedDir {
             remove_old(&old, &state);
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for StagedDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedDir")
+            .field("target", &self.target)
+            .field("kind", &self.kind)
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 

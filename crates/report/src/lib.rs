@@ -74,7 +74,7 @@ pub fn file_safe(s: &str) -> String {
 /// anything else is refused ([`OutputError::Refused`]; check first with
 /// `mallard_io::atomic::check_dir`). A failure to write is [`OutputError::Write`].
 pub fn write_report_dir(results: &RunResults, dir: &Path) -> Result<(), OutputError> {
-    let mut staged = StagedDir::begin(dir, "report")?;
+    let mut staged = StagedDir::begin(dir, atomic::REPORT)?;
     let fail = |e: ReportError| OutputError::Write {
         path: dir.to_path_buf(),
         source: io::Error::other(e.to_string()),

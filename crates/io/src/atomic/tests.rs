@@ -6,7 +6,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 fn report(dir: &Path, files: &[(&str, &str)]) -> Result<(), OutputError> {
-    let mut s = StagedDir::begin(dir, "report")?;
+    let mut s = StagedDir::begin(dir, REPORT)?;
     for (n, b) in files {
         s.add(n, b.as_bytes())?;
     }
@@ -27,7 +27,7 @@ fn refused(r: Result<impl std::fmt::Debug, OutputError>) -> String {
 fn a_new_report_directory_carries_the_marker_and_nothing_else_is_left() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("a").join("b").join("rep");
-    assert_eq!(check_dir(&dir).unwrap(), DirState::Absent);
+    assert_eq!(check_dir(&dir, REPORT).unwrap(), DirState::Absent);
     report(&dir, &[("x.txt", "one"), ("y.txt", "two")]).unwrap();
     assert_eq!(names(&dir), [MARKER, "x.txt", "y.txt"]);
     let m = read_marker(&dir).unwrap();
@@ -44,7 +44,13 @@ fn only_a_directory_mallard_wrote_is_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("rep");
     report(&dir, &[("old.txt", "old"), ("same.txt", "1")]).unwrap();
-    assert!(matches!(check_dir(&dir).unwrap(), DirState::Mallard(_)));
+    assert!(matches!(
+        check_dir(&dir, REPORT).unwrap(),
+        DirState::Mallard(_)
+    ));
+    // Another kind of Mallard output (a gate's) does not replace a report.
+    let e = refused(StagedDir::begin(&dir, GATE));
+    assert!(e.contains("as a report output, not a gate output"), "{e}");
     report(&dir, &[("new.txt", "new"), ("same.txt", "2")]).unwrap();
     assert_eq!(names(&dir), [MARKER, "new.txt", "same.txt"]);
     assert_eq!(fs::read_to_string(dir.join("same.txt")).unwrap(), "2");
@@ -73,7 +79,7 @@ fn a_users_directory_or_file_is_refused_and_left_alone() {
 
     let readme = tmp.path().join("README.md");
     fs::write(&readme, "# hi").unwrap();
-    let e = refused(check_dir(&readme));
+    let e = refused(check_dir(&readme, REPORT));
     assert!(e.contains("a regular file (4 bytes)"), "{e}");
 
     // A marker that is not Mallard's does not make a directory Mallard's.
@@ -85,17 +91,17 @@ fn a_users_directory_or_file_is_refused_and_left_alone() {
     )
     .unwrap();
     fs::write(fake.join("data"), "d").unwrap();
-    let e = refused(check_dir(&fake));
+    let e = refused(check_dir(&fake, REPORT));
     assert!(e.contains("not Mallard's"), "{e}");
     fs::write(fake.join(MARKER), "garbage").unwrap();
-    refused(check_dir(&fake));
+    refused(check_dir(&fake, REPORT));
     // Nor does one that lists a path outside it.
     fs::write(
         fake.join(MARKER),
         r#"{"tool":"mallard","kind":"report","schema":1,"files":["../x"]}"#,
     )
     .unwrap();
-    refused(check_dir(&fake));
+    refused(check_dir(&fake, REPORT));
     assert_eq!(names(&fake), [MARKER, "data"]);
     assert_eq!(names(tmp.path()), ["README.md", "fake", "mydata"]);
 }
@@ -103,7 +109,7 @@ fn a_users_directory_or_file_is_refused_and_left_alone() {
 #[test]
 fn dot_root_and_symlinks_are_refused_as_report_directories() {
     for p in [".", "..", "/", "a/.."] {
-        let e = refused(check_dir(Path::new(p)));
+        let e = refused(check_dir(Path::new(p), REPORT));
         assert!(e.contains("refusing"), "{p}: {e}");
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -111,7 +117,7 @@ fn dot_root_and_symlinks_are_refused_as_report_directories() {
     report(&real, &[("f", "f")]).unwrap();
     let link = tmp.path().join("link");
     symlink(&real, &link).unwrap();
-    let e = refused(check_dir(&link));
+    let e = refused(check_dir(&link, REPORT));
     assert!(e.contains("symbolic link"), "{e}");
 }
 
@@ -120,7 +126,7 @@ fn an_empty_directory_is_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("empty");
     fs::create_dir(&dir).unwrap();
-    assert_eq!(check_dir(&dir).unwrap(), DirState::Empty);
+    assert_eq!(check_dir(&dir, REPORT).unwrap(), DirState::Empty);
     report(&dir, &[("f", "f")]).unwrap();
     assert_eq!(names(&dir), [MARKER, "f"]);
     assert_eq!(names(tmp.path()), ["empty"]);
@@ -131,12 +137,12 @@ fn an_unwritable_or_impossible_location_is_refused_up_front() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("file");
     fs::write(&file, "x").unwrap();
-    let e = refused(check_dir(&file.join("sub").join("rep")));
+    let e = refused(check_dir(&file.join("sub").join("rep"), REPORT));
     assert!(e.contains("not a directory"), "{e}");
     let e = refused(check_file(&file.join("t.mtr")));
     assert!(e.contains("not a directory"), "{e}");
     // /proc refuses new entries even to root, whatever its permission bits say.
-    let e = refused(check_dir(Path::new("/proc/mallard-test/rep")));
+    let e = refused(check_dir(Path::new("/proc/mallard-test/rep"), REPORT));
     assert!(e.contains("not writable"), "{e}");
     let e = refused(check_file(Path::new("/proc/mallard-test.mtr")));
     assert!(e.contains("not writable"), "{e}");
@@ -163,7 +169,7 @@ fn the_exchange_fallback_also_replaces_only_what_mallard_wrote() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("rep");
     report(&dir, &[("old", "o")]).unwrap();
-    let state = check_dir(&dir).unwrap();
+    let state = check_dir(&dir, REPORT).unwrap();
     let staging = tmp.path().join(".rep.stage");
     fs::create_dir(&staging).unwrap();
     fs::write(staging.join("new"), "n").unwrap();
