@@ -296,6 +296,20 @@ fn record_checks_its_output_before_the_program_runs() {
         "{t}"
     );
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "{t}");
+    // `-o -` is refused too: the program's own output goes to stdout.
+    let o = cmd(&["record", "-o", "-", "--", "touch", p(&ran)])
+        .env("MALLARD_RECORDER", &lib)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(
+        !ran.exists(),
+        "the program ran before the output was checked:\n{t}"
+    );
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("standard output"), "{t}");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "{t}");
 }
 
 #[test]
