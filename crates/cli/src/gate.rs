@@ -97,7 +97,8 @@ pub struct GateArgs {
     /// The valgrind program.
     #[arg(long, default_value = "valgrind")]
     valgrind: PathBuf,
-    /// Output directory: summary.md, verdict.json, bencher.json, benchmark-action.json, junit.xml.
+    /// Output directory: summary.md, verdict.json, bencher.json, benchmark-action.json, junit.xml
+    /// (replaced only if Mallard wrote it or it is empty; anything else is refused up front).
     #[arg(short, long, default_value = "reports/gate")]
     out: PathBuf,
     /// How allocated memory is written: none, first, pages, all.
@@ -264,6 +265,8 @@ fn results_path(p: &Path) -> PathBuf {
 }
 
 pub fn cmd_gate(a: GateArgs) -> Result<i32> {
+    // Before any worker or comparison: may the outputs go there (exit 2 if not)?
+    mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::GATE)?;
     let cfg = config(&a)?;
     let quiet = a.quiet;
     let mut progress = |s: &str| {
@@ -357,9 +360,10 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     };
     if a.calibrate {
         let c = live::run_calibration(&plan, &cfg, &mut progress)?;
-        output::write_calibration_dir(&c, &a.out)
-            .with_context(|| format!("writing {}", a.out.display()))?;
+        // The table is printed even when the outputs cannot be written (then exit 4).
+        let written = output::write_calibration_dir(&c, &a.out);
         print!("{}", output::calibration_markdown(&c));
+        written?;
         println!("\noutput: {}", a.out.display());
         return Ok(c.exit_code);
     }
@@ -368,8 +372,10 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
 }
 
 fn finish(report: &mallard_gate::report::GateReport, out: &Path) -> Result<i32> {
-    output::write_dir(report, out).with_context(|| format!("writing {}", out.display()))?;
+    // The table is printed even when the outputs cannot be written (then exit 4).
+    let written = output::write_dir(report, out);
     print!("{}", output::markdown(report));
+    written?;
     println!("\noutput: {}", out.display());
     Ok(report.exit_code)
 }

@@ -3,8 +3,12 @@
 //! (results and writers).
 //!
 //! Exit codes: 0 success; 2 bad input or usage (a corrupt trace, an unknown allocator, a bad
-//! option value), with one message naming the file and the location; 3 the report was written
-//! but some allocator's worker failed (crashed, was killed, timed out).
+//! option value), with one message naming the file and the location, or work refused before it
+//! started (an output path Mallard may not replace or cannot write: `mallard_io::atomic`'s
+//! pre-flight check, made before the first worker); 3 the report was written but some
+//! allocator's worker failed (crashed, was killed, timed out); 4 the work was done (and its
+//! table printed) but its report or output could not be written (a full disk, a read-only
+//! remount, `EFBIG`): a `mallard_io::atomic::OutputError::Write` anywhere in the error's chain.
 
 mod gate;
 mod opts;
@@ -16,7 +20,9 @@ mod traces;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use mallard_io::atomic::OutputError;
+use mallard_trace::TraceError;
+use std::path::{Path, PathBuf};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -33,8 +39,14 @@ Examples:
   mallard report reports/demo               (index.html and report.md again from results.json)
   mallard gate traces/python-objects.mtr --candidate-arena cpython-3.11,pool_size=4K   (CI gate)
 
-Exit codes: 0 ok, 2 bad input or usage, 3 report written but an allocator's worker failed.
-gate: 0 pass, 1 regression, 2 error, 3 inconclusive or runner too noisy.";
+Exit codes: 0 ok, 2 bad input or usage (or an output path refused before any work),
+3 report written but an allocator's worker failed, 4 work done and table printed but the
+report or output could not be written.
+gate: 0 pass, 1 regression, 2 error, 3 inconclusive or runner too noisy, 4 as above.
+
+Outputs: a report directory (--out) is replaced only if Mallard wrote it (it holds
+.mallard-report) or it is empty; -o - (stdout), a FIFO or a character device is streamed into,
+never replaced; a symbolic link to a file is written through (docs/data-safety.md).";
 
 #[derive(Parser)]
 #[command(name = "mallard", version, about = "Replay allocation traces against allocators and measure them", after_help = AFTER_HELP)]
@@ -126,12 +138,19 @@ fn main() {
             to,
             from,
             lenient,
-        } => report(
+        } => report(trace_output(
             traces::cmd_convert(&input, &output, to.as_deref(), from.as_deref(), lenient)
                 .map(|_| 0),
-        ),
-        Cmd::Gen(g) => report(traces::cmd_gen(g).map(|_| 0)),
-        Cmd::Record(a) => report(record::cmd_record(a)),
+            Some(&output),
+        )),
+        Cmd::Gen(g) => {
+            let out = g.output.clone();
+            report(trace_output(traces::cmd_gen(g).map(|_| 0), out.as_deref()))
+        }
+        Cmd::Record(a) => {
+            let out = a.output.clone();
+            report(trace_output(record::cmd_record(a), Some(&out)))
+        }
         Cmd::Sweep(a) => report(sweep::cmd_sweep(a)),
         Cmd::Merge(a) => report(sweep::cmd_merge(a)),
         Cmd::Report { dir } => report(report::cmd_report(&dir)),
@@ -155,7 +174,38 @@ fn report(r: Result<i32>) -> i32 {
                 }
             }
             eprintln!("mallard: error: {msg}");
-            2
+            exit_code(&e)
         }
     }
+}
+
+/// 4 when an output could not be written after the work was done, else 2.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<OutputError>())
+        .map_or(2, OutputError::exit_code)
+}
+
+/// A failure to write the trace a command produces (`convert -o`, `gen -o`, `record -o`: a
+/// full disk, `EFBIG`, a device that refuses the bytes) is an output that could not be
+/// written, exit 4, like a report; the trace library reports it as `TraceError::Write`.
+fn trace_output(r: Result<i32>, out: Option<&Path>) -> Result<i32> {
+    r.map_err(|e| {
+        let failed = e
+            .chain()
+            .find_map(|c| match c.downcast_ref::<TraceError>() {
+                Some(TraceError::Write { path, source }) if Some(path.as_path()) == out => {
+                    Some(std::io::Error::new(source.kind(), source.to_string()))
+                }
+                _ => None,
+            });
+        match (failed, out) {
+            (Some(source), Some(out)) => OutputError::Write {
+                path: out.to_path_buf(),
+                source,
+            }
+            .into(),
+            _ => e,
+        }
+    })
 }

@@ -133,11 +133,25 @@ fn utc_now() -> String {
 }
 
 pub fn cmd_record(a: RecordArgs) -> Result<i32> {
-    let library = find_recorder(a.recorder.as_deref())?;
-    let out_dir = match a.output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    // Before the program runs: may the trace go there? A file (or a symbolic link to one,
+    // written through) gets the raw recordings beside it; a FIFO or device is streamed into,
+    // its raw recordings in $TMPDIR. Not `-`: the program's own output goes to stdout too.
+    let out_dir = match mallard_io::atomic::check_file(&a.output)? {
+        mallard_io::atomic::FileTarget::Stdout => bail!(
+            "-o -: the recorded program writes to standard output too; give a file, a FIFO \
+             or a device"
+        ),
+        mallard_io::atomic::FileTarget::Stream(_) if a.children => bail!(
+            "--children writes files beside the output; {} is not a file",
+            a.output.display()
+        ),
+        mallard_io::atomic::FileTarget::Stream(_) => std::env::temp_dir(),
+        mallard_io::atomic::FileTarget::Replace { real, .. } => match real.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
     };
+    let library = find_recorder(a.recorder.as_deref())?;
     let name = a
         .output
         .file_name()

@@ -18,7 +18,8 @@ pub struct RunArgs {
     /// never-freeing reference). Default: arena,glibc,jemalloc,mimalloc.
     #[arg(short, long, value_delimiter = ',')]
     allocators: Vec<String>,
-    /// Report directory (replaced atomically when the run completes).
+    /// Report directory: created, or replaced atomically when the run completes if Mallard
+    /// wrote it (it holds .mallard-report) or it is empty; anything else is refused up front.
     #[arg(short, long, default_value = "reports/latest")]
     out: PathBuf,
     /// Repetitions of every allocator x pass, each in a fresh process, interleaved.
@@ -66,6 +67,8 @@ pub struct RunArgs {
 }
 
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
+    // Before anything is generated, imported or run: may the report go there (exit 2 if not)?
+    mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::REPORT)?;
     let mut allocators = crate::opts::allocators(&a.allocators)?;
     if allocators.is_empty() {
         allocators = AllocatorName::DEFAULT.to_vec();
@@ -211,7 +214,9 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         }
     };
     let results = runner::run(&opts, &mut progress).map_err(|e| anyhow!("{e}"))?;
-    mallard_report::write_report_dir(&results, &a.out)?;
+    // A report that cannot be written now (a full disk) does not lose the results: the table
+    // is printed first, then the error (exit 4).
+    let written = mallard_report::write_report_dir(&results, &a.out);
     let rows = mallard_report::summarize(&results);
     print!("{}", mallard_report::table::render(&results, &rows));
     if !counts.is_empty() {
@@ -236,7 +241,9 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
             None => println!("\n--arena-stats: no arena run succeeded"),
         }
     }
-    println!("\nreport: {}", a.out.display());
+    if written.is_ok() {
+        println!("\nreport: {}", a.out.display());
+    }
     let failed = results
         .repetitions
         .iter()
@@ -252,9 +259,9 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
                 r.failure.as_deref().unwrap_or("")
             );
         }
-        return Ok(3);
     }
-    Ok(0)
+    written?;
+    Ok(if failed > 0 { 3 } else { 0 })
 }
 
 /// `--threads`: a mode, or thread counts for generated inputs (faithful replay).

@@ -2,7 +2,7 @@
 //! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps. Also the progress bar
 //! shared by the long-running commands.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
@@ -209,6 +209,8 @@ fn short(config: &mallard_arena::Config, swept: &[&str]) -> String {
 }
 
 pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
+    // Before any replay: may the CSV and its page go there (exit 2 if not)?
+    let streamed = preflight(&a.output)?;
     let mut grid = Grid::default();
     let lists = [
         &a.arena_size,
@@ -250,12 +252,6 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         if !t.exists() {
             bail!("{}: no such trace file", t.display());
         }
-    }
-    if a.output.is_dir() {
-        bail!(
-            "{}: is a directory; -o takes the CSV file to write",
-            a.output.display()
-        );
     }
     let traces = sweep_run::load_traces(&a.traces)?;
     if !a.quiet {
@@ -318,7 +314,9 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         failures = f;
         (rows_out, skipped)
     };
-    rows::write_atomic(&a.output, &rows::to_csv(&rows_out))?;
+    // Outputs that cannot be written now (a full disk) do not lose the results: the summary is
+    // printed first, then the error (exit 4).
+    let csv_written = rows::write_atomic(&a.output, &rows::to_csv(&rows_out));
     let summary = Summary::new(rows_out, skipped);
     let page = beside(&a.output, "html");
     let title = a
@@ -326,20 +324,49 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    rows::write_atomic(
-        &page,
-        html::render(&summary, &title, Some(&command_line()), note.as_deref()).as_bytes(),
-    )?;
+    let page_written = if streamed || csv_written.is_err() {
+        Ok(())
+    } else {
+        rows::write_atomic(
+            &page,
+            html::render(&summary, &title, Some(&command_line()), note.as_deref()).as_bytes(),
+        )
+    };
     print!("{}", summary.text());
     if let Some(n) = &note {
         println!("\n{n}");
     }
-    println!("\nwrote {} and {}", a.output.display(), page.display());
     if failures > 0 {
         eprintln!("mallard: {failures} worker repetition(s) failed; their rows have empty measured columns");
-        return Ok(3);
     }
-    Ok(0)
+    csv_written?;
+    page_written?;
+    if streamed {
+        println!(
+            "\nwrote {} (streamed: no page beside it)",
+            a.output.display()
+        );
+    } else {
+        println!("\nwrote {} and {}", a.output.display(), page.display());
+    }
+    Ok(if failures > 0 { 3 } else { 0 })
+}
+
+/// The pre-flight check of a sweep's or merge's outputs: the CSV (a file, or a FIFO or device,
+/// streamed) and, beside a CSV file, its page. Returns whether the CSV is streamed (then no
+/// page is written). `-` is refused: the summary goes to standard output.
+fn preflight(csv: &Path) -> Result<bool> {
+    use mallard_io::atomic::{check_file, FileTarget};
+    match check_file(csv)? {
+        FileTarget::Stdout => bail!(
+            "-o -: the summary is printed on standard output; write the CSV to a file (or a FIFO)"
+        ),
+        t if t.is_stream() => Ok(true),
+        _ => {
+            check_file(&beside(csv, "html"))?;
+            Ok(false)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -353,12 +380,12 @@ pub struct MergeArgs {
 }
 
 pub fn cmd_merge(a: MergeArgs) -> Result<i32> {
+    let streamed = preflight(&a.output)?;
     let all = rows::merge(&a.inputs)?;
     if all.is_empty() {
         bail!("no rows in {} file(s): nothing to merge", a.inputs.len());
     }
-    rows::write_atomic(&a.output, &rows::to_csv(&all))
-        .with_context(|| format!("writing {}", a.output.display()))?;
+    let csv_written = rows::write_atomic(&a.output, &rows::to_csv(&all));
     let n = all.len();
     let summary = Summary::new(all, Vec::new());
     let page = beside(&a.output, "html");
@@ -368,16 +395,26 @@ pub fn cmd_merge(a: MergeArgs) -> Result<i32> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let note = format!("merged from {} file(s)", a.inputs.len());
-    rows::write_atomic(
-        &page,
-        html::render(&summary, &title, Some(&command_line()), Some(&note)).as_bytes(),
-    )?;
+    let page_written = if streamed || csv_written.is_err() {
+        Ok(())
+    } else {
+        rows::write_atomic(
+            &page,
+            html::render(&summary, &title, Some(&command_line()), Some(&note)).as_bytes(),
+        )
+    };
     print!("{}", summary.text());
+    csv_written?;
+    page_written?;
     println!(
-        "\nmerged {n} rows from {} file(s) into {} and {}",
+        "\nmerged {n} rows from {} file(s) into {}{}",
         a.inputs.len(),
         a.output.display(),
-        page.display()
+        if streamed {
+            " (streamed: no page beside it)".to_string()
+        } else {
+            format!(" and {}", page.display())
+        }
     );
     Ok(0)
 }

@@ -89,6 +89,8 @@ pub fn cmd_convert(
     from: Option<&str>,
     lenient: bool,
 ) -> Result<()> {
+    // Before reading the input: may the trace go there (a file, `-`, a FIFO or a device)?
+    mallard_io::atomic::check_file(output)?;
     let form = match to {
         Some("csv") => Form::Csv,
         Some(_) => Form::Binary,
@@ -165,6 +167,8 @@ pub fn cmd_gen(g: GenArgs) -> Result<()> {
     let Some(output) = g.output else {
         bail!("--output FILE is required")
     };
+    // Before generating: may the trace go there (a file, `-`, a FIFO or a device)?
+    mallard_io::atomic::check_file(&output)?;
     let params = mallard_trace::gen::GenParams {
         events: g.events,
         seed: g.seed,
@@ -180,7 +184,7 @@ pub fn cmd_gen(g: GenArgs) -> Result<()> {
         Form::Binary
     };
     // Streamed: the writer works in a temporary file renamed into place by finish(), so a
-    // failure (a full disk) leaves no half-written trace.
+    // failure (a full disk) leaves no half-written trace (a FIFO or device is written into).
     let mut w = TraceWriter::create(&output, &header, form)?;
     mallard_trace::gen::generate(&name, &params, &mut |r| w.push(&r))?;
     let n = w.finish()?;

@@ -217,7 +217,10 @@ fn assert_bad_input(args: &[&str], out: &Path, must_contain: &[&str]) {
                 .map(|e| e.file_name())
                 .collect();
             assert!(
-                stray.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+                stray
+                    .iter()
+                    .all(|n| !n.to_string_lossy().starts_with('.')
+                        || n == mallard_io::atomic::MARKER),
                 "temp dir left: {stray:?}"
             );
         }

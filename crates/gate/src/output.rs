@@ -9,13 +9,16 @@
 //! | `junit.xml` | JUnit XML, one test case per metric | CI test reporters |
 //!
 //! The dashboard formats carry the *candidate's* figures (median, with min-max), since a
-//! dashboard tracks the build under test. [`write_dir`] writes every file to a temporary
-//! directory and renames it into place, so a failed write leaves no half-written output.
+//! dashboard tracks the build under test. [`write_dir`] writes every file through
+//! `mallard_io::atomic::StagedDir` (marker `kind: "gate"`): a staging directory swapped into
+//! place when complete, so a failed write leaves no half-written output, replacing only an empty
+//! directory or one Mallard wrote.
 
 use crate::judge::{MetricResult, Overall, Verdict};
 use crate::report::{CalibrationReport, GateReport, Mode};
+use mallard_io::atomic::{OutputError, StagedDir};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A value in its unit, for people.
 pub fn fmt_value(v: f64, unit: &str) -> String {
@@ -464,9 +467,8 @@ pub fn calibration_markdown(c: &CalibrationReport) -> String {
     s
 }
 
-/// Writes every output file of a gate report into `dir`, atomically: the files go to a
-/// temporary directory beside it, renamed into place when all are written.
-pub fn write_dir(r: &GateReport, dir: &Path) -> std::io::Result<()> {
+/// Writes every output file of a gate report into `dir`, atomically (see the module docs).
+pub fn write_dir(r: &GateReport, dir: &Path) -> Result<(), OutputError> {
     let files: Vec<(&str, String)> = vec![
         ("summary.md", markdown(r)),
         ("verdict.json", verdict_json(r)),
@@ -484,7 +486,7 @@ pub fn write_dir(r: &GateReport, dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes the calibration's Markdown and JSON into `dir`, atomically.
-pub fn write_calibration_dir(c: &CalibrationReport, dir: &Path) -> std::io::Result<()> {
+pub fn write_calibration_dir(c: &CalibrationReport, dir: &Path) -> Result<(), OutputError> {
     let files: Vec<(&str, String)> = vec![
         ("calibration.md", calibration_markdown(c)),
         (
@@ -495,30 +497,10 @@ pub fn write_calibration_dir(c: &CalibrationReport, dir: &Path) -> std::io::Resu
     write_files_atomically(dir, &files)
 }
 
-fn write_files_atomically(dir: &Path, files: &[(&str, String)]) -> std::io::Result<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "gate".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp)?;
-    let res = (|| {
-        for (f, text) in files {
-            std::fs::write(tmp.join(f), text)?;
-        }
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::rename(&tmp, dir)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+fn write_files_atomically(dir: &Path, files: &[(&str, String)]) -> Result<(), OutputError> {
+    let mut staged = StagedDir::begin(dir, mallard_io::atomic::GATE)?;
+    for (f, text) in files {
+        staged.add(f, text.as_bytes())?;
     }
-    res
+    staged.commit()
 }

@@ -6,10 +6,11 @@
 //! [`html`]) and `report.md` ([`markdown`]). Adding a format means adding one writer.
 //!
 //! This crate knows nothing of how figures were measured (no timers, no processes, no
-//! allocators): it reads results and formats them. A report directory is written atomically:
-//! everything goes to a hidden temporary directory beside the target, which is renamed into
-//! place only when every file is complete, so a failed write (a full disk) leaves no
-//! half-written report behind.
+//! allocators): it reads results and formats them. A report directory is written through
+//! `mallard_io::atomic::StagedDir`: everything goes to a hidden staging directory beside the
+//! target, swapped into place only when every file is complete (so a failed write, a full disk,
+//! leaves no half-written report), and it replaces only an empty directory or one Mallard wrote
+//! (carrying the `.mallard-report` marker); anything else at the path is refused.
 
 pub mod hist;
 pub mod html;
@@ -21,6 +22,7 @@ pub mod table;
 pub use model::*;
 pub use summary::{summarize, SummaryRow};
 
+use mallard_io::atomic::{self, OutputError, StagedDir};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub enum ReportError {
     Io { path: PathBuf, source: io::Error },
     #[error("reading {path}: {msg}")]
     Read { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Output(#[from] OutputError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ReportError + '_ {
@@ -65,69 +69,35 @@ pub fn file_safe(s: &str) -> String {
         .collect()
 }
 
-/// Writes every report file for `results` into `dir`, atomically (see the crate docs).
-/// An existing `dir` is replaced only once the new report is complete.
-pub fn write_report_dir(results: &RunResults, dir: &Path) -> Result<(), ReportError> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+/// Writes every report file for `results` into `dir`, atomically (see the crate docs). `dir`
+/// may be absent (created, with missing parents), empty, or a report directory Mallard wrote;
+/// anything else is refused ([`OutputError::Refused`]; check first with
+/// `mallard_io::atomic::check_dir`). A failure to write is [`OutputError::Write`].
+pub fn write_report_dir(results: &RunResults, dir: &Path) -> Result<(), OutputError> {
+    let mut staged = StagedDir::begin(dir, atomic::REPORT)?;
+    let fail = |e: ReportError| OutputError::Write {
+        path: dir.to_path_buf(),
+        source: io::Error::other(e.to_string()),
     };
-    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let written = write_files(results, &tmp);
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let had_old = dir.exists();
-    if had_old {
-        if let Err(e) = fs::rename(dir, &old) {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(io_err(dir)(e));
-        }
-    }
-    if let Err(e) = fs::rename(&tmp, dir) {
-        let _ = fs::remove_dir_all(&tmp);
-        if had_old {
-            let _ = fs::rename(&old, dir);
-        }
-        return Err(io_err(dir)(e));
-    }
-    if had_old {
-        let _ = fs::remove_dir_all(&old);
-    }
-    Ok(())
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let mut f = fs::File::create(path).map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))?;
-    Ok(())
-}
-
-fn write_files(results: &RunResults, dir: &Path) -> Result<(), ReportError> {
-    let json = serde_json::to_vec_pretty(results).map_err(|e| io_err(dir)(io::Error::other(e)))?;
-    write_file(&dir.join("results.json"), &json)?;
-    write_file(&dir.join("summary.csv"), &summary_csv(&summarize(results))?)?;
-    write_file(&dir.join("rss.csv"), &rss_csv(results)?)?;
+    let json =
+        serde_json::to_vec_pretty(results).map_err(|e| fail(io_err(dir)(io::Error::other(e))))?;
+    staged.add("results.json", &json)?;
+    staged.add(
+        "summary.csv",
+        &summary_csv(&summarize(results)).map_err(fail)?,
+    )?;
+    staged.add("rss.csv", &rss_csv(results).map_err(fail)?)?;
     for (name, text) in hgrm_files(results) {
-        write_file(&dir.join(name), text.as_bytes())?;
+        staged.add(&name, text.as_bytes())?;
     }
-    write_file(&dir.join("index.html"), html::render(results).as_bytes())?;
-    write_file(&dir.join("report.md"), markdown::render(results).as_bytes())?;
-    Ok(())
+    staged.add("index.html", html::render(results).as_bytes())?;
+    staged.add("report.md", markdown::render(results).as_bytes())?;
+    staged.commit()
 }
 
 /// `mallard report DIR`: reads `DIR/results.json` and writes `DIR/index.html` and
-/// `DIR/report.md` again from it (each to a temporary file renamed into place). Returns the
+/// `DIR/report.md` again from it (each to a temporary file renamed into place, by
+/// `mallard_io::atomic::write_file`). Returns the
 /// results read.
 pub fn regenerate(dir: &Path) -> Result<RunResults, ReportError> {
     let results = read_results(&dir.join("results.json"))?;
@@ -135,14 +105,7 @@ pub fn regenerate(dir: &Path) -> Result<RunResults, ReportError> {
         ("index.html", html::render(&results)),
         ("report.md", markdown::render(&results)),
     ] {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let res = write_file(&tmp, text.as_bytes())
-            .and_then(|_| fs::rename(&tmp, &path).map_err(io_err(&path)));
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res?;
+        atomic::write_file(&dir.join(name), text.as_bytes())?;
     }
     Ok(results)
 }
@@ -278,11 +241,16 @@ mod tests {
     fn report_dir_is_complete_and_replaces_an_old_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("demo");
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("stale.txt"), "old").unwrap();
+        // An older report with a file the new one does not have: replaced as a whole.
+        let mut older = sample();
+        older.allocators[0].name = "b".into();
+        older.repetitions[0].allocator = "b".into();
+        write_report_dir(&older, &dir).unwrap();
+        assert!(dir.join("t--b--malloc.hgrm").exists());
         write_report_dir(&sample(), &dir).unwrap();
-        assert!(!dir.join("stale.txt").exists());
+        assert!(!dir.join("t--b--malloc.hgrm").exists());
         for f in [
+            mallard_io::atomic::MARKER,
             "results.json",
             "summary.csv",
             "rss.csv",
@@ -330,6 +298,19 @@ mod tests {
             .starts_with("# Mallard report"));
         let e = regenerate(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("results.json"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_mallard_did_not_write_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mine");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("stale.txt"), "old").unwrap();
+        let e = write_report_dir(&sample(), &dir).unwrap_err();
+        assert!(matches!(e, OutputError::Refused { .. }), "{e}");
+        assert_eq!(fs::read_to_string(dir.join("stale.txt")).unwrap(), "old");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 
     #[test]

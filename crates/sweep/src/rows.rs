@@ -208,25 +208,11 @@ pub fn to_csv(rows: &[Row]) -> Vec<u8> {
     w.into_inner().expect("writing to memory cannot fail")
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, renamed into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CsvError> {
-    let io = |source| CsvError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "sweep".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let res = fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, path));
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res.map_err(io)
+/// Writes `bytes` to `path` through `mallard_io::atomic::write_file`: a regular file is
+/// replaced atomically (a temporary file beside it, renamed into place), a pipe or device is
+/// streamed into, anything else refused.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), mallard_io::atomic::OutputError> {
+    mallard_io::atomic::write_file(path, bytes)
 }
 
 /// Reads a sweep CSV: its header line and its rows.

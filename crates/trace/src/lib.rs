@@ -19,9 +19,11 @@
 //! ```
 //!
 //! Reading streams: a binary trace is held one block (about 1 MiB of events) at a time, and the
-//! reader checks the model's invariants as it goes, in one bit per object. Writing is atomic: a
-//! temporary file beside the target is renamed over it only once the trace is complete, so a
-//! failed or interrupted write never leaves a half-written trace behind. Writers refuse what a
+//! reader checks the model's invariants as it goes, in one bit per object. Writing goes through
+//! `mallard_io::atomic::FileWriter`: a regular file is written to a temporary file beside it and
+//! renamed over it only once the trace is complete, so a failed or interrupted write never
+//! leaves a half-written trace behind; `-` (stdout), a FIFO or a character device is streamed
+//! into and never replaced; a directory is refused. Writers refuse what a
 //! form cannot store; liveness is the readers' to check (or ask for
 //! [`TraceWriter::create_checked`]), so tests can write broken traces to test readers with.
 
@@ -293,10 +295,12 @@ pub fn write(
 /// readers with, and every reader checks liveness anyway, naming the place.
 ///
 /// `finish` renames the temp file over the target; dropping the writer without `finish` (or
-/// after an error) deletes the temp file and leaves any existing file at `path` untouched.
+/// after an error) deletes the temp file and leaves any existing file at `path` untouched. A
+/// streamed output (`-`, a FIFO, a character device) is written as the trace is produced and
+/// never replaced (`mallard_io::atomic` decides which is which).
 pub struct TraceWriter {
     path: PathBuf,
-    out: BufWriter<tempfile::NamedTempFile>,
+    out: BufWriter<mallard_io::atomic::FileWriter>,
     encoder: Encoder,
     /// The full model check, for writers made with `create_checked`.
     validator: Option<Validator>,
@@ -332,28 +336,11 @@ impl TraceWriter {
         format::check_header(header)
             .map_err(|msg| TraceError::invalid_at(path, Location::None, msg))?;
         let werr = |e| TraceError::write(path, e);
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(werr)?;
-        #[cfg(unix)]
-        {
-            // tempfile creates 0600; a trace is an ordinary, shareable file.
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(werr)?;
-        }
-        let mut out = BufWriter::with_capacity(1 << 16, tmp);
+        let file = mallard_io::atomic::FileWriter::create(path).map_err(|e| match e {
+            mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
+            mallard_io::atomic::OutputError::Refused { what, .. } => werr(io::Error::other(what)),
+        })?;
+        let mut out = BufWriter::with_capacity(1 << 16, file);
         let encoder = match form {
             Form::Binary => Encoder::Binary(
                 format::Encoder::with_block_target(header, &mut out, block_target).map_err(werr)?,
@@ -405,7 +392,8 @@ impl TraceWriter {
         self.events
     }
 
-    /// Completes the file and renames it into place. Returns the number of events written.
+    /// Completes the file and renames it into place (a stream: flushes it). Returns the number
+    /// of events written.
     pub fn finish(self) -> Result<u64, TraceError> {
         let TraceWriter {
             path,
@@ -418,9 +406,11 @@ impl TraceWriter {
         if let Encoder::Binary(e) = encoder {
             e.finish(&mut out).map_err(werr)?;
         }
-        let tmp = out.into_inner().map_err(|e| werr(e.into_error()))?;
-        tmp.as_file().sync_all().map_err(werr)?;
-        tmp.persist(&path).map_err(|e| werr(e.error))?;
+        let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.commit().map_err(|e| match e {
+            mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
+            mallard_io::atomic::OutputError::Refused { what, .. } => werr(io::Error::other(what)),
+        })?;
         Ok(events)
     }
 }
