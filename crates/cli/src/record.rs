@@ -13,7 +13,8 @@
 //! this process and taken by a thread of [`Interrupts`] with `sigtimedwait`, so nothing runs in
 //! a signal handler. While the program runs, each one is forwarded to it (`kill(pid, sig)`),
 //! except a signal the terminal sent to the whole foreground process group (`SI_KERNEL`), which
-//! the program got already, unless it moved to a process group of its own. `mallard record`
+//! the program got already, unless it moved to a process group of its own (such a signal
+//! counts as an interruption only if the program dies of it). `mallard record`
 //! then waits for the program as usual and writes what was recorded until it ended (a program
 //! killed by the signal loses only its last unwritten buffers, and the trace says
 //! `complete: no`): after Ctrl-C of a long program, that is what one wants. A signal that
@@ -129,8 +130,12 @@ struct Shared {
     /// The program, once started: its pid and whether it has been reaped (after which its pid
     /// may belong to another process and nothing is sent to it).
     child: Mutex<(Option<libc::pid_t>, bool)>,
-    /// The first signal received (0: none).
+    /// The first signal received, forwarded or not (0: none), but for `tty`'s.
     first: AtomicI32,
+    /// The first signal the terminal sent to the program's process group, ours too, while the
+    /// program ran (0: none): the program got it itself and decides what it means; it
+    /// interrupted `mallard record` only if the program died of it.
+    tty: AtomicI32,
     /// The first signal received after the program ended (0: none): stops the conversion.
     late: AtomicI32,
 }
@@ -139,9 +144,9 @@ impl Shared {
     /// One signal, taken by the watcher thread.
     fn take(&self, info: &libc::siginfo_t) {
         let sig = info.si_signo;
-        let _ = self
-            .first
-            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        let set = |a: &AtomicI32| {
+            let _ = a.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        };
         let child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         match *child {
             (Some(pid), false) => {
@@ -150,18 +155,20 @@ impl Shared {
                 // SAFETY: getpgid/getpgrp/kill on the unreaped child's pid (it cannot have
                 // been reused: we hold the lock under which it is reaped).
                 unsafe {
-                    let from_tty = info.si_code == libc::SI_KERNEL;
-                    if !from_tty || libc::getpgid(pid) != libc::getpgrp() {
+                    if info.si_code == libc::SI_KERNEL && libc::getpgid(pid) == libc::getpgrp() {
+                        set(&self.tty);
+                    } else {
+                        set(&self.first);
                         libc::kill(pid, sig);
                     }
                 }
             }
             (_, true) => {
-                let _ = self
-                    .late
-                    .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                set(&self.first);
+                set(&self.late);
             }
-            (None, false) => {} // sent to the program by `set_child` once it exists
+            // Sent to the program by `set_child` once it exists.
+            (None, false) => set(&self.first),
         }
     }
 }
@@ -198,6 +205,7 @@ impl Interrupts {
         let shared = Arc::new(Shared {
             child: Mutex::new((None, false)),
             first: AtomicI32::new(0),
+            tty: AtomicI32::new(0),
             late: AtomicI32::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -281,9 +289,20 @@ impl Interrupts {
         Ok(status)
     }
 
-    /// The first signal received, if any.
-    fn first(&self) -> Option<i32> {
-        Some(self.shared.first.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    /// The signal that interrupted the recording, if any: the first one forwarded to the
+    /// program, else one the terminal sent to it and us if the program died of it (or exited
+    /// with 128 + its number, as shells and many programs do).
+    fn interrupted(&self, status: &ExitStatus) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let first = self.shared.first.load(Ordering::SeqCst);
+        let tty = self.shared.tty.load(Ordering::SeqCst);
+        if first != 0 {
+            Some(first)
+        } else if tty != 0 && (status.signal() == Some(tty) || status.code() == Some(128 + tty)) {
+            Some(tty)
+        } else {
+            None
+        }
     }
 
     /// The first signal received after the program ended, if any.
@@ -425,7 +444,7 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
     let pid = child.id();
     interrupts.set_child(pid);
     let status = interrupts.wait(&mut child)?;
-    let code = match interrupts.first() {
+    let code = match interrupts.interrupted(&status) {
         Some(sig) => {
             eprintln!(
                 "mallard: interrupted by {}; the program ended ({status}); writing what was \
@@ -444,7 +463,7 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
                 "mallard: interrupted by {} while writing the trace: nothing written",
                 signal_name(sig)
             );
-            Ok(128 + interrupts.first().unwrap_or(sig))
+            Ok(128 + interrupts.interrupted(&status).unwrap_or(sig))
         }
         // Interrupted, and what was recorded could not be written (say, the program was
         // killed before the recorder started): the signal's exit code all the same.

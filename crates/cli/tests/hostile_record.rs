@@ -352,3 +352,100 @@ fn sigterm_and_sighup_reach_a_program_that_exits_cleanly_and_its_whole_trace_is_
         assert_eq!(trace.header.metadata["complete"], "yes", "{t}");
     }
 }
+
+/// Counts the SIGINTs it gets (it handles them), writes its pid to `started`, waits for the
+/// first and then a while for a second one (which would come within microseconds if sent),
+/// prints the count and exits 0.
+const COUNTING_PROGRAM: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile sig_atomic_t n;
+static void on_int(int s) { (void)s; n++; }
+int main(void) {
+    signal(SIGINT, on_int);
+    FILE *f = fopen("started.tmp", "w");
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    rename("started.tmp", "started");
+    for (int i = 0; i < 120000 && n == 0; i++) usleep(1000);
+    usleep(300000);
+    fprintf(stderr, "the program got %d SIGINT\n", (int)n);
+    return 0;
+}
+"#;
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_program_once_and_a_program_that_goes_on_is_recorded_whole() {
+    // mallard record on a terminal of its own (a pty), with Ctrl-C typed at it: the terminal
+    // sends SIGINT to the foreground process group, mallard and the program; mallard must not
+    // send it again, and since the program handled it and exited 0, neither is mallard
+    // interrupted: exit 0, the whole trace, no raw directory left.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(dir.path(), "counting", COUNTING_PROGRAM);
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes the two descriptors; the null arguments are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let mut c = record_cmd(dir.path(), "t.mtr", &[p(&exe)]);
+    // SAFETY: only async-signal-safe calls between fork and exec: a new session whose
+    // controlling terminal is the pty, which becomes stdin, stdout and stderr.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 0..3 {
+                libc::dup2(slave, fd);
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    // SAFETY: our copy of the slave side; the child has its own.
+    unsafe { libc::close(slave) };
+    // Reads what mallard writes to the terminal (until it and the program have closed it).
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: read into our buffer from the pty master we own.
+            let n = unsafe { libc::read(master, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        // SAFETY: closing the master we own, once.
+        unsafe { libc::close(master) };
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let started = dir.path().join("started");
+    for _ in 0..60_000 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(started.exists(), "the program did not start");
+    // SAFETY: a one-byte write to the pty master (Ctrl-C: the terminal sends SIGINT).
+    assert_eq!(
+        unsafe { libc::write(master, b"\x03".as_ptr().cast(), 1) },
+        1
+    );
+    let status = child.wait().unwrap();
+    let t = reader.join().unwrap();
+    assert!(t.contains("the program got 1 SIGINT"), "{t}");
+    assert_eq!(status.code(), Some(0), "{t}");
+    assert_eq!(hidden(dir.path()), Vec::<String>::new(), "{t}");
+    let trace = mallard_trace::read_all(&dir.path().join("t.mtr")).unwrap();
+    assert_eq!(trace.header.metadata["complete"], "yes", "{t}");
+}
