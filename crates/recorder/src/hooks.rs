@@ -241,7 +241,14 @@ static PREFIX_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether calls are recorded: set once the file is open, cleared by the final flush.
 static RECORDING: AtomicBool = AtomicBool::new(false);
+/// The recording's descriptor (u32::MAX: none). Only ever used through [`own_fd`], which checks
+/// that it still names the recording before anything is written to it.
 static FD: AtomicU32 = AtomicU32::new(u32::MAX);
+/// The recording file's identity (`st_dev`, `st_ino`), set when it is created.
+static FILE_DEV: AtomicU64 = AtomicU64::new(0);
+static FILE_INO: AtomicU64 = AtomicU64::new(0);
+/// Held while a thread replaces the descriptor (see [`own_fd`]).
+static FD_LOCK: AtomicBool = AtomicBool::new(false);
 /// The global sequence number.
 static SEQ: AtomicU64 = AtomicU64::new(0);
 static THREADS: AtomicU32 = AtomicU32::new(0);
@@ -489,10 +496,17 @@ fn open_file(flags: u32) -> bool {
             let n = v.len().min(15);
             h.recorder_version[..n].copy_from_slice(&v[..n]);
             read_cmdline(&mut h.command);
-            if !write_all(fd, (&h as *const FileHeader).cast(), HEADER_SIZE) {
+            let Some((dev, ino)) = identity(fd) else {
+                libc::close(fd);
+                return false;
+            };
+            let fd = move_high(fd);
+            if write_all(fd, (&h as *const FileHeader).cast(), HEADER_SIZE).is_err() {
                 libc::close(fd);
                 return false;
             }
+            FILE_DEV.store(dev, Relaxed);
+            FILE_INO.store(ino, Relaxed);
             FD.store(fd as u32, Release);
             return true;
         }
@@ -528,26 +542,167 @@ fn read_cmdline(out: &mut [u8; 64]) {
     }
 }
 
-/// `write(2)` until done; false on an error.
-fn write_all(fd: c_int, mut p: *const u8, mut len: usize) -> bool {
+/// `write(2)` until done. On an error: how many bytes were written before it, and errno.
+fn write_all(fd: c_int, mut p: *const u8, mut len: usize) -> Result<(), (usize, c_int)> {
+    let mut done = 0;
     while len > 0 {
         // SAFETY: p..p+len is readable memory we own.
         let n = unsafe { libc::write(fd, p.cast(), len) };
         if n < 0 {
             // SAFETY: errno of this thread.
-            if unsafe { *libc::__errno_location() } == libc::EINTR {
+            let e = unsafe { *libc::__errno_location() };
+            if e == libc::EINTR {
                 continue;
             }
-            return false;
+            return Err((done, e));
         }
         if n == 0 {
-            return false;
+            return Err((done, libc::EIO));
         }
         // SAFETY: n <= len bytes were written.
         p = unsafe { p.add(n as usize) };
         len -= n as usize;
+        done += n as usize;
     }
-    true
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recording's descriptor, kept out of the program's way.
+//
+// The program owns its descriptors and may do anything with them: close every descriptor above
+// stderr (daemons and shells do), `dup2` onto any number, open files until the numbers run high.
+// The recorder must never write into a file the program opened, so:
+//
+// * the descriptor is moved to a high number (`F_DUPFD_CLOEXEC`, from [`high_fd_base`] up), so
+//   the program's own `open`s, which get the lowest free number, do not land next to it;
+// * before every write (a chunk or the end chunk: the slow path, once per 128 KiB, never per
+//   call) [`own_fd`] checks with `fstat` that the descriptor still names the recording (the
+//   device and inode it was created with). If the program closed it, or a file of the program's
+//   now has its number, the recording is opened again by its path (append, close-on-exec; no
+//   `O_CREAT`, and the reopened file must have the same inode) at a new high number. The old
+//   number is left alone: it is the program's now.
+//
+// What remains is a window of a few instructions between the check and the `write`, in which
+// another thread of the program would have to close a descriptor it never opened *and* get that
+// same high number from an `open`, which the kernel hands out only when every lower one is in
+// use.
+
+/// `(st_dev, st_ino)` of `fd`, or `None` if it is not open.
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes the zeroed stat buffer we pass.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return None;
+        }
+        Some((st.st_dev as u64, st.st_ino as u64))
+    }
+}
+
+/// Whether `fd` names the recording file.
+fn is_recording(fd: c_int) -> bool {
+    identity(fd) == Some((FILE_DEV.load(Relaxed), FILE_INO.load(Relaxed)))
+}
+
+/// The lowest number the recorder's descriptor may take: 24 below the soft `RLIMIT_NOFILE`,
+/// counted from at most 1024 (1000 under the usual limit; a higher limit would only make the
+/// kernel grow the descriptor table to reach the number).
+fn high_fd_base() -> c_int {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1024) as c_int
+    } else {
+        1024
+    };
+    (soft - 24).max(3)
+}
+
+/// `fd` moved to a high number (close-on-exec), or `fd` itself if there is no free one there.
+fn move_high(fd: c_int) -> c_int {
+    // SAFETY: fcntl and close on a descriptor we opened.
+    unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_fd_base());
+        if high < 0 {
+            return fd;
+        }
+        libc::close(fd);
+        high
+    }
+}
+
+/// The recording's descriptor, checked to still name the recording (reopened if not: see
+/// above). `None` if there is no recording or it cannot be opened again.
+#[cold]
+#[inline(never)]
+fn own_fd() -> Option<c_int> {
+    let fd = FD.load(Acquire);
+    if fd == u32::MAX {
+        return None;
+    }
+    if is_recording(fd as c_int) {
+        return Some(fd as c_int);
+    }
+    while FD_LOCK
+        .compare_exchange_weak(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        std::hint::spin_loop();
+    }
+    // Another thread may have reopened it meanwhile.
+    let fd = FD.load(Acquire);
+    let got = if fd != u32::MAX && is_recording(fd as c_int) {
+        Some(fd as c_int)
+    } else if fd == u32::MAX {
+        None
+    } else {
+        reopen()
+    };
+    FD_LOCK.store(false, Release);
+    got
+}
+
+/// Opens the recording again by its path (the caller holds `FD_LOCK`).
+fn reopen() -> Option<c_int> {
+    // SAFETY: PREFIX holds the NUL-terminated path open_file created, and is written only by
+    // open_file (at start and in a single-threaded fork child), never while we run.
+    unsafe {
+        let path = (*PREFIX.0.get()).as_ptr() as *const c_char;
+        let fd = libc::open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        if !is_recording(fd) {
+            // Something else is at the path now: not ours to write.
+            libc::close(fd);
+            return None;
+        }
+        let fd = move_high(fd);
+        FD.store(fd as u32, Release);
+        Some(fd)
+    }
+}
+
+/// Appends `len` bytes at `p` to the recording (one `write` on a healthy descriptor). False if
+/// they could not be written.
+fn write_recording(p: *const u8, len: usize) -> bool {
+    // Twice at most: a descriptor closed between the check and the write fails with EBADF
+    // before writing anything, and the next check reopens the file.
+    for _ in 0..2 {
+        let Some(fd) = own_fd() else {
+            return false;
+        };
+        match write_all(fd, p, len) {
+            Ok(()) => return true,
+            Err((0, libc::EBADF)) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Empties `buf` (the caller owns or has locked it).
@@ -569,12 +724,11 @@ fn write_buffer(buf: *mut Buffer) {
         if len == 0 {
             return;
         }
-        let fd = FD.load(Acquire);
         (*buf).chunk.len = len as u32;
         (*buf).chunk.tsc = tsc();
         (*buf).chunk.ns = now_ns();
         let start = ptr::addr_of!((*buf).chunk) as *const u8;
-        if fd == u32::MAX || !write_all(fd as c_int, start, CHUNK_HEADER_SIZE + len) {
+        if !write_recording(start, CHUNK_HEADER_SIZE + len) {
             DROPPED_CHUNKS.fetch_add(1, Relaxed);
         }
         reset(buf);
@@ -719,10 +873,7 @@ fn finish() {
         tsc: tsc(),
         ns: now_ns(),
     };
-    let fd = FD.load(Acquire);
-    if fd != u32::MAX {
-        write_all(fd as c_int, (&end as *const EndChunk).cast(), END_SIZE);
-    }
+    write_recording((&end as *const EndChunk).cast(), END_SIZE);
 }
 
 /// `fork` child: the parent's unwritten records are the parent's to write; the child records
@@ -739,9 +890,11 @@ unsafe extern "C" fn fork_child() {
             buf = (*buf).next;
         }
     }
+    FD_LOCK.store(false, Relaxed);
     let old = FD.swap(u32::MAX, AcqRel);
-    if old != u32::MAX {
-        // SAFETY: the parent's descriptor, duplicated by fork; the child stops using it.
+    if old != u32::MAX && is_recording(old as c_int) {
+        // SAFETY: the parent's descriptor, duplicated by fork; the child stops using it. (If
+        // the program put a file of its own at that number, it is the program's: left open.)
         unsafe { libc::close(old as c_int) };
     }
     DROPPED.store(0, Relaxed);

@@ -44,6 +44,11 @@
 //!   stops recording, writes every buffer and an end chunk with totals. A process that dies by
 //!   a signal, calls `_exit` or `exec`s loses what is still buffered; its file has no end chunk,
 //!   and `mallard record` says so.
+//! * **Descriptors.** The raw file's descriptor sits at a high number (`F_DUPFD_CLOEXEC`), and
+//!   before each write (per full buffer, not per call) an `fstat` checks that it still names the
+//!   raw file; if the program closed it or put a file of its own at that number, the raw file is
+//!   opened again by its path (append). The recorder never writes into, nor closes, a descriptor
+//!   that names a file it did not open (see `hooks`, "The recording's descriptor").
 //! * **Fork.** A `pthread_atfork` child handler drops the records the child inherited (they
 //!   are the parent's to write) and opens the child's own file, `PREFIX.<childpid>`; if it
 //!   cannot, the child stops recording. A process that `exec`s while recording is recorded
