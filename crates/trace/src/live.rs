@@ -7,28 +7,33 @@
 //! soon as its oldest object dies. An object that outlives many younger ones would pin the
 //! front and make the window grow with the event count; so when the window reaches its limit,
 //! its older half moves out: the dead slots are dropped and the few live objects among them go
-//! to a hash map (`far`), where a later free finds them.
+//! to `far`, a vector sorted by id (objects move out in id order, so it is only appended to),
+//! where a later free finds them by binary search; it drops its dead entries once half are.
 //!
 //! ```text
-//!            far (hash map)                 window (VecDeque, indexed by id - base)
-//!   { 3: v, 17: v }  (long-lived)      base=40 [v][ ][v][ ][ ][v] ... [v]  next id = base + len
+//!         far (sorted by id)               window (VecDeque, indexed by id - base)
+//!   [(3, v), (17, -), (21, v)]        base=40 [v][ ][v][ ][ ][v] ... [v]  next id = base + len
 //! ```
 //!
 //! Invariants, kept by [`LiveTable::push`] and [`LiveTable::remove`]:
 //! * every live id below `base` is in `far`, every live id at or above it has a full slot;
 //! * the window's first slot, if any, is full (a dead front is trimmed at once);
 //! * the window never exceeds `limit`, which is reset at each move to
-//!   `max(MIN_WINDOW, 4 × live objects in the window)`.
+//!   `max(MIN_WINDOW, SLOTS_PER_LIVE × live objects in the window)` (65,536 and 16).
 //!
-//! Hence the window holds at most `max(4096, 4 × peak live) + 1` slots and `far` at most the
-//! live objects: a trace of a billion malloc/free pairs of one object needs a few kilobytes.
-//! Each slot is moved out at most once, so the cost stays O(1) per operation, amortized.
+//! Hence the window holds at most `max(65536, 16 × peak live) + 1` slots and `far` at most twice
+//! the live objects: a trace of a billion malloc/free pairs of one object needs a megabyte.
+//! Each slot is moved out at most once and each `far` entry dropped at most once, so the cost is
+//! O(1) per operation, amortized, plus a binary search for a free of an object that moved out.
 
 use crate::model::ObjectId;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// The smallest window limit: below this, moving slots out is not worth it.
-const MIN_WINDOW: usize = 4096;
+const MIN_WINDOW: usize = 1 << 16;
+/// The window may hold this many slots per live object in it before its older half moves out.
+/// Larger: fewer objects move to the (slower) map; smaller: less memory per live object.
+const SLOTS_PER_LIVE: usize = 16;
 
 /// The live objects of a trace, each with a value `V` (a size, a slot, or nothing), for ids
 /// created in order 0, 1, 2, ... See the module documentation for the design.
@@ -39,8 +44,11 @@ pub struct LiveTable<V> {
     window: VecDeque<Option<V>>,
     /// Full slots in the window.
     window_live: usize,
-    /// Live objects older than `base`.
-    far: HashMap<ObjectId, V>,
+    /// Objects older than `base` that were live when they moved out, sorted by id (they move
+    /// out in id order, so this is only ever appended to); `None` once freed.
+    far: Vec<(ObjectId, Option<V>)>,
+    /// Entries of `far` still live.
+    far_live: usize,
     limit: usize,
 }
 
@@ -50,7 +58,8 @@ impl<V> Default for LiveTable<V> {
             base: 0,
             window: VecDeque::new(),
             window_live: 0,
-            far: HashMap::new(),
+            far: Vec::new(),
+            far_live: 0,
             limit: MIN_WINDOW,
         }
     }
@@ -70,7 +79,7 @@ impl<V> LiveTable<V> {
     /// Objects live now.
     #[inline]
     pub fn len(&self) -> u64 {
-        (self.window_live + self.far.len()) as u64
+        (self.window_live + self.far_live) as u64
     }
 
     #[inline]
@@ -95,7 +104,8 @@ impl<V> LiveTable<V> {
             let i = usize::try_from(id - self.base).ok()?;
             self.window.get(i)?.as_ref()
         } else {
-            self.far.get(&id)
+            let i = self.far.binary_search_by_key(&id, |e| e.0).ok()?;
+            self.far[i].1.as_ref()
         }
     }
 
@@ -103,7 +113,7 @@ impl<V> LiveTable<V> {
     #[inline]
     pub fn remove(&mut self, id: ObjectId) -> Option<V> {
         if id < self.base {
-            return self.far.remove(&id);
+            return self.remove_far(id);
         }
         let i = usize::try_from(id - self.base).ok()?;
         let v = self.window.get_mut(i)?.take()?;
@@ -123,19 +133,34 @@ impl<V> LiveTable<V> {
         }
     }
 
+    /// Ends an object that moved out of the window; when half of `far` is dead, drops the dead.
+    #[cold]
+    #[inline(never)]
+    fn remove_far(&mut self, id: ObjectId) -> Option<V> {
+        let i = self.far.binary_search_by_key(&id, |e| e.0).ok()?;
+        let v = self.far[i].1.take()?;
+        self.far_live -= 1;
+        if self.far_live < self.far.len() / 2 {
+            self.far.retain(|e| e.1.is_some());
+            self.far.shrink_to(2 * self.far.len());
+        }
+        Some(v)
+    }
+
     /// The window is full: move its older half out (live objects to `far`, dead slots dropped).
     #[cold]
     #[inline(never)]
     fn move_out(&mut self) {
         for _ in 0..self.window.len() / 2 {
             if let Some(Some(v)) = self.window.pop_front() {
-                self.far.insert(self.base, v);
+                self.far.push((self.base, Some(v)));
+                self.far_live += 1;
                 self.window_live -= 1;
             }
             self.base += 1;
         }
         self.trim_front();
-        self.limit = MIN_WINDOW.max(4 * self.window_live);
+        self.limit = MIN_WINDOW.max(SLOTS_PER_LIVE * self.window_live);
         self.window.shrink_to(self.limit);
     }
 
@@ -169,17 +194,20 @@ mod tests {
 
     #[test]
     fn slots_are_bounded_by_the_peak_live_set() {
-        // 10,000 objects live at once, each living 10,000 creations, over 500,000 objects.
+        // 10,000 objects live at once, each living 10,000 creations, over 2,000,000 objects.
         let mut t = LiveTable::new();
         let mut max_slots = 0;
-        for i in 0..500_000u64 {
+        for i in 0..2_000_000u64 {
             t.push(());
             if i >= 10_000 {
                 assert_eq!(t.remove(i - 10_000), Some(()));
             }
             max_slots = max_slots.max(t.slots());
         }
-        assert!(max_slots <= 4 * 10_001 + 1 + 10_001, "{max_slots}");
+        assert!(
+            max_slots <= MIN_WINDOW.max(SLOTS_PER_LIVE * 10_001) + 1 + 2 * 10_001,
+            "{max_slots}"
+        );
     }
 
     proptest! {

@@ -46,14 +46,20 @@ impl Validator {
                 self.check_new(id, "alloc of object")?;
                 self.create();
             }
+            // One look-up each: `remove` changes nothing when the object is not live.
             Event::Free { id } => {
-                self.check_live(id, "free of")?;
-                self.kill(id);
+                if self.live.remove(id).is_none() {
+                    return Err(self.not_live(id, "free of"));
+                }
             }
             Event::Realloc { old, new, .. } => {
-                self.check_live(old, "realloc of")?;
-                self.check_new(new, "realloc to object")?;
-                self.kill(old);
+                if let Err(e) = self.check_new(new, "realloc to object") {
+                    self.check_live(old, "realloc of")?;
+                    return Err(e);
+                }
+                if self.live.remove(old).is_none() {
+                    return Err(self.not_live(old, "realloc of"));
+                }
                 self.create();
             }
         }
@@ -90,14 +96,17 @@ impl Validator {
     fn check_live(&self, id: ObjectId, what: &str) -> Result<(), String> {
         if self.is_live(id) {
             Ok(())
-        } else if id < self.next_id() {
-            Err(format!(
-                "{what} object {id}, which is not live (it was freed before)"
-            ))
         } else {
-            Err(format!(
-                "{what} object {id}, which is not live (it was never allocated)"
-            ))
+            Err(self.not_live(id, what))
+        }
+    }
+
+    #[cold]
+    fn not_live(&self, id: ObjectId, what: &str) -> String {
+        if id < self.next_id() {
+            format!("{what} object {id}, which is not live (it was freed before)")
+        } else {
+            format!("{what} object {id}, which is not live (it was never allocated)")
         }
     }
 
@@ -106,10 +115,6 @@ impl Validator {
         self.live.push(());
     }
 
-    #[inline]
-    fn kill(&mut self, id: ObjectId) {
-        self.live.remove(id);
-    }
 }
 
 /// Alignment 0 (the default) or a power of two.
