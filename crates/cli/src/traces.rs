@@ -46,8 +46,8 @@ pub fn for_run(t: &Path, dir: &Path) -> Result<PathBuf> {
         bail!("{}: two inputs named {stem}; rename one", t.display());
     }
     if format == "mallard" {
-        let mut out = std::fs::File::create(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let mut out =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         input
             .copy_to(&mut out)
             .with_context(|| format!("copying {} to {}", t.display(), path.display()))?;
@@ -89,19 +89,16 @@ pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
         );
         let mut v = mallard_trace::Validator::new();
         let mut n = 0u64;
-        let header = import(input, format, false, &mut |rec| {
-            v.check(&rec).map_err(|msg| {
-                TraceError::Invalid {
-                    path: path.to_path_buf(),
-                    location: mallard_trace::Location::Event { event: n },
-                    msg,
-                }
+        import(input, format, false, &mut |rec| {
+            v.check(&rec).map_err(|msg| TraceError::Invalid {
+                path: path.to_path_buf(),
+                location: mallard_trace::Location::Event { event: n },
+                msg,
             })?;
             n += 1;
             stats.add(&rec);
             Ok(())
-        })?;
-        header
+        })?
     };
     let stats = stats.finish();
     if json {

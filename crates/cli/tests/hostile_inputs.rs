@@ -40,6 +40,8 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 }
 
 /// Runs mallard with `args`, killing it after `limit` (then the test fails, saying so).
+// The child is reaped by waitpid (for its status while sampling /proc), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn mallard_for(args: &[&str], limit: Duration) -> Run {
     let mut child = Command::new(exe())
         .args(args)
@@ -148,7 +150,12 @@ fn inspect_and_convert_use_memory_in_proportion_to_the_live_set_not_the_events()
     let base = mallard_for(&["inspect", p(&tiny)], Duration::from_secs(60)).max_rss_kib;
     for args in [
         vec!["inspect", p(&t)],
-        vec!["convert", p(&t), "-o", dir.path().join("back.csv").to_str().unwrap()],
+        vec![
+            "convert",
+            p(&t),
+            "-o",
+            dir.path().join("back.csv").to_str().unwrap(),
+        ],
     ] {
         let r = mallard_for(&args, Duration::from_secs(300));
         assert!(r.out.status.success(), "{}", text(&r.out));
@@ -174,10 +181,22 @@ fn dev_zero_is_refused_promptly_by_every_reader() {
     let report = dir.path().join("report");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
-            vec!["run", "/dev/zero", "-r", "1", "-a", "bump", "--out", p(&report)],
+            vec![
+                "run",
+                "/dev/zero",
+                "-r",
+                "1",
+                "-a",
+                "bump",
+                "--out",
+                p(&report),
+            ],
             vec!["/dev/zero", "cannot tell the format"],
         ),
-        (vec!["inspect", "/dev/zero"], vec!["/dev/zero", "cannot tell the format"]),
+        (
+            vec!["inspect", "/dev/zero"],
+            vec!["/dev/zero", "cannot tell the format"],
+        ),
         (
             vec!["convert", "/dev/zero", "-o", p(&out)],
             vec!["/dev/zero", "cannot tell the format"],
@@ -187,7 +206,15 @@ fn dev_zero_is_refused_promptly_by_every_reader() {
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
-            vec!["convert", "/dev/zero", "--from", "mtrace", "--lenient", "-o", p(&out)],
+            vec![
+                "convert",
+                "/dev/zero",
+                "--from",
+                "mtrace",
+                "--lenient",
+                "-o",
+                p(&out),
+            ],
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
@@ -195,7 +222,15 @@ fn dev_zero_is_refused_promptly_by_every_reader() {
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
-            vec!["convert", "/dev/zero", "--from", "heaptrack", "--lenient", "-o", p(&out)],
+            vec![
+                "convert",
+                "/dev/zero",
+                "--from",
+                "heaptrack",
+                "--lenient",
+                "-o",
+                p(&out),
+            ],
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
@@ -262,7 +297,9 @@ fn a_fifo_reads_like_a_file_for_inspect_convert_and_run() {
     let t = small_trace(dir.path(), "t.mtr", 1000);
     let bytes = std::fs::read(&t).unwrap();
     let csv = dir.path().join("t.csv");
-    assert!(common::mallard(&["convert", p(&t), "-o", p(&csv)]).status.success());
+    assert!(common::mallard(&["convert", p(&t), "-o", p(&csv)])
+        .status
+        .success());
     let csv_bytes = std::fs::read(&csv).unwrap();
     let mtrace = b"= Start\n@ ./x:[0x1] + 0x10 0x20\n@ ./x:[0x1] - 0x10\n= End\n".to_vec();
     let limit = Duration::from_secs(60);
@@ -278,12 +315,26 @@ fn a_fifo_reads_like_a_file_for_inspect_convert_and_run() {
     let out = dir.path().join("from-fifo.mtr");
     let o = mallard_for(&["convert", p(&fifo.path), "-o", p(&out)], limit).out;
     assert!(o.status.success(), "convert of a FIFO: {}", text(&o));
-    assert_eq!(std::fs::read(&out).unwrap(), bytes, "a copy through a FIFO is byte-exact");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        bytes,
+        "a copy through a FIFO is byte-exact"
+    );
 
     let fifo = Fifo::new(dir.path().join("run"), bytes.clone());
     let report = dir.path().join("report");
     let o = mallard_for(
-        &["run", p(&fifo.path), "-r", "1", "-a", "bump", "--out", p(&report), "-q"],
+        &[
+            "run",
+            p(&fifo.path),
+            "-r",
+            "1",
+            "-a",
+            "bump",
+            "--out",
+            p(&report),
+            "-q",
+        ],
         Duration::from_secs(120),
     )
     .out;
@@ -307,7 +358,10 @@ fn assert_printable(o: &Output) {
             .iter()
             .find(|&&b| b < 0x20 && b != b'\n' && b != b'\t' || b == 0x7f)
         {
-            panic!("{name} holds control byte {b:#04x}: {}", String::from_utf8_lossy(bytes));
+            panic!(
+                "{name} holds control byte {b:#04x}: {}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 }
@@ -316,8 +370,8 @@ fn assert_printable(o: &Output) {
 fn a_cr_only_csv_gets_a_short_message() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("cr.csv");
-    let mut s = b"# mallard-trace v1\r# program: x\rthread,timestamp_ns,op,id,new_id,size,align\r"
-        .to_vec();
+    let mut s =
+        b"# mallard-trace v1\r# program: x\rthread,timestamp_ns,op,id,new_id,size,align\r".to_vec();
     for i in 0..100_000 {
         s.extend_from_slice(format!("0,,malloc,{i},,16,\r0,,free,{i},,,\r").as_bytes());
     }
@@ -333,8 +387,8 @@ fn a_zip_of_many_entries_gets_a_short_message() {
     let dir = tempfile::tempdir().unwrap();
     let zip_path = dir.path().join("many.zip");
     let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..20_000 {
         z.start_file(format!("entry-{i}.txt"), opts).unwrap();
         z.write_all(b"1: malloc 0x10 8\n").unwrap();
@@ -359,11 +413,21 @@ fn control_bytes_of_the_input_are_escaped_in_messages() {
     let mtrace = dir.path().join("ctl.mtrace");
     std::fs::write(&mtrace, b"= Start\n@ x + 0x1\x1b]0;pwned\x07 0x5\r\x00\n").unwrap();
     let android = dir.path().join("ctl.txt");
-    std::fs::write(&android, b"1: malloc 0x10 8\n1: m\x1b[31malloc\x00 0x20 8\n").unwrap();
+    std::fs::write(
+        &android,
+        b"1: malloc 0x10 8\n1: m\x1b[31malloc\x00 0x20 8\n",
+    )
+    .unwrap();
     for (args, must) in [
         (vec!["inspect", p(&csv)], "line 3"),
-        (vec!["convert", p(&mtrace), "--from", "mtrace", "-o", p(&out)], "line 2"),
-        (vec!["convert", p(&android), "--from", "android", "-o", p(&out)], "line 2"),
+        (
+            vec!["convert", p(&mtrace), "--from", "mtrace", "-o", p(&out)],
+            "line 2",
+        ),
+        (
+            vec!["convert", p(&android), "--from", "android", "-o", p(&out)],
+            "line 2",
+        ),
         (vec!["inspect", p(&android)], "line 2"),
     ] {
         let o = mallard(&args);
@@ -375,8 +439,8 @@ fn control_bytes_of_the_input_are_escaped_in_messages() {
 /// A zip archive whose one entry says it is compressed with bzip2 (method 12).
 fn bzip2_zip(path: &Path) {
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     z.start_file("systemui.txt", opts).unwrap();
     z.write_all(b"1: malloc 0x10 8\n1: free 0x10\n").unwrap();
     let mut bytes = z.finish().unwrap().into_inner();

@@ -260,7 +260,11 @@ pub(crate) fn parse_record(line: &str) -> Result<Record, String> {
         if s.is_empty() {
             Ok(())
         } else {
-            Err(format!("`{}` takes no {name}, found `{}`", quote(op), quote(s)))
+            Err(format!(
+                "`{}` takes no {name}, found `{}`",
+                quote(op),
+                quote(s)
+            ))
         }
     };
     let thread = u32::try_from(num("thread", thread)?)

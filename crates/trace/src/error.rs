@@ -241,11 +241,20 @@ mod tests {
     #[test]
     fn quote_caps_and_escapes() {
         assert_eq!(quote("plain text"), "plain text");
-        assert_eq!(quote(b"nul\0 esc\x1b cr\r lf\n"), "nul\\0 esc\\u{1b} cr\\r lf\\n");
-        assert_eq!(quote(b"bad \xff\xfe utf8 \xc3\xa9"), "bad \\xff\\xfe utf8 \u{e9}");
+        assert_eq!(
+            quote(b"nul\0 esc\x1b cr\r lf\n"),
+            "nul\\0 esc\\u{1b} cr\\r lf\\n"
+        );
+        assert_eq!(
+            quote(b"bad \xff\xfe utf8 \xc3\xa9"),
+            "bad \\xff\\xfe utf8 \u{e9}"
+        );
         let long = "é".repeat(5000);
         let q = quote(&long);
-        assert_eq!(q.chars().count(), QUOTE_MAX + "… (10000 bytes)".chars().count());
+        assert_eq!(
+            q.chars().count(),
+            QUOTE_MAX + "… (10000 bytes)".chars().count()
+        );
         assert!(q.ends_with("… (10000 bytes)"), "{q}");
         assert_eq!(quote("\u{202e}x"), "\\u{202e}x");
         // Exactly QUOTE_MAX characters are not cut.

@@ -159,9 +159,8 @@ impl Input {
         let mut r = self
             .into_reader()
             .map_err(|e| io::Error::other(e.to_string()))?;
-        io::copy(&mut r, out).map_err(|e| {
-            io::Error::new(e.kind(), format!("copying {}: {e}", path.display()))
-        })
+        io::copy(&mut r, out)
+            .map_err(|e| io::Error::new(e.kind(), format!("copying {}: {e}", path.display())))
     }
 
     /// The seekable source (at an arbitrary position), or the input back if it is a stream.

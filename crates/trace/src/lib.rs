@@ -18,8 +18,10 @@
 //! # Ok::<(), mallard_trace::TraceError>(())
 //! ```
 //!
-//! Reading streams: a binary trace is held one block (about 1 MiB of events) at a time, and the
-//! reader checks the model's invariants as it goes, in one bit per object. Writing is atomic: a
+//! Reading streams: every input is opened once ([`Input`]; a pipe or FIFO works), a binary trace
+//! is held one block (about 1 MiB of events) at a time, and the reader checks the model's
+//! invariants as it goes, in memory proportional to the objects live at once ([`live`]).
+//! Errors that quote the input quote it through [`quote`]: short and printable. Writing is atomic: a
 //! temporary file beside the target is renamed over it only once the trace is complete, so a
 //! failed or interrupted write never leaves a half-written trace behind. Writers refuse what a
 //! form cannot store; liveness is the readers' to check (or ask for
@@ -37,8 +39,8 @@ pub mod stats;
 pub mod validate;
 
 pub use error::{quote, Location, TraceError, QUOTE_MAX};
-pub use input::Input;
 pub use format::EventCounts;
+pub use input::Input;
 pub use model::*;
 pub use validate::Validator;
 

@@ -678,7 +678,10 @@ fn a_stream_reads_like_a_file_in_both_forms() {
     for r in &mut reader {
         r.unwrap();
     }
-    assert_eq!(reader.trailer_counts().unwrap().events(), sample().len() as u64);
+    assert_eq!(
+        reader.trailer_counts().unwrap().events(),
+        sample().len() as u64
+    );
 }
 
 #[test]
@@ -690,7 +693,9 @@ fn a_stream_cut_anywhere_or_flipped_anywhere_is_an_error() {
             Err(e) => assert!(matches!(e, TraceError::Corrupt { .. }), "cut at {cut}: {e}"),
         }
     }
-    let err = read_stream(&bytes[..bytes.len() - 10]).unwrap_err().to_string();
+    let err = read_stream(&bytes[..bytes.len() - 10])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("truncated"), "{err}");
     let mut longer = bytes.clone();
     longer.push(0);
@@ -719,7 +724,10 @@ fn an_endless_stream_of_block_headers_ends_with_an_error_not_a_hang() {
     bytes.extend_from_slice(&block);
     bytes.extend_from_slice(&[0u8; 1000]);
     let err = read_stream(&bytes).unwrap_err().to_string();
-    assert!(err.contains("truncated") && err.contains("inside a block"), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains("inside a block"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -730,7 +738,12 @@ fn a_cr_only_csv_is_refused_in_a_short_message() {
         text.extend_from_slice(format!("0,,malloc,{i},,16,\r").as_bytes());
     }
     let err = read_bytes(&text).unwrap_err().to_string();
-    assert!(err.len() < 400, "{} bytes: {}", err.len(), &err[..400.min(err.len())]);
+    assert!(
+        err.len() < 400,
+        "{} bytes: {}",
+        err.len(),
+        &err[..400.min(err.len())]
+    );
     assert!(err.contains("…") && !err.contains('\r'), "{err}");
 }
 

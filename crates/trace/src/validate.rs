@@ -114,7 +114,6 @@ impl Validator {
     fn create(&mut self) {
         self.live.push(());
     }
-
 }
 
 /// Alignment 0 (the default) or a power of two.

@@ -404,9 +404,8 @@ impl Decoder {
         if got < TRAILER_LEN - 4 {
             return Err(self.truncated(at + 4 + got as u64, "inside its trailer"));
         }
-        let trailer = Trailer::decode(&raw).map_err(|msg| {
-            TraceError::corrupt(&self.path, Location::Offset { offset: at }, msg)
-        })?;
+        let trailer = Trailer::decode(&raw)
+            .map_err(|msg| TraceError::corrupt(&self.path, Location::Offset { offset: at }, msg))?;
         let mut extra = [0u8; 1];
         if self.read_some(&mut extra)? != 0 {
             return Err(TraceError::corrupt(

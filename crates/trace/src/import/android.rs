@@ -179,11 +179,8 @@ fn zip_entry<R: Read + Seek>(
         (1, _) => files[0].0,
         (_, 1) => txt[0].0,
         _ => {
-            let mut names: Vec<String> = files
-                .iter()
-                .take(NAMES_SHOWN)
-                .map(|f| quote(f.1))
-                .collect();
+            let mut names: Vec<String> =
+                files.iter().take(NAMES_SHOWN).map(|f| quote(f.1)).collect();
             if files.len() > NAMES_SHOWN {
                 names.push(format!("and {} more", files.len() - NAMES_SHOWN));
             }
@@ -265,7 +262,12 @@ pub fn convert_input(
         )
     } else {
         let reader = input.into_reader()?;
-        convert_text(path, BufReader::with_capacity(1 << 16, reader), lenient, sink)
+        convert_text(
+            path,
+            BufReader::with_capacity(1 << 16, reader),
+            lenient,
+            sink,
+        )
     }
 }
 
@@ -369,10 +371,8 @@ impl Converter<'_> {
         let ptr = fields
             .next()
             .ok_or_else(|| self.corrupt(format!("`{}` without an address", quote(op))))?;
-        let ptr =
-            hex(ptr).ok_or_else(|| {
-                self.corrupt(format!("address `{}` is not hexadecimal", quote(ptr)))
-            })?;
+        let ptr = hex(ptr)
+            .ok_or_else(|| self.corrupt(format!("address `{}` is not hexadecimal", quote(ptr))))?;
         Ok(Some(Call {
             tid,
             op,
@@ -382,13 +382,12 @@ impl Converter<'_> {
     }
 
     fn num(&self, what: &str, s: &str) -> Result<u64, TraceError> {
-        s.parse::<u64>()
-            .map_err(|_| {
-                self.corrupt(format!(
-                    "{what} `{}` is not a whole number below 2^64",
-                    quote(s)
-                ))
-            })
+        s.parse::<u64>().map_err(|_| {
+            self.corrupt(format!(
+                "{what} `{}` is not a whole number below 2^64",
+                quote(s)
+            ))
+        })
     }
 
     /// Splits `args` into the call's `n` own arguments and its optional timestamp.

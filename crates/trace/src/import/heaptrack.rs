@@ -396,9 +396,7 @@ impl Converter<'_> {
                      first with `heaptrack -i`",
                 ))
             }
-            other => {
-                return Err(self.corrupt(format!("unknown line kind `{}`", quote([other]))))
-            }
+            other => return Err(self.corrupt(format!("unknown line kind `{}`", quote([other])))),
         })
     }
 }

@@ -64,7 +64,10 @@ pub fn detect_input(input: &mut Input) -> Result<&'static str, Undetected> {
         };
         let mut reasons = vec![("android", android)];
         for f in FORMATS.iter().filter(|f| **f != "android") {
-            reasons.push((f, "a zip archive (only Android traces are read from archives)".into()));
+            reasons.push((
+                f,
+                "a zip archive (only Android traces are read from archives)".into(),
+            ));
         }
         return Err(Undetected { reasons });
     }
@@ -102,9 +105,9 @@ fn why_not(format: &str, start: &[u8]) -> String {
             "neither zstd- nor gzip-compressed, and the first line, `{first}`, is not a `v` \
              version line"
         ),
-        "mtrace" => format!(
-            "the first line, `{first}`, is neither `= Start` nor `@ CALLER OP ADDR [SIZE]`"
-        ),
+        "mtrace" => {
+            format!("the first line, `{first}`, is neither `= Start` nor `@ CALLER OP ADDR [SIZE]`")
+        }
         "android" => why_not_android(start).err().unwrap_or_default(),
         _ => String::new(),
     }
@@ -287,14 +290,26 @@ mod tests {
     fn a_line_without_end_is_cut_at_the_cap_and_skipping_it_is_bounded() {
         let mut zeros = io::BufReader::new(io::repeat(0));
         let mut buf = Vec::new();
-        assert!(matches!(read_line(&mut zeros, &mut buf, 100).unwrap(), Line::TooLong));
+        assert!(matches!(
+            read_line(&mut zeros, &mut buf, 100).unwrap(),
+            Line::TooLong
+        ));
         assert_eq!(buf.len(), 101);
         assert!(!skip_rest(&mut zeros, 1 << 20).unwrap());
         let mut text = io::BufReader::new(&b"aaaa\nb\n"[..]);
-        assert!(matches!(read_line(&mut text, &mut buf, 2).unwrap(), Line::TooLong));
+        assert!(matches!(
+            read_line(&mut text, &mut buf, 2).unwrap(),
+            Line::TooLong
+        ));
         assert!(skip_rest(&mut text, 10).unwrap());
-        assert!(matches!(read_line(&mut text, &mut buf, 2).unwrap(), Line::Whole));
+        assert!(matches!(
+            read_line(&mut text, &mut buf, 2).unwrap(),
+            Line::Whole
+        ));
         assert_eq!(buf, b"b\n");
-        assert!(matches!(read_line(&mut text, &mut buf, 2).unwrap(), Line::End));
+        assert!(matches!(
+            read_line(&mut text, &mut buf, 2).unwrap(),
+            Line::End
+        ));
     }
 }

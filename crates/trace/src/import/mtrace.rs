@@ -172,7 +172,8 @@ pub fn convert_from(
     let mut buf = Vec::with_capacity(128);
     let mut line_no = 0u64;
     loop {
-        let read = read_line(&mut input, &mut buf, MAX_LINE).map_err(|e| TraceError::io(path, e))?;
+        let read =
+            read_line(&mut input, &mut buf, MAX_LINE).map_err(|e| TraceError::io(path, e))?;
         if matches!(read, Line::End) {
             break;
         }
@@ -370,8 +371,8 @@ fn parse(line: &str) -> Result<Call, String> {
             quote(line)
         ));
     };
-    let addr =
-        address(args[0]).ok_or_else(|| format!("address `{}` is not hexadecimal", quote(args[0])))?;
+    let addr = address(args[0])
+        .ok_or_else(|| format!("address `{}` is not hexadecimal", quote(args[0])))?;
     let size = match args.get(1) {
         Some(s) => Some(
             s.strip_prefix("0x")

@@ -141,7 +141,10 @@ fn a_caller_that_is_not_utf8_is_accepted() {
     assert_eq!(sum.lines, 4);
     // The call itself must still parse, and the message quotes the line safely.
     let e = run(b"@ x + 0x1\xff 0x5\n", false).unwrap_err().to_string();
-    assert!(e.contains("line 1") && e.contains("\\xff") || e.contains('\u{fffd}'), "{e}");
+    assert!(
+        e.contains("line 1") && e.contains("\\xff") || e.contains('\u{fffd}'),
+        "{e}"
+    );
 }
 
 #[test]
