@@ -362,9 +362,9 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         let c = live::run_calibration(&plan, &cfg, &mut progress)?;
         // The table is printed even when the outputs cannot be written (then exit 4).
         let written = output::write_calibration_dir(&c, &a.out);
-        print!("{}", output::calibration_markdown(&c));
+        emit(&output::calibration_markdown(&c));
         written?;
-        println!("\noutput: {}", a.out.display());
+        emit(&format!("\noutput: {}\n", a.out.display()));
         return Ok(c.exit_code);
     }
     let report = live::run_gate(&plan, &cfg, &mut progress)?;
@@ -374,8 +374,16 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
 fn finish(report: &mallard_gate::report::GateReport, out: &Path) -> Result<i32> {
     // The table is printed even when the outputs cannot be written (then exit 4).
     let written = output::write_dir(report, out);
-    print!("{}", output::markdown(report));
+    emit(&output::markdown(report));
     written?;
-    println!("\noutput: {}", out.display());
+    emit(&format!("\noutput: {}\n", out.display()));
     Ok(report.exit_code)
+}
+
+/// Prints to stdout without panicking on a closed pipe (`mallard gate ... | head`): the gate
+/// ignores SIGPIPE (see main), so a failed write is an error, and the verdict's exit code
+/// matters more than the rest of the table.
+fn emit(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }

@@ -134,7 +134,8 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         } else if !t.exists() {
             bail!("{}: no such trace file", t.display());
         } else {
-            traces.push(crate::traces::as_mallard_trace(t, gen_dir.path())?);
+            // Opened once; a pipe is copied (or imported) into gen_dir for the workers.
+            traces.push(crate::traces::for_run(t, gen_dir.path())?);
         }
     }
     if !counts.is_empty() && !generated {

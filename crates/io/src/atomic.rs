@@ -520,6 +520,8 @@ pub struct StagedDir {
     staging: Option<PathBuf>,
     files: Vec<String>,
     created: CreatedDirs,
+    /// Removed by the signal handler if Mallard is stopped while the directory is staged.
+    _interrupt: crate::interrupt::TempGuard,
 }
 
 impl StagedDir {
@@ -544,6 +546,7 @@ impl StagedDir {
         Ok(StagedDir {
             target,
             kind: kind.to_string(),
+            _interrupt: crate::interrupt::register_temp(&staging),
             staging: Some(staging),
             files: Vec::new(),
             created,
@@ -822,6 +825,8 @@ enum Inner {
     Temp {
         file: tempfile::NamedTempFile,
         real: PathBuf,
+        /// Removed by the signal handler if Mallard is stopped mid-write.
+        _interrupt: crate::interrupt::TempGuard,
     },
     Stream(File),
 }
@@ -870,7 +875,15 @@ impl FileWriter {
                         .as_file()
                         .set_permissions(fs::Permissions::from_mode(mode));
                 }
-                (Inner::Temp { file, real }, created)
+                let _interrupt = crate::interrupt::register_temp(file.path());
+                (
+                    Inner::Temp {
+                        file,
+                        real,
+                        _interrupt,
+                    },
+                    created,
+                )
             }
         };
         Ok(FileWriter {
@@ -892,7 +905,11 @@ impl FileWriter {
         let w = OutputError::write(&path);
         match self.inner.take() {
             Some(Inner::Stream(mut f)) => f.flush().map_err(w)?,
-            Some(Inner::Temp { file, real }) => {
+            Some(Inner::Temp {
+                file,
+                real,
+                _interrupt,
+            }) => {
                 file.as_file()
                     .sync_all()
                     .map_err(OutputError::write(&path))?;

@@ -26,10 +26,9 @@
 //! a file cut at a line boundary reads as a shorter trace. Use the binary form for anything that
 //! is copied around.
 
-use crate::error::{Location, TraceError};
+use crate::error::{quote, Location, TraceError};
 use crate::format::check_header;
 use crate::model::{AllocKind, Event, Header, Record};
-use crate::ReadSeek;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -103,7 +102,12 @@ fn unescape(value: &str) -> Result<String, String> {
             Some('\\') => out.push('\\'),
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
-            Some(c) => return Err(format!("unknown escape `\\{c}` in a metadata value")),
+            Some(c) => {
+                return Err(format!(
+                    "unknown escape `\\{}` in a metadata value",
+                    quote(c.to_string())
+                ))
+            }
             None => return Err("metadata value ends in a lone backslash".into()),
         }
     }
@@ -113,7 +117,7 @@ fn unescape(value: &str) -> Result<String, String> {
 /// Streams records from a CSV trace.
 pub(crate) struct Decoder {
     path: PathBuf,
-    input: BufReader<Box<dyn ReadSeek>>,
+    input: BufReader<Box<dyn Read + Send>>,
     buf: Vec<u8>,
     /// Lines read so far (the number of the line in `buf`).
     line: u64,
@@ -125,7 +129,7 @@ impl Decoder {
     /// Reads the header; `input` is positioned at the start of the file.
     pub(crate) fn open(
         path: &Path,
-        input: BufReader<Box<dyn ReadSeek>>,
+        input: BufReader<Box<dyn Read + Send>>,
     ) -> Result<(Decoder, Header), TraceError> {
         let mut d = Decoder {
             path: path.to_path_buf(),
@@ -140,7 +144,7 @@ impl Decoder {
             Some(l) if l.starts_with("# mallard-trace v") => {
                 return Err(TraceError::unsupported(
                     path,
-                    format!("CSV trace `{l}`; this reader knows `{FIRST_LINE}`"),
+                    format!("CSV trace `{}`; this reader knows `{FIRST_LINE}`", quote(l)),
                 ))
             }
             _ => return Err(d.corrupt(format!("the first line is not `{FIRST_LINE}`"))),
@@ -247,20 +251,24 @@ pub(crate) fn parse_record(line: &str) -> Result<Record, String> {
     };
     let num = |name: &str, s: &str| -> Result<u64, String> {
         if s.is_empty() {
-            return Err(format!("`{op}` needs a value for {name}"));
+            return Err(format!("`{}` needs a value for {name}", quote(op)));
         }
         s.parse::<u64>()
-            .map_err(|_| format!("{name} `{s}` is not a whole number below 2^64"))
+            .map_err(|_| format!("{name} `{}` is not a whole number below 2^64", quote(s)))
     };
     let empty = |name: &str, s: &str| -> Result<(), String> {
         if s.is_empty() {
             Ok(())
         } else {
-            Err(format!("`{op}` takes no {name}, found `{s}`"))
+            Err(format!(
+                "`{}` takes no {name}, found `{}`",
+                quote(op),
+                quote(s)
+            ))
         }
     };
     let thread = u32::try_from(num("thread", thread)?)
-        .map_err(|_| format!("thread `{thread}` exceeds 2^32-1"))?;
+        .map_err(|_| format!("thread `{}` exceeds 2^32-1", quote(thread)))?;
     let timestamp_ns = if ts.is_empty() {
         None
     } else {
@@ -300,7 +308,8 @@ pub(crate) fn parse_record(line: &str) -> Result<Record, String> {
         }
         _ => {
             return Err(format!(
-                "unknown op `{op}` (expected malloc, calloc, aligned, free or realloc)"
+                "unknown op `{}` (expected malloc, calloc, aligned, free or realloc)",
+                quote(op)
             ))
         }
     };

@@ -84,6 +84,9 @@ pub enum TraceError {
         location: Location,
         msg: String,
     },
+    /// The path names something that is not a file to read (a directory).
+    #[error("{}: is {what}, not a trace file", path.display())]
+    NotAFile { path: PathBuf, what: String },
     /// A well-formed file of a version or with features this reader does not know.
     #[error("{}: {msg}", path.display())]
     Unsupported { path: PathBuf, msg: String },
@@ -113,7 +116,8 @@ impl TraceError {
             | TraceError::Write { path, .. }
             | TraceError::Corrupt { path, .. }
             | TraceError::Invalid { path, .. }
-            | TraceError::Unsupported { path, .. } => Some(path),
+            | TraceError::Unsupported { path, .. }
+            | TraceError::NotAFile { path, .. } => Some(path),
             TraceError::UnknownGenerator { .. } | TraceError::BadParams { .. } => None,
         }
     }
@@ -170,9 +174,92 @@ impl TraceError {
     }
 }
 
+/// The longest quotation of input in a message, in characters, before it is cut with `…`.
+pub const QUOTE_MAX: usize = 120;
+
+/// Input text as a message may quote it: at most [`QUOTE_MAX`] characters (then `…` and the
+/// length of the whole), control characters escaped (`\u{1b}`, `\0`, `\r`, `\n`, `\t`),
+/// bytes that are not UTF-8 shown as `\xNN`. Every error of this crate that quotes its input
+/// goes through here, so no message is ever megabytes long or moves the terminal's cursor.
+///
+/// ```
+/// assert_eq!(mallard_trace::quote(b"a\x1b[2Jb\r"), "a\\u{1b}[2Jb\\r");
+/// assert!(mallard_trace::quote("x".repeat(10_000)).ends_with("… (10000 bytes)"));
+/// ```
+pub fn quote(text: impl AsRef<[u8]>) -> String {
+    let bytes = text.as_ref();
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if shown == QUOTE_MAX {
+            out.push_str(&format!("… ({} bytes)", bytes.len()));
+            break;
+        }
+        let (c, len) = match std::str::from_utf8(&rest[..rest.len().min(4)]) {
+            Ok(s) => first_char(s),
+            Err(e) if e.valid_up_to() > 0 => {
+                // Cut inside a later character: the first is whole.
+                first_char(std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or("?"))
+            }
+            Err(_) => (None, 1),
+        };
+        match c {
+            None => out.push_str(&format!("\\x{:02x}", rest[0])),
+            Some('\0') => out.push_str("\\0"),
+            Some('\r') => out.push_str("\\r"),
+            Some('\n') => out.push_str("\\n"),
+            Some('\t') => out.push_str("\\t"),
+            Some(c) if c.is_control() || is_invisible(c) => {
+                out.push_str(&c.escape_unicode().to_string())
+            }
+            Some(c) => out.push(c),
+        }
+        rest = &rest[len..];
+        shown += 1;
+    }
+    out
+}
+
+fn first_char(s: &str) -> (Option<char>, usize) {
+    match s.chars().next() {
+        Some(c) => (Some(c), c.len_utf8()),
+        None => (None, 1),
+    }
+}
+
+/// Characters that are not control characters but still rearrange what a terminal shows
+/// (bidirectional overrides, zero-width characters).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quote_caps_and_escapes() {
+        assert_eq!(quote("plain text"), "plain text");
+        assert_eq!(
+            quote(b"nul\0 esc\x1b cr\r lf\n"),
+            "nul\\0 esc\\u{1b} cr\\r lf\\n"
+        );
+        assert_eq!(
+            quote(b"bad \xff\xfe utf8 \xc3\xa9"),
+            "bad \\xff\\xfe utf8 \u{e9}"
+        );
+        let long = "é".repeat(5000);
+        let q = quote(&long);
+        assert_eq!(
+            q.chars().count(),
+            QUOTE_MAX + "… (10000 bytes)".chars().count()
+        );
+        assert!(q.ends_with("… (10000 bytes)"), "{q}");
+        assert_eq!(quote("\u{202e}x"), "\\u{202e}x");
+        // Exactly QUOTE_MAX characters are not cut.
+        assert_eq!(quote("y".repeat(QUOTE_MAX)), "y".repeat(QUOTE_MAX));
+    }
 
     #[test]
     fn display_names_file_location_and_problem() {

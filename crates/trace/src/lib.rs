@@ -18,10 +18,12 @@
 //! # Ok::<(), mallard_trace::TraceError>(())
 //! ```
 //!
-//! Reading streams: a binary trace is held one block (about 1 MiB of events) at a time, and the
-//! reader checks the model's invariants as it goes, in one bit per object. Writing goes through
-//! `mallard_io::atomic::FileWriter`: a regular file is written to a temporary file beside it and
-//! renamed over it only once the trace is complete, so a failed or interrupted write never
+//! Reading streams: every input is opened once ([`Input`]; a pipe or FIFO works), a binary trace
+//! is held one block (about 1 MiB of events) at a time, and the reader checks the model's
+//! invariants as it goes, in memory proportional to the objects live at once ([`live`]).
+//! Errors that quote the input quote it through [`quote`]: short and printable. Writing goes
+//! through `mallard_io::atomic::FileWriter`: a regular file is written to a temporary file beside
+//! it and renamed over it only once the trace is complete, so a failed or interrupted write never
 //! leaves a half-written trace behind; `-` (stdout), a FIFO or a character device is streamed
 //! into and never replaced; a directory is refused. Writers refuse what a
 //! form cannot store; liveness is the readers' to check (or ask for
@@ -32,18 +34,20 @@ mod error;
 pub mod format;
 pub mod gen;
 pub mod import;
+pub mod input;
+pub mod live;
 pub mod model;
 pub mod stats;
 pub mod validate;
 
-pub use error::{Location, TraceError};
+pub use error::{quote, Location, TraceError, QUOTE_MAX};
 pub use format::EventCounts;
+pub use input::Input;
 pub use model::*;
 pub use validate::Validator;
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek};
+use std::io::{BufReader, BufWriter, Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// What a reader reads from: a file, or bytes in memory.
@@ -83,10 +87,10 @@ impl fmt::Display for Form {
 }
 
 /// Opens a trace file, detecting Mallard binary (by its magic) or Mallard CSV (by its first
-/// line). Streaming: nothing past the header (and, for binary, the trailer) is read yet.
+/// line). Streaming: nothing past the header (and, for a binary trace in a regular file, the
+/// trailer) is read yet. The path is opened once, so a pipe or FIFO works as well ([`Input`]).
 pub fn open(path: &Path) -> Result<TraceReader, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    TraceReader::from_input(path, Box::new(file))
+    TraceReader::from_input(Input::open(path)?)
 }
 
 /// A streaming reader of one trace: an iterator of records.
@@ -110,34 +114,29 @@ enum Decoder {
 impl TraceReader {
     /// Reads a trace held in memory; `name` stands for the file in error messages.
     pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<TraceReader, TraceError> {
-        TraceReader::from_input(name, Box::new(io::Cursor::new(bytes)))
+        TraceReader::from_input(Input::from_bytes(name, bytes))
     }
 
-    fn from_input(path: &Path, input: Box<dyn ReadSeek>) -> Result<TraceReader, TraceError> {
-        let mut input = BufReader::with_capacity(1 << 16, input);
-        let mut start = Vec::with_capacity(32);
-        (&mut input)
-            .take(32)
-            .read_to_end(&mut start)
-            .map_err(|e| TraceError::io(path, e))?;
-        input
-            .seek(io::SeekFrom::Start(0))
-            .map_err(|e| TraceError::io(path, e))?;
+    /// Reads a trace from an input already open (its format told by its first bytes).
+    pub fn from_input(input: Input) -> Result<TraceReader, TraceError> {
+        let path = input.path().to_path_buf();
+        let start = input.start();
         let (form, decoder, header) = if start.starts_with(&format::MAGIC) {
-            let (d, h) = format::Decoder::open(path, input)?;
+            let (d, h) = format::Decoder::open(input)?;
             (Form::Binary, Decoder::Binary(Box::new(d)), h)
         } else if start.starts_with(b"# mallard-trace") {
-            let (d, h) = csv::Decoder::open(path, input)?;
+            let reader = BufReader::with_capacity(1 << 16, input.into_reader()?);
+            let (d, h) = csv::Decoder::open(&path, reader)?;
             (Form::Csv, Decoder::Csv(d), h)
         } else {
             return Err(TraceError::corrupt(
-                path,
+                &path,
                 Location::None,
-                not_a_trace(&start),
+                not_a_trace(start),
             ));
         };
         Ok(TraceReader {
-            path: path.to_path_buf(),
+            path,
             header,
             form,
             decoder,
@@ -174,11 +173,12 @@ impl TraceReader {
     }
 
     /// Event counts from the file's trailer when the format has one (binary v1), else `None`.
-    /// Available as soon as the file is open; the reader checks them against the events when it
-    /// reaches the end, and fails there if they differ.
+    /// Available as soon as the file is open when it is a regular file (the trailer is read
+    /// first), and from a pipe only once the end is reached; the reader checks them against the
+    /// events at the end, and fails there if they differ.
     pub fn trailer_counts(&self) -> Option<EventCounts> {
         match &self.decoder {
-            Decoder::Binary(d) => Some(d.trailer_counts()),
+            Decoder::Binary(d) => d.trailer_counts(),
             Decoder::Csv(_) => None,
         }
     }
@@ -338,7 +338,7 @@ impl TraceWriter {
         let werr = |e| TraceError::write(path, e);
         let file = mallard_io::atomic::FileWriter::create(path).map_err(|e| match e {
             mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
-            mallard_io::atomic::OutputError::Refused { what, .. } => werr(io::Error::other(what)),
+            mallard_io::atomic::OutputError::Refused { what, .. } => werr(std::io::Error::other(what)),
         })?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         let encoder = match form {
@@ -409,7 +409,7 @@ impl TraceWriter {
         let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
         file.commit().map_err(|e| match e {
             mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
-            mallard_io::atomic::OutputError::Refused { what, .. } => werr(io::Error::other(what)),
+            mallard_io::atomic::OutputError::Refused { what, .. } => werr(std::io::Error::other(what)),
         })?;
         Ok(events)
     }

@@ -1,15 +1,17 @@
 //! Statistics of a trace, computed in one streaming pass: what `mallard inspect` shows.
 //!
-//! Live bytes need each live object's size. Ids are dense, so sizes live in a `Vec<u64>`
-//! indexed by id (8 bytes per object ever created; no hashing). [`TraceStats::add`] expects a
-//! valid trace (one a [`crate::TraceReader`] has checked); given an invalid one it still never
-//! panics or grows without bound, it just counts nonsense.
+//! Live bytes need each live object's size: a [`LiveTable`] of sizes, so memory is in
+//! proportion to the peak live set, not to the objects ever created. [`TraceStats::add`]
+//! expects a valid trace (one a [`crate::TraceReader`] has checked); given an invalid one it
+//! still never panics or grows without bound, it just counts nonsense. The other per-trace
+//! state is fixed (the histogram) or one entry per thread.
 //!
 //! Sizes counted in the histogram and in `bytes_allocated` are the sizes *requested*: each
 //! allocation's, and each realloc's new size. The histogram's buckets are powers of two: bucket
 //! `k` holds sizes in `(2^(k-1), 2^k]`, bucket 0 the sizes 0 and 1.
 
 use crate::format::EventCounts;
+use crate::live::LiveTable;
 use crate::model::{Event, Record};
 use serde::{Serialize, Serializer};
 use std::collections::HashSet;
@@ -42,9 +44,9 @@ pub struct TraceStats {
     pub has_timestamps: bool,
     pub first_timestamp_ns: Option<u64>,
     pub last_timestamp_ns: Option<u64>,
-    /// Size of each object by id, while it is live (0 once freed).
+    /// Size of each live object.
     #[serde(skip)]
-    sizes: Vec<u64>,
+    sizes: LiveTable<u64>,
     #[serde(skip)]
     seen_threads: HashSet<u32>,
     #[serde(skip)]
@@ -73,7 +75,7 @@ impl TraceStats {
             has_timestamps: false,
             first_timestamp_ns: None,
             last_timestamp_ns: None,
-            sizes: Vec::new(),
+            sizes: LiveTable::new(),
             seen_threads: HashSet::new(),
             last_thread: None,
         }
@@ -134,9 +136,9 @@ impl TraceStats {
     fn create(&mut self, id: u64, size: u64) {
         self.size_histogram[Self::bucket(size)] += 1;
         self.bytes_allocated = self.bytes_allocated.saturating_add(size);
-        // A valid trace has id == sizes.len(); anything else is ignored rather than allowed to
+        // A valid trace has id == next_id; anything else is ignored rather than allowed to
         // grow the table.
-        if id == self.sizes.len() as u64 {
+        if id == self.sizes.next_id() {
             self.sizes.push(size);
         } else {
             return;
@@ -146,11 +148,10 @@ impl TraceStats {
     }
 
     fn kill(&mut self, id: u64) {
-        let Some(size) = self.sizes.get_mut(id as usize) else {
+        let Some(size) = self.sizes.remove(id) else {
             return;
         };
-        self.live_bytes_end = self.live_bytes_end.saturating_sub(*size);
-        *size = 0;
+        self.live_bytes_end = self.live_bytes_end.saturating_sub(size);
         self.live_objects_end = self.live_objects_end.saturating_sub(1);
     }
 }
@@ -438,7 +439,7 @@ mod tests {
         s.add(&rec(u32::MAX, alloc(1 << 60, u64::MAX)));
         s.add(&rec(0, Event::Free { id: 1 << 62 }));
         s.add(&rec(0, Event::Free { id: 0 }));
-        assert!(s.sizes.is_empty());
+        assert_eq!(s.sizes.next_id(), 0);
         let s = s.finish();
         assert_eq!(s.threads, 2);
         let _ = s.to_string();

@@ -650,3 +650,116 @@ fn readers_and_writers_can_move_between_threads() {
     assert_send::<TraceWriter>();
     assert_send::<TraceError>();
 }
+
+/// Reads `bytes` as a pipe would deliver them: front to back, never sought.
+fn read_stream(bytes: &[u8]) -> Result<Trace, TraceError> {
+    let input = Input::from_stream(Path::new("pipe"), std::io::Cursor::new(bytes.to_vec()))
+        .map_err(|e| TraceError::io(Path::new("pipe"), e))?;
+    assert!(!input.is_seekable());
+    let reader = TraceReader::from_input(input)?;
+    let header = reader.header().clone();
+    let records = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(Trace { header, records })
+}
+
+#[test]
+fn a_stream_reads_like_a_file_in_both_forms() {
+    for (form, target) in [(Form::Binary, 40), (Form::Binary, 1 << 20), (Form::Csv, 0)] {
+        let bytes = bytes_of(&sample(), form, target.max(1));
+        let t = read_stream(&bytes).unwrap();
+        assert_eq!(t.records, sample(), "{form}");
+        assert_eq!(t.header, header());
+    }
+    // The trailer's counts are known once the stream has ended, and checked then.
+    let bytes = bytes_of(&sample(), Form::Binary, 40);
+    let input = Input::from_stream(Path::new("p"), std::io::Cursor::new(bytes)).unwrap();
+    let mut reader = TraceReader::from_input(input).unwrap();
+    assert_eq!(reader.trailer_counts(), None);
+    for r in &mut reader {
+        r.unwrap();
+    }
+    assert_eq!(
+        reader.trailer_counts().unwrap().events(),
+        sample().len() as u64
+    );
+}
+
+#[test]
+fn a_stream_cut_anywhere_or_flipped_anywhere_is_an_error() {
+    let bytes = bytes_of(&sample(), Form::Binary, 40);
+    for cut in 0..bytes.len() {
+        match read_stream(&bytes[..cut]) {
+            Ok(t) => panic!("cut at {cut} read as {} records", t.records.len()),
+            Err(e) => assert!(matches!(e, TraceError::Corrupt { .. }), "cut at {cut}: {e}"),
+        }
+    }
+    let err = read_stream(&bytes[..bytes.len() - 10])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("truncated"), "{err}");
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let err = read_stream(&longer).unwrap_err().to_string();
+    assert!(err.contains("bytes follow the trailer"), "{err}");
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 1 << (i % 8);
+        assert!(read_stream(&b).is_err(), "flip in byte {i} went unnoticed");
+    }
+}
+
+#[test]
+fn an_endless_stream_of_block_headers_ends_with_an_error_not_a_hang() {
+    // After the header: a block claiming 16 MiB, then nothing. Memory grows only with what
+    // arrives, and the end is an error.
+    let mut bytes = bytes_of(&[], Form::Binary, 40);
+    bytes.truncate(bytes.len() - format::TRAILER_LEN);
+    let mut block = Vec::new();
+    block.extend_from_slice(&format::BLOCK_TAG);
+    block.extend_from_slice(&[format::CODEC_STORED, 0, 0, 0]);
+    let len = format::MAX_BLOCK_RAW as u32;
+    for v in [len, len, 1u32, 0] {
+        block.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(&block);
+    bytes.extend_from_slice(&[0u8; 1000]);
+    let err = read_stream(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") && err.contains("inside a block"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cr_only_csv_is_refused_in_a_short_message() {
+    // Lines ended by CR alone: the whole file is one line, and the message must not quote it.
+    let mut text = b"# mallard-trace v1\r# program: x\r".to_vec();
+    for i in 0..100_000 {
+        text.extend_from_slice(format!("0,,malloc,{i},,16,\r").as_bytes());
+    }
+    let err = read_bytes(&text).unwrap_err().to_string();
+    assert!(
+        err.len() < 400,
+        "{} bytes: {}",
+        err.len(),
+        &err[..400.min(err.len())]
+    );
+    assert!(err.contains("…") && !err.contains('\r'), "{err}");
+}
+
+proptest! {
+    #[test]
+    fn stream_round_trip(header in arb_header(), recs in arb_records(), target in 1usize..200) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut w = TraceWriter::create_with(&path, &header, Form::Binary, target).unwrap();
+        for r in &recs {
+            w.push(r).unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let back = read_stream(&bytes).unwrap();
+        prop_assert_eq!(back.records, recs);
+        prop_assert_eq!(back.header, header);
+    }
+}

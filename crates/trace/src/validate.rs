@@ -8,10 +8,12 @@
 //!    live;
 //! 3. an alignment is 0 or a power of two.
 //!
-//! Because ids are dense, "is object `n` live" is bit `n` of a bitmap: one bit per object ever
-//! created, no hashing, and an id that is not the next one is refused *before* the bitmap grows,
-//! so a hostile input cannot make the validator allocate more than one bit per event it saw.
+//! The live objects are a [`LiveTable`]: memory in proportion to the peak number of live
+//! objects, not to the objects ever created (a trace of a billion malloc/free pairs of one
+//! object is checked in a few kilobytes), with direct indexing for the young objects that make
+//! up most of a trace. An id that is not the next one is refused *before* the table grows.
 
+use crate::live::LiveTable;
 use crate::model::{Event, ObjectId, Record};
 
 /// Checks records one at a time against the model's invariants.
@@ -25,11 +27,8 @@ use crate::model::{Event, ObjectId, Record};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Validator {
-    /// Bit `n` is set while object `n` is live. Grows by one bit per object created.
-    live: Vec<u64>,
-    /// The id the next new object must have (= objects created so far).
-    next_id: ObjectId,
-    live_count: u64,
+    /// The live objects; its `next_id` is the id the next new object must have.
+    live: LiveTable<()>,
 }
 
 impl Validator {
@@ -39,6 +38,7 @@ impl Validator {
 
     /// Checks one record and, if it is valid, applies it. On error the state is unchanged and
     /// the message says what was wrong (the caller adds the file and location).
+    #[inline]
     pub fn check(&mut self, rec: &Record) -> Result<(), String> {
         match rec.event {
             Event::Alloc { id, align, .. } => {
@@ -46,14 +46,20 @@ impl Validator {
                 self.check_new(id, "alloc of object")?;
                 self.create();
             }
+            // One look-up each: `remove` changes nothing when the object is not live.
             Event::Free { id } => {
-                self.check_live(id, "free of")?;
-                self.kill(id);
+                if self.live.remove(id).is_none() {
+                    return Err(self.not_live(id, "free of"));
+                }
             }
             Event::Realloc { old, new, .. } => {
-                self.check_live(old, "realloc of")?;
-                self.check_new(new, "realloc to object")?;
-                self.kill(old);
+                if let Err(e) = self.check_new(new, "realloc to object") {
+                    self.check_live(old, "realloc of")?;
+                    return Err(e);
+                }
+                if self.live.remove(old).is_none() {
+                    return Err(self.not_live(old, "realloc of"));
+                }
                 self.create();
             }
         }
@@ -62,27 +68,27 @@ impl Validator {
 
     /// Objects live now.
     pub fn live_objects(&self) -> u64 {
-        self.live_count
+        self.live.len()
     }
 
     /// Objects created so far, which is also the id the next new object must have.
     pub fn next_id(&self) -> ObjectId {
-        self.next_id
+        self.live.next_id()
     }
 
     /// Whether object `id` is live now.
     pub fn is_live(&self, id: ObjectId) -> bool {
-        id < self.next_id && self.live[(id / 64) as usize] & (1 << (id % 64)) != 0
+        self.live.get(id).is_some()
     }
 
     fn check_new(&self, id: ObjectId, what: &str) -> Result<(), String> {
-        if id == self.next_id {
+        if id == self.next_id() {
             Ok(())
         } else {
             Err(format!(
                 "{what} {id}, but the next new object must be {} \
                  (ids of new objects count up from 0 by one)",
-                self.next_id
+                self.next_id()
             ))
         }
     }
@@ -90,30 +96,23 @@ impl Validator {
     fn check_live(&self, id: ObjectId, what: &str) -> Result<(), String> {
         if self.is_live(id) {
             Ok(())
-        } else if id < self.next_id {
-            Err(format!(
-                "{what} object {id}, which is not live (it was freed before)"
-            ))
         } else {
-            Err(format!(
-                "{what} object {id}, which is not live (it was never allocated)"
-            ))
+            Err(self.not_live(id, what))
         }
     }
 
+    #[cold]
+    fn not_live(&self, id: ObjectId, what: &str) -> String {
+        if id < self.next_id() {
+            format!("{what} object {id}, which is not live (it was freed before)")
+        } else {
+            format!("{what} object {id}, which is not live (it was never allocated)")
+        }
+    }
+
+    #[inline]
     fn create(&mut self) {
-        let id = self.next_id;
-        if id % 64 == 0 {
-            self.live.push(0);
-        }
-        self.live[(id / 64) as usize] |= 1 << (id % 64);
-        self.next_id += 1;
-        self.live_count += 1;
-    }
-
-    fn kill(&mut self, id: ObjectId) {
-        self.live[(id / 64) as usize] &= !(1 << (id % 64));
-        self.live_count -= 1;
+        self.live.push(());
     }
 }
 

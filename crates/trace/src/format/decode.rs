@@ -5,23 +5,31 @@
 //! which also tells where the blocks end; for each block its header fields against the caps and
 //! the bytes left before the trailer, then its CRC, then the decompressed size, then its events
 //! one by one; at the end, the trailer's counts against the events decoded.
+//!
+//! A regular file is read that way: trailer first. A pipe cannot be sought, so there the
+//! decoder reads front to back: after each block comes either the next block (tag `BLCK`) or the
+//! trailer (tag `TRLR`), which must then be the last 64 bytes; a stream that ends anywhere else
+//! is truncated. Memory is the same either way: one block (at most [`MAX_BLOCK_RAW`] bytes,
+//! grown only as the bytes arrive).
 
 use super::varint::{self, VarintError};
 use super::*;
 use crate::error::{Location, TraceError};
+use crate::input::{read_full, Input, SeekableRead};
 use crate::model::{ObjectId, Record};
-use crate::ReadSeek;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub(crate) struct Decoder {
     path: PathBuf,
-    input: BufReader<Box<dyn ReadSeek>>,
+    input: BufReader<Box<dyn Read + Send>>,
     /// File offset of the next unread byte.
     offset: u64,
-    /// File offset of the trailer: where the blocks must end.
-    data_end: u64,
-    trailer: Trailer,
+    /// File offset of the trailer, where the blocks must end: known up front for a regular
+    /// file, `None` for a stream (the trailer is found when it comes).
+    data_end: Option<u64>,
+    /// The trailer, once read (at once for a regular file, at the end for a stream).
+    trailer: Option<Trailer>,
     /// Decoded event bytes of the current block, and the read position in them.
     block: Vec<u8>,
     pos: usize,
@@ -38,25 +46,52 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// Reads and checks the header and the trailer; `input` is positioned at the start.
-    pub(crate) fn open(
-        path: &Path,
-        mut input: BufReader<Box<dyn ReadSeek>>,
-    ) -> Result<(Decoder, Header), TraceError> {
+    /// Reads and checks the header (and, for a regular file, the trailer).
+    pub(crate) fn open(input: Input) -> Result<(Decoder, Header), TraceError> {
+        let path = input.path().to_path_buf();
+        let path = path.as_path();
         let io_err = |e| TraceError::io(path, e);
         let corrupt =
             |offset, msg: String| TraceError::corrupt(path, Location::Offset { offset }, msg);
-        let file_len = input.seek(SeekFrom::End(0)).map_err(io_err)?;
-        input.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        // A regular file: its length, so that every length can be checked against it, and its
+        // last 64 bytes, the trailer, read first. Then read front to back like a stream.
+        let (mut input, file_len, raw_trailer) = match input.into_seekable() {
+            Ok(mut f) => {
+                let len = f.seek(SeekFrom::End(0)).map_err(io_err)?;
+                let mut raw = [0u8; TRAILER_LEN];
+                let raw = if len >= TRAILER_LEN as u64 {
+                    f.seek(SeekFrom::Start(len - TRAILER_LEN as u64))
+                        .map_err(io_err)?;
+                    f.read_exact(&mut raw).map_err(io_err)?;
+                    Some(raw)
+                } else {
+                    None
+                };
+                f.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                let r: Box<dyn Read + Send> = Box::new(SeekableRead(f));
+                (BufReader::with_capacity(1 << 16, r), Some(len), raw)
+            }
+            Err(stream) => (
+                BufReader::with_capacity(1 << 16, stream.into_reader()?),
+                None,
+                None,
+            ),
+        };
+        let truncated = |at: u64, what: &str| {
+            corrupt(
+                at,
+                format!("truncated: the file ends at byte {at}, inside its {what}"),
+            )
+        };
 
         let mut fixed = [0u8; HEADER_FIXED_LEN];
-        if file_len < HEADER_FIXED_LEN as u64 {
-            return Err(corrupt(
-                file_len,
-                format!("truncated: the file ends at byte {file_len}, inside its header"),
-            ));
+        if let Some(file_len) = file_len.filter(|&l| l < HEADER_FIXED_LEN as u64) {
+            return Err(truncated(file_len, "header"));
         }
-        input.read_exact(&mut fixed).map_err(io_err)?;
+        let got = read_full(&mut input, &mut fixed).map_err(io_err)?;
+        if got < HEADER_FIXED_LEN {
+            return Err(truncated(got as u64, "header"));
+        }
         if fixed[..8] != MAGIC {
             return Err(corrupt(0, "not a Mallard binary trace (bad magic)".into()));
         }
@@ -82,17 +117,28 @@ impl Decoder {
             ));
         }
         let header_end = HEADER_FIXED_LEN as u64 + meta_len + 4;
-        if header_end > file_len {
-            return Err(corrupt(
-                file_len,
+        let header_cut = |at: u64| {
+            corrupt(
+                at,
                 format!(
-                    "truncated: the file ends at byte {file_len}, inside its header \
+                    "truncated: the file ends at byte {at}, inside its header \
                      (which runs to byte {header_end})"
                 ),
-            ));
+            )
+        };
+        if let Some(file_len) = file_len.filter(|&l| header_end > l) {
+            return Err(header_cut(file_len));
         }
-        let mut rest = vec![0u8; meta_len as usize + 4];
-        input.read_exact(&mut rest).map_err(io_err)?;
+        // Grown as the bytes arrive (at most 1 MiB + 4), so a stream that claims a large
+        // header and ends costs only what it sent.
+        let mut rest = Vec::new();
+        (&mut input)
+            .take(meta_len + 4)
+            .read_to_end(&mut rest)
+            .map_err(io_err)?;
+        if (rest.len() as u64) < meta_len + 4 {
+            return Err(header_cut(HEADER_FIXED_LEN as u64 + rest.len() as u64));
+        }
         let (meta, crc) = rest.split_at(meta_len as usize);
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&fixed);
@@ -103,21 +149,26 @@ impl Decoder {
         let header = decode_metadata(meta)
             .map_err(|(at, msg)| corrupt(HEADER_FIXED_LEN as u64 + at as u64, msg))?;
 
-        if file_len < header_end + TRAILER_LEN as u64 {
-            return Err(corrupt(
-                file_len,
-                format!(
-                    "truncated: the file ends at byte {file_len}, before its {TRAILER_LEN}-byte \
-                     trailer"
-                ),
-            ));
-        }
-        let data_end = file_len - TRAILER_LEN as u64;
-        input.seek(SeekFrom::Start(data_end)).map_err(io_err)?;
-        let mut raw_trailer = [0u8; TRAILER_LEN];
-        input.read_exact(&mut raw_trailer).map_err(io_err)?;
-        let trailer = Trailer::decode(&raw_trailer).map_err(|msg| corrupt(data_end, msg))?;
-        input.seek(SeekFrom::Start(header_end)).map_err(io_err)?;
+        let (data_end, trailer) = match file_len {
+            Some(file_len) => {
+                if file_len < header_end + TRAILER_LEN as u64 {
+                    return Err(corrupt(
+                        file_len,
+                        format!(
+                            "truncated: the file ends at byte {file_len}, before its \
+                             {TRAILER_LEN}-byte trailer"
+                        ),
+                    ));
+                }
+                let data_end = file_len - TRAILER_LEN as u64;
+                let Some(raw) = raw_trailer else {
+                    unreachable!("a file this long had its trailer read")
+                };
+                let trailer = Trailer::decode(&raw).map_err(|msg| corrupt(data_end, msg))?;
+                (Some(data_end), Some(trailer))
+            }
+            None => (None, None),
+        };
 
         let decoder = Decoder {
             path: path.to_path_buf(),
@@ -140,8 +191,8 @@ impl Decoder {
     }
 
     /// The counts the trailer states (checked against the events when the end is reached).
-    pub(crate) fn trailer_counts(&self) -> EventCounts {
-        self.trailer.counts
+    pub(crate) fn trailer_counts(&self) -> Option<EventCounts> {
+        self.trailer.map(|t| t.counts)
     }
 
     /// Where the record returned last came from.
@@ -190,28 +241,49 @@ impl Decoder {
     /// Loads the next block; `false` at the end of the blocks, after checking the trailer.
     #[cold]
     fn next_block(&mut self) -> Result<bool, TraceError> {
-        if self.offset == self.data_end {
-            self.check_trailer()?;
-            return Ok(false);
-        }
         let at = self.offset;
         self.block_offset = at;
-        let avail = self.data_end - at;
-        if avail < BLOCK_HEADER_LEN as u64 {
-            return Err(self.corrupt_here(format!(
-                "{avail} stray bytes between the last block and the trailer \
-                 (a block header takes {BLOCK_HEADER_LEN})"
-            )));
-        }
         let mut head = [0u8; BLOCK_HEADER_LEN];
-        self.input
-            .read_exact(&mut head)
-            .map_err(|e| TraceError::io(&self.path, e))?;
-        if head[..4] != BLOCK_TAG {
-            return Err(self.corrupt_here(format!(
-                "expected a block (tag BLCK), found bytes {:02x?}",
-                &head[..4]
-            )));
+        match self.data_end {
+            Some(data_end) => {
+                if at == data_end {
+                    self.check_trailer()?;
+                    return Ok(false);
+                }
+                let avail = data_end - at;
+                if avail < BLOCK_HEADER_LEN as u64 {
+                    return Err(self.corrupt_here(format!(
+                        "{avail} stray bytes between the last block and the trailer \
+                         (a block header takes {BLOCK_HEADER_LEN})"
+                    )));
+                }
+                self.input
+                    .read_exact(&mut head)
+                    .map_err(|e| TraceError::io(&self.path, e))?;
+            }
+            None => {
+                // A stream: a block or the trailer comes next.
+                let got = self.read_some(&mut head[..4])?;
+                if got < 4 {
+                    return Err(self.truncated(at + got as u64, "without its trailer"));
+                }
+                if head[..4] == TRAILER_TAG {
+                    self.read_stream_trailer(at)?;
+                    self.check_trailer()?;
+                    return Ok(false);
+                }
+                if head[..4] != BLOCK_TAG {
+                    return Err(self.corrupt_here(format!(
+                        "expected a block (tag BLCK) or the trailer (tag TRLR), found bytes \
+                         {:02x?}",
+                        &head[..4]
+                    )));
+                }
+                let got = self.read_some(&mut head[4..])?;
+                if got < BLOCK_HEADER_LEN - 4 {
+                    return Err(self.truncated(at + 4 + got as u64, "inside a block header"));
+                }
+            }
         }
         let u32_at =
             |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
@@ -238,18 +310,25 @@ impl Decoder {
                 self.corrupt_here(format!("block claims {events} events in {raw_len} bytes"))
             );
         }
-        if stored_len as u64 > avail - BLOCK_HEADER_LEN as u64 {
-            return Err(self.corrupt_here(format!(
-                "block of {stored_len} bytes runs past the trailer at byte {} \
-                 (truncated or corrupt)",
-                self.data_end
-            )));
+        if let Some(data_end) = self.data_end {
+            if stored_len as u64 > data_end - at - BLOCK_HEADER_LEN as u64 {
+                return Err(self.corrupt_here(format!(
+                    "block of {stored_len} bytes runs past the trailer at byte {data_end} \
+                     (truncated or corrupt)"
+                )));
+            }
         }
-        // Bounded by the bytes really left in the file, so proportional to the input.
-        self.payload.resize(stored_len as usize, 0);
-        self.input
-            .read_exact(&mut self.payload)
+        // Bounded by the bytes really left in a file, and for a stream grown only as the bytes
+        // arrive (at most MAX_BLOCK_RAW): proportional to the input either way.
+        self.payload.clear();
+        (&mut self.input)
+            .take(stored_len as u64)
+            .read_to_end(&mut self.payload)
             .map_err(|e| TraceError::io(&self.path, e))?;
+        if self.payload.len() < stored_len as usize {
+            let end = at + (BLOCK_HEADER_LEN + self.payload.len()) as u64;
+            return Err(self.truncated(end, "inside a block"));
+        }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&head[..20]);
         hasher.update(&self.payload);
@@ -301,11 +380,53 @@ impl Decoder {
         }
     }
 
+    /// Reads as much of `buf` as the input holds.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, TraceError> {
+        read_full(&mut self.input, buf).map_err(|e| TraceError::io(&self.path, e))
+    }
+
+    fn truncated(&self, at: u64, what: &str) -> TraceError {
+        TraceError::corrupt(
+            &self.path,
+            Location::Offset { offset: at },
+            format!(
+                "truncated: the file ends at byte {at}, {what} (cut short while being written \
+                 or copied)"
+            ),
+        )
+    }
+
+    /// A stream's trailer, whose tag was just read at `at`: it must be whole and last.
+    fn read_stream_trailer(&mut self, at: u64) -> Result<(), TraceError> {
+        let mut raw = [0u8; TRAILER_LEN];
+        raw[..4].copy_from_slice(&TRAILER_TAG);
+        let got = self.read_some(&mut raw[4..])?;
+        if got < TRAILER_LEN - 4 {
+            return Err(self.truncated(at + 4 + got as u64, "inside its trailer"));
+        }
+        let trailer = Trailer::decode(&raw)
+            .map_err(|msg| TraceError::corrupt(&self.path, Location::Offset { offset: at }, msg))?;
+        let mut extra = [0u8; 1];
+        if self.read_some(&mut extra)? != 0 {
+            return Err(TraceError::corrupt(
+                &self.path,
+                Location::Offset {
+                    offset: at + TRAILER_LEN as u64,
+                },
+                "bytes follow the trailer (which must end the file)",
+            ));
+        }
+        self.data_end = Some(at);
+        self.trailer = Some(trailer);
+        Ok(())
+    }
+
     fn check_trailer(&self) -> Result<(), TraceError> {
-        let at = Location::Offset {
-            offset: self.data_end,
+        let data_end = self.data_end.unwrap_or(self.offset);
+        let at = Location::Offset { offset: data_end };
+        let Some(t) = &self.trailer else {
+            unreachable!("the trailer is read before it is checked")
         };
-        let t = &self.trailer;
         if t.counts != self.counts || t.blocks != self.blocks {
             let c = &self.counts;
             return Err(TraceError::corrupt(

@@ -172,7 +172,8 @@ pub fn check_key(key: &str) -> Result<(), String> {
     let ok_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-');
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(ok_char) {
         Err(format!(
-            "metadata key {key:?} is not 1 to {MAX_KEY_LEN} characters of A-Z a-z 0-9 _ . -"
+            "metadata key \"{}\" is not 1 to {MAX_KEY_LEN} characters of A-Z a-z 0-9 _ . -",
+            crate::quote(key)
         ))
     } else {
         Ok(())

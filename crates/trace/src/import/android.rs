@@ -44,13 +44,13 @@
 //! old object (it stays live), and an alignment is rounded up to a power of two; each is counted
 //! in the [`ImportSummary`].
 
-use crate::error::{Location, TraceError};
+use crate::error::{quote, Location, TraceError};
 use crate::format::EventCounts;
+use crate::input::Input;
 use crate::model::{AllocKind, Event, Header, ObjectId, Record};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 
 /// Longest line accepted (real lines are under 100 bytes).
@@ -157,25 +157,38 @@ pub fn header(path: &Path, lenient: bool) -> Header {
 /// The first bytes of a zip archive (a local file header).
 pub const ZIP_MAGIC: [u8; 4] = *b"PK\x03\x04";
 
+/// Entry names listed in a message about an archive that holds several, before `and N more`.
+const NAMES_SHOWN: usize = 8;
+
 /// Opens the trace text of a `.zip` archive: its only file, or its only `.txt` file.
-fn zip_entry(path: &Path, file: File) -> Result<(zip::ZipArchive<File>, usize), TraceError> {
+fn zip_entry<R: Read + Seek>(
+    path: &Path,
+    file: R,
+) -> Result<(zip::ZipArchive<R>, usize), TraceError> {
     let bad = |msg: String| TraceError::corrupt(path, Location::None, msg);
-    let zip =
-        zip::ZipArchive::new(file).map_err(|e| bad(format!("unreadable zip archive: {e}")))?;
-    let files: Vec<(usize, String)> = (0..zip.len())
+    let zip = zip::ZipArchive::new(file)
+        .map_err(|e| bad(format!("unreadable zip archive: {}", quote(e.to_string()))))?;
+    let files: Vec<(usize, &str)> = (0..zip.len())
         .filter_map(|i| {
-            let name = zip.name_for_index(i)?.to_string();
+            let name = zip.name_for_index(i)?;
             (!name.ends_with('/')).then_some((i, name))
         })
         .collect();
-    let txt: Vec<&(usize, String)> = files.iter().filter(|f| f.1.ends_with(".txt")).collect();
+    let txt: Vec<&(usize, &str)> = files.iter().filter(|f| f.1.ends_with(".txt")).collect();
     let index = match (files.len(), txt.len()) {
         (1, _) => files[0].0,
         (_, 1) => txt[0].0,
         _ => {
-            let names: Vec<&str> = files.iter().map(|f| f.1.as_str()).collect();
+            let mut names: Vec<String> =
+                files.iter().take(NAMES_SHOWN).map(|f| quote(f.1)).collect();
+            if files.len() > NAMES_SHOWN {
+                names.push(format!("and {} more", files.len() - NAMES_SHOWN));
+            }
             return Err(bad(format!(
-                "a zip archive must hold one trace: one file, or one .txt file; this one holds [{}]",
+                "a zip archive must hold one trace: one file, or one .txt file; this one holds \
+                 {} files, {} of them .txt: [{}]",
+                files.len(),
+                txt.len(),
                 names.join(", ")
             )));
         }
@@ -183,15 +196,30 @@ fn zip_entry(path: &Path, file: File) -> Result<(zip::ZipArchive<File>, usize), 
     Ok((zip, index))
 }
 
-/// Whether `path` is a zip archive whose trace entry starts like a `memory_replay` trace;
-/// returns its first bytes (up to 512) when it is a readable archive.
-pub fn zip_start(path: &Path) -> Option<Vec<u8>> {
-    let file = File::open(path).ok()?;
-    let (mut zip, index) = zip_entry(path, file).ok()?;
-    let entry = zip.by_index(index).ok()?;
+/// The first bytes (up to 512) of the trace entry of the zip archive `file`, or why they cannot
+/// be read (the archive is unreadable, holds several files, or uses a compression this build
+/// cannot read).
+pub(crate) fn zip_start<R: Read + Seek>(path: &Path, file: R) -> Result<Vec<u8>, String> {
+    let (mut zip, index) = zip_entry(path, file).map_err(|e| match e {
+        TraceError::Corrupt { msg, .. } => msg,
+        e => e.to_string(),
+    })?;
+    let name = zip.name_for_index(index).unwrap_or("").to_string();
+    let entry = zip.by_index(index).map_err(|e| entry_error(&name, e))?;
     let mut start = Vec::with_capacity(512);
-    entry.take(512).read_to_end(&mut start).ok()?;
-    Some(start)
+    entry
+        .take(512)
+        .read_to_end(&mut start)
+        .map_err(|e| format!("its entry cannot be read: {}", quote(e.to_string())))?;
+    Ok(start)
+}
+
+fn entry_error(name: &str, e: zip::result::ZipError) -> String {
+    format!(
+        "its entry `{}` cannot be read: {} (AOSP's archives use deflate)",
+        quote(name),
+        quote(e.to_string())
+    )
 }
 
 /// Converts the `memory_replay` text trace at `path` (plain text, or a `.zip` holding it),
@@ -201,18 +229,31 @@ pub fn convert(
     lenient: bool,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<ImportSummary, TraceError> {
-    let mut file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    let mut magic = [0u8; 4];
+    convert_input(Input::open(path)?, lenient, sink)
+}
+
+/// As [`convert`], from an input already open (a zip archive arriving through a pipe is first
+/// copied to a temporary file: its directory is at its end).
+pub fn convert_input(
+    mut input: Input,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<ImportSummary, TraceError> {
+    let path = input.path().to_path_buf();
+    let path = path.as_path();
     // A local file header, or the end record of an empty archive.
-    let is_zip =
-        file.read_exact(&mut magic).is_ok() && (magic == ZIP_MAGIC || magic == *b"PK\x05\x06");
-    use std::io::Seek;
-    file.rewind().map_err(|e| TraceError::io(path, e))?;
-    if is_zip {
+    let start = input.start();
+    if start.starts_with(&ZIP_MAGIC) || start.starts_with(b"PK\x05\x06") {
+        input.make_seekable()?;
+        let Some(file) = input.seekable_mut() else {
+            unreachable!("made seekable just above")
+        };
         let (mut zip, index) = zip_entry(path, file)?;
-        let entry = zip
-            .by_index(index)
-            .map_err(|e| TraceError::corrupt(path, Location::None, format!("zip entry: {e}")))?;
+        let name = zip.name_for_index(index).unwrap_or("").to_string();
+        let entry = zip.by_index(index).map_err(|e| {
+            let msg = format!("a zip archive, but {}", entry_error(&name, e));
+            TraceError::corrupt(path, Location::None, msg)
+        })?;
         convert_text(
             path,
             BufReader::with_capacity(1 << 16, entry),
@@ -220,7 +261,13 @@ pub fn convert(
             sink,
         )
     } else {
-        convert_text(path, BufReader::with_capacity(1 << 16, file), lenient, sink)
+        let reader = input.into_reader()?;
+        convert_text(
+            path,
+            BufReader::with_capacity(1 << 16, reader),
+            lenient,
+            sink,
+        )
     }
 }
 
@@ -312,15 +359,20 @@ impl Converter<'_> {
         let tid = tid
             .strip_suffix(':')
             .and_then(|t| t.parse::<i64>().ok())
-            .ok_or_else(|| self.corrupt(format!("expected `TID:` at the start, found `{tid}`")))?;
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "expected `TID:` at the start, found `{}`",
+                    quote(tid)
+                ))
+            })?;
         let op = fields
             .next()
             .ok_or_else(|| self.corrupt("missing the call after `TID:`"))?;
         let ptr = fields
             .next()
-            .ok_or_else(|| self.corrupt(format!("`{op}` without an address")))?;
-        let ptr =
-            hex(ptr).ok_or_else(|| self.corrupt(format!("address `{ptr}` is not hexadecimal")))?;
+            .ok_or_else(|| self.corrupt(format!("`{}` without an address", quote(op))))?;
+        let ptr = hex(ptr)
+            .ok_or_else(|| self.corrupt(format!("address `{}` is not hexadecimal", quote(ptr))))?;
         Ok(Some(Call {
             tid,
             op,
@@ -330,8 +382,12 @@ impl Converter<'_> {
     }
 
     fn num(&self, what: &str, s: &str) -> Result<u64, TraceError> {
-        s.parse::<u64>()
-            .map_err(|_| self.corrupt(format!("{what} `{s}` is not a whole number below 2^64")))
+        s.parse::<u64>().map_err(|_| {
+            self.corrupt(format!(
+                "{what} `{}` is not a whole number below 2^64",
+                quote(s)
+            ))
+        })
     }
 
     /// Splits `args` into the call's `n` own arguments and its optional timestamp.
@@ -346,7 +402,7 @@ impl Converter<'_> {
             len => {
                 return Err(self.corrupt(format!(
                     "`{}` takes {n} arguments (and optionally START_NS END_NS), found {len}",
-                    call.op
+                    quote(call.op)
                 )))
             }
         };
@@ -441,7 +497,7 @@ impl Converter<'_> {
                 self.sum.realloc += 1;
                 let (a, ts) = self.args(&call, 2)?;
                 let old_ptr = hex(a[0]).ok_or_else(|| {
-                    self.corrupt(format!("old address `{}` is not hexadecimal", a[0]))
+                    self.corrupt(format!("old address `{}` is not hexadecimal", quote(a[0])))
                 })?;
                 let size = self.num("size", a[1])?;
                 self.realloc(&call, old_ptr, size, ts)?
@@ -467,7 +523,7 @@ impl Converter<'_> {
                 }
                 None
             }
-            op => return Err(self.corrupt(format!("unknown call `{op}`"))),
+            op => return Err(self.corrupt(format!("unknown call `{}`", quote(op)))),
         };
         let Some((event, timestamp_ns)) = event else {
             return Ok(None);

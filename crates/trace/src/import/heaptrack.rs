@@ -37,16 +37,20 @@
 //! skipped and counted. The zstd window is limited to 32 MiB (heaptrack uses far less), so a
 //! hostile file cannot make the decoder allocate more.
 
-use crate::error::{Location, TraceError};
+use super::{read_line, skip_rest, Line};
+use crate::error::{quote, Location, TraceError};
 use crate::format::EventCounts;
+use crate::input::Input;
 use crate::model::{AllocKind, Event, Header, ObjectId, Record};
 use serde::Serialize;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 /// Longest line accepted; longer lines (strings) are skipped if their kind is ignored anyway.
 const MAX_LINE: u64 = 1 << 20;
+/// The most of one over-long line skipped before giving up: past this the input is no text
+/// at all (`/dev/zero`, or a compressed stream of zeros), and reading stops with an error.
+const MAX_SKIP: u64 = 64 << 20;
 /// log2 of the largest zstd window accepted.
 const ZSTD_WINDOW_LOG_MAX: u32 = 25;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -147,8 +151,17 @@ pub fn convert(
     lenient: bool,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<HeaptrackSummary, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    convert_from(path, file, lenient, sink)
+    convert_input(Input::open(path)?, lenient, sink)
+}
+
+/// As [`convert`], from an input already open.
+pub fn convert_input(
+    input: Input,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<HeaptrackSummary, TraceError> {
+    let path = input.path().to_path_buf();
+    convert_from(&path, input.into_reader()?, lenient, sink)
 }
 
 /// As [`convert`], reading from `input`; `path` names it in messages.
@@ -225,29 +238,23 @@ impl Converter<'_> {
     ) -> Result<HeaptrackSummary, TraceError> {
         let mut buf = Vec::with_capacity(128);
         loop {
-            buf.clear();
-            let n = (&mut input)
-                .take(MAX_LINE + 1)
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| self.read_error(e))?;
-            if n == 0 {
+            let read = read_line(&mut input, &mut buf, MAX_LINE).map_err(|e| self.read_error(e))?;
+            if matches!(read, Line::End) {
                 break;
             }
             self.line += 1;
-            let too_long = buf.len() as u64 > MAX_LINE;
-            if too_long {
-                // Skip the rest of the line.
-                let mut rest = Vec::new();
-                loop {
-                    rest.clear();
-                    let m = (&mut input)
-                        .take(MAX_LINE)
-                        .read_until(b'\n', &mut rest)
-                        .map_err(|e| self.read_error(e))?;
-                    if m == 0 || rest.last() == Some(&b'\n') {
-                        break;
-                    }
-                }
+            let too_long = matches!(read, Line::TooLong);
+            let ignored = matches!(
+                buf.first(),
+                Some(b'\n' | b'\r' | b'#' | b's' | b't' | b'i' | b'I' | b'R' | b'S')
+            );
+            // A line of an ignored kind (a long string) is skipped, as is, with `lenient`, any
+            // other; within reason, and otherwise an error before anything more is read.
+            if too_long
+                && (!(ignored || self.lenient)
+                    || !skip_rest(&mut input, MAX_SKIP).map_err(|e| self.read_error(e))?)
+            {
+                return Err(self.corrupt(format!("line is longer than {MAX_LINE} bytes")));
             }
             let mode = buf.first().copied().unwrap_or(b'#');
             let result = match mode {
@@ -293,7 +300,7 @@ impl Converter<'_> {
     fn hex(&self, word: Option<&str>, what: &str) -> Result<u64, TraceError> {
         let w = word.ok_or_else(|| self.corrupt(format!("missing {what}")))?;
         u64::from_str_radix(w, 16)
-            .map_err(|_| self.corrupt(format!("{what} `{w}` is not a hexadecimal number")))
+            .map_err(|_| self.corrupt(format!("{what} `{}` is not a hexadecimal number", quote(w))))
     }
 
     fn line_to_event(&mut self, mode: u8, line: &str) -> Result<Option<Event>, TraceError> {
@@ -325,7 +332,8 @@ impl Converter<'_> {
                 None
             }
             b'X' => {
-                self.sum.command = line.get(2..).unwrap_or("").to_string();
+                // Printed in the summary: quoted, so no control byte reaches a terminal.
+                self.sum.command = quote(line.get(2..).unwrap_or(""));
                 None
             }
             b'A' => None,
@@ -388,12 +396,7 @@ impl Converter<'_> {
                      first with `heaptrack -i`",
                 ))
             }
-            other => {
-                return Err(self.corrupt(format!(
-                    "unknown line kind `{}`",
-                    (other as char).escape_default()
-                )))
-            }
+            other => return Err(self.corrupt(format!("unknown line kind `{}`", quote([other])))),
         })
     }
 }

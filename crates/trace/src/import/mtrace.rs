@@ -12,8 +12,8 @@
 //! = End
 //! ```
 //!
-//! The `@ caller` part is optional and ignored (it may contain spaces: the call is read from
-//! the end of the line). Addresses are hexadecimal (`(nil)` is NULL), sizes hexadecimal with
+//! The `@ caller` part is optional and ignored (it may contain spaces, and any bytes at all, UTF-8
+//! or not: the call is read from the end of the line). Addresses are hexadecimal (`(nil)` is NULL), sizes hexadecimal with
 //! `0x`.
 //!
 //! Mapping to the model:
@@ -35,17 +35,21 @@
 //! is still live are errors naming the line; with `lenient` they are skipped (the old object
 //! left live) and counted.
 
-use crate::error::{Location, TraceError};
+use super::{read_line, skip_rest, Line};
+use crate::error::{quote, Location, TraceError};
 use crate::format::EventCounts;
+use crate::input::Input;
 use crate::model::{AllocKind, Event, Header, ObjectId, Record};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 /// Longest line accepted (a caller with a long file name and symbol stays far below).
 const MAX_LINE: u64 = 64 * 1024;
+/// With `lenient`, the most of one over-long line skipped before giving up: past this the
+/// input is no text log at all (`/dev/zero`), and reading stops with an error.
+const MAX_SKIP: u64 = 16 << 20;
 
 /// What an import read and wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -139,8 +143,18 @@ pub fn convert(
     lenient: bool,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<MtraceSummary, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    convert_from(path, BufReader::with_capacity(1 << 16, file), lenient, sink)
+    convert_input(Input::open(path)?, lenient, sink)
+}
+
+/// As [`convert`], from an input already open.
+pub fn convert_input(
+    input: Input,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<MtraceSummary, TraceError> {
+    let path = input.path().to_path_buf();
+    let reader = BufReader::with_capacity(1 << 16, input.into_reader()?);
+    convert_from(&path, reader, lenient, sink)
 }
 
 /// As [`convert`], reading from `input`; `path` names it in messages.
@@ -158,35 +172,25 @@ pub fn convert_from(
     let mut buf = Vec::with_capacity(128);
     let mut line_no = 0u64;
     loop {
-        buf.clear();
-        let n = (&mut input)
-            .take(MAX_LINE + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| TraceError::io(path, e))?;
-        if n == 0 {
+        let read =
+            read_line(&mut input, &mut buf, MAX_LINE).map_err(|e| TraceError::io(path, e))?;
+        if matches!(read, Line::End) {
             break;
         }
         line_no += 1;
         let at = Location::Line { line: line_no };
         let bad = |msg: String| TraceError::corrupt(path, at, msg);
-        let parsed = if buf.len() as u64 > MAX_LINE {
-            // Skip the rest of the line so that lenient mode can go on after it.
-            loop {
-                buf.clear();
-                let m = (&mut input)
-                    .take(MAX_LINE)
-                    .read_until(b'\n', &mut buf)
-                    .map_err(|e| TraceError::io(path, e))?;
-                if m == 0 || buf.last() == Some(&b'\n') {
-                    break;
-                }
+        let parsed = if matches!(read, Line::TooLong) {
+            let too_long = bad(format!("line is longer than {MAX_LINE} bytes"));
+            // Lenient mode skips the rest of the line and goes on, within reason.
+            if !lenient || !skip_rest(&mut input, MAX_SKIP).map_err(|e| TraceError::io(path, e))? {
+                return Err(too_long);
             }
-            Err(bad(format!("line is longer than {MAX_LINE} bytes")))
+            Err(too_long)
         } else {
-            match std::str::from_utf8(&buf) {
-                Ok(line) => parse(line).map_err(bad),
-                Err(_) => Err(bad("line is not UTF-8".into())),
-            }
+            // The caller part may hold any bytes; the call at the end must be ASCII, and
+            // anything else there fails to parse (quoted, escaped).
+            parse(&String::from_utf8_lossy(&buf)).map_err(bad)
         };
         let call = match parsed {
             Ok(c) => c,
@@ -347,30 +351,33 @@ fn parse(line: &str) -> Result<Call, String> {
         let rest = t.rsplitn(3, ' ').nth(2);
         if !prefix_ok(rest) {
             return Err(format!(
-                "expected `@ CALLER` before the call, found `{line}`"
+                "expected `@ CALLER` before the call, found `{}`",
+                quote(line)
             ));
         }
         (word(1), vec![word(0)])
     } else if matches!(word(2), "+" | ">" | "!") {
         if !prefix_ok(words.get(3).copied()) {
             return Err(format!(
-                "expected `@ CALLER` before the call, found `{line}`"
+                "expected `@ CALLER` before the call, found `{}`",
+                quote(line)
             ));
         }
         (word(2), vec![word(1), word(0)])
     } else {
         return Err(format!(
             "expected `+ ADDR SIZE`, `- ADDR`, `< ADDR`, `> ADDR SIZE` or `! ADDR SIZE` at the \
-             end, found `{line}`"
+             end, found `{}`",
+            quote(line)
         ));
     };
-    let addr =
-        address(args[0]).ok_or_else(|| format!("address `{}` is not hexadecimal", args[0]))?;
+    let addr = address(args[0])
+        .ok_or_else(|| format!("address `{}` is not hexadecimal", quote(args[0])))?;
     let size = match args.get(1) {
         Some(s) => Some(
             s.strip_prefix("0x")
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("size `{s}` is not a 0x hexadecimal number"))?,
+                .ok_or_else(|| format!("size `{}` is not a 0x hexadecimal number", quote(s)))?,
         ),
         None => None,
     };

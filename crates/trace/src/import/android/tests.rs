@@ -319,7 +319,7 @@ fn converts_the_real_systemui_trace_exactly() {
 /// Writes `entries` (name, text) into a zip archive at `path`, deflated.
 fn write_zip(path: &Path, entries: &[(&str, &str)]) {
     use std::io::Write;
-    let mut z = zip::ZipWriter::new(File::create(path).unwrap());
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
     for (name, text) in entries {
@@ -359,7 +359,7 @@ fn reads_a_trace_inside_a_zip_archive() {
     assert_eq!(crate::import::detect(&zip), None);
     let (_, r) = one(&[]);
     let e = r.unwrap_err().to_string();
-    assert!(e.contains("holds []"), "{e}");
+    assert!(e.contains("holds 0 files, 0 of them .txt: []"), "{e}");
     let (zip, _) = one(&[("app.txt", text)]);
     let bytes = std::fs::read(&zip).unwrap();
     std::fs::write(&zip, &bytes[..bytes.len() / 2]).unwrap();

@@ -150,3 +150,17 @@ proptest! {
         let _ = run(text.as_bytes(), lenient);
     }
 }
+
+#[test]
+fn an_endless_line_ends_with_an_error_naming_it() {
+    for start in [&b""[..], &b"v 10400 3\ns "[..]] {
+        for lenient in [false, true] {
+            let input =
+                std::io::Read::chain(start, std::io::Read::take(std::io::repeat(b'z'), 1 << 40));
+            let e = convert_from(Path::new("zero"), input, lenient, &mut |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("zero: line") && e.contains("longer than"), "{e}");
+        }
+    }
+}

@@ -132,3 +132,34 @@ proptest! {
         let _ = run(text.as_bytes(), lenient);
     }
 }
+
+#[test]
+fn a_caller_that_is_not_utf8_is_accepted() {
+    let log = b"= Start\n@ ./t\xff\xfe:[0x11c0] + 0x10 0x20\n@ \xc3(\x80 - 0x10\n= End\n";
+    let (sum, events) = run(log, false).unwrap();
+    assert_eq!(events, vec![malloc(0, 0x20), Event::Free { id: 0 }]);
+    assert_eq!(sum.lines, 4);
+    // The call itself must still parse, and the message quotes the line safely.
+    let e = run(b"@ x + 0x1\xff 0x5\n", false).unwrap_err().to_string();
+    assert!(
+        e.contains("line 1") && e.contains("\\xff") || e.contains('\u{fffd}'),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_endless_line_ends_with_an_error_naming_it() {
+    for lenient in [false, true] {
+        let input = std::io::BufReader::new(std::io::Read::take(std::io::repeat(0), 1 << 40));
+        let e = convert_from(Path::new("zero"), input, lenient, &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zero: line 1: line is longer than"), "{e}");
+    }
+    // With lenient, an over-long line that does end is skipped and counted.
+    let mut log = b"@ x + 0x10 0x5\n".to_vec();
+    log.extend(std::iter::repeat(b'a').take(MAX_LINE as usize * 3));
+    log.extend_from_slice(b"\n@ x - 0x10\n");
+    let (sum, events) = run(&log, true).unwrap();
+    assert_eq!((sum.bad_lines, events.len()), (1, 2));
+}
