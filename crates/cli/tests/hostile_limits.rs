@@ -255,4 +255,9 @@ fn a_cross_thread_free_before_its_allocation_names_the_line_of_the_allocation() 
         &["xt.csv: line 4: free of object 1 on thread 1, which is allocated later, at line 5 (on thread 0)"],
     );
     assert!(!msg.contains("never allocated"), "{msg}");
+    // inspect reads front to back and cannot see ahead: it says what it knows, not "never".
+    let o = mallard(&["inspect", p(&t)]);
+    let s = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{s}");
+    assert!(s.contains("line 4: free of object 1") && !s.contains("never allocated"), "{s}");
 }

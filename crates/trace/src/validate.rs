@@ -106,7 +106,7 @@ impl Validator {
         if id < self.next_id() {
             format!("{what} object {id}, which is not live (it was freed before)")
         } else {
-            format!("{what} object {id}, which is not live (it was never allocated)")
+            format!("{what} object {id}, which is not live (nothing allocated it before this event)")
         }
     }
 
@@ -172,7 +172,7 @@ mod tests {
         let err = v.check(&Record::new(Event::Free { id: 7 })).unwrap_err();
         assert_eq!(
             err,
-            "free of object 7, which is not live (it was never allocated)"
+            "free of object 7, which is not live (nothing allocated it before this event)"
         );
         assert!(v
             .check(&alloc(5))
