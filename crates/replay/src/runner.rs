@@ -61,6 +61,8 @@ pub struct RunOptions {
     /// Replay even if a trace's peak live set (or its compiled program) exceeds the memory
     /// available (`--ignore-memory-limit`).
     pub ignore_memory_limit: bool,
+    /// Replays of the trace per worker (`--iterations`): the first cold, the rest warm.
+    pub iterations: u32,
 }
 
 impl RunOptions {
@@ -84,6 +86,7 @@ impl RunOptions {
             worker_env: Vec::new(),
             threads: crate::worker::ThreadMode::Faithful,
             ignore_memory_limit: false,
+            iterations: 1,
         })
     }
 
@@ -107,6 +110,8 @@ impl RunOptions {
             cpu: self.cpu,
             threads: self.threads,
             hold: false,
+            iterations: self.iterations,
+            drain: false,
         }
     }
 }
@@ -421,7 +426,8 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
                 for k in 0..n {
                     let ai = (k + rep as usize) % n;
                     let alloc = opts.allocators[ai];
-                    let spec = opts.spec(Path::new(&t.info.path), alloc, pass, timer);
+                    let mut spec = opts.spec(Path::new(&t.info.path), alloc, pass, timer);
+                    spec.drain = crate::worker::drains(pass, rep);
                     let t0 = Instant::now();
                     let out = run_worker(opts, &spec);
                     done += 1;
@@ -472,11 +478,13 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
         }
         Pass::Batched => {
             r.batched = o.latency;
+            r.batched_warm = o.latency_warm;
             r.rss_timeline = o.rss_timeline;
             r.per_thread_batched = o.per_thread;
         }
         Pass::Tail => {
             r.tail = o.latency;
+            r.tail_warm = o.latency_warm;
             r.timer_floor = o.timer_floor;
             r.per_thread_tail = o.per_thread;
         }
@@ -792,6 +800,7 @@ fn settings(opts: &RunOptions) -> BTreeMap<String, String> {
     let mut s = BTreeMap::new();
     s.insert("touch".into(), format!("{:?}", opts.touch).to_lowercase());
     s.insert("repeat".into(), opts.repeat.to_string());
+    s.insert("iterations".into(), opts.iterations.to_string());
     s.insert("batch".into(), opts.batch.to_string());
     s.insert("rss_samples".into(), opts.rss_samples.to_string());
     s.insert("arena".into(), opts.arena.to_string());

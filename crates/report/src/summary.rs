@@ -70,7 +70,7 @@ fn exact_mean<'a>(figs: impl Iterator<Item = &'a crate::model::LatencyFigures>) 
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
