@@ -900,6 +900,43 @@ pub(crate) mod tests {
         r
     }
 
+    /// [`sample`] replayed with `--iterations 3`: per-iteration ns/op (cold 20, warm 12 and
+    /// 14 + the repetition), warm latency at half the cold, and memory after the work in the
+    /// first repetition.
+    pub fn sample_warm() -> RunResults {
+        let mut r = sample();
+        r.settings.insert("iterations".into(), "3".into());
+        for rp in &mut r.repetitions {
+            let t = rp.throughput.as_mut().unwrap();
+            t.iterations_ns_per_op = vec![20.0, 12.0, 14.0 + rp.index as f64];
+            t.warm_ns_per_op = warm_median(&t.iterations_ns_per_op);
+            for (cold, warm) in [(&rp.batched, &mut rp.batched_warm), (&rp.tail, &mut rp.tail_warm)] {
+                for (op, f) in cold {
+                    let mut h = hist::new_histogram();
+                    for v in 1..=1000u64 {
+                        h.record(v * 500).unwrap();
+                    }
+                    let mut w = f.clone();
+                    w.mean_ns = f.mean_ns / 2.0;
+                    w.hist = hist::HistData::from_histogram(&h);
+                    warm.insert(op.clone(), w);
+                }
+            }
+            if rp.index == 0 {
+                rp.memory.as_mut().unwrap().drain = DRAIN_AFTER_MS
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &ms)| DrainSample {
+                        after_ms: ms,
+                        rss_bytes: (5 << 20) - k as u64 * (256 << 10),
+                        footprint_bytes: Some((1 << 20) >> k),
+                    })
+                    .collect();
+            }
+        }
+        r
+    }
+
     #[test]
     fn one_svg_per_plot_and_no_url() {
         let r = sample();
