@@ -28,6 +28,10 @@ fn num(row: &HashMap<String, String>, col: &str) -> f64 {
     v.parse().unwrap_or_else(|_| panic!("{col} = {v:?} is not a number"))
 }
 
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
 fn run(args: &[&str]) -> String {
     let o = mallard(args);
     assert!(o.status.success(), "{}", text(&o));
@@ -52,10 +56,11 @@ fn three_iterations_keep_the_cold_one_apart_from_the_warm_ones() {
         let it = th["iterations_ns_per_op"].as_array().unwrap();
         assert_eq!(it.len(), 3, "{th}");
         // ns_per_op (and everything downstream of it) is the cold, first iteration's.
-        assert_eq!(it[0].as_f64().unwrap(), th["ns_per_op"].as_f64().unwrap(), "{th}");
+        // (Equal up to the last digit: serde_json's float parsing is not exactly round-trip.)
+        assert!(close(it[0].as_f64().unwrap(), th["ns_per_op"].as_f64().unwrap()), "{th}");
         let mut warm: Vec<f64> = it[1..].iter().map(|v| v.as_f64().unwrap()).collect();
         warm.sort_by(f64::total_cmp);
-        assert_eq!(th["warm_ns_per_op"].as_f64().unwrap(), (warm[0] + warm[1]) / 2.0);
+        assert!(close(th["warm_ns_per_op"].as_f64().unwrap(), (warm[0] + warm[1]) / 2.0), "{th}");
         for pass in ["batched_warm", "tail_warm"] {
             let w = rep[pass].as_object().unwrap_or_else(|| panic!("{pass} in {rep}"));
             // Two warm iterations of every malloc: twice the cold count.
@@ -66,9 +71,11 @@ fn three_iterations_keep_the_cold_one_apart_from_the_warm_ones() {
         }
     }
     for row in summary(&out) {
-        assert_eq!(num(&row, "cold_ns_per_op"), num(&row, "ns_per_op"));
-        for col in ["warm_ns_per_op", "warm_p50_ns", "warm_p99_ns", "warm_mean_ns"] {
-            assert!(num(&row, col) > 0.0, "{col}: {row:?}");
+        assert!(close(num(&row, "cold_ns_per_op"), num(&row, "ns_per_op")), "{row:?}");
+        assert!(num(&row, "warm_ns_per_op") > 0.0, "{row:?}");
+        // Filled (a fast path can read 0 ns after the timer floor is subtracted).
+        for col in ["warm_p50_ns", "warm_p99_ns", "warm_mean_ns", "warm_max_ns"] {
+            num(&row, col);
         }
     }
     for f in ["report.md", "index.html"] {
