@@ -21,8 +21,8 @@ use crate::mt::{self, Locked, LockedRef};
 use crate::program::{self, Program, KINDS};
 use mallard_arena::Config as ArenaConfig;
 use mallard_report::hist::{quantile_ns, HistData};
-use mallard_report::{DrainSample, LatencyFigures, Memory, RssSample, Throughput, TimerFloor};
 use mallard_report::DRAIN_AFTER_MS;
+use mallard_report::{DrainSample, LatencyFigures, Memory, RssSample, Throughput, TimerFloor};
 use mallard_report::{ThreadFigures, ThreadInfo, ThreadKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -357,7 +357,12 @@ fn finish_iterations(
 fn kind_figures(h: &KindHists, prog: &Program, timer: &Timer) -> BTreeMap<String, LatencyFigures> {
     (0..KINDS)
         .filter(|&k| prog.counts[k] > 0)
-        .map(|k| (mallard_report::OP_KINDS[k].to_string(), figures(h, k, timer)))
+        .map(|k| {
+            (
+                mallard_report::OP_KINDS[k].to_string(),
+                figures(h, k, timer),
+            )
+        })
         .collect()
 }
 

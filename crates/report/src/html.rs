@@ -431,7 +431,12 @@ fn rss_svg(results: &RunResults, trace: &str) -> String {
                 .drain
                 .iter()
                 .enumerate()
-                .map(|(k, s)| (end * (1.0 + 0.1 * (k as f64 + 1.0)), s.rss_bytes as f64 / MIB))
+                .map(|(k, s)| {
+                    (
+                        end * (1.0 + 0.1 * (k as f64 + 1.0)),
+                        s.rss_bytes as f64 / MIB,
+                    )
+                })
                 .collect();
             Some((ai, pts))
         })
@@ -499,11 +504,11 @@ fn rss_svg(results: &RunResults, trace: &str) -> String {
                 grey.stroke_width(1)
             )));
             t!(chart.draw_series(std::iter::once(
-                EmptyElement::at((end, ymax * 1.06))
-                    + Text::new("all freed:", (4, 0), (FONT, 12))
+                EmptyElement::at((end, ymax * 1.065))
+                    + Text::new("all freed:", (-62, 0), (FONT, 12))
             )));
             t!(chart.draw_series(drain_labels.iter().map(|(x, t)| {
-                EmptyElement::at((*x, ymax * 1.02)) + Text::new(t.clone(), (-10, 0), (FONT, 12))
+                EmptyElement::at((*x, ymax * 1.065)) + Text::new(t.clone(), (-10, 0), (FONT, 12))
             })));
             for (ai, pts) in &drained {
                 let c = PALETTE[ai % PALETTE.len()];
@@ -1013,7 +1018,10 @@ pub(crate) mod tests {
             let t = rp.throughput.as_mut().unwrap();
             t.iterations_ns_per_op = vec![20.0, 12.0, 14.0 + rp.index as f64];
             t.warm_ns_per_op = warm_median(&t.iterations_ns_per_op);
-            for (cold, warm) in [(&rp.batched, &mut rp.batched_warm), (&rp.tail, &mut rp.tail_warm)] {
+            for (cold, warm) in [
+                (&rp.batched, &mut rp.batched_warm),
+                (&rp.tail, &mut rp.tail_warm),
+            ] {
                 for (op, f) in cold {
                     let mut h = hist::new_histogram();
                     for v in 1..=1000u64 {
@@ -1045,8 +1053,14 @@ pub(crate) mod tests {
         let html = render(&sample_warm());
         assert!(html.contains("<th rowspan=\"2\">warm ns/op</th>"), "{html}");
         assert!(html.contains("<td>13.25 (13.0-13.5)</td>"), "{html}");
-        assert!(html.contains("<td>5.0 MiB / 4.8 MiB / 4.5 MiB</td>"), "{html}");
-        assert!(html.contains("all freed:") && html.contains("\n1 s\n"), "{html}");
+        assert!(
+            html.contains("<td>5.0 MiB / 4.8 MiB / 4.5 MiB</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("all freed:") && html.contains("\n1 s\n"),
+            "{html}"
+        );
         let cold = render(&sample());
         assert!(!cold.contains("warm ns/op") && !cold.contains("all freed:"));
         assert!(cold.contains("<th rowspan=\"2\">above base</th>"));

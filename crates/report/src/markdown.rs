@@ -80,8 +80,15 @@ pub fn render(results: &RunResults) -> String {
         }
         let mine = |r: &&SummaryRow| r.trace == t.name;
         let warm = rows.iter().filter(mine).any(|r| r.warm_ns_per_op.is_some());
-        let drained = rows.iter().filter(mine).any(|r| r.rss_after_drain_0ms_bytes.is_some());
-        let (warm_h, warm_s) = if warm { (" warm ns/op |", "---:|") } else { ("", "") };
+        let drained = rows
+            .iter()
+            .filter(mine)
+            .any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let (warm_h, warm_s) = if warm {
+            (" warm ns/op |", "---:|")
+        } else {
+            ("", "")
+        };
         let (drain_h, drain_s) = if drained {
             (" RSS freed 0ms/100ms/1s |", "---:|")
         } else {
@@ -91,7 +98,10 @@ pub fn render(results: &RunResults) -> String {
             out,
             "| allocator | Mops/s | min-max | ns/op |{warm_h} peak RSS | above base | footprint |{drain_h} repetitions ok | failed |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|{warm_s}---:|---:|---:|{drain_s}---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|{warm_s}---:|---:|---:|{drain_s}---:|---:|"
+        );
         for a in &results.allocators {
             let Some(r) = rows
                 .iter()
@@ -179,9 +189,15 @@ pub fn render(results: &RunResults) -> String {
                     tail(r.p999_ns, r.timer_noise_ns),
                     crate::table::ns_text(r.max_ns)
                 );
-                if let (Some(mean), Some(p50), Some(p90)) = (r.warm_mean_ns, r.warm_p50_ns, r.warm_p90_ns) {
-                    let o = |v: Option<f64>| v.map(|v| tail(v, r.timer_noise_ns)).unwrap_or_else(|| "-".into());
-                    let _ = writeln!(
+                if let (Some(mean), Some(p50), Some(p90)) =
+                    (r.warm_mean_ns, r.warm_p50_ns, r.warm_p90_ns)
+                {
+                    let o = |v: Option<f64>| {
+                        v.map(|v| tail(v, r.timer_noise_ns))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    let _ =
+                        writeln!(
                         out,
                         "| {} | {op} (warm) | {} | {} | {approx}{} | {approx}{} | {} | {} | {} |",
                         cell(&a.name),
@@ -235,7 +251,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | 2.0 MiB | unknown | 2 | 0 |"),
+            md.contains(
+                "| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | 2.0 MiB | unknown | 2 | 0 |"
+            ),
             "{md}"
         );
         // The sample's footprints are unknown: said so, and what the column means.
@@ -257,9 +275,16 @@ mod tests {
     #[test]
     fn warm_figures_and_memory_after_the_work_have_columns_and_rows_of_their_own() {
         let md = render(&crate::html::tests::sample_warm());
-        assert!(md.contains("| warm ns/op |") && md.contains("RSS freed 0ms/100ms/1s"), "{md}");
+        assert!(
+            md.contains("| warm ns/op |") && md.contains("RSS freed 0ms/100ms/1s"),
+            "{md}"
+        );
         assert!(md.contains("| 20.00 | 13.25 (13.0-13.5) | 6.0 MiB | 2.0 MiB | unknown | 5.0 MiB / 4.8 MiB / 4.5 MiB | 2 | 0 |"), "{md}");
-        assert_eq!(md.matches(" | malloc (warm) | 1000 | 250 |").count(), 2, "{md}");
+        assert_eq!(
+            md.matches(" | malloc (warm) | 1000 | 250 |").count(),
+            2,
+            "{md}"
+        );
         same_cells(&md);
     }
 }

@@ -98,7 +98,10 @@ pub fn warm_spread<'a>(
     reps: impl Iterator<Item = &'a crate::model::Throughput>,
 ) -> Option<(f64, f64, f64)> {
     let w: Vec<f64> = reps
-        .filter_map(|t| t.warm_ns_per_op.or_else(|| crate::model::warm_median(&t.iterations_ns_per_op)))
+        .filter_map(|t| {
+            t.warm_ns_per_op
+                .or_else(|| crate::model::warm_median(&t.iterations_ns_per_op))
+        })
         .collect();
     if w.is_empty() {
         return None;
@@ -290,7 +293,10 @@ mod tests {
         for r in &rows {
             assert_eq!(r.cold_ns_per_op, r.ns_per_op);
             assert_eq!(r.warm_ns_per_op, None);
-            assert_eq!((r.warm_p50_ns, r.warm_p99_ns, r.warm_mean_ns), (None, None, None));
+            assert_eq!(
+                (r.warm_p50_ns, r.warm_p99_ns, r.warm_mean_ns),
+                (None, None, None)
+            );
             assert_eq!(r.rss_after_drain_0ms_bytes, None);
             // peak 6 MiB, baseline 4 MiB in every repetition.
             assert_eq!(r.peak_rss_above_baseline_bytes, 2 << 20);
@@ -303,7 +309,10 @@ mod tests {
         let r = &rows[0];
         // Repetition 0: warm 12, 14 -> 13; repetition 1: 12, 15 -> 13.5; median 13.25.
         assert_eq!(r.warm_ns_per_op, Some(13.25));
-        assert_eq!((r.warm_ns_per_op_min, r.warm_ns_per_op_max), (Some(13.0), Some(13.5)));
+        assert_eq!(
+            (r.warm_ns_per_op_min, r.warm_ns_per_op_max),
+            (Some(13.0), Some(13.5))
+        );
         // The cold figure stays the first iteration's, and ns_per_op with it.
         assert_eq!((r.cold_ns_per_op, r.ns_per_op), (20.0, 20.0));
         // Warm latency from the warm distributions, the cold columns unchanged.
@@ -338,19 +347,37 @@ mod tests {
         let mut lines = cold.lines();
         let header: Vec<&str> = lines.next().unwrap().split(',').collect();
         let row: Vec<&str> = lines.next().unwrap().split(',').collect();
-        let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name} in {header:?}"));
-        for c in ["cold_ns_per_op", "warm_ns_per_op", "rss_after_drain_0ms_bytes", "rss_after_drain_100ms_bytes", "rss_after_drain_1s_bytes", "peak_rss_above_baseline_bytes"] {
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .unwrap_or_else(|| panic!("{name} in {header:?}"))
+        };
+        for c in [
+            "cold_ns_per_op",
+            "warm_ns_per_op",
+            "rss_after_drain_0ms_bytes",
+            "rss_after_drain_100ms_bytes",
+            "rss_after_drain_1s_bytes",
+            "peak_rss_above_baseline_bytes",
+        ] {
             col(c);
         }
         assert_eq!(row[col("warm_ns_per_op")], "");
         assert_eq!(row[col("rss_after_drain_1s_bytes")], "");
-        assert_eq!(row[col("peak_rss_above_baseline_bytes")], (2u64 << 20).to_string());
+        assert_eq!(
+            row[col("peak_rss_above_baseline_bytes")],
+            (2u64 << 20).to_string()
+        );
         // The existing columns keep their places.
         assert_eq!(&header[..3], &["trace", "allocator", "op"]);
         assert_eq!(header[col("repetitions_failed") + 1], "cold_ns_per_op");
         let warm = text(&sample_warm());
         let row: Vec<&str> = warm.lines().nth(1).unwrap().split(',').collect();
         assert_eq!(row[col("warm_ns_per_op")], "13.25");
-        assert_eq!(row[col("rss_after_drain_0ms_bytes")], (5u64 << 20).to_string());
+        assert_eq!(
+            row[col("rss_after_drain_0ms_bytes")],
+            (5u64 << 20).to_string()
+        );
     }
 }

@@ -85,7 +85,10 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         }
         let mine = |r: &&SummaryRow| r.trace == t.name;
         let warm = rows.iter().filter(mine).any(|r| r.warm_ns_per_op.is_some());
-        let drained = rows.iter().filter(mine).any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let drained = rows
+            .iter()
+            .filter(mine)
+            .any(|r| r.rss_after_drain_0ms_bytes.is_some());
         let mut header = vec!["allocator", "Mops/s", "ns/op"];
         if warm {
             header.push("warm ns/op");
@@ -223,7 +226,9 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
 /// The warm ns/op with its spread over repetitions, or `-`.
 pub(crate) fn warm_ns(r: &SummaryRow) -> String {
     match (r.warm_ns_per_op, r.warm_ns_per_op_min, r.warm_ns_per_op_max) {
-        (Some(w), Some(lo), Some(hi)) if r.repetitions_ok > 1 => format!("{w:.2} ({lo:.1}-{hi:.1})"),
+        (Some(w), Some(lo), Some(hi)) if r.repetitions_ok > 1 => {
+            format!("{w:.2} ({lo:.1}-{hi:.1})")
+        }
         (Some(w), _, _) => format!("{w:.2}"),
         _ => "-".into(),
     }
@@ -318,13 +323,28 @@ mod tests {
     fn warm_and_drain_columns_only_when_measured() {
         let r = crate::html::sample_for_tests(false);
         let text = render(&r, &crate::summary::summarize(&r));
-        assert!(text.contains("above base") && text.contains("2.0 MiB"), "{text}");
-        assert!(!text.contains("warm") && !text.contains("RSS freed"), "{text}");
+        assert!(
+            text.contains("above base") && text.contains("2.0 MiB"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("warm") && !text.contains("RSS freed"),
+            "{text}"
+        );
         let r = crate::html::sample_for_tests(true);
         let text = render(&r, &crate::summary::summarize(&r));
-        assert!(text.contains("warm ns/op") && text.contains("13.25 (13.0-13.5)"), "{text}");
-        assert!(text.contains("RSS freed 0ms/1s") && text.contains("5.0 MiB / 4.5 MiB"), "{text}");
-        assert!(text.contains(WARM_NOTE) && text.contains(DRAIN_NOTE), "{text}");
+        assert!(
+            text.contains("warm ns/op") && text.contains("13.25 (13.0-13.5)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RSS freed 0ms/1s") && text.contains("5.0 MiB / 4.5 MiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains(WARM_NOTE) && text.contains(DRAIN_NOTE),
+            "{text}"
+        );
     }
 
     #[test]
