@@ -102,11 +102,12 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             "p99.9",
             "peak RSS",
             "above base",
-            "footprint",
         ]);
+        // Footprint stays the last column (scripts read it there).
         if drained {
             header.push("RSS freed 0ms/1s");
         }
+        header.push("footprint");
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
         for a in &results.allocators {
             let find = |op: &str| {
@@ -171,11 +172,11 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 f[2].clone(),
                 bytes(any.peak_rss_bytes),
                 bytes(any.peak_rss_above_baseline_bytes),
-                footprint(any.footprint_bytes),
             ]);
             if drained {
                 l.push(drain_cell(any));
             }
+            l.push(footprint(any.footprint_bytes));
             lines.push(l);
         }
         let widths: Vec<usize> = (0..header.len())
