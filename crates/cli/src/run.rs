@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Repetitions of every allocator x pass, each in a fresh process, interleaved.
     #[arg(short, long, default_value_t = 5)]
     repeat: u32,
+    /// Replays of the trace in each worker process: the first is cold (a fresh process), the
+    /// rest warm (the same process again, every object freed in between, untimed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
     /// How allocated memory is written so RSS is real: none, first, pages (a byte per 4 KiB), all.
     #[arg(long, default_value = "pages")]
     touch: String,
@@ -158,6 +162,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         worker_env: Vec::new(),
         threads: mode,
         ignore_memory_limit: a.ignore_memory_limit,
+        iterations: a.iterations,
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();

@@ -485,6 +485,12 @@ impl Progress {
             per_thread: (0..n).map(|_| AtomicU64::new(0)).collect(),
         }
     }
+    /// Back to zero, for another replay of the same program (`--iterations`).
+    pub fn reset(&self) {
+        for a in &self.per_thread {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
     pub fn total(&self) -> u64 {
         self.per_thread
             .iter()

@@ -61,6 +61,8 @@ pub struct RunOptions {
     /// Replay even if a trace's peak live set (or its compiled program) exceeds the memory
     /// available (`--ignore-memory-limit`).
     pub ignore_memory_limit: bool,
+    /// Replays of the trace per worker (`--iterations`): the first cold, the rest warm.
+    pub iterations: u32,
 }
 
 impl RunOptions {
@@ -84,6 +86,7 @@ impl RunOptions {
             worker_env: Vec::new(),
             threads: crate::worker::ThreadMode::Faithful,
             ignore_memory_limit: false,
+            iterations: 1,
         })
     }
 
@@ -107,6 +110,8 @@ impl RunOptions {
             cpu: self.cpu,
             threads: self.threads,
             hold: false,
+            iterations: self.iterations,
+            drain: false,
         }
     }
 }
@@ -421,7 +426,8 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
                 for k in 0..n {
                     let ai = (k + rep as usize) % n;
                     let alloc = opts.allocators[ai];
-                    let spec = opts.spec(Path::new(&t.info.path), alloc, pass, timer);
+                    let mut spec = opts.spec(Path::new(&t.info.path), alloc, pass, timer);
+                    spec.drain = crate::worker::drains(pass, rep);
                     let t0 = Instant::now();
                     let out = run_worker(opts, &spec);
                     done += 1;
@@ -472,11 +478,13 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
         }
         Pass::Batched => {
             r.batched = o.latency;
+            r.batched_warm = o.latency_warm;
             r.rss_timeline = o.rss_timeline;
             r.per_thread_batched = o.per_thread;
         }
         Pass::Tail => {
             r.tail = o.latency;
+            r.tail_warm = o.latency_warm;
             r.timer_floor = o.timer_floor;
             r.per_thread_tail = o.per_thread;
         }
@@ -792,6 +800,7 @@ fn settings(opts: &RunOptions) -> BTreeMap<String, String> {
     let mut s = BTreeMap::new();
     s.insert("touch".into(), format!("{:?}", opts.touch).to_lowercase());
     s.insert("repeat".into(), opts.repeat.to_string());
+    s.insert("iterations".into(), opts.iterations.to_string());
     s.insert("batch".into(), opts.batch.to_string());
     s.insert("rss_samples".into(), opts.rss_samples.to_string());
     s.insert("arena".into(), opts.arena.to_string());
@@ -879,6 +888,24 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         )
         .to_lowercase(),
     );
+    add(&mut m, "iterations", format!("--iterations {}: each worker replays the trace that many times in its one \
+        process; between two iterations every object still live is freed and nothing is timed. The first iteration is \
+        cold (a fresh process and heap) and every figure without 'warm' in its name is its figure, as with one iteration: \
+        ns_per_op, elapsed_ns, mops_per_s, cpu_ns and instructions in throughput, batched and tail latency, the RSS \
+        timeline, peak/final RSS, faults and footprint. The rest are warm (the allocator's state after a whole replay \
+        and a free of everything): throughput.iterations_ns_per_op lists every iteration's ns/op (first = cold), \
+        throughput.warm_ns_per_op is the median of the warm ones, and batched_warm / tail_warm hold the warm \
+        iterations' latency merged. Summary warm_ns_per_op: median over repetitions of each repetition's median warm \
+        iteration (with min and max); warm_* latency from the warm distributions merged over repetitions.", opts.iterations));
+    add(&mut m, "memory after the work", "memory.drain: after the last iteration and the free of every object, RSS \
+        (statm, harness baseline included) and the allocator's footprint (net, as footprint) read at 0 ms, 100 ms and \
+        1 s, the worker idle in between: what the allocator keeps and what it hands back to the OS by itself (glibc \
+        trims the heap's top on free; jemalloc purges by its decay, on later allocator activity unless background \
+        threads run, so an idle process often keeps everything). The readings sleep 1.1 s, so only the first \
+        repetition's throughput worker of each trace x allocator takes them; summary rss_after_drain_*_bytes and \
+        footprint_after_drain_*_bytes are empty where none did.".into());
+    add(&mut m, "peak_rss_above_baseline", "Peak RSS minus the same worker's baseline RSS (the harness's own memory: \
+        decoded trace, slot table, histograms), per repetition, then the median: what the replay itself added.".into());
     add(
         &mut m,
         "minor_faults",

@@ -21,7 +21,8 @@ use crate::mt::{self, Locked, LockedRef};
 use crate::program::{self, Program, KINDS};
 use mallard_arena::Config as ArenaConfig;
 use mallard_report::hist::{quantile_ns, HistData};
-use mallard_report::{LatencyFigures, Memory, RssSample, Throughput, TimerFloor};
+use mallard_report::DRAIN_AFTER_MS;
+use mallard_report::{DrainSample, LatencyFigures, Memory, RssSample, Throughput, TimerFloor};
 use mallard_report::{ThreadFigures, ThreadInfo, ThreadKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -70,6 +71,25 @@ pub struct WorkerSpec {
     /// (see [`crate::runner::Worker`]).
     #[serde(default)]
     pub hold: bool,
+    /// Replays of the trace in this one process (`--iterations`): the first cold, the rest
+    /// warm, every object freed between two of them outside the timed region.
+    #[serde(default = "one")]
+    pub iterations: u32,
+    /// After the last iteration's free of everything, read memory at [`DRAIN_AFTER_MS`]
+    /// (throughput pass only; see [`drains`]).
+    #[serde(default)]
+    pub drain: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Whether the worker of `pass` in repetition `rep` samples memory after the work: the drain
+/// readings sleep 1.1 s, so one worker per trace x allocator takes them (the first
+/// repetition's throughput pass), not every one.
+pub fn drains(pass: Pass, rep: u32) -> bool {
+    pass == Pass::Throughput && rep == 0
 }
 
 /// How a trace recorded on several threads is replayed.
@@ -103,6 +123,9 @@ pub struct WorkerOutput {
     pub throughput: Option<Throughput>,
     pub memory: Option<Memory>,
     pub latency: BTreeMap<String, LatencyFigures>,
+    /// The latency of the warm iterations (2..N) merged, beside `latency` (the cold one's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency_warm: BTreeMap<String, LatencyFigures>,
     pub timer_floor: Option<TimerFloor>,
     pub rss_timeline: Vec<RssSample>,
     pub allocator_stats: Option<serde_json::Value>,
@@ -178,9 +201,10 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     } else {
         Timer::calibrate(50)
     };
-    let slots = mt::SharedSlots::new(mt.slots);
+    let mut slots = mt::SharedSlots::new(mt.slots);
     let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
     let n = prog.ops.len() as u64;
+    let iterations = spec.iterations.max(1) as usize;
     let progress = mt::Progress::new(mt.threads.len());
     let wanted = if spec.pass == Pass::Batched {
         spec.rss_samples
@@ -195,6 +219,8 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     };
     let live = prog.live_bytes_at(&points);
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
+    let mut per_iteration: Vec<f64> = Vec::with_capacity(iterations);
+    let mut warm = (iterations > 1 && spec.pass != Pass::Throughput).then(KindHists::new);
     // The start signal comes before the floor: the timer floor is measured at the same
     // moment of the machine as the replay it is subtracted from.
     // The throughput pass reads no timer per operation and needs no floor.
@@ -217,6 +243,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     let held_before = around.held_before;
     let mut cpu_ns = 0;
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // The cold iteration, with the RSS sampler of the batched pass.
     let outcome = std::thread::scope(|s| {
         // The RSS sampler: polls the threads' progress every 200 us (sleeping in between,
         // so it takes little CPU from the replay) and samples when the next point is passed.
@@ -255,6 +282,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     });
     let after = around.end(&rss);
     let outcome = outcome.map_err(|e| e.to_string())?;
+    per_iteration.push(outcome.elapsed_ns / n.max(1) as f64);
     let mut b = make();
     let mut out = WorkerOutput::default();
     if spec.pass == Pass::Throughput {
@@ -269,13 +297,29 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
             out.per_thread
                 .push(thread_figures(t as u32, samples, &timer));
         }
-        for k in 0..KINDS {
-            if prog.counts[k] > 0 {
-                out.latency.insert(
-                    mallard_report::OP_KINDS[k].to_string(),
-                    figures(&all, k, &timer),
-                );
+        out.latency = kind_figures(&all, prog, &timer);
+    }
+    drop(outcome);
+    slots.free_all(&mut b);
+    // The warm iterations: the same replay again on the emptied slot table (each starts its
+    // threads afresh behind the start barrier; nothing here is timed).
+    for _ in 1..iterations {
+        progress.reset();
+        let outcome = mt::replay(mt, &slots, spec.touch, pass, scale, &progress, &make)
+            .map_err(|e| format!("warm iteration: {e}"))?;
+        per_iteration.push(outcome.elapsed_ns / n.max(1) as f64);
+        if let Some(w) = warm.as_mut() {
+            for samples in &outcome.per_thread {
+                samples.add_to(w);
             }
+        }
+        drop(outcome);
+        slots.free_all(&mut b);
+    }
+    finish_iterations(spec, &mut out, &per_iteration, warm.as_ref(), prog, &timer);
+    if spec.drain {
+        if let Some(m) = out.memory.as_mut() {
+            m.drain = drain(&rss, &mut b, held_before);
         }
     }
     out.rss_timeline = timeline;
@@ -285,9 +329,62 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         cross_thread_frees: mt.cross_thread_frees,
         mode: "faithful".into(),
     });
-    let mut slots = slots;
-    slots.free_all(&mut b);
     Ok(out)
+}
+
+/// Files the per-iteration figures into `out`: every iteration's ns/op and the warm median
+/// beside the cold throughput, the warm iterations' merged latency beside the cold one's.
+fn finish_iterations(
+    spec: &WorkerSpec,
+    out: &mut WorkerOutput,
+    per_iteration: &[f64],
+    warm: Option<&KindHists>,
+    prog: &Program,
+    timer: &Timer,
+) {
+    if let Some(t) = out.throughput.as_mut() {
+        t.iterations_ns_per_op = per_iteration.to_vec();
+        t.warm_ns_per_op = mallard_report::warm_median(per_iteration);
+    }
+    if let Some(w) = warm {
+        if spec.iterations > 1 {
+            out.latency_warm = kind_figures(w, prog, timer);
+        }
+    }
+}
+
+/// Per-kind figures of every kind the trace has.
+fn kind_figures(h: &KindHists, prog: &Program, timer: &Timer) -> BTreeMap<String, LatencyFigures> {
+    (0..KINDS)
+        .filter(|&k| prog.counts[k] > 0)
+        .map(|k| {
+            (
+                mallard_report::OP_KINDS[k].to_string(),
+                figures(h, k, timer),
+            )
+        })
+        .collect()
+}
+
+/// Memory after the work: RSS and the allocator's footprint (net of `before`) at each of
+/// [`DRAIN_AFTER_MS`] after the final free, the worker doing nothing in between, so what
+/// the allocator returns to the OS by itself (glibc's trim on free, jemalloc's decay, ...).
+fn drain<B: Backend>(rss: &Rss, b: &mut B, before: Held) -> Vec<DrainSample> {
+    let t0 = std::time::Instant::now();
+    let mut v = Vec::with_capacity(DRAIN_AFTER_MS.len());
+    for ms in DRAIN_AFTER_MS {
+        if let Some(left) = std::time::Duration::from_millis(ms).checked_sub(t0.elapsed()) {
+            std::thread::sleep(left);
+        }
+        // RSS first: a footprint call may itself touch the allocator's bookkeeping.
+        let rss_bytes = rss.read();
+        v.push(DrainSample {
+            after_ms: ms,
+            rss_bytes,
+            footprint_bytes: Held::read(b).net_since(before),
+        });
+    }
+    v
 }
 
 /// With `spec.hold`: says `ready` on stdout and blocks until the parent writes a byte to
@@ -375,6 +472,7 @@ impl After {
             minor_faults: self.faults.0 - self.before.faults.0,
             major_faults: self.faults.1 - self.before.faults.1,
             final_live_bytes: prog.final_live_bytes,
+            drain: Vec::new(),
         }
     }
 }
@@ -531,6 +629,9 @@ fn run_with<B: Backend>(
     };
     let mut slots = Slots::new(prog.slots);
     let mut hists = KindHists::new();
+    let iterations = spec.iterations.max(1) as usize;
+    let mut warm = (iterations > 1 && spec.pass != Pass::Throughput).then(KindHists::new);
+    let mut per_iteration: Vec<f64> = Vec::with_capacity(iterations);
     let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
     let n = prog.ops.len() as u64;
     let sample_every = n.checked_div(spec.rss_samples).map_or(0, |e| e.max(1));
@@ -555,65 +656,91 @@ fn run_with<B: Backend>(
         ps_per_tick: 1e12 / timer.hz,
     };
 
-    let around = Around::begin(&rss, &mut b);
-    let result = match spec.pass {
-        Pass::Throughput => {
-            // Opened before the baseline readings; absent where the machine has no counter.
-            let counter = measure::PerfCounter::open(measure::PerfEvent::Instructions).ok();
-            let cpu0 = measure::thread_cpu_ns();
-            if let Some(c) = &counter {
-                c.start();
+    let mut around = Some(Around::begin(&rss, &mut b));
+    let held_before = around.as_ref().map(|a| a.held_before);
+    // Opened before the baseline readings; absent where the machine has no counter.
+    let counter = (spec.pass == Pass::Throughput)
+        .then(|| measure::PerfCounter::open(measure::PerfEvent::Instructions).ok())
+        .flatten();
+    for it in 0..iterations {
+        // The cold iteration's figures go where they always went; the warm ones' beside them.
+        let cold = it == 0;
+        let result = match spec.pass {
+            Pass::Throughput => {
+                let cpu0 = measure::thread_cpu_ns();
+                if let (true, Some(c)) = (cold, &counter) {
+                    c.start();
+                }
+                let r = engine::throughput(&mut b, prog, &mut slots, spec.touch);
+                let instructions = counter.as_ref().filter(|_| cold).and_then(|c| c.stop());
+                let cpu = measure::thread_cpu_ns() - cpu0;
+                r.map(|ns| {
+                    per_iteration.push(ns / n.max(1) as f64);
+                    if cold {
+                        let mut t = throughput_figures(n, ns, cpu);
+                        t.instructions = instructions;
+                        out.throughput = Some(t);
+                    }
+                })
             }
-            let r = engine::throughput(&mut b, prog, &mut slots, spec.touch);
-            let instructions = counter.as_ref().and_then(|c| c.stop());
-            let cpu = measure::thread_cpu_ns() - cpu0;
-            r.map(|ns| {
-                let mut t = throughput_figures(n, ns, cpu);
-                t.instructions = instructions;
-                out.throughput = Some(t);
-            })
+            Pass::Batched => {
+                let h = match warm.as_mut() {
+                    Some(w) if !cold => w,
+                    _ => &mut hists,
+                };
+                let mut sampler = RssSampler {
+                    rss: &rss,
+                    held_before: held_before.expect("read before the first iteration"),
+                    live: &live,
+                    out: &mut timeline,
+                };
+                // The RSS timeline is the cold iteration's.
+                let every = if cold { sample_every } else { 0 };
+                engine::batched(
+                    &mut b,
+                    prog,
+                    &mut slots,
+                    spec.touch,
+                    spec.batch,
+                    scale,
+                    h,
+                    every,
+                    &mut sampler,
+                )
+            }
+            Pass::Tail => {
+                let h = match warm.as_mut() {
+                    Some(w) if !cold => w,
+                    _ => &mut hists,
+                };
+                engine::tail(&mut b, prog, &mut slots, spec.touch, scale, h)
+            }
+        };
+        if let Some(a) = around.take() {
+            let after = a.end(&rss);
+            result.map_err(|e| e.to_string())?;
+            if spec.pass == Pass::Throughput {
+                out.memory = Some(after.memory(&mut b, prog));
+                out.allocator_stats = b.stats();
+            }
+        } else {
+            result.map_err(|e| format!("warm iteration {}: {e}", it + 1))?;
         }
-        Pass::Batched => {
-            let mut sampler = RssSampler {
-                rss: &rss,
-                held_before: around.held_before,
-                live: &live,
-                out: &mut timeline,
-            };
-            engine::batched(
-                &mut b,
-                prog,
-                &mut slots,
-                spec.touch,
-                spec.batch,
-                scale,
-                &mut hists,
-                sample_every,
-                &mut sampler,
-            )
-        }
-        Pass::Tail => engine::tail(&mut b, prog, &mut slots, spec.touch, scale, &mut hists),
-    };
-    let after = around.end(&rss);
-    result.map_err(|e| e.to_string())?;
-
-    if spec.pass == Pass::Throughput {
-        out.memory = Some(after.memory(&mut b, prog));
-        out.allocator_stats = b.stats();
+        // Untimed: the next iteration starts from an empty slot table, as the first did.
+        slots.free_all(&mut b);
     }
+
     if spec.pass != Pass::Throughput {
         out.timer_floor = Some(floor_figures(&timer, &floor));
-        for k in 0..KINDS {
-            if prog.counts[k] > 0 {
-                out.latency.insert(
-                    mallard_report::OP_KINDS[k].to_string(),
-                    figures(&hists, k, &timer),
-                );
-            }
+        out.latency = kind_figures(&hists, prog, &timer);
+    }
+    finish_iterations(spec, &mut out, &per_iteration, warm.as_ref(), prog, &timer);
+    if spec.drain {
+        if let (Some(m), Some(before)) = (out.memory.as_mut(), held_before) {
+            m.drain = drain(&rss, &mut b, before);
         }
     }
     out.rss_timeline = timeline;
-    slots.free_all(&mut b);
     drop(b);
     Ok(out)
 }

@@ -6,7 +6,8 @@
 //! - the summary table (the terminal table's figures, every operation kind);
 //! - throughput with its spread: one dot per repetition, a bar at the median;
 //! - RSS over the replay, one line per allocator, beside the ideal (the trace's live bytes on
-//!   top of the harness's baseline);
+//!   top of the harness's baseline), and after its end the RSS once everything was freed, at
+//!   0 ms, 100 ms and 1 s (three marks per allocator, where sampled);
 //! - per operation kind, the per-call latency percentile curve of each allocator on log-log
 //!   axes (HdrHistogram's classic plot), with the timer's noise level dashed.
 //!
@@ -410,14 +411,62 @@ fn rss_svg(results: &RunResults, trace: &str) -> String {
         v.get(v.len() / 2).copied().unwrap_or(0) as f64
     };
     let ideal: Vec<(f64, f64)> = live.iter().map(|&(x, y)| (x, y + baseline / MIB)).collect();
-    let xmax = lines
+    let end = lines
         .iter()
         .flat_map(|l| l.2.iter().map(|p| p.0))
         .fold(1.0f64, f64::max);
+    // Memory after the work, right of the replay's end: one mark per reading, at evenly spaced
+    // positions (their times are labelled, the x axis does not measure them).
+    let drained: Vec<(usize, Vec<(f64, f64)>)> = results
+        .allocators
+        .iter()
+        .enumerate()
+        .filter_map(|(ai, a)| {
+            let d = results
+                .repetitions
+                .iter()
+                .filter(|r| r.trace == trace && r.allocator == a.name && r.failure.is_none())
+                .find_map(|r| r.memory.as_ref().filter(|m| !m.drain.is_empty()))?;
+            let pts = d
+                .drain
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    (
+                        end * (1.0 + 0.1 * (k as f64 + 1.0)),
+                        s.rss_bytes as f64 / MIB,
+                    )
+                })
+                .collect();
+            Some((ai, pts))
+        })
+        .collect();
+    let drain_labels: Vec<(f64, String)> = results
+        .repetitions
+        .iter()
+        .filter(|r| r.trace == trace)
+        .find_map(|r| r.memory.as_ref().filter(|m| !m.drain.is_empty()))
+        .map(|m| {
+            m.drain
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    let t = if s.after_ms >= 1000 {
+                        format!("{} s", s.after_ms / 1000)
+                    } else {
+                        format!("{} ms", s.after_ms)
+                    };
+                    (end * (1.0 + 0.1 * (k as f64 + 1.0)), t)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let xmax = if drained.is_empty() { end } else { end * 1.38 };
     let ymax = lines
         .iter()
         .flat_map(|l| l.2.iter().map(|p| p.1))
         .chain(ideal.iter().map(|p| p.1))
+        .chain(drained.iter().flat_map(|d| d.1.iter().map(|p| p.1)))
         .fold(1.0f64, f64::max);
     svg(|root| {
         let mut chart = t!(ChartBuilder::on(root)
@@ -447,6 +496,24 @@ fn rss_svg(results: &RunResults, trace: &str) -> String {
                         vec![(x, y), (x + 20, y)],
                         c.stroke_width(2)
                     ))));
+        }
+        if !drained.is_empty() {
+            let grey = RGBColor(150, 150, 150);
+            t!(chart.draw_series(LineSeries::new(
+                vec![(end, 0.0), (end, ymax * 1.08)],
+                grey.stroke_width(1)
+            )));
+            t!(chart.draw_series(std::iter::once(
+                EmptyElement::at((end, ymax * 1.065))
+                    + Text::new("all freed:", (-62, 0), (FONT, 12))
+            )));
+            t!(chart.draw_series(drain_labels.iter().map(|(x, t)| {
+                EmptyElement::at((*x, ymax * 1.065)) + Text::new(t.clone(), (-10, 0), (FONT, 12))
+            })));
+            for (ai, pts) in &drained {
+                let c = PALETTE[ai % PALETTE.len()];
+                t!(chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled()))));
+            }
         }
         if !ideal.is_empty() {
             // Solid and thin: the live bytes change at every operation, and dashes over a
@@ -616,11 +683,21 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
         .copied()
         .filter(|op| rows.iter().any(|r| r.trace == trace && r.op == *op))
         .collect();
+    let mine_rows = || rows.iter().filter(|r| r.trace == trace);
+    let warm = mine_rows().any(|r| r.warm_ns_per_op.is_some());
+    let drained = mine_rows().any(|r| r.rss_after_drain_0ms_bytes.is_some());
     let mut s = String::from("<table>\n<tr><th rowspan=\"2\">allocator</th><th rowspan=\"2\">Mops/s (min-max)</th><th rowspan=\"2\">ns/op</th>");
+    if warm {
+        s.push_str("<th rowspan=\"2\">warm ns/op</th>");
+    }
     for k in &kinds {
         let _ = write!(s, "<th colspan=\"3\">{k} (ns)</th>");
     }
-    s.push_str("<th rowspan=\"2\">peak RSS</th><th rowspan=\"2\">footprint</th><th rowspan=\"2\">repetitions</th></tr>\n<tr>");
+    s.push_str("<th rowspan=\"2\">peak RSS</th><th rowspan=\"2\">above base</th><th rowspan=\"2\">footprint</th>");
+    if drained {
+        s.push_str("<th rowspan=\"2\">RSS freed 0ms / 100ms / 1s</th>");
+    }
+    s.push_str("<th rowspan=\"2\">repetitions</th></tr>\n<tr>");
     for _ in &kinds {
         s.push_str("<th>p50</th><th>p99</th><th>p99.9</th>");
     }
@@ -642,7 +719,7 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
                 s,
                 "<tr><td>{}</td><td class=\"l fail\" colspan=\"{}\">FAILED: {}</td></tr>",
                 esc(&a.name),
-                5 + 3 * kinds.len(),
+                6 + 3 * kinds.len() + warm as usize + drained as usize,
                 esc(&why)
             );
             continue;
@@ -656,6 +733,9 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
             any.throughput_max_mops,
             any.ns_per_op
         );
+        if warm {
+            let _ = write!(s, "<td>{}</td>", crate::table::warm_ns(any));
+        }
         for k in &kinds {
             match mine.iter().find(|r| r.op == *k) {
                 Some(r) => {
@@ -671,10 +751,22 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
                 None => s.push_str("<td>-</td><td>-</td><td>-</td>"),
             }
         }
+        let drain = if drained {
+            let b = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "-".into());
+            format!(
+                "<td>{} / {} / {}</td>",
+                b(any.rss_after_drain_0ms_bytes),
+                b(any.rss_after_drain_100ms_bytes),
+                b(any.rss_after_drain_1s_bytes)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "<td>{}</td><td>{}</td><td>{} ok{}</td></tr>",
+            "<td>{}</td><td>{}</td><td>{}</td>{drain}<td>{} ok{}</td></tr>",
             bytes(any.peak_rss_bytes),
+            bytes(any.peak_rss_above_baseline_bytes),
             footprint(any.footprint_bytes),
             any.repetitions_ok,
             if any.repetitions_failed > 0 {
@@ -751,8 +843,12 @@ pub fn render(results: &RunResults) -> String {
             b,
             "<p class=\"meta\">p50: runs of same-kind calls timed together (\"~\": runs average under 4 calls, \
              coarse). p99, p99.9: each call timed alone, timer floor subtracted (\"&lt;N\": below the timer's \
-             noise). Mops/s: median over repetitions. Peak RSS includes the harness's own baseline. {}</p>",
-            esc(FOOTPRINT_NOTE)
+             noise). Mops/s: median over repetitions. Peak RSS includes the harness's own baseline; above base \
+             is the peak minus it. {}{}</p>",
+            esc(FOOTPRINT_NOTE),
+            esc(&crate::table::legend_extra(
+                &rows.iter().filter(|r| r.trace == t.name).cloned().collect::<Vec<_>>()
+            ))
         );
         b.push_str("<div class=\"plots\">\n");
         let fig = |svg: String, caption: &str| {
@@ -766,7 +862,9 @@ pub fn render(results: &RunResults) -> String {
         b.push_str(&fig(
             rss_svg(results, &t.name),
             "Resident memory of each allocator's worker during the batched pass (first successful \
-             repetition), and the ideal: the bytes the trace has live, on top of the median harness baseline.",
+             repetition), and the ideal: the bytes the trace has live, on top of the median harness baseline. \
+             Right of the grey line, where sampled: RSS after the last iteration freed everything, at 0 ms, \
+             100 ms and 1 s (first repetition's throughput pass).",
         ));
         for op in plotted_kinds(results, &t.name) {
             b.push_str(&fig(
@@ -816,6 +914,16 @@ pub fn render(results: &RunResults) -> String {
     }
     b.push_str("</table>\n</details>\n");
     page("Mallard report", &b)
+}
+
+/// The test sample, with or without warm iterations and memory after the work.
+#[cfg(test)]
+pub(crate) fn sample_for_tests(warm: bool) -> RunResults {
+    if warm {
+        tests::sample_warm()
+    } else {
+        tests::sample()
+    }
 }
 
 #[cfg(test)]
@@ -898,6 +1006,64 @@ pub(crate) mod tests {
         r.methods
             .insert("throughput".into(), "timed <whole> replay".into());
         r
+    }
+
+    /// [`sample`] replayed with `--iterations 3`: per-iteration ns/op (cold 20, warm 12 and
+    /// 14 + the repetition), warm latency at half the cold, and memory after the work in the
+    /// first repetition.
+    pub fn sample_warm() -> RunResults {
+        let mut r = sample();
+        r.settings.insert("iterations".into(), "3".into());
+        for rp in &mut r.repetitions {
+            let t = rp.throughput.as_mut().unwrap();
+            t.iterations_ns_per_op = vec![20.0, 12.0, 14.0 + rp.index as f64];
+            t.warm_ns_per_op = warm_median(&t.iterations_ns_per_op);
+            for (cold, warm) in [
+                (&rp.batched, &mut rp.batched_warm),
+                (&rp.tail, &mut rp.tail_warm),
+            ] {
+                for (op, f) in cold {
+                    let mut h = hist::new_histogram();
+                    for v in 1..=1000u64 {
+                        h.record(v * 500).unwrap();
+                    }
+                    let mut w = f.clone();
+                    w.mean_ns = f.mean_ns / 2.0;
+                    w.hist = hist::HistData::from_histogram(&h);
+                    warm.insert(op.clone(), w);
+                }
+            }
+            if rp.index == 0 {
+                rp.memory.as_mut().unwrap().drain = DRAIN_AFTER_MS
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &ms)| DrainSample {
+                        after_ms: ms,
+                        rss_bytes: (5 << 20) - k as u64 * (256 << 10),
+                        footprint_bytes: Some((1 << 20) >> k),
+                    })
+                    .collect();
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn warm_and_drain_figures_are_on_the_page() {
+        let html = render(&sample_warm());
+        assert!(html.contains("<th rowspan=\"2\">warm ns/op</th>"), "{html}");
+        assert!(html.contains("<td>13.25 (13.0-13.5)</td>"), "{html}");
+        assert!(
+            html.contains("<td>5.0 MiB / 4.8 MiB / 4.5 MiB</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("all freed:") && html.contains("\n1 s\n"),
+            "{html}"
+        );
+        let cold = render(&sample());
+        assert!(!cold.contains("warm ns/op") && !cold.contains("all freed:"));
+        assert!(cold.contains("<th rowspan=\"2\">above base</th>"));
     }
 
     #[test]

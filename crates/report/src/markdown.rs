@@ -78,11 +78,30 @@ pub fn render(results: &RunResults) -> String {
         for line in crate::table::thread_lines(results, &t.name) {
             let _ = writeln!(out, "{}\n", cell(&line));
         }
+        let mine = |r: &&SummaryRow| r.trace == t.name;
+        let warm = rows.iter().filter(mine).any(|r| r.warm_ns_per_op.is_some());
+        let drained = rows
+            .iter()
+            .filter(mine)
+            .any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let (warm_h, warm_s) = if warm {
+            (" warm ns/op |", "---:|")
+        } else {
+            ("", "")
+        };
+        let (drain_h, drain_s) = if drained {
+            (" RSS freed 0ms/100ms/1s |", "---:|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             out,
-            "| allocator | Mops/s | min-max | ns/op | peak RSS | footprint | repetitions ok | failed |"
+            "| allocator | Mops/s | min-max | ns/op |{warm_h} peak RSS | above base | footprint |{drain_h} repetitions ok | failed |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|{warm_s}---:|---:|---:|{drain_s}---:|---:|"
+        );
         for a in &results.allocators {
             let Some(r) = rows
                 .iter()
@@ -99,28 +118,51 @@ pub fn render(results: &RunResults) -> String {
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "| {} | FAILED: {} | | | | | 0 | {} |",
+                    "| {} | FAILED: {} | | |{}{} | | | 0 | {} |",
                     cell(&a.name),
                     cell(&why),
+                    if warm { " |" } else { "" },
+                    if drained { " |" } else { "" },
                     r.repetitions_failed
                 );
                 continue;
             }
+            let warm_c = if warm {
+                format!(" {} |", crate::table::warm_ns(r))
+            } else {
+                String::new()
+            };
+            let drain_c = if drained {
+                let b = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "-".into());
+                format!(
+                    " {} / {} / {} |",
+                    b(r.rss_after_drain_0ms_bytes),
+                    b(r.rss_after_drain_100ms_bytes),
+                    b(r.rss_after_drain_1s_bytes)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.1}-{:.1} | {:.2} | {} | {} | {} | {} |",
+                "| {} | {:.1} | {:.1}-{:.1} | {:.2} |{warm_c} {} | {} | {} |{drain_c} {} | {} |",
                 cell(&a.name),
                 r.throughput_mops,
                 r.throughput_min_mops,
                 r.throughput_max_mops,
                 r.ns_per_op,
                 bytes(r.peak_rss_bytes),
+                bytes(r.peak_rss_above_baseline_bytes),
                 footprint(r.footprint_bytes),
                 r.repetitions_ok,
                 r.repetitions_failed
             );
         }
-        let _ = writeln!(out, "\n{FOOTPRINT_NOTE}");
+        let _ = writeln!(
+            out,
+            "\nPeak RSS includes the harness's own baseline; above base is the peak minus it. {FOOTPRINT_NOTE}{}",
+            crate::table::legend_extra(&rows.iter().filter(mine).cloned().collect::<Vec<_>>())
+        );
         let _ = writeln!(out, "\nLatency (ns): p50 and p90 from runs of same-kind calls timed together; p99, p99.9 and max per call, timer floor subtracted (`<N`: below the timer's noise).\n");
         let _ = writeln!(
             out,
@@ -147,6 +189,27 @@ pub fn render(results: &RunResults) -> String {
                     tail(r.p999_ns, r.timer_noise_ns),
                     crate::table::ns_text(r.max_ns)
                 );
+                if let (Some(mean), Some(p50), Some(p90)) =
+                    (r.warm_mean_ns, r.warm_p50_ns, r.warm_p90_ns)
+                {
+                    let o = |v: Option<f64>| {
+                        v.map(|v| tail(v, r.timer_noise_ns))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    let _ =
+                        writeln!(
+                        out,
+                        "| {} | {op} (warm) | {} | {} | {approx}{} | {approx}{} | {} | {} | {} |",
+                        cell(&a.name),
+                        r.count,
+                        crate::table::ns_text(mean),
+                        crate::table::ns_text(p50),
+                        crate::table::ns_text(p90),
+                        o(r.warm_p99_ns),
+                        o(r.warm_p999_ns),
+                        r.warm_max_ns.map(crate::table::ns_text).unwrap_or_else(|| "-".into())
+                    );
+                }
             }
         }
     }
@@ -188,17 +251,40 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | unknown | 2 | 0 |"),
+            md.contains(
+                "| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | 2.0 MiB | unknown | 2 | 0 |"
+            ),
             "{md}"
         );
         // The sample's footprints are unknown: said so, and what the column means.
         assert!(md.contains(FOOTPRINT_NOTE), "{md}");
         assert_eq!(md.matches(" | malloc | 1000 |").count(), 2, "{md}");
         assert_eq!(md.matches(" | free | 1000 |").count(), 2, "{md}");
-        // Every table row has as many cells as its header.
+        assert!(!md.contains("warm"), "{md}");
+        same_cells(&md);
+    }
+
+    /// Every table row has as many cells as its header.
+    fn same_cells(md: &str) {
         for block in md.split("\n\n").filter(|b| b.starts_with('|')) {
             let cols: Vec<usize> = block.lines().map(|l| l.matches('|').count()).collect();
             assert!(cols.iter().all(|&c| c == cols[0]), "{block}");
         }
+    }
+
+    #[test]
+    fn warm_figures_and_memory_after_the_work_have_columns_and_rows_of_their_own() {
+        let md = render(&crate::html::tests::sample_warm());
+        assert!(
+            md.contains("| warm ns/op |") && md.contains("RSS freed 0ms/100ms/1s"),
+            "{md}"
+        );
+        assert!(md.contains("| 20.00 | 13.25 (13.0-13.5) | 6.0 MiB | 2.0 MiB | unknown | 5.0 MiB / 4.8 MiB / 4.5 MiB | 2 | 0 |"), "{md}");
+        assert_eq!(
+            md.matches(" | malloc (warm) | 1000 | 250 |").count(),
+            2,
+            "{md}"
+        );
+        same_cells(&md);
     }
 }

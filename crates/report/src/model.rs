@@ -115,6 +115,14 @@ pub struct Repetition {
     pub batched: BTreeMap<String, LatencyFigures>,
     /// Per-call latency per operation kind, from the tail pass (timer floor subtracted).
     pub tail: BTreeMap<String, LatencyFigures>,
+    /// With `--iterations N > 1`: the batched pass's latency over the warm iterations (2..N,
+    /// replayed in the same process after the cold one, merged); `batched` stays the cold
+    /// (first) iteration's. Empty with one iteration and in results written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub batched_warm: BTreeMap<String, LatencyFigures>,
+    /// As `batched_warm`, for the tail pass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tail_warm: BTreeMap<String, LatencyFigures>,
     pub timer_floor: Option<TimerFloor>,
     /// RSS timeline sampled during the batched pass.
     pub rss_timeline: Vec<RssSample>,
@@ -181,6 +189,24 @@ pub struct Throughput {
     /// only). Nearly the same on every run of the same binary and trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions: Option<u64>,
+    /// ns/op of every iteration replayed in this worker (`--iterations N`), in order: the
+    /// first is the cold replay (the same figure as `ns_per_op`, which with `elapsed_ns`,
+    /// `mops_per_s`, `cpu_ns` and `instructions` always describes the cold iteration), the
+    /// rest warm (the trace replayed again in the same process after every object was freed).
+    /// Empty in results written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iterations_ns_per_op: Vec<f64>,
+    /// Median ns/op of the warm iterations ([`warm_median`] of `iterations_ns_per_op`);
+    /// absent with one iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_ns_per_op: Option<f64>,
+}
+
+/// The warm figure of a list of per-iteration values: the median of all but the first (the
+/// cold one); `None` when there is no warm iteration.
+pub fn warm_median(per_iteration: &[f64]) -> Option<f64> {
+    let warm = per_iteration.get(1..).filter(|w| !w.is_empty())?;
+    Some(crate::summary::median(warm.to_vec()))
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -207,7 +233,25 @@ pub struct Memory {
     pub major_faults: u64,
     /// Bytes requested and still live at the end of the trace (the ideal).
     pub final_live_bytes: u64,
+    /// After the last iteration and the free of every object still live: RSS (and the
+    /// allocator's footprint, net as `footprint`) at 0 ms, 100 ms and 1 s, so what the
+    /// allocator hands back to the OS and how fast. Sampled in one worker per trace x
+    /// allocator (the first repetition's throughput pass); empty elsewhere and in results
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drain: Vec<DrainSample>,
 }
+
+/// One reading of memory after the work: `after_ms` after the final free of every object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainSample {
+    pub after_ms: u64,
+    pub rss_bytes: u64,
+    pub footprint_bytes: Option<u64>,
+}
+
+/// When, after the final free, memory is read ([`Memory::drain`]).
+pub const DRAIN_AFTER_MS: [u64; 3] = [0, 100, 1000];
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LatencyFigures {

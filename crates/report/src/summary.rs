@@ -8,7 +8,14 @@
 //!   counter reads, the median empty bracket subtracted) merged over repetitions: this is what
 //!   shows slow paths (page faults, mmap, lock waits).
 //! - throughput: the median over repetitions of the un-instrumented pass.
-//! - memory: the median over repetitions.
+//! - memory: the median over repetitions; `peak_rss_above_baseline` is each repetition's
+//!   peak minus its own baseline, then the median.
+//! - cold and warm (`--iterations N`): every figure above is the cold (first) iteration's;
+//!   `warm_ns_per_op` is the median over repetitions of each repetition's median warm
+//!   iteration, and `warm_*` latency comes from the warm iterations' distributions merged over
+//!   repetitions, as the cold ones. Empty with one iteration.
+//! - memory after the work (`rss_after_drain_*`): the median over the repetitions that sampled
+//!   it (one per trace x allocator); empty where none did.
 
 use crate::hist::{merge, quantile_ns};
 use crate::model::{RunResults, OP_KINDS};
@@ -54,6 +61,54 @@ pub struct SummaryRow {
     pub timer_noise_ns: f64,
     pub repetitions_ok: u32,
     pub repetitions_failed: u32,
+    /// The cold (first) iteration's ns/op, median over repetitions: `ns_per_op` by another
+    /// name, beside the warm one.
+    pub cold_ns_per_op: f64,
+    /// Median over repetitions of each repetition's median warm iteration (None: one
+    /// iteration), and the lowest and highest of those medians.
+    pub warm_ns_per_op: Option<f64>,
+    pub warm_ns_per_op_min: Option<f64>,
+    pub warm_ns_per_op_max: Option<f64>,
+    /// Warm iterations' latency of this kind: mean, p50, p90 from the batched pass, p99,
+    /// p99.9, max per call (as the cold columns).
+    pub warm_mean_ns: Option<f64>,
+    pub warm_p50_ns: Option<f64>,
+    pub warm_p90_ns: Option<f64>,
+    pub warm_p99_ns: Option<f64>,
+    pub warm_p999_ns: Option<f64>,
+    pub warm_max_ns: Option<f64>,
+    /// Peak RSS minus the worker's own baseline, per repetition, then the median.
+    pub peak_rss_above_baseline_bytes: u64,
+    /// RSS and footprint after the final free of everything, at 0 ms, 100 ms and 1 s.
+    pub rss_after_drain_0ms_bytes: Option<u64>,
+    pub rss_after_drain_100ms_bytes: Option<u64>,
+    pub rss_after_drain_1s_bytes: Option<u64>,
+    pub footprint_after_drain_0ms_bytes: Option<u64>,
+    pub footprint_after_drain_100ms_bytes: Option<u64>,
+    pub footprint_after_drain_1s_bytes: Option<u64>,
+}
+
+/// Median of what is there; `None` when nothing is.
+fn median_opt(v: Vec<u64>) -> Option<u64> {
+    (!v.is_empty()).then(|| median_u64(v))
+}
+
+/// Median, lowest and highest of the repetitions' warm medians (`None` without warm ones).
+pub fn warm_spread<'a>(
+    reps: impl Iterator<Item = &'a crate::model::Throughput>,
+) -> Option<(f64, f64, f64)> {
+    let w: Vec<f64> = reps
+        .filter_map(|t| {
+            t.warm_ns_per_op
+                .or_else(|| crate::model::warm_median(&t.iterations_ns_per_op))
+        })
+        .collect();
+    if w.is_empty() {
+        return None;
+    }
+    let lo = w.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    Some((median(w), lo, hi))
 }
 
 /// Count-weighted mean of per-repetition exact means.
@@ -70,7 +125,7 @@ fn exact_mean<'a>(figs: impl Iterator<Item = &'a crate::model::LatencyFigures>) 
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -111,6 +166,17 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                 .collect();
             let mem: Vec<_> = ok.iter().filter_map(|r| r.memory.as_ref()).collect();
             let floors: Vec<_> = ok.iter().filter_map(|r| r.timer_floor.as_ref()).collect();
+            let warm = warm_spread(ok.iter().filter_map(|r| r.throughput.as_ref()));
+            let drain = |ms: u64, f: fn(&crate::model::DrainSample) -> Option<u64>| {
+                median_opt(
+                    mem.iter()
+                        .filter_map(|m| m.drain.iter().find(|d| d.after_ms == ms))
+                        .filter_map(f)
+                        .collect(),
+                )
+            };
+            let rss_at = |d: &crate::model::DrainSample| Some(d.rss_bytes);
+            let fp_at = |d: &crate::model::DrainSample| d.footprint_bytes;
             for op in OP_KINDS {
                 let count = match op {
                     "malloc" => t.counts.malloc,
@@ -124,6 +190,12 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                 }
                 let batched = merge(ok.iter().filter_map(|r| r.batched.get(op)).map(|f| &f.hist));
                 let tail = merge(ok.iter().filter_map(|r| r.tail.get(op)).map(|f| &f.hist));
+                let bw: Vec<_> = ok.iter().filter_map(|r| r.batched_warm.get(op)).collect();
+                let tw: Vec<_> = ok.iter().filter_map(|r| r.tail_warm.get(op)).collect();
+                let bwh = merge(bw.iter().map(|f| &f.hist));
+                let twh = merge(tw.iter().map(|f| &f.hist));
+                let some_b = |v: f64| (!bw.is_empty()).then_some(v);
+                let some_t = |v: f64| (!tw.is_empty()).then_some(v);
                 rows.push(SummaryRow {
                     trace: t.name.clone(),
                     allocator: a.name.clone(),
@@ -177,9 +249,135 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                     ),
                     repetitions_ok: ok.len() as u32,
                     repetitions_failed: (reps.len() - ok.len()) as u32,
+                    cold_ns_per_op: median(nsop.clone()),
+                    warm_ns_per_op: warm.map(|w| w.0),
+                    warm_ns_per_op_min: warm.map(|w| w.1),
+                    warm_ns_per_op_max: warm.map(|w| w.2),
+                    warm_mean_ns: some_b(exact_mean(bw.iter().copied())),
+                    warm_p50_ns: some_b(quantile_ns(&bwh, 0.5)),
+                    warm_p90_ns: some_b(quantile_ns(&bwh, 0.9)),
+                    warm_p99_ns: some_t(quantile_ns(&twh, 0.99)),
+                    warm_p999_ns: some_t(quantile_ns(&twh, 0.999)),
+                    warm_max_ns: some_t(if twh.is_empty() {
+                        0.0
+                    } else {
+                        twh.max() as f64 / 1000.0
+                    }),
+                    peak_rss_above_baseline_bytes: median_u64(
+                        mem.iter()
+                            .map(|m| m.peak_rss.saturating_sub(m.baseline_rss))
+                            .collect(),
+                    ),
+                    rss_after_drain_0ms_bytes: drain(0, rss_at),
+                    rss_after_drain_100ms_bytes: drain(100, rss_at),
+                    rss_after_drain_1s_bytes: drain(1000, rss_at),
+                    footprint_after_drain_0ms_bytes: drain(0, fp_at),
+                    footprint_after_drain_100ms_bytes: drain(100, fp_at),
+                    footprint_after_drain_1s_bytes: drain(1000, fp_at),
                 });
             }
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::html::tests::{sample, sample_warm};
+
+    #[test]
+    fn one_iteration_leaves_the_warm_columns_empty() {
+        let rows = summarize(&sample());
+        assert!(!rows.is_empty());
+        for r in &rows {
+            assert_eq!(r.cold_ns_per_op, r.ns_per_op);
+            assert_eq!(r.warm_ns_per_op, None);
+            assert_eq!(
+                (r.warm_p50_ns, r.warm_p99_ns, r.warm_mean_ns),
+                (None, None, None)
+            );
+            assert_eq!(r.rss_after_drain_0ms_bytes, None);
+            // peak 6 MiB, baseline 4 MiB in every repetition.
+            assert_eq!(r.peak_rss_above_baseline_bytes, 2 << 20);
+        }
+    }
+
+    #[test]
+    fn warm_is_the_median_over_repetitions_of_each_median_warm_iteration() {
+        let rows = summarize(&sample_warm());
+        let r = &rows[0];
+        // Repetition 0: warm 12, 14 -> 13; repetition 1: 12, 15 -> 13.5; median 13.25.
+        assert_eq!(r.warm_ns_per_op, Some(13.25));
+        assert_eq!(
+            (r.warm_ns_per_op_min, r.warm_ns_per_op_max),
+            (Some(13.0), Some(13.5))
+        );
+        // The cold figure stays the first iteration's, and ns_per_op with it.
+        assert_eq!((r.cold_ns_per_op, r.ns_per_op), (20.0, 20.0));
+        // Warm latency from the warm distributions, the cold columns unchanged.
+        let cold = &summarize(&sample())[0];
+        assert_eq!(r.p50_ns, cold.p50_ns);
+        assert_eq!(r.warm_mean_ns, Some(250.0));
+        let (w50, w99) = (r.warm_p50_ns.unwrap(), r.warm_p99_ns.unwrap());
+        assert!((240.0..=260.0).contains(&w50), "{w50}");
+        assert!((490.0..=500.0).contains(&w99), "{w99}");
+        assert!(w50 < cold.p50_ns);
+        // Memory after the work: from the one repetition that sampled it.
+        assert_eq!(r.rss_after_drain_0ms_bytes, Some(5 << 20));
+        assert_eq!(r.rss_after_drain_100ms_bytes, Some((5 << 20) - (256 << 10)));
+        assert_eq!(r.rss_after_drain_1s_bytes, Some((5 << 20) - (512 << 10)));
+        assert_eq!(r.footprint_after_drain_1s_bytes, Some(1 << 18));
+    }
+
+    #[test]
+    fn warm_median_skips_the_cold_iteration() {
+        assert_eq!(crate::model::warm_median(&[]), None);
+        assert_eq!(crate::model::warm_median(&[9.0]), None);
+        assert_eq!(crate::model::warm_median(&[9.0, 3.0]), Some(3.0));
+        assert_eq!(crate::model::warm_median(&[9.0, 3.0, 1.0, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn the_new_columns_are_in_summary_csv_and_empty_without_warm_iterations() {
+        fn text(r: &RunResults) -> String {
+            String::from_utf8(crate::summary_csv(&summarize(r)).unwrap()).unwrap()
+        }
+        let cold = text(&sample());
+        let mut lines = cold.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .unwrap_or_else(|| panic!("{name} in {header:?}"))
+        };
+        for c in [
+            "cold_ns_per_op",
+            "warm_ns_per_op",
+            "rss_after_drain_0ms_bytes",
+            "rss_after_drain_100ms_bytes",
+            "rss_after_drain_1s_bytes",
+            "peak_rss_above_baseline_bytes",
+        ] {
+            col(c);
+        }
+        assert_eq!(row[col("warm_ns_per_op")], "");
+        assert_eq!(row[col("rss_after_drain_1s_bytes")], "");
+        assert_eq!(
+            row[col("peak_rss_above_baseline_bytes")],
+            (2u64 << 20).to_string()
+        );
+        // The existing columns keep their places.
+        assert_eq!(&header[..3], &["trace", "allocator", "op"]);
+        assert_eq!(header[col("repetitions_failed") + 1], "cold_ns_per_op");
+        let warm = text(&sample_warm());
+        let row: Vec<&str> = warm.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!(row[col("warm_ns_per_op")], "13.25");
+        assert_eq!(
+            row[col("rss_after_drain_0ms_bytes")],
+            (5u64 << 20).to_string()
+        );
+    }
 }

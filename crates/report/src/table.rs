@@ -1,5 +1,6 @@
 //! The terminal table: per trace, one line per allocator with throughput, malloc and free
-//! latency, peak RSS and footprint. Per-call figures below the timer's noise are printed as
+//! latency, peak RSS (and above the harness's baseline) and footprint; with `--iterations N
+//! > 1` the warm ns/op beside the cold, and where it was sampled the RSS after the final free. Per-call figures below the timer's noise are printed as
 //! `<N` rather than as a number they cannot support.
 
 use crate::model::RunResults;
@@ -82,10 +83,17 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         for line in thread_lines(results, &t.name) {
             let _ = writeln!(out, "{line}");
         }
-        let header = [
-            "allocator",
-            "Mops/s",
-            "ns/op",
+        let mine = |r: &&SummaryRow| r.trace == t.name;
+        let warm = rows.iter().filter(mine).any(|r| r.warm_ns_per_op.is_some());
+        let drained = rows
+            .iter()
+            .filter(mine)
+            .any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let mut header = vec!["allocator", "Mops/s", "ns/op"];
+        if warm {
+            header.push("warm ns/op");
+        }
+        header.extend([
             "malloc p50",
             "p99",
             "p99.9",
@@ -93,8 +101,13 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             "p99",
             "p99.9",
             "peak RSS",
-            "footprint",
-        ];
+            "above base",
+        ]);
+        // Footprint stays the last column (scripts read it there).
+        if drained {
+            header.push("RSS freed 0ms/1s");
+        }
+        header.push("footprint");
         let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
         for a in &results.allocators {
             let find = |op: &str| {
@@ -142,10 +155,15 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             } else {
                 String::new()
             };
-            lines.push(vec![
+            let mut l = vec![
                 a.name.clone(),
                 format!("{:.1}{spread}", any.throughput_mops),
                 format!("{:.2}", any.ns_per_op),
+            ];
+            if warm {
+                l.push(warm_ns(any));
+            }
+            l.extend([
                 m[0].clone(),
                 m[1].clone(),
                 m[2].clone(),
@@ -153,8 +171,13 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 f[1].clone(),
                 f[2].clone(),
                 bytes(any.peak_rss_bytes),
-                footprint(any.footprint_bytes),
+                bytes(any.peak_rss_above_baseline_bytes),
             ]);
+            if drained {
+                l.push(drain_cell(any));
+            }
+            l.push(footprint(any.footprint_bytes));
+            lines.push(l);
         }
         let widths: Vec<usize> = (0..header.len())
             .map(|c| {
@@ -189,16 +212,58 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         "\nlatency in ns: p50 from runs of same-kind calls timed together (\"~\": runs average under 4 calls, so \
          the value is coarse; the exact mean is in summary.csv); p99/p99.9 per call minus the timer floor (\"<N\": \
          below the timer's noise). Mops/s: median over repetitions (min-max). Peak RSS includes the harness's \
-         own {}; RSS and footprint are medians. {FOOTPRINT_NOTE}",
+         own {}, \"above base\" does not; RSS and footprint are medians. {FOOTPRINT_NOTE}{}",
         results
             .traces
             .first()
             .and_then(|t| rows.iter().find(|r| r.trace == t.name))
             .map(|r| format!("baseline of {}", bytes(r.baseline_rss_bytes)))
-            .unwrap_or_else(|| "baseline".into())
+            .unwrap_or_else(|| "baseline".into()),
+        legend_extra(rows)
     );
     out
 }
+
+/// The warm ns/op with its spread over repetitions, or `-`.
+pub(crate) fn warm_ns(r: &SummaryRow) -> String {
+    match (r.warm_ns_per_op, r.warm_ns_per_op_min, r.warm_ns_per_op_max) {
+        (Some(w), Some(lo), Some(hi)) if r.repetitions_ok > 1 => {
+            format!("{w:.2} ({lo:.1}-{hi:.1})")
+        }
+        (Some(w), _, _) => format!("{w:.2}"),
+        _ => "-".into(),
+    }
+}
+
+/// RSS after the final free at 0 ms and 1 s (`-` where not sampled).
+pub(crate) fn drain_cell(r: &SummaryRow) -> String {
+    match (r.rss_after_drain_0ms_bytes, r.rss_after_drain_1s_bytes) {
+        (Some(a), Some(b)) => format!("{} / {}", bytes(a), bytes(b)),
+        _ => "-".into(),
+    }
+}
+
+/// The legend's sentences for the columns shown only sometimes.
+pub(crate) fn legend_extra(rows: &[SummaryRow]) -> String {
+    let mut s = String::new();
+    if rows.iter().any(|r| r.warm_ns_per_op.is_some()) {
+        s.push_str(WARM_NOTE);
+    }
+    if rows.iter().any(|r| r.rss_after_drain_0ms_bytes.is_some()) {
+        s.push_str(DRAIN_NOTE);
+    }
+    s
+}
+
+/// What the warm column means, for every writer's legend.
+pub const WARM_NOTE: &str = " ns/op and every other figure are the cold replay's (a fresh process); warm \
+     ns/op: the trace replayed again in the same process after everything was freed (--iterations), median \
+     over repetitions of each one's median warm iteration (min-max).";
+
+/// What the drain column means, for every writer's legend.
+pub const DRAIN_NOTE: &str = " RSS freed 0ms/1s: RSS (harness baseline included) right after the last \
+     iteration freed everything and 1 s later, idle in between: what the allocator keeps and what it gives \
+     back to the OS by itself (first repetition only).";
 
 /// How a multi-threaded trace was replayed, in a line or two (nothing for a single-threaded
 /// one), for the terminal table and the Markdown report alike.
@@ -252,6 +317,34 @@ mod tests {
         assert!(
             html.contains("<td>unknown</td>") || html.contains(">unknown<"),
             "{html}"
+        );
+    }
+
+    #[test]
+    fn warm_and_drain_columns_only_when_measured() {
+        let r = crate::html::sample_for_tests(false);
+        let text = render(&r, &crate::summary::summarize(&r));
+        assert!(
+            text.contains("above base") && text.contains("2.0 MiB"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("warm") && !text.contains("RSS freed"),
+            "{text}"
+        );
+        let r = crate::html::sample_for_tests(true);
+        let text = render(&r, &crate::summary::summarize(&r));
+        assert!(
+            text.contains("warm ns/op") && text.contains("13.25 (13.0-13.5)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RSS freed 0ms/1s") && text.contains("5.0 MiB / 4.5 MiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains(WARM_NOTE) && text.contains(DRAIN_NOTE),
+            "{text}"
         );
     }
 
