@@ -28,6 +28,7 @@
 //! ```
 
 pub mod backend;
+pub mod contender;
 pub mod engine;
 pub mod measure;
 pub mod mt;
