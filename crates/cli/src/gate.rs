@@ -5,9 +5,10 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mallard_gate::config::{parse_margin, parse_percent, GateConfig};
-use mallard_gate::live::{self, LivePlan, SideSpec, DEFAULT_TOGGLE};
+use mallard_gate::live::{self, GatePair, LivePlan, DEFAULT_TOGGLE};
 use mallard_gate::output;
 use mallard_replay::backend::AllocatorName;
+use mallard_replay::contender::{self, Contender};
 use mallard_replay::worker::Pass;
 use std::path::{Path, PathBuf};
 
@@ -15,13 +16,20 @@ use std::path::{Path, PathBuf};
 pub struct GateArgs {
     /// Traces both sides replay (side-by-side mode).
     traces: Vec<PathBuf>,
-    /// Stored mode: the baseline's results.json (or its report directory). Needs --current.
-    #[arg(long, value_name = "RESULTS")]
-    baseline: Option<PathBuf>,
+    /// The baseline: an allocator spec `[LABEL=]BASE[:KEY=VALUE]...` as in `run --allocators`
+    /// (`glibc`, `arena:preset=cpython-3.11`, `tcmalloc`, `tc=/path/libtcmalloc_minimal.so.4`),
+    /// compared with --candidate SPEC on the TRACES. With --current: a stored results.json (or
+    /// its report directory) instead, compared with the other stored one.
+    #[arg(long, value_name = "SPEC|RESULTS")]
+    baseline: Option<String>,
+    /// The candidate allocator spec (with --baseline SPEC).
+    #[arg(long, value_name = "SPEC")]
+    candidate: Option<String>,
     /// Stored mode: the candidate's results.json (or its report directory).
     #[arg(long, value_name = "RESULTS")]
     current: Option<PathBuf>,
-    /// Allocators to compare, comma separated (default: arena; glibc with --*-preload).
+    /// Older form of the sides: allocators to compare, comma separated, each under the
+    /// --baseline-*/--candidate-* options below (default: arena; glibc with --*-preload).
     #[arg(short, long, value_delimiter = ',')]
     allocators: Vec<String>,
     /// Baseline arena configuration: PRESET[,key=value...] (default cpython-3.11).
@@ -208,52 +216,73 @@ fn existing(p: &Path, flag: &str) -> Result<PathBuf> {
     std::fs::canonicalize(p).with_context(|| format!("{flag} {}", p.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn side(
+/// A side's own worker program and environment (`--baseline-exe`, `--baseline-env`), applied
+/// to each of its contenders; their words for the side's label.
+fn side_extras(
     name: &str,
-    allocators: &[AllocatorName],
-    arena: &Option<String>,
-    preload: &Option<PathBuf>,
     exe: &Option<PathBuf>,
     env: &[String],
-    own_exe: &Path,
-) -> Result<SideSpec> {
+    contenders: &mut [Contender],
+) -> Result<Vec<String>> {
+    let env = env_pairs(env, &format!("--{name}-env"))?;
+    let mut label = Vec::new();
+    if let Some(e) = exe {
+        let e = existing(e, &format!("--{name}-exe"))?;
+        label.push(format!("worker={}", e.display()));
+        for c in contenders.iter_mut() {
+            c.worker = Some((e.clone(), vec!["__worker".into()]));
+        }
+    }
+    for (k, v) in &env {
+        label.push(format!("{k}={v}"));
+    }
+    for c in contenders.iter_mut() {
+        c.env.extend(env.iter().cloned());
+    }
+    Ok(label)
+}
+
+/// The older form of a side: every allocator of `--allocators` under the side's arena
+/// configuration, preload, worker program and environment.
+fn older_side(
+    name: &str,
+    allocators: &[Contender],
+    arena: &Option<String>,
+    preload: &Option<PathBuf>,
+) -> Result<(Vec<Contender>, Vec<String>)> {
     let arena_spec = arena.clone().unwrap_or_else(|| "cpython-3.11".into());
     let arena_cfg = arena_config(&arena_spec, &format!("--{name}-arena"))?;
-    let mut env = env_pairs(env, &format!("--{name}-env"))?;
     let mut label: Vec<String> = vec![allocators
         .iter()
-        .map(|a| a.as_str())
+        .map(|a| a.label.as_str())
         .collect::<Vec<_>>()
         .join(",")];
-    if allocators.contains(&AllocatorName::Arena) {
+    if allocators.iter().any(|a| a.backend == AllocatorName::Arena) {
         label.push(format!("arena={arena_spec}"));
     }
-    if let Some(p) = preload {
-        let p = existing(p, &format!("--{name}-preload"))?;
-        label.push(format!("LD_PRELOAD={}", p.display()));
-        env.push(("LD_PRELOAD".into(), p.display().to_string()));
-    }
-    let worker_exe = match exe {
-        Some(e) => {
-            let e = existing(e, &format!("--{name}-exe"))?;
-            label.push(format!("worker={}", e.display()));
-            e
+    let preload = match preload {
+        Some(p) => {
+            let p = existing(p, &format!("--{name}-preload"))?;
+            label.push(format!("LD_PRELOAD={}", p.display()));
+            Some(p)
         }
-        None => own_exe.to_path_buf(),
+        None => None,
     };
-    for (k, v) in &env {
-        if k != "LD_PRELOAD" {
-            label.push(format!("{k}={v}"));
-        }
-    }
-    Ok(SideSpec {
-        label: label.join(" "),
-        arena: arena_cfg,
-        worker_exe,
-        worker_args: vec!["__worker".into()],
-        env,
-    })
+    let side = allocators
+        .iter()
+        .map(|a| {
+            let mut c = a.clone();
+            if matches!(c.backend, AllocatorName::Arena | AllocatorName::ArenaLocked) {
+                c.arena = arena_cfg.clone();
+            }
+            if let Some(p) = &preload {
+                // The glibc backend under a preloaded malloc, as this form always meant.
+                c.env.push(("LD_PRELOAD".into(), p.display().to_string()));
+            }
+            c
+        })
+        .collect();
+    Ok((side, label))
 }
 
 fn results_path(p: &Path) -> PathBuf {
@@ -274,40 +303,83 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
             eprintln!("mallard gate: {s}");
         }
     };
-    match (&a.baseline, &a.current) {
-        (Some(b), Some(c)) => {
-            if !a.traces.is_empty() || a.calibrate || a.count_instructions {
-                bail!("--baseline/--current compare stored results: give no traces, --calibrate or --count-instructions");
-            }
-            let (bp, cp) = (results_path(b), results_path(c));
-            let base = mallard_report::read_results(&bp)?;
-            let cur = mallard_report::read_results(&cp)?;
-            let report = mallard_gate::stored::compare_stored(&base, &bp, &cur, &cp, &cfg)?;
-            return finish(&report, &a.out);
+    if let (Some(b), Some(c)) = (&a.baseline, &a.current) {
+        if !a.traces.is_empty() || a.calibrate || a.count_instructions || a.candidate.is_some() {
+            bail!("--baseline/--current compare stored results: give no traces, --candidate, --calibrate or --count-instructions");
         }
-        (Some(_), None) | (None, Some(_)) => {
-            bail!("--baseline and --current go together (two stored results.json)")
-        }
-        (None, None) => {}
+        let (bp, cp) = (results_path(Path::new(b)), results_path(c));
+        let base = mallard_report::read_results(&bp)?;
+        let cur = mallard_report::read_results(&cp)?;
+        let report = mallard_gate::stored::compare_stored(&base, &bp, &cur, &cp, &cfg)?;
+        return finish(&report, &a.out);
+    }
+    if a.current.is_some() {
+        bail!("--current goes with --baseline RESULTS (two stored results.json)");
     }
     if a.traces.is_empty() {
         bail!("give the traces to replay (or --baseline A/results.json --current B/results.json)");
     }
     for t in &a.traces {
-        if !t.exists() {
+        if !t.exists() && !t.to_string_lossy().starts_with("gen:") {
             bail!("{}: no such trace file", t.display());
         }
     }
-    let mut allocators = crate::opts::allocators(&a.allocators)?;
-    if allocators.is_empty() {
-        allocators.push(
-            if a.baseline_preload.is_some() || a.candidate_preload.is_some() {
-                AllocatorName::Glibc
+    let default_arena = mallard_arena::Config::default();
+    let older = a.baseline_arena.is_some()
+        || a.candidate_arena.is_some()
+        || a.baseline_preload.is_some()
+        || a.candidate_preload.is_some()
+        || !a.allocators.is_empty();
+    let (mut base_side, mut cand_side, mut base_label, mut cand_label) =
+        match (&a.baseline, &a.candidate) {
+            (Some(b), Some(c)) => {
+                if older {
+                    bail!("--baseline SPEC --candidate SPEC name both sides whole: leave out --allocators, --*-arena and --*-preload (write arena:pool_size=4K, tc=/path/lib.so)");
+                }
+                let b = contender::parse(b, &default_arena).map_err(|e| anyhow!("--baseline: {e}"))?;
+                let c = contender::parse(c, &default_arena).map_err(|e| anyhow!("--candidate: {e}"))?;
+                let (bl, cl) = (vec![b.spec.clone()], vec![c.spec.clone()]);
+                (vec![b], vec![c], bl, cl)
+            }
+            (Some(_), None) | (None, Some(_)) => bail!(
+                "--baseline SPEC and --candidate SPEC go together (or --baseline RESULTS --current RESULTS)"
+            ),
+            (None, None) => {
+                let mut allocators = crate::opts::allocators(&a.allocators, &default_arena)?;
+                if allocators.is_empty() {
+                    let name = if a.baseline_preload.is_some() || a.candidate_preload.is_some() {
+                        AllocatorName::Glibc
+                    } else {
+                        AllocatorName::Arena
+                    };
+                    allocators.push(Contender::builtin(name, &default_arena));
+                }
+                let (b, bl) =
+                    older_side("baseline", &allocators, &a.baseline_arena, &a.baseline_preload)?;
+                let (c, cl) = older_side(
+                    "candidate",
+                    &allocators,
+                    &a.candidate_arena,
+                    &a.candidate_preload,
+                )?;
+                (b, c, bl, cl)
+            }
+        };
+    base_label.extend(side_extras("baseline", &a.baseline_exe, &a.baseline_env, &mut base_side)?);
+    cand_label.extend(side_extras("candidate", &a.candidate_exe, &a.candidate_env, &mut cand_side)?);
+    let pairs: Vec<GatePair> = base_side
+        .into_iter()
+        .zip(cand_side)
+        .map(|(b, c)| GatePair {
+            name: if b.label == c.label {
+                b.label.clone()
             } else {
-                AllocatorName::Arena
+                format!("{} vs {}", b.label, c.label)
             },
-        );
-    }
+            baseline: b,
+            candidate: c,
+        })
+        .collect();
     let mut passes = Vec::new();
     for p in &a.passes {
         let pass = match p.trim() {
@@ -324,30 +396,11 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     crate::opts::batch(a.batch)?;
     let timeout = crate::opts::timeout(a.timeout)?;
     let cpu = crate::opts::cpu(a.cpu)?;
-    let own = std::env::current_exe().context("cannot find the mallard executable")?;
-    let baseline = side(
-        "baseline",
-        &allocators,
-        &a.baseline_arena,
-        &a.baseline_preload,
-        &a.baseline_exe,
-        &a.baseline_env,
-        &own,
-    )?;
-    let candidate = side(
-        "candidate",
-        &allocators,
-        &a.candidate_arena,
-        &a.candidate_preload,
-        &a.candidate_exe,
-        &a.candidate_env,
-        &own,
-    )?;
     let plan = LivePlan {
         traces: a.traces.clone(),
-        allocators,
-        baseline,
-        candidate,
+        pairs,
+        baseline_label: base_label.join(" "),
+        candidate_label: cand_label.join(" "),
         passes,
         touch,
         batch: a.batch,

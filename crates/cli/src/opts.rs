@@ -5,56 +5,24 @@
 
 use anyhow::{anyhow, bail, Result};
 use mallard_replay::backend::AllocatorName;
+use mallard_replay::contender::{self, Contender};
 use mallard_replay::engine::Touch;
 use std::time::Duration;
 
-/// `--allocators`: the names given, in order, each once (empty if none were given). An unknown
-/// name is refused with the closest known one suggested.
-pub fn allocators(names: &[String]) -> Result<Vec<AllocatorName>> {
-    let mut v = Vec::new();
-    for s in names {
-        let s = s.trim();
-        let n: AllocatorName = s.parse().map_err(|e: String| {
-            let known = AllocatorName::ALL.map(|a| a.as_str());
-            match closest(s, &known) {
-                Some(c) => anyhow!("--allocators: {e}; did you mean {c}?"),
-                None => anyhow!("--allocators: {e}"),
-            }
-        })?;
-        if !v.contains(&n) {
-            v.push(n);
-        }
-    }
-    Ok(v)
+/// `--allocators`: comma-separated allocator specs `[LABEL=]BASE[:KEY=VALUE]...`
+/// ([`mallard_replay::contender`]), in order, each once (empty if none were given). An unknown
+/// allocator or setting is refused (exit 2) before any trace is read, naming the known ones and
+/// the closest allocator name; a distribution library that is missing names its package.
+pub fn allocators(specs: &[String], arena: &mallard_arena::Config) -> Result<Vec<Contender>> {
+    contender::parse_list(specs, arena).map_err(|e| anyhow!("--allocators: {e}"))
 }
 
-/// The candidate nearest to `s` by edit distance (case-insensitive), if it is near enough to
-/// be a slip: fewer than a quarter of the longer word's letters differ (`jemaloc` is a slip for
-/// jemalloc; `tcmalloc` is another allocator, not a slip).
-pub fn closest<'a>(s: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let s = s.to_ascii_lowercase();
-    candidates
+/// The default contenders: arena, glibc, jemalloc, mimalloc.
+pub fn default_allocators(arena: &mallard_arena::Config) -> Vec<Contender> {
+    AllocatorName::DEFAULT
         .iter()
-        .map(|c| (edit_distance(&s, &c.to_ascii_lowercase()), *c))
-        .filter(|(d, c)| *d > 0 && *d * 4 < s.len().max(c.len()))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance (insertions, deletions, substitutions), over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+        .map(|&a| Contender::builtin(a, arena))
+        .collect()
 }
 
 /// `--touch`.
@@ -123,13 +91,16 @@ mod tests {
 
     #[test]
     fn slips_get_a_suggestion_and_strangers_none() {
+        use mallard_replay::contender::closest;
         let known = AllocatorName::ALL.map(|a| a.as_str());
         assert_eq!(closest("jemaloc", &known), Some("jemalloc"));
         assert_eq!(closest("MIMALLOC2", &known), Some("mimalloc"));
         assert_eq!(closest("glbc", &known), Some("glibc"));
         assert_eq!(closest("tcmalloc", &known), None);
-        let e = allocators(&["jemaloc".into()]).unwrap_err().to_string();
-        assert!(e.ends_with("did you mean jemalloc?"), "{e}");
+        let e = allocators(&["jemaloc".into()], &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean 'jemalloc'?"), "{e}");
     }
 
     #[test]

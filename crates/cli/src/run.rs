@@ -2,7 +2,6 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use mallard_replay::backend::AllocatorName;
 use mallard_replay::runner::{self, Progress, RunOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -73,10 +72,6 @@ pub struct RunArgs {
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
     // Before anything is generated, imported or run: may the report go there (exit 2 if not)?
     mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::REPORT)?;
-    let mut allocators = crate::opts::allocators(&a.allocators)?;
-    if allocators.is_empty() {
-        allocators = AllocatorName::DEFAULT.to_vec();
-    }
     let touch = crate::opts::touch(&a.touch)?;
     crate::opts::batch(a.batch)?;
     let timeout = crate::opts::timeout(a.timeout)?;
@@ -92,6 +87,10 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
             .map_err(|e| anyhow!("--arena: {e}"))?;
     }
     arena.validate().map_err(|e| anyhow!("--arena: {e}"))?;
+    let mut allocators = crate::opts::allocators(&a.allocators, &arena)?;
+    if allocators.is_empty() {
+        allocators = crate::opts::default_allocators(&arena);
+    }
     let (mode, counts) = parse_threads(&a.threads)?;
     let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
     // Removed by the signal handler if the run is interrupted (dropped before gen_dir).
@@ -149,7 +148,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         std::env::current_exe().context("cannot find the mallard executable to start workers")?;
     let opts = RunOptions {
         traces,
-        allocators,
+        contenders: allocators,
         repeat: a.repeat,
         touch,
         batch: a.batch,

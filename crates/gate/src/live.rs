@@ -1,11 +1,12 @@
 //! Baseline and candidate measured side by side, here and now.
 //!
-//! A *side* is an allocator setup: an arena configuration, a worker executable (another build
-//! of `mallard`, for a build of the project's arena crate), and extra environment (an
-//! `LD_PRELOAD` allocator under the `glibc` backend). For every repetition, trace, allocator and
-//! pass, the two sides' workers form a pair: both are started and prepare (decode the trace,
-//! compile the program) and then *hold* ([`runner::Worker`]); the first is released, and when
-//! it has exited the second, so the two timed replays are milliseconds apart and see nearly
+//! Each side is one or more contenders ([`mallard_replay::contender`]: an allocator spec with
+//! its settings, a preloaded library, another worker executable for a build of the project's
+//! arena crate, extra environment). The gate fills in a [`Session`] of the replay crate with
+//! pair i's baseline and candidate as contenders 2i and 2i+1. For every repetition, trace,
+//! pair and pass, the two sides' workers are started and prepare (decode the trace, compile
+//! the program) and then *hold* ([`Session::pair`]); the first is released, and when it has
+//! exited the second, so the two timed replays are milliseconds apart and see nearly
 //! the same machine. This machine's speed drifts over seconds: single replays vary by 10-16%,
 //! pairs' ratios by about 3%, so the judge tests the pairs ([`Samples::paired`]). Which side goes
 //! first alternates (ABBA: baseline first in even repetitions), so neither always runs first.
@@ -27,36 +28,32 @@ use crate::report::{
     CalibrationReport, GateReport, Mode, NoiseRow, Settings, TraceRef, GATE_SCHEMA,
 };
 use crate::GateError;
-use mallard_arena::Config as ArenaConfig;
-use mallard_replay::backend::AllocatorName;
+use mallard_replay::contender::Contender;
 use mallard_replay::engine::Touch;
-use mallard_replay::measure::Timer;
-use mallard_replay::runner::{self, CheckedTrace, RunOptions};
+use mallard_replay::runner::{self, RunOptions, Session};
 use mallard_replay::worker::Pass;
-use mallard_report::Repetition;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// One side of the comparison.
+/// One compared pair: the baseline's and the candidate's contender for the same role
+/// (`--baseline glibc --candidate tc=/path/lib.so`; or, with the older side options, the
+/// same allocator under each side's arena configuration, preload, executable, environment).
 #[derive(Clone, Debug)]
-pub struct SideSpec {
-    /// What this side is, for people (`arena cpython-3.11,pool_size=4K`).
-    pub label: String,
-    pub arena: ArenaConfig,
-    /// The worker program and the arguments before the spec (`mallard __worker`).
-    pub worker_exe: PathBuf,
-    pub worker_args: Vec<String>,
-    /// Extra environment of every worker of this side.
-    pub env: Vec<(String, String)>,
+pub struct GatePair {
+    /// What the metrics of this pair are filed under (the allocator column of the verdict).
+    pub name: String,
+    pub baseline: Contender,
+    pub candidate: Contender,
 }
 
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct LivePlan {
     pub traces: Vec<PathBuf>,
-    pub allocators: Vec<AllocatorName>,
-    pub baseline: SideSpec,
-    pub candidate: SideSpec,
+    pub pairs: Vec<GatePair>,
+    /// What each side is, for people (`arena cpython-3.11,pool_size=4K`).
+    pub baseline_label: String,
+    pub candidate_label: String,
     /// Which passes to run (fewer passes, fewer metrics, faster gate).
     pub passes: Vec<Pass>,
     pub touch: Touch,
@@ -78,68 +75,46 @@ pub const DEFAULT_TOGGLE: &str = "*engine::throughput*";
 /// Progress messages for the command line.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(&str);
 
-struct Prepared {
-    traces: Vec<CheckedTrace>,
-    timer: Timer,
-    base: RunOptions,
-    cand: RunOptions,
-}
-
-fn options(plan: &LivePlan, side: &SideSpec) -> Result<RunOptions, GateError> {
-    let mut o = RunOptions::new(plan.traces.clone(), plan.allocators.clone())
-        .map_err(|e| GateError::Input(e.to_string()))?;
-    o.touch = plan.touch;
-    o.batch = plan.batch;
-    o.arena = side.arena.clone();
-    o.cpu = plan.cpu;
-    o.timeout = plan.timeout;
-    o.worker_exe = side.worker_exe.clone();
-    o.worker_args = side.worker_args.clone();
-    o.worker_env = side.env.clone();
-    o.rss_samples = 100;
-    o.ignore_memory_limit = plan.ignore_memory_limit;
-    Ok(o)
-}
-
-fn prepare(plan: &LivePlan) -> Result<Prepared, GateError> {
-    if plan.allocators.is_empty() {
+/// The session's options: contenders 2i and 2i+1 are pair i's baseline and candidate.
+fn options(plan: &LivePlan) -> Result<RunOptions, GateError> {
+    if plan.pairs.is_empty() {
         return Err(GateError::Input("no allocator to compare".into()));
     }
     if plan.passes.is_empty() {
         return Err(GateError::Input("no pass to run".into()));
     }
-    if plan.allocators.contains(&AllocatorName::Arena) {
-        for (name, s) in [("baseline", &plan.baseline), ("candidate", &plan.candidate)] {
-            s.arena
-                .validate()
-                .map_err(|e| GateError::Input(format!("{name} arena configuration: {e}")))?;
-        }
-    }
-    let mut traces: Vec<CheckedTrace> = Vec::new();
-    for (i, p) in plan.traces.iter().enumerate() {
-        let mut t = runner::check_trace(p).map_err(|e| GateError::Input(e.to_string()))?;
-        if traces.iter().any(|x| x.info.name == t.info.name) {
-            t.info.name = format!("{}-{}", t.info.name, i + 1);
-        }
-        traces.push(t);
-    }
-    let base = options(plan, &plan.baseline)?;
-    // Baseline and candidate are prepared and held together: two workers at once.
-    let demands: Vec<runner::Demand> = traces.iter().map(|t| t.demand.clone()).collect();
-    runner::refuse_impossible(&demands, &base, 2, 0)
+    let contenders = plan
+        .pairs
+        .iter()
+        .flat_map(|p| {
+            let mut b = p.baseline.clone();
+            let mut c = p.candidate.clone();
+            // Labels unique within the session (an A/A pair has two equal ones).
+            b.label = format!("baseline {}", p.name);
+            c.label = format!("candidate {}", p.name);
+            [b, c]
+        })
+        .collect();
+    let mut o = RunOptions::new(plan.traces.clone(), contenders)
         .map_err(|e| GateError::Input(e.to_string()))?;
-    Ok(Prepared {
-        traces,
-        timer: Timer::calibrate(100),
-        base,
-        cand: options(plan, &plan.candidate)?,
-    })
+    o.touch = plan.touch;
+    o.batch = plan.batch;
+    o.cpu = plan.cpu;
+    o.timeout = plan.timeout;
+    o.rss_samples = 100;
+    o.ignore_memory_limit = plan.ignore_memory_limit;
+    Ok(o)
+}
+
+/// Baseline and candidate are prepared and held together: two workers at once.
+fn prepare<'a>(opts: &'a RunOptions) -> Result<Session<'a>, GateError> {
+    Session::prepare(opts, 2, 0).map_err(|e| GateError::Input(e.to_string()))
 }
 
 /// Runs repetitions `from..to` of both sides, ABBA, filing every metric into `samples`.
 fn run_reps(
     plan: &LivePlan,
-    p: &Prepared,
+    p: &Session,
     from: u32,
     to: u32,
     samples: &mut Samples,
@@ -147,45 +122,28 @@ fn run_reps(
 ) -> Result<(), GateError> {
     for rep in from..to {
         let t0 = Instant::now();
-        for t in &p.traces {
-            for &alloc in &plan.allocators {
-                let mut reps = [
-                    Repetition {
-                        trace: t.info.name.clone(),
-                        allocator: alloc.as_str().into(),
-                        index: rep,
-                        ..Default::default()
-                    },
-                    Repetition {
-                        trace: t.info.name.clone(),
-                        allocator: alloc.as_str().into(),
-                        index: rep,
-                        ..Default::default()
-                    },
-                ];
+        for ti in 0..p.traces.len() {
+            for (pi, pair) in plan.pairs.iter().enumerate() {
+                let mut reps = [p.repetition(ti, 2 * pi, rep), p.repetition(ti, 2 * pi + 1, rep)];
+                for r in &mut reps {
+                    r.allocator = pair.name.clone();
+                }
                 for &pass in &plan.passes {
-                    let order: [usize; 2] = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
-                    let side = |s: usize| if s == 0 { "baseline" } else { "candidate" };
-                    let err = |s: usize, msg: String| GateError::Worker {
-                        side: side(s),
-                        what: format!("{} {} {} pass", t.info.name, alloc, pass.name()),
-                        msg,
-                    };
                     // Both workers prepare first, then replay back to back: the pair's two
                     // replays are milliseconds apart, so they see nearly the same machine.
-                    let mut held = Vec::with_capacity(2);
-                    for s in order {
-                        let opts = if s == 0 { &p.base } else { &p.cand };
-                        let mut spec = opts.spec(Path::new(&t.info.path), alloc, pass, p.timer);
-                        spec.hold = true;
-                        let mut w = runner::Worker::spawn(opts, &spec).map_err(|e| err(s, e))?;
-                        w.wait_ready(opts.timeout).map_err(|e| err(s, e))?;
-                        held.push((s, w));
-                    }
-                    for (s, mut w) in held {
-                        let opts = if s == 0 { &p.base } else { &p.cand };
-                        w.go();
-                        let out = w.finish(opts.timeout).map_err(|e| err(s, e))?;
+                    let order: [usize; 2] = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
+                    let outs = p.pair(ti, 2 * pi + order[0], 2 * pi + order[1], pass);
+                    for (s, out) in order.into_iter().zip(outs) {
+                        let out = out.map_err(|msg| GateError::Worker {
+                            side: if s == 0 { "baseline" } else { "candidate" },
+                            what: format!(
+                                "{} {} {} pass",
+                                p.traces[ti].info.name,
+                                pair.name,
+                                pass.name()
+                            ),
+                            msg,
+                        })?;
                         runner::merge(&mut reps[s], pass, out);
                     }
                 }
@@ -252,7 +210,7 @@ pub fn callgrind_total(text: &str) -> Option<u64> {
 
 fn count_instructions(
     plan: &LivePlan,
-    p: &Prepared,
+    p: &Session,
     samples: &mut Samples,
     progress: ProgressFn,
 ) -> Result<(), GateError> {
@@ -262,36 +220,39 @@ fn count_instructions(
         plan.callgrind_toggle
     ));
     let mut n = 0u32;
-    for t in &p.traces {
-        for &alloc in &plan.allocators {
+    for (ti, t) in p.traces.iter().enumerate() {
+        for (pi, pair) in plan.pairs.iter().enumerate() {
             for s in [0usize, 1, 1, 0] {
-                let side = if s == 0 { &p.base } else { &p.cand };
+                let c = &p.opts.contenders[2 * pi + s];
                 n += 1;
                 let file = std::env::temp_dir()
                     .join(format!("mallard-gate-{}-{n}.callgrind", std::process::id()));
-                let mut opts = side.clone();
-                opts.worker_exe = plan.valgrind.clone();
+                let (exe, exe_args) = match &c.worker {
+                    Some((e, a)) => (e.clone(), a.clone()),
+                    None => (p.opts.worker_exe.clone(), p.opts.worker_args.clone()),
+                };
                 let mut args = vec![
                     "--tool=callgrind".to_string(),
                     format!("--toggle-collect={}", plan.callgrind_toggle),
                     format!("--callgrind-out-file={}", file.display()),
-                    side.worker_exe.display().to_string(),
+                    exe.display().to_string(),
                 ];
-                args.extend(side.worker_args.iter().cloned());
-                opts.worker_args = args;
-                let spec = side.spec(Path::new(&t.info.path), alloc, Pass::Throughput, p.timer);
-                let res = runner::run_worker(&opts, &spec);
+                args.extend(exe_args);
+                let mut under = c.clone();
+                under.worker = Some((plan.valgrind.clone(), args));
+                let spec = p.spec(ti, 2 * pi + s, Pass::Throughput);
+                let res = runner::run_worker_for(p.opts, &under, &spec);
                 let text = std::fs::read_to_string(&file).unwrap_or_default();
                 let _ = std::fs::remove_file(&file);
                 let side_name = if s == 0 { "baseline" } else { "candidate" };
                 res.map_err(|e| GateError::Worker {
                     side: side_name,
-                    what: format!("{} {} under callgrind", t.info.name, alloc),
+                    what: format!("{} {} under callgrind", t.info.name, pair.name),
                     msg: e,
                 })?;
                 let total = callgrind_total(&text).ok_or_else(|| GateError::Worker {
                     side: side_name,
-                    what: format!("{} {} under callgrind", t.info.name, alloc),
+                    what: format!("{} {} under callgrind", t.info.name, pair.name),
                     msg: "callgrind wrote no instruction total".into(),
                 })?;
                 if total == 0 {
@@ -308,7 +269,7 @@ fn count_instructions(
                     } else {
                         Side::Candidate
                     },
-                    MetricKey::new(&t.info.name, alloc.as_str(), "instructions"),
+                    MetricKey::new(&t.info.name, &pair.name, "instructions"),
                     total as f64,
                 );
             }
@@ -317,7 +278,7 @@ fn count_instructions(
     Ok(())
 }
 
-fn trace_refs(p: &Prepared) -> Vec<TraceRef> {
+fn trace_refs(p: &Session) -> Vec<TraceRef> {
     p.traces
         .iter()
         .map(|t| TraceRef {
@@ -341,7 +302,8 @@ pub fn run_gate(
 ) -> Result<GateReport, GateError> {
     cfg.validate().map_err(GateError::Input)?;
     let started = Instant::now();
-    let p = prepare(plan)?;
+    let opts = options(plan)?;
+    let p = prepare(&opts)?;
     let machine = runner::machine(p.timer);
     let mut notes = Vec::new();
     let (has_counters, counters) = hardware_counters();
@@ -389,7 +351,7 @@ pub fn run_gate(
     for u in samples.unpaired() {
         notes.push(format!("only one side produced {u}"));
     }
-    if plan.baseline.label == plan.candidate.label {
+    if plan.pairs.iter().all(|p| p.baseline.spec == p.candidate.spec && p.baseline.arena == p.candidate.arena && p.baseline.env == p.candidate.env && p.baseline.worker == p.candidate.worker) {
         notes.push("baseline and candidate are the same setup: this is an A/A comparison".into());
     }
     let (verdict, exit_code) = judge::overall(&results, cfg);
@@ -397,8 +359,8 @@ pub fn run_gate(
         schema: GATE_SCHEMA,
         tool: tool(),
         mode: Mode::SideBySide,
-        baseline: plan.baseline.label.clone(),
-        candidate: plan.candidate.label.clone(),
+        baseline: plan.baseline_label.clone(),
+        candidate: plan.candidate_label.clone(),
         verdict,
         exit_code,
         headline: String::new(),
@@ -424,8 +386,12 @@ pub fn run_calibration(
     cfg.validate().map_err(GateError::Input)?;
     let started = Instant::now();
     let mut aa = plan.clone();
-    aa.candidate = plan.baseline.clone();
-    let p = prepare(&aa)?;
+    for pair in &mut aa.pairs {
+        pair.candidate = pair.baseline.clone();
+    }
+    aa.candidate_label = plan.baseline_label.clone();
+    let opts = options(&aa)?;
+    let p = prepare(&opts)?;
     let machine = runner::machine(p.timer);
     let mut samples = Samples {
         paired: true,
@@ -442,7 +408,7 @@ pub fn run_calibration(
     };
     let mut c = calibration_from_samples(&samples, cfg, ctx, &mut notes);
     c.tool = tool();
-    c.baseline = plan.baseline.label.clone();
+    c.baseline = plan.baseline_label.clone();
     c.repetitions = cfg.max_reps;
     c.elapsed_s = started.elapsed().as_secs_f64();
     c.machine = Some(machine);

@@ -240,6 +240,9 @@ pub struct Contender {
     pub given: Vec<(String, String)>,
     /// One line on what this contender is.
     pub about: String,
+    /// Another worker program and the arguments before its spec (`mallard gate`'s
+    /// `--baseline-exe`: a build of the project's arena crate), instead of the run's.
+    pub worker: Option<(PathBuf, Vec<String>)>,
 }
 
 /// A spec that cannot be used, with what to do about it.
@@ -282,6 +285,7 @@ impl Contender {
             env: Vec::new(),
             given: Vec::new(),
             about: name.about().into(),
+            worker: None,
         }
     }
 
@@ -505,13 +509,8 @@ pub fn parse_list(specs: &[String], arena: &ArenaConfig) -> Result<Vec<Contender
 fn unknown_base(base: &str) -> String {
     let mut names: Vec<&str> = AllocatorName::ALL.iter().map(|a| a.as_str()).collect();
     names.extend(KNOWN_LIBRARIES.iter().map(|k| k.name));
-    let closest = names
-        .iter()
-        .map(|n| (edit_distance(base, n), *n))
-        .min()
-        .filter(|(d, n)| *d <= 2.max(n.len() / 3));
-    let hint = closest
-        .map(|(_, n)| format!("did you mean '{n}'? "))
+    let hint = closest(base, &names)
+        .map(|n| format!("did you mean '{n}'? "))
         .unwrap_or_default();
     format!(
         "unknown allocator '{base}'; {hint}known: {}, or the path of a library that replaces malloc",
@@ -519,7 +518,20 @@ fn unknown_base(base: &str) -> String {
     )
 }
 
-/// Levenshtein distance (for "did you mean").
+/// The candidate nearest to `s` by edit distance (case-insensitive), if it is near enough to
+/// be a slip: fewer than a quarter of the longer word's letters differ (`jemaloc` is a slip for
+/// jemalloc; `tcmalloc` is another allocator, not a slip for jemalloc).
+pub fn closest<'a>(s: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let s = s.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&s, &c.to_ascii_lowercase()), *c))
+        .filter(|(d, c)| *d > 0 && *d * 4 < s.len().max(c.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), over chars.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();

@@ -20,6 +20,7 @@
 //! death signal when the starting thread ends).
 
 use crate::backend::AllocatorName;
+use crate::contender::Contender;
 use crate::engine::Touch;
 use crate::measure::{self, Timer};
 use crate::program;
@@ -41,7 +42,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub traces: Vec<PathBuf>,
-    pub allocators: Vec<AllocatorName>,
+    /// What to compare ([`crate::contender`]): an allocator, its settings, its workers' needs.
+    pub contenders: Vec<Contender>,
     pub repeat: u32,
     pub touch: Touch,
     pub batch: usize,
@@ -68,12 +70,12 @@ pub struct RunOptions {
 impl RunOptions {
     /// Options with the defaults of `mallard run` for the given traces and allocators, with
     /// the running executable as worker (`EXE __worker SPEC`).
-    pub fn new(traces: Vec<PathBuf>, allocators: Vec<AllocatorName>) -> Result<Self, RunError> {
+    pub fn new(traces: Vec<PathBuf>, contenders: Vec<Contender>) -> Result<Self, RunError> {
         let exe = std::env::current_exe()
             .map_err(|e| RunError::Other(format!("cannot find own executable: {e}")))?;
         Ok(RunOptions {
             traces,
-            allocators,
+            contenders,
             repeat: 5,
             touch: Touch::Pages,
             batch: 64,
@@ -91,21 +93,16 @@ impl RunOptions {
     }
 
     /// The worker spec for one measurement under these options.
-    pub fn spec(
-        &self,
-        trace: &Path,
-        allocator: AllocatorName,
-        pass: Pass,
-        timer: Timer,
-    ) -> WorkerSpec {
+    pub fn spec(&self, trace: &Path, c: &Contender, pass: Pass, timer: Timer) -> WorkerSpec {
         WorkerSpec {
             trace: trace.to_path_buf(),
-            allocator,
+            allocator: c.backend,
+            settings: c.settings.clone(),
             pass,
             touch: self.touch,
             batch: self.batch,
             rss_samples: self.rss_samples,
-            arena: self.arena.clone(),
+            arena: c.arena.clone(),
             timer_hz: timer.hz,
             cpu: self.cpu,
             threads: self.threads,
@@ -337,7 +334,8 @@ pub enum Progress<'a> {
         done: usize,
         total: usize,
         trace: &'a str,
-        allocator: AllocatorName,
+        /// The contender's label.
+        allocator: &'a str,
         rep: u32,
         pass: Pass,
         elapsed: Duration,
@@ -345,125 +343,247 @@ pub enum Progress<'a> {
     },
 }
 
-/// Runs everything in `opts`.
-pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunResults, RunError> {
-    if opts.allocators.is_empty() {
-        return Err(RunError::Other("no allocator to run".into()));
-    }
-    if opts.repeat == 0 {
-        return Err(RunError::Other("--repeat must be at least 1".into()));
-    }
-    if opts.allocators.contains(&AllocatorName::Arena) {
-        mallard_arena::Arena::new(opts.arena.clone())
-            .map_err(|e| RunError::Other(format!("arena configuration: {e}")))?;
-    }
-    let mut traces = Vec::new();
-    for (i, p) in opts.traces.iter().enumerate() {
-        let mut t = check_trace(p)?;
-        if traces
-            .iter()
-            .any(|x: &CheckedTrace| x.info.name == t.info.name)
-        {
-            t.info.name = format!("{}-{}", t.info.name, i + 1);
+/// One measurement session: the one scheduler behind `mallard run`, `sweep --mode measure`
+/// and `gate`. It checks every contender and prepares every trace once (hash, statistics, a
+/// full compile; the memory and thread limits), writes the results header once, and runs
+/// workers either *rotating* (every contender once per repetition, trace and pass, the order
+/// rotating with the repetition: `run` and the sweep) or as *held pairs* (two contenders'
+/// workers prepared, then released back to back: the gate). It merges each worker's output,
+/// or its failure, into a [`Repetition`].
+pub struct Session<'a> {
+    pub opts: &'a RunOptions,
+    pub traces: Vec<CheckedTrace>,
+    pub timer: Timer,
+}
+
+impl<'a> Session<'a> {
+    /// Checks the contenders and traces; refuses what this machine cannot do with
+    /// `workers_at_once` workers alive and `parent_bytes` held by the parent.
+    pub fn prepare(
+        opts: &'a RunOptions,
+        workers_at_once: u32,
+        parent_bytes: u64,
+    ) -> Result<Session<'a>, RunError> {
+        if opts.contenders.is_empty() {
+            return Err(RunError::Other("no allocator to run".into()));
         }
-        traces.push(t);
+        if opts.repeat == 0 {
+            return Err(RunError::Other("--repeat must be at least 1".into()));
+        }
+        for c in &opts.contenders {
+            if matches!(c.backend, AllocatorName::Arena | AllocatorName::ArenaLocked)
+                && c.settings.preloaded.is_none()
+            {
+                mallard_arena::Arena::new(c.arena.clone()).map_err(|e| {
+                    RunError::Other(format!("{}: arena configuration: {e}", c.label))
+                })?;
+            }
+        }
+        let mut traces = Vec::new();
+        for (i, p) in opts.traces.iter().enumerate() {
+            let mut t = check_trace(p)?;
+            if traces
+                .iter()
+                .any(|x: &CheckedTrace| x.info.name == t.info.name)
+            {
+                t.info.name = format!("{}-{}", t.info.name, i + 1);
+            }
+            traces.push(t);
+        }
+        Session::from_checked(opts, traces, workers_at_once, parent_bytes)
     }
-    let demands: Vec<Demand> = traces.iter().map(|t| t.demand.clone()).collect();
-    refuse_impossible(&demands, opts, 1, 0)?;
-    let timer = Timer::calibrate(100);
-    let versions = crate::worker::versions();
-    let mut results = RunResults {
-        schema: mallard_report::SCHEMA_VERSION,
-        tool: ToolInfo {
-            name: "mallard".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        machine: machine(timer),
-        settings: settings(opts),
-        traces: traces.iter().map(|t| t.info.clone()).collect(),
-        allocators: opts
-            .allocators
-            .iter()
-            .map(|&a| AllocatorInfo {
-                name: a.as_str().into(),
-                version: versions[a.as_str()].clone(),
-                config: if matches!(a, AllocatorName::Arena | AllocatorName::ArenaLocked) {
-                    opts.arena.to_string()
-                } else {
-                    "defaults".into()
-                },
-                notes: if a == AllocatorName::Arena
-                    && opts.threads == crate::worker::ThreadMode::Faithful
-                    && traces.iter().any(|t| t.info.threads > 1)
-                {
-                    format!(
-                        "{}; multi-threaded traces replay it under one lock (CPython's GIL model)",
-                        a.about()
-                    )
-                } else {
-                    a.about().into()
-                },
-            })
-            .collect(),
-        repetitions: Vec::new(),
-        methods: methods(opts),
-    };
-    // One Repetition per trace x allocator x rep, filled pass by pass.
-    let mut reps: BTreeMap<(usize, usize, u32), Repetition> = BTreeMap::new();
-    let total = traces.len() * opts.allocators.len() * opts.repeat as usize * Pass::ALL.len();
-    progress(Progress::Started {
-        total_workers: total,
-    });
-    let mut done = 0;
-    for rep in 0..opts.repeat {
-        for (ti, t) in traces.iter().enumerate() {
-            for pass in Pass::ALL {
-                let n = opts.allocators.len();
-                for k in 0..n {
-                    let ai = (k + rep as usize) % n;
-                    let alloc = opts.allocators[ai];
-                    let mut spec = opts.spec(Path::new(&t.info.path), alloc, pass, timer);
-                    spec.drain = crate::worker::drains(pass, rep);
-                    let t0 = Instant::now();
-                    let out = run_worker(opts, &spec);
-                    done += 1;
-                    progress(Progress::Worker {
-                        done,
-                        total,
-                        trace: &t.info.name,
-                        allocator: alloc,
-                        rep,
-                        pass,
-                        elapsed: t0.elapsed(),
-                        ok: out.is_ok(),
-                    });
-                    let r = reps.entry((ti, ai, rep)).or_insert_with(|| Repetition {
-                        trace: t.info.name.clone(),
-                        allocator: alloc.as_str().into(),
-                        index: rep,
-                        ..Default::default()
-                    });
-                    match out {
-                        Err(e) => {
-                            let msg = format!("{} pass: {e}", pass.name());
-                            r.failure = Some(match r.failure.take() {
-                                Some(prev) => format!("{prev}; {msg}"),
-                                None => msg,
-                            });
-                        }
-                        Ok(o) => merge(r, pass, o),
+
+    /// As [`Session::prepare`], for traces the caller has checked already (the sweep, which
+    /// keeps their programs for its simulated figures).
+    pub fn from_checked(
+        opts: &'a RunOptions,
+        traces: Vec<CheckedTrace>,
+        workers_at_once: u32,
+        parent_bytes: u64,
+    ) -> Result<Session<'a>, RunError> {
+        let demands: Vec<Demand> = traces.iter().map(|t| t.demand.clone()).collect();
+        refuse_impossible(&demands, opts, workers_at_once, parent_bytes)?;
+        Ok(Session {
+            opts,
+            traces,
+            timer: Timer::calibrate(100),
+        })
+    }
+
+    /// The results of this session before any repetition: tool, machine, settings, traces,
+    /// contenders and methods.
+    pub fn header(&self) -> RunResults {
+        let opts = self.opts;
+        let versions = crate::worker::versions();
+        let threaded = opts.threads == crate::worker::ThreadMode::Faithful
+            && self.traces.iter().any(|t| t.info.threads > 1);
+        RunResults {
+            schema: mallard_report::SCHEMA_VERSION,
+            tool: ToolInfo {
+                name: "mallard".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            machine: machine(self.timer),
+            settings: settings(opts),
+            traces: self.traces.iter().map(|t| t.info.clone()).collect(),
+            allocators: opts
+                .contenders
+                .iter()
+                .map(|c| contender_info(c, &versions, threaded))
+                .collect(),
+            repetitions: Vec::new(),
+            methods: methods(opts),
+        }
+    }
+
+    /// The worker spec of contender `ci` on trace `ti` for `pass`.
+    pub fn spec(&self, ti: usize, ci: usize, pass: Pass) -> WorkerSpec {
+        self.opts.spec(
+            Path::new(&self.traces[ti].info.path),
+            &self.opts.contenders[ci],
+            pass,
+            self.timer,
+        )
+    }
+
+    /// An empty repetition of contender `ci` on trace `ti`.
+    pub fn repetition(&self, ti: usize, ci: usize, rep: u32) -> Repetition {
+        Repetition {
+            trace: self.traces[ti].info.name.clone(),
+            allocator: self.opts.contenders[ci].label.clone(),
+            index: rep,
+            ..Default::default()
+        }
+    }
+
+    /// Every contender x trace x repetition x pass in `passes`, one fresh worker each, the
+    /// contender order rotating with the repetition. Repetitions come back sorted by trace,
+    /// contender and index; a failed worker marks its repetition with the reason.
+    pub fn rotate(&self, passes: &[Pass], progress: &mut dyn FnMut(Progress)) -> Vec<Repetition> {
+        let opts = self.opts;
+        let n = opts.contenders.len();
+        let mut reps: BTreeMap<(usize, usize, u32), Repetition> = BTreeMap::new();
+        let total = self.traces.len() * n * opts.repeat as usize * passes.len();
+        progress(Progress::Started {
+            total_workers: total,
+        });
+        let mut done = 0;
+        for rep in 0..opts.repeat {
+            for ti in 0..self.traces.len() {
+                for &pass in passes {
+                    for k in 0..n {
+                        let ci = (k + rep as usize) % n;
+                        let mut spec = self.spec(ti, ci, pass);
+                        spec.drain = crate::worker::drains(pass, rep);
+                        let t0 = Instant::now();
+                        let out = run_worker_for(opts, &opts.contenders[ci], &spec);
+                        done += 1;
+                        progress(Progress::Worker {
+                            done,
+                            total,
+                            trace: &self.traces[ti].info.name,
+                            allocator: &opts.contenders[ci].label,
+                            rep,
+                            pass,
+                            elapsed: t0.elapsed(),
+                            ok: out.is_ok(),
+                        });
+                        let r = reps
+                            .entry((ti, ci, rep))
+                            .or_insert_with(|| self.repetition(ti, ci, rep));
+                        file_output(r, pass, out);
                     }
                 }
             }
         }
+        reps.into_values().collect()
     }
-    let mut all: Vec<_> = reps.into_iter().collect();
-    all.sort_by_key(|((ti, ai, rep), _)| (*ti, *ai, *rep));
-    results.repetitions = all.into_iter().map(|(_, r)| r).collect();
+
+    /// One held pair: the workers of contenders `first` and `second` on trace `ti` both
+    /// prepare and hold, then `first` replays, then `second`, milliseconds apart. Outputs in
+    /// the order `[first, second]`.
+    pub fn pair(
+        &self,
+        ti: usize,
+        first: usize,
+        second: usize,
+        pass: Pass,
+    ) -> [Result<WorkerOutput, String>; 2] {
+        let opts = self.opts;
+        let mut held: Vec<Result<Worker, String>> = Vec::with_capacity(2);
+        for ci in [first, second] {
+            let mut spec = self.spec(ti, ci, pass);
+            spec.hold = true;
+            held.push(
+                Worker::spawn_for(opts, &opts.contenders[ci], &spec).and_then(|mut w| {
+                    w.wait_ready(opts.timeout)?;
+                    Ok(w)
+                }),
+            );
+        }
+        let mut out = held.into_iter().map(|w| {
+            w.and_then(|mut w| {
+                w.go();
+                w.finish(opts.timeout)
+            })
+        });
+        let a = out.next().unwrap_or_else(|| Err("no worker".into()));
+        let b = out.next().unwrap_or_else(|| Err("no worker".into()));
+        [a, b]
+    }
+}
+
+/// How a contender is described in the results.
+fn contender_info(
+    c: &Contender,
+    versions: &BTreeMap<&'static str, String>,
+    threaded: bool,
+) -> AllocatorInfo {
+    let lib = c.settings.preloaded.as_ref();
+    let mut notes = c.about.clone();
+    if lib.is_none() && c.backend == AllocatorName::Arena && threaded {
+        notes.push_str("; multi-threaded traces replay it under one lock (CPython's GIL model)");
+    }
+    AllocatorInfo {
+        name: c.label.clone(),
+        version: match lib {
+            Some(l) => l.version.clone(),
+            None => versions
+                .get(c.backend.as_str())
+                .cloned()
+                .unwrap_or_default(),
+        },
+        config: c.config(),
+        notes,
+        spec: c.spec.clone(),
+        library: lib.map(|l| l.resolved.display().to_string()),
+        library_sha256: lib.map(|l| l.sha256.clone()),
+    }
+}
+
+/// Files a worker's output, or its failure, into its repetition.
+pub fn file_output(r: &mut Repetition, pass: Pass, out: Result<WorkerOutput, String>) {
+    match out {
+        Err(e) => {
+            let msg = format!("{} pass: {e}", pass.name());
+            r.failure = Some(match r.failure.take() {
+                Some(prev) => format!("{prev}; {msg}"),
+                None => msg,
+            });
+        }
+        Ok(o) => merge(r, pass, o),
+    }
+}
+
+/// Runs everything in `opts` (`mallard run`): a [`Session`] rotating over every pass.
+pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunResults, RunError> {
+    let session = Session::prepare(opts, 1, 0)?;
+    let mut results = session.header();
+    results.repetitions = session.rotate(&Pass::ALL, progress);
     Ok(results)
 }
 
@@ -493,8 +613,12 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
 
 /// Starts one worker process and waits for it (up to the timeout). Errors describe the failure
 /// (crash, signal, timeout, unreadable output) for the report.
-pub fn run_worker(opts: &RunOptions, spec: &WorkerSpec) -> Result<WorkerOutput, String> {
-    let mut w = Worker::spawn(opts, spec)?;
+pub fn run_worker_for(
+    opts: &RunOptions,
+    c: &Contender,
+    spec: &WorkerSpec,
+) -> Result<WorkerOutput, String> {
+    let mut w = Worker::spawn_for(opts, c, spec)?;
     w.go();
     w.finish(opts.timeout)
 }
@@ -534,17 +658,24 @@ enum WorkerMsg {
 }
 
 impl Worker {
-    /// Starts the worker (its stdin piped when it holds, else closed).
-    pub fn spawn(opts: &RunOptions, spec: &WorkerSpec) -> Result<Worker, String> {
+    /// Starts contender `c`'s worker (its stdin piped when it holds, else closed): the run's
+    /// worker program and environment, the contender's own environment (`LD_PRELOAD`,
+    /// configuration variables) on top, and the contender's own worker program if it has one.
+    pub fn spawn_for(opts: &RunOptions, c: &Contender, spec: &WorkerSpec) -> Result<Worker, String> {
+        let (exe, args) = match &c.worker {
+            Some((exe, args)) => (exe, args),
+            None => (&opts.worker_exe, &opts.worker_args),
+        };
+        let env = c.worker_env(&opts.worker_env);
         let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let memory_at_start = measure::memory_available().map(|m| m.bytes);
         let oom_kills_at_start = measure::oom_kills();
         let (mut child, guard) = mallard_io::interrupt::spawn_registered(
             || {
-                Command::new(&opts.worker_exe)
-                    .args(&opts.worker_args)
+                Command::new(exe)
+                    .args(args)
                     .arg(json)
-                    .envs(opts.worker_env.iter().map(|(k, v)| (k, v)))
+                    .envs(env.iter().map(|(k, v)| (k, v)))
                     .env(
                         mallard_io::interrupt::PARENT_PID_ENV,
                         std::process::id().to_string(),
@@ -560,7 +691,7 @@ impl Worker {
             },
             |c| c.id(),
         )
-        .map_err(|e| format!("cannot start worker {}: {e}", opts.worker_exe.display()))?;
+        .map_err(|e| format!("cannot start worker {}: {e}", exe.display()))?;
         let registered = Some(guard);
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take();
@@ -948,7 +1079,8 @@ mod tests {
 
     #[test]
     fn work_beyond_the_machine_is_refused_up_front() {
-        let opts = RunOptions::new(vec![], vec![AllocatorName::Glibc]).unwrap();
+        let glibc = Contender::builtin(AllocatorName::Glibc, &ArenaConfig::default());
+        let opts = RunOptions::new(vec![], vec![glibc]).unwrap();
         let avail = measure::memory_available().unwrap().bytes;
         refuse_impossible(&[demand(1 << 20, 1 << 20, 1)], &opts, 2, 0).unwrap();
         let e = refuse_impossible(&[demand(1 << 40, 1 << 40, 1)], &opts, 1, 0).unwrap_err();

@@ -17,6 +17,7 @@
 use crate::backend::{self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
 use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
 use crate::measure::{self, Rss, Timer};
+use crate::preloaded::Preloaded;
 use crate::mt::{self, Locked, LockedRef};
 use crate::program::{self, Program, KINDS};
 use mallard_arena::Config as ArenaConfig;
@@ -54,6 +55,10 @@ impl Pass {
 pub struct WorkerSpec {
     pub trace: PathBuf,
     pub allocator: AllocatorName,
+    /// What the worker applies itself before it allocates (mallopt, mi_option_set) and the
+    /// library preloaded into it ([`crate::contender`]).
+    #[serde(default)]
+    pub settings: crate::contender::WorkerSettings,
     pub pass: Pass,
     pub touch: Touch,
     /// Maximum run length of the batched pass.
@@ -147,46 +152,56 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
             std::process::abort();
         }
     }
+    // Settings first, before the harness allocates: mallopt(M_ARENA_MAX) and mimalloc's
+    // options must be in place before the allocator's first call.
+    crate::preloaded::apply(&spec.settings)?;
     let mut reader = mallard_trace::open(&spec.trace).map_err(|e| e.to_string())?;
     let prog = program::compile(&mut reader, |_| {}).map_err(|e| e.to_string())?;
     drop(reader);
-    if spec.threads == ThreadMode::Faithful && prog.threads > 1 {
-        return run_threads(spec, &prog);
+    let mt = (spec.threads == ThreadMode::Faithful && prog.threads > 1).then(|| mt::split(&prog));
+    let mt = mt.as_ref();
+    // The one place where the backend is chosen, for single- and multi-threaded replays. The
+    // arena and bump allocators run under one lock when several threads replay (CPython's GIL
+    // model); `arena-locked` takes the lock on one thread too.
+    if let Some(lib) = &spec.settings.preloaded {
+        return replay_on(spec, &prog, mt, || Preloaded::new(lib));
     }
     match spec.allocator {
-        AllocatorName::Glibc => run_with(spec, &prog, Glibc),
-        AllocatorName::Jemalloc => run_with(spec, &prog, Jemalloc),
-        AllocatorName::Mimalloc => run_with(spec, &prog, Mimalloc),
-        AllocatorName::Arena => run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?),
-        AllocatorName::ArenaLocked => {
+        AllocatorName::Glibc => replay_on(spec, &prog, mt, || Glibc),
+        AllocatorName::Jemalloc => replay_on(spec, &prog, mt, || Jemalloc),
+        AllocatorName::Mimalloc => replay_on(spec, &prog, mt, || Mimalloc),
+        AllocatorName::Arena if mt.is_none() => {
+            run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?)
+        }
+        AllocatorName::Arena | AllocatorName::ArenaLocked => {
             let locked = Locked(Mutex::new(ArenaBackend::new(spec.arena.clone())?));
-            run_with(spec, &prog, LockedRef(&locked))
+            replay_on(spec, &prog, mt, || LockedRef(&locked))
         }
         AllocatorName::Bump => {
             let cap =
                 Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
-            run_with(spec, &prog, Bump::new(cap)?)
+            if mt.is_none() {
+                run_with(spec, &prog, Bump::new(cap)?)
+            } else {
+                let locked = Locked(Mutex::new(Bump::new(cap)?));
+                replay_on(spec, &prog, mt, || LockedRef(&locked))
+            }
         }
     }
 }
 
-/// The faithful multi-threaded replay of `prog` (see [`crate::mt`]).
-fn run_threads(spec: &WorkerSpec, prog: &Program) -> Result<WorkerOutput, String> {
-    let mt = mt::split(prog);
-    match spec.allocator {
-        AllocatorName::Glibc => run_mt(spec, prog, &mt, || Glibc),
-        AllocatorName::Jemalloc => run_mt(spec, prog, &mt, || Jemalloc),
-        AllocatorName::Mimalloc => run_mt(spec, prog, &mt, || Mimalloc),
-        AllocatorName::Arena | AllocatorName::ArenaLocked => {
-            let locked = Locked(Mutex::new(ArenaBackend::new(spec.arena.clone())?));
-            run_mt(spec, prog, &mt, || LockedRef(&locked))
-        }
-        AllocatorName::Bump => {
-            let cap =
-                Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);
-            let locked = Locked(Mutex::new(Bump::new(cap)?));
-            run_mt(spec, prog, &mt, || LockedRef(&locked))
-        }
+/// Replays `prog` on the backend `make` gives: the faithful multi-threaded replay when `mt`
+/// is there (`make` is called once per replay thread and for the footprint readings, so it
+/// hands out references to one allocator), else the single-threaded one.
+fn replay_on<B: Backend, F: Fn() -> B + Sync>(
+    spec: &WorkerSpec,
+    prog: &Program,
+    mt: Option<&mt::MtProgram>,
+    make: F,
+) -> Result<WorkerOutput, String> {
+    match mt {
+        Some(m) => run_mt(spec, prog, m, make),
+        None => run_with(spec, prog, make()),
     }
 }
 

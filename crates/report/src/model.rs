@@ -96,6 +96,14 @@ pub struct AllocatorInfo {
     /// Its configuration as it ran (for the arena: the full constant set).
     pub config: String,
     pub notes: String,
+    /// The allocator spec as given (`glibc:arena_max=1`, `tc=/path/lib.so`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spec: String,
+    /// The preloaded library, every symlink resolved, and its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library_sha256: Option<String>,
 }
 
 /// The operation kinds latency is reported for.

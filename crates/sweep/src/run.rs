@@ -6,11 +6,11 @@ use crate::rows::Row;
 use crate::simulate::{peak_live_index, simulate, thread_cpu_time, SimError};
 use mallard_replay::backend::AllocatorName;
 use mallard_replay::engine::Touch;
-use mallard_replay::measure::Timer;
 use mallard_replay::program::{self, Program};
-use mallard_replay::runner::{self, RunError, RunOptions};
+use mallard_replay::contender::Contender;
+use mallard_replay::runner::{self, RunError, RunOptions, Session};
 use mallard_replay::worker::Pass;
-use mallard_report::{AllocatorInfo, Repetition, RunResults, TraceInfo};
+use mallard_report::{RunResults, TraceInfo};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -203,83 +203,90 @@ pub fn run_measure(
     if mo.repeat == 0 {
         return Err(SweepError::Other("--repeat must be at least 1".into()));
     }
-    let mut base = RunOptions::new(Vec::new(), vec![AllocatorName::Arena])?;
+    // One contender per configuration, labelled by its index in the grid.
+    let contenders: Vec<Contender> = points
+        .iter()
+        .map(|p| {
+            let mut c = Contender::builtin(AllocatorName::Arena, &p.config);
+            c.label = format!("config {}", p.index);
+            c
+        })
+        .collect();
+    let mut base = RunOptions::new(Vec::new(), contenders)?;
     base.repeat = mo.repeat;
     base.touch = mo.touch;
     base.timeout = mo.timeout;
     base.cpu = mo.cpu;
     base.ignore_memory_limit = mo.ignore_memory_limit;
     // One worker at a time, beside the programs this process keeps for the simulated figures.
-    let demands: Vec<runner::Demand> = traces
+    let checked: Vec<runner::CheckedTrace> = traces
         .iter()
-        .map(|t| runner::Demand::of(&t.info.path, &t.program))
+        .map(|t| runner::CheckedTrace {
+            info: t.info.clone(),
+            ops: t.program.ops.len() as u64,
+            demand: runner::Demand::of(&t.info.path, &t.program),
+        })
         .collect();
-    let held: u64 = demands.iter().map(|d| d.program_bytes(base.threads)).sum();
-    runner::refuse_impossible(&demands, &base, 1, held)?;
-    let timer = Timer::calibrate(100);
-    let versions = mallard_replay::worker::versions();
-    // One RunResults per configuration, filled repetition by repetition, then summarised by
-    // mallard-report exactly as a `mallard run` of that configuration would be.
+    let held: u64 = checked
+        .iter()
+        .map(|t| t.demand.program_bytes(base.threads))
+        .sum();
+    let session = Session::from_checked(&base, checked, 1, held)?;
+    let header = session.header();
+    let by_label: std::collections::HashMap<&str, usize> = base
+        .contenders
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.label.as_str(), i))
+        .collect();
+    // The session's one scheduler rotates the configurations as `mallard run` rotates
+    // allocators.
+    let reps = session.rotate(&Pass::ALL, &mut |p| {
+        if let runner::Progress::Worker {
+            done,
+            total,
+            trace,
+            allocator,
+            rep,
+            pass,
+            ok,
+            ..
+        } = p
+        {
+            if let Some(&i) = by_label.get(allocator) {
+                progress(MeasureProgress {
+                    done,
+                    total,
+                    rep,
+                    config: &points[i].config,
+                    trace,
+                    pass,
+                    ok,
+                });
+            }
+        }
+    });
+    let failures = reps.iter().filter(|r| r.failure.is_some()).count();
+    // One RunResults per configuration, then summarised by mallard-report exactly as a
+    // `mallard run` of that configuration would be.
     let mut results: Vec<RunResults> = points
         .iter()
-        .map(|p| RunResults {
-            schema: mallard_report::SCHEMA_VERSION,
-            traces: traces.iter().map(|t| t.info.clone()).collect(),
-            allocators: vec![AllocatorInfo {
-                name: "arena".into(),
-                version: versions.get("arena").cloned().unwrap_or_default(),
-                config: p.config.to_string(),
-                notes: AllocatorName::Arena.about().into(),
+        .enumerate()
+        .map(|(i, _)| RunResults {
+            schema: header.schema,
+            traces: header.traces.clone(),
+            allocators: vec![{
+                let mut a = header.allocators[i].clone();
+                a.name = "arena".into();
+                a
             }],
             ..Default::default()
         })
         .collect();
-    let total = points.len() * traces.len() * mo.repeat as usize * Pass::ALL.len();
-    let mut done = 0;
-    let mut failures = 0;
-    for rep in 0..mo.repeat {
-        for k in 0..points.len() {
-            let ci = (k + rep as usize) % points.len();
-            let point = &points[ci];
-            let mut opts = base.clone();
-            opts.arena = point.config.clone();
-            for t in traces {
-                let mut r = Repetition {
-                    trace: t.info.name.clone(),
-                    allocator: "arena".into(),
-                    index: rep,
-                    ..Default::default()
-                };
-                for pass in Pass::ALL {
-                    let spec =
-                        opts.spec(Path::new(&t.info.path), AllocatorName::Arena, pass, timer);
-                    let out = runner::run_worker(&opts, &spec);
-                    done += 1;
-                    progress(MeasureProgress {
-                        done,
-                        total,
-                        rep,
-                        config: &point.config,
-                        trace: &t.info.name,
-                        pass,
-                        ok: out.is_ok(),
-                    });
-                    match out {
-                        Ok(o) => runner::merge(&mut r, pass, o),
-                        Err(e) => {
-                            let msg = format!("{} pass: {e}", pass.name());
-                            r.failure = Some(match r.failure.take() {
-                                Some(prev) => format!("{prev}; {msg}"),
-                                None => msg,
-                            });
-                        }
-                    }
-                }
-                if r.failure.is_some() {
-                    failures += 1;
-                }
-                results[ci].repetitions.push(r);
-            }
+    for mut r in reps {
+        if let Some(&i) = by_label.get(r.allocator.as_str()) {
+            r.allocator = "arena".into();
+            results[i].repetitions.push(r);
         }
     }
     let mut rows = Vec::new();
