@@ -365,8 +365,18 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
                 (b, c, bl, cl)
             }
         };
-    base_label.extend(side_extras("baseline", &a.baseline_exe, &a.baseline_env, &mut base_side)?);
-    cand_label.extend(side_extras("candidate", &a.candidate_exe, &a.candidate_env, &mut cand_side)?);
+    base_label.extend(side_extras(
+        "baseline",
+        &a.baseline_exe,
+        &a.baseline_env,
+        &mut base_side,
+    )?);
+    cand_label.extend(side_extras(
+        "candidate",
+        &a.candidate_exe,
+        &a.candidate_env,
+        &mut cand_side,
+    )?);
     let pairs: Vec<GatePair> = base_side
         .into_iter()
         .zip(cand_side)

@@ -13,8 +13,13 @@ pub struct RunArgs {
     /// (e.g. `gen:larson:200000`; see `mallard gen --list`), generated with seed 1 for the run.
     #[arg(required = true)]
     traces: Vec<PathBuf>,
-    /// Allocators, comma separated: arena, glibc, jemalloc, mimalloc, bump (the harness's
-    /// never-freeing reference). Default: arena,glibc,jemalloc,mimalloc.
+    /// Allocators to compare, comma separated, each `[LABEL=]BASE[:KEY=VALUE]...`. BASE is a
+    /// built-in (arena, glibc, jemalloc, mimalloc, bump, arena-locked), a library the
+    /// distribution ships (tcmalloc, jemalloc-system, mimalloc-system) or the path of any
+    /// library that replaces malloc (preloaded into that allocator's workers only). Settings
+    /// are checked per allocator: glibc:arena_max=1 (mallopt), jemalloc:dirty_decay_ms=0,
+    /// mimalloc:purge_delay=0, arena:preset=cpython-3.9:pool_size=4K, any:env.NAME=VALUE.
+    /// Default: arena,glibc,jemalloc,mimalloc.
     #[arg(short, long, value_delimiter = ',')]
     allocators: Vec<String>,
     /// Report directory: created, or replaced atomically when the run completes if Mallard

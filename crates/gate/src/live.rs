@@ -124,7 +124,10 @@ fn run_reps(
         let t0 = Instant::now();
         for ti in 0..p.traces.len() {
             for (pi, pair) in plan.pairs.iter().enumerate() {
-                let mut reps = [p.repetition(ti, 2 * pi, rep), p.repetition(ti, 2 * pi + 1, rep)];
+                let mut reps = [
+                    p.repetition(ti, 2 * pi, rep),
+                    p.repetition(ti, 2 * pi + 1, rep),
+                ];
                 for r in &mut reps {
                     r.allocator = pair.name.clone();
                 }
@@ -351,7 +354,12 @@ pub fn run_gate(
     for u in samples.unpaired() {
         notes.push(format!("only one side produced {u}"));
     }
-    if plan.pairs.iter().all(|p| p.baseline.spec == p.candidate.spec && p.baseline.arena == p.candidate.arena && p.baseline.env == p.candidate.env && p.baseline.worker == p.candidate.worker) {
+    if plan.pairs.iter().all(|p| {
+        p.baseline.spec == p.candidate.spec
+            && p.baseline.arena == p.candidate.arena
+            && p.baseline.env == p.candidate.env
+            && p.baseline.worker == p.candidate.worker
+    }) {
         notes.push("baseline and candidate are the same setup: this is an A/A comparison".into());
     }
     let (verdict, exit_code) = judge::overall(&results, cfg);

@@ -50,22 +50,63 @@ use std::path::{Path, PathBuf};
 
 /// mallopt(3) parameters: the key, `M_*` constant and what it does.
 pub const GLIBC_MALLOPT: &[(&str, i32, &str)] = &[
-    ("arena_max", -8, "M_ARENA_MAX: most arenas for the whole process"),
-    ("arena_test", -7, "M_ARENA_TEST: arenas created before arena_max is checked"),
-    ("trim_threshold", -1, "M_TRIM_THRESHOLD: free top-of-heap bytes that make glibc trim"),
-    ("top_pad", -2, "M_TOP_PAD: extra bytes asked of sbrk each time"),
-    ("mmap_threshold", -3, "M_MMAP_THRESHOLD: requests at least this large are mmap'd"),
-    ("mmap_max", -4, "M_MMAP_MAX: most simultaneous mmap'd chunks"),
-    ("perturb", -6, "M_PERTURB: fill allocated and freed memory with this byte"),
-    ("mxfast", 1, "M_MXFAST: largest request served from fastbins"),
+    (
+        "arena_max",
+        -8,
+        "M_ARENA_MAX: most arenas for the whole process",
+    ),
+    (
+        "arena_test",
+        -7,
+        "M_ARENA_TEST: arenas created before arena_max is checked",
+    ),
+    (
+        "trim_threshold",
+        -1,
+        "M_TRIM_THRESHOLD: free top-of-heap bytes that make glibc trim",
+    ),
+    (
+        "top_pad",
+        -2,
+        "M_TOP_PAD: extra bytes asked of sbrk each time",
+    ),
+    (
+        "mmap_threshold",
+        -3,
+        "M_MMAP_THRESHOLD: requests at least this large are mmap'd",
+    ),
+    (
+        "mmap_max",
+        -4,
+        "M_MMAP_MAX: most simultaneous mmap'd chunks",
+    ),
+    (
+        "perturb",
+        -6,
+        "M_PERTURB: fill allocated and freed memory with this byte",
+    ),
+    (
+        "mxfast",
+        1,
+        "M_MXFAST: largest request served from fastbins",
+    ),
 ];
 
 /// glibc tunables without a mallopt equivalent (`GLIBC_TUNABLES=glibc.malloc.KEY=VALUE`).
 pub const GLIBC_TUNABLES: &[(&str, &str)] = &[
-    ("tcache_count", "chunks per tcache bin (0 disables the tcache)"),
+    (
+        "tcache_count",
+        "chunks per tcache bin (0 disables the tcache)",
+    ),
     ("tcache_max", "largest request the tcache serves"),
-    ("tcache_unsorted_limit", "unsorted chunks examined per request"),
-    ("hugetlb", "1: madvise transparent huge pages; 2: use hugetlb pages"),
+    (
+        "tcache_unsorted_limit",
+        "unsorted chunks examined per request",
+    ),
+    (
+        "hugetlb",
+        "1: madvise transparent huge pages; 2: use hugetlb pages",
+    ),
 ];
 
 /// How a jemalloc option's value is checked.
@@ -92,9 +133,15 @@ pub const JEMALLOC_KEYS: &[(&str, ValueKind)] = &[
     ("retain", ValueKind::Bool),
     ("oversize_threshold", ValueKind::Size),
     ("lg_extent_max_active_fit", ValueKind::Int),
-    ("metadata_thp", ValueKind::Word(&["disabled", "auto", "always"])),
+    (
+        "metadata_thp",
+        ValueKind::Word(&["disabled", "auto", "always"]),
+    ),
     ("thp", ValueKind::Word(&["default", "always", "never"])),
-    ("percpu_arena", ValueKind::Word(&["disabled", "percpu", "phycpu"])),
+    (
+        "percpu_arena",
+        ValueKind::Word(&["disabled", "percpu", "phycpu"]),
+    ),
     ("abort_conf", ValueKind::Bool),
 ];
 
@@ -291,8 +338,10 @@ impl Contender {
 
     /// The configuration for the report: the arena's, or the settings given, or "defaults".
     pub fn config(&self) -> String {
-        if matches!(self.backend, AllocatorName::Arena | AllocatorName::ArenaLocked)
-            && self.settings.preloaded.is_none()
+        if matches!(
+            self.backend,
+            AllocatorName::Arena | AllocatorName::ArenaLocked
+        ) && self.settings.preloaded.is_none()
         {
             return self.arena.to_string();
         }
@@ -344,8 +393,8 @@ fn split(spec: &str) -> Result<(Option<&str>, &str, Vec<(&str, &str)>), SpecErro
             Some((k, v)) if !k.is_empty() => kv.push((k, v)),
             _ => {
                 return Err(bad(format!(
-                    "setting '{p}' is not KEY=VALUE (settings follow the allocator, each after a ':')"
-                )))
+                "setting '{p}' is not KEY=VALUE (settings follow the allocator, each after a ':')"
+            )))
             }
         }
     }
@@ -374,7 +423,11 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
                 )));
             }
             let fam = family_of(&p);
-            (p, fam, "a library that replaces malloc, preloaded".to_string())
+            (
+                p,
+                fam,
+                "a library that replaces malloc, preloaded".to_string(),
+            )
         } else if let Some(k) = KNOWN_LIBRARIES.iter().find(|k| k.name == base) {
             let p = find_library(k.files).ok_or_else(|| SpecError::Missing {
                 spec: spec.into(),
@@ -390,7 +443,8 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
         };
         let lib = describe_library(&path, fam).map_err(|e| bad(e))?;
         c = Contender::builtin(AllocatorName::Glibc, arena);
-        c.env.push(("LD_PRELOAD".into(), lib.path.display().to_string()));
+        c.env
+            .push(("LD_PRELOAD".into(), lib.path.display().to_string()));
         c.about = format!("{about}: {} ({})", lib.resolved.display(), lib.version);
         c.settings.preloaded = Some(lib);
         family = Some(fam);
@@ -747,7 +801,11 @@ mod tests {
         // An '=' after the first ':' belongs to a setting, not a label.
         assert_eq!(
             split("jemalloc:narenas=1:tcache=false").unwrap(),
-            (None, "jemalloc", vec![("narenas", "1"), ("tcache", "false")])
+            (
+                None,
+                "jemalloc",
+                vec![("narenas", "1"), ("tcache", "false")]
+            )
         );
         assert!(split("").is_err());
         assert!(split("=glibc").is_err());
@@ -759,7 +817,10 @@ mod tests {
     fn builtin_settings_reach_the_worker_spec() {
         let c = p("glibc:arena_max=1:mmap_threshold=64K:tcache_count=0").unwrap();
         assert_eq!(c.backend, AllocatorName::Glibc);
-        assert_eq!(c.label, "glibc:arena_max=1:mmap_threshold=64K:tcache_count=0");
+        assert_eq!(
+            c.label,
+            "glibc:arena_max=1:mmap_threshold=64K:tcache_count=0"
+        );
         assert_eq!(
             c.settings.mallopt,
             vec![
@@ -767,9 +828,10 @@ mod tests {
                 ("mmap_threshold".to_string(), -3, 65536)
             ]
         );
-        assert!(c
-            .env
-            .contains(&("GLIBC_TUNABLES".into(), "glibc.malloc.tcache_count=0".into())));
+        assert!(c.env.contains(&(
+            "GLIBC_TUNABLES".into(),
+            "glibc.malloc.tcache_count=0".into()
+        )));
         let j = p("je=jemalloc:dirty_decay_ms=0:narenas=1:tcache=off").unwrap();
         assert_eq!(j.label, "je");
         assert_eq!(
@@ -780,7 +842,10 @@ mod tests {
             )]
         );
         let m = p("mimalloc:purge_delay=0").unwrap();
-        assert_eq!(m.settings.mimalloc, vec![("purge_delay".to_string(), 15, 0)]);
+        assert_eq!(
+            m.settings.mimalloc,
+            vec![("purge_delay".to_string(), 15, 0)]
+        );
         let a = p("arena:preset=cpython-3.9:pool_size=4K").unwrap();
         assert_eq!(a.arena.pool_size, 4096);
         assert_ne!(a.arena, ArenaConfig::default());
@@ -791,7 +856,10 @@ mod tests {
     #[test]
     fn unknown_keys_and_values_are_refused_listing_the_known() {
         let e = p("glibc:arena_maks=1").unwrap_err().to_string();
-        assert!(e.contains("unknown setting 'arena_maks'") && e.contains("arena_max"), "{e}");
+        assert!(
+            e.contains("unknown setting 'arena_maks'") && e.contains("arena_max"),
+            "{e}"
+        );
         let e = p("jemalloc:tcache=maybe").unwrap_err().to_string();
         assert!(e.contains("not true or false"), "{e}");
         let e = p("mimalloc:purge_delay=soon").unwrap_err().to_string();
@@ -842,7 +910,10 @@ mod tests {
     #[test]
     fn labels_are_unique() {
         let specs = vec!["glibc,glibc".to_string(), "a=glibc".into()];
-        assert_eq!(parse_list(&specs, &ArenaConfig::default()).unwrap().len(), 2);
+        assert_eq!(
+            parse_list(&specs, &ArenaConfig::default()).unwrap().len(),
+            2
+        );
         let e = parse_list(&["a=glibc,a=jemalloc".into()], &ArenaConfig::default()).unwrap_err();
         assert!(e.to_string().contains("used twice"));
     }

@@ -58,12 +58,17 @@ pub fn serving_malloc() -> Option<String> {
         if libc::dladdr(f, &mut info) == 0 || info.dli_fname.is_null() {
             return None;
         }
-        Some(CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned())
+        Some(
+            CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
 type TcProperty = unsafe extern "C" fn(*const c_char, *mut usize) -> c_int;
-type Mallctl = unsafe extern "C" fn(*const c_char, *mut c_void, *mut usize, *mut c_void, usize) -> c_int;
+type Mallctl =
+    unsafe extern "C" fn(*const c_char, *mut c_void, *mut usize, *mut c_void, usize) -> c_int;
 type MiProcessInfo = unsafe extern "C" fn(
     *mut usize,
     *mut usize,
@@ -101,17 +106,23 @@ impl Preloaded {
             Family::Tcmalloc => {
                 let f = sym(c"MallocExtension_GetNumericProperty");
                 // SAFETY: gperftools' C interface: int (const char*, size_t*).
-                (!f.is_null()).then(|| Probe::Tcmalloc(unsafe { std::mem::transmute::<*mut c_void, TcProperty>(f) }))
+                (!f.is_null()).then(|| {
+                    Probe::Tcmalloc(unsafe { std::mem::transmute::<*mut c_void, TcProperty>(f) })
+                })
             }
             Family::Jemalloc => {
                 let f = sym(c"mallctl");
                 // SAFETY: jemalloc's mallctl(const char*, void*, size_t*, void*, size_t).
-                (!f.is_null()).then(|| Probe::Jemalloc(unsafe { std::mem::transmute::<*mut c_void, Mallctl>(f) }))
+                (!f.is_null()).then(|| {
+                    Probe::Jemalloc(unsafe { std::mem::transmute::<*mut c_void, Mallctl>(f) })
+                })
             }
             Family::Mimalloc => {
                 let f = sym(c"mi_process_info");
                 // SAFETY: mimalloc's mi_process_info takes eight size_t* outputs.
-                (!f.is_null()).then(|| Probe::Mimalloc(unsafe { std::mem::transmute::<*mut c_void, MiProcessInfo>(f) }))
+                (!f.is_null()).then(|| {
+                    Probe::Mimalloc(unsafe { std::mem::transmute::<*mut c_void, MiProcessInfo>(f) })
+                })
             }
             Family::Other => None,
         }
@@ -141,7 +152,15 @@ impl Preloaded {
         let mut v = 0usize;
         let mut len = std::mem::size_of::<usize>();
         // SAFETY: name is NUL-terminated; v/len describe a size_t output.
-        (unsafe { f(name.as_ptr(), (&mut v as *mut usize).cast(), &mut len, std::ptr::null_mut(), 0) } == 0)
+        (unsafe {
+            f(
+                name.as_ptr(),
+                (&mut v as *mut usize).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        } == 0)
             .then_some(v as u64)
     }
 }
@@ -195,10 +214,135 @@ unsafe impl Backend for Preloaded {
     }
     fn footprint_source(&self) -> &'static str {
         match self.probe {
-            Probe::Tcmalloc(_) => "tcmalloc MallocExtension: generic.heap_size - tcmalloc.pageheap_unmapped_bytes",
+            Probe::Tcmalloc(_) => {
+                "tcmalloc MallocExtension: generic.heap_size - tcmalloc.pageheap_unmapped_bytes"
+            }
             Probe::Jemalloc(_) => "the preloaded jemalloc's mallctl stats.resident",
             Probe::Mimalloc(_) => "the preloaded mimalloc's mi_process_info committed bytes",
             Probe::None => "unknown: the preloaded library has no interface Mallard knows for it",
         }
     }
+}
+
+/// What the worker can read back of the settings in force, for the report (`allocator_stats.
+/// settings`): jemalloc's `opt.*` for every key of its configuration string, mimalloc's
+/// `mi_option_get` for every option set, glibc's arena count (`malloc_info`; mallopt has no
+/// getter, so its effect is what can be seen), and the library that served `malloc`.
+pub fn read_back(spec: &crate::worker::WorkerSpec) -> serde_json::Value {
+    use crate::backend::AllocatorName;
+    let mut m = serde_json::Map::new();
+    if let Some(lib) = &spec.settings.preloaded {
+        m.insert(
+            "preloaded".into(),
+            lib.resolved.display().to_string().into(),
+        );
+        if let Some(s) = serving_malloc() {
+            m.insert("malloc_served_by".into(), s.into());
+        }
+        return m.into();
+    }
+    match spec.allocator {
+        AllocatorName::Glibc => {
+            if let Some(n) = glibc_arenas() {
+                m.insert("arenas".into(), n.into());
+            }
+            for (k, _, v) in &spec.settings.mallopt {
+                m.insert(format!("mallopt.{k}"), (*v).into());
+            }
+        }
+        AllocatorName::Jemalloc => {
+            if let Ok(conf) = std::env::var("_RJEM_MALLOC_CONF") {
+                for kv in conf.split(',') {
+                    let Some((k, _)) = kv.split_once(':') else {
+                        continue;
+                    };
+                    if let Some(v) = jemalloc_opt(k) {
+                        m.insert(format!("opt.{k}"), v);
+                    }
+                }
+            }
+        }
+        AllocatorName::Mimalloc => {
+            for (k, opt, _) in &spec.settings.mimalloc {
+                // SAFETY: the option index comes from the checked table.
+                let v = unsafe { libmimalloc_sys::mi_option_get(*opt) };
+                m.insert(format!("mi_option.{k}"), (v as i64).into());
+            }
+        }
+        _ => {}
+    }
+    m.into()
+}
+
+/// The built-in jemalloc's `opt.NAME`, whatever its C type (bool, unsigned, ssize_t, size_t,
+/// const char*): told apart by the length mallctl accepts.
+fn jemalloc_opt(name: &str) -> Option<serde_json::Value> {
+    let key = std::ffi::CString::new(format!("opt.{name}")).ok()?;
+    let words = ["metadata_thp", "thp", "percpu_arena"];
+    let mut buf = [0u8; 8];
+    for len in [8usize, 4, 1] {
+        let mut l = len;
+        // SAFETY: key is NUL-terminated; buf holds at least `l` bytes.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                key.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                &mut l,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if rc != 0 || l != len {
+            continue;
+        }
+        return Some(match len {
+            8 if words.contains(&name) => {
+                let p = usize::from_ne_bytes(buf) as *const c_char;
+                if p.is_null() {
+                    return None;
+                }
+                // SAFETY: jemalloc returns a pointer to a static NUL-terminated string.
+                unsafe { CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+                    .into()
+            }
+            8 => i64::from_ne_bytes(buf).into(),
+            4 => u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]).into(),
+            _ => (buf[0] != 0).into(),
+        });
+    }
+    None
+}
+
+/// How many arenas glibc's malloc has (the `<heap nr=...>` elements of `malloc_info`).
+pub fn glibc_arenas() -> Option<u64> {
+    let mut ptr: *mut c_char = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: open_memstream gives a FILE* writing into a buffer it (re)allocates; malloc_info
+    // writes XML into it; after fclose the buffer is valid for `size` bytes until freed.
+    unsafe {
+        let f = libc::open_memstream(&mut ptr, &mut size);
+        if f.is_null() {
+            return None;
+        }
+        let rc = malloc_info(0, f);
+        libc::fclose(f);
+        if ptr.is_null() {
+            return None;
+        }
+        let text = std::slice::from_raw_parts(ptr as *const u8, size);
+        let n = std::str::from_utf8(text)
+            .map(|t| t.matches("<heap nr=").count() as u64)
+            .ok();
+        libc::free(ptr.cast());
+        if rc != 0 {
+            return None;
+        }
+        n
+    }
+}
+
+extern "C" {
+    fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int;
 }

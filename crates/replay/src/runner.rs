@@ -661,7 +661,11 @@ impl Worker {
     /// Starts contender `c`'s worker (its stdin piped when it holds, else closed): the run's
     /// worker program and environment, the contender's own environment (`LD_PRELOAD`,
     /// configuration variables) on top, and the contender's own worker program if it has one.
-    pub fn spawn_for(opts: &RunOptions, c: &Contender, spec: &WorkerSpec) -> Result<Worker, String> {
+    pub fn spawn_for(
+        opts: &RunOptions,
+        c: &Contender,
+        spec: &WorkerSpec,
+    ) -> Result<Worker, String> {
         let (exe, args) = match &c.worker {
             Some((exe, args)) => (exe, args),
             None => (&opts.worker_exe, &opts.worker_args),

@@ -17,8 +17,8 @@
 use crate::backend::{self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
 use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
 use crate::measure::{self, Rss, Timer};
-use crate::preloaded::Preloaded;
 use crate::mt::{self, Locked, LockedRef};
+use crate::preloaded::Preloaded;
 use crate::program::{self, Program, KINDS};
 use mallard_arena::Config as ArenaConfig;
 use mallard_report::hist::{quantile_ns, HistData};
@@ -303,7 +303,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     if spec.pass == Pass::Throughput {
         out.throughput = Some(throughput_figures(n, outcome.elapsed_ns, cpu_ns));
         out.memory = Some(after.memory(&mut b, prog));
-        out.allocator_stats = b.stats();
+        out.allocator_stats = with_settings(b.stats(), spec);
     } else {
         out.timer_floor = Some(floor_figures(&timer, &floor));
         let mut all = KindHists::new();
@@ -736,7 +736,7 @@ fn run_with<B: Backend>(
             result.map_err(|e| e.to_string())?;
             if spec.pass == Pass::Throughput {
                 out.memory = Some(after.memory(&mut b, prog));
-                out.allocator_stats = b.stats();
+                out.allocator_stats = with_settings(b.stats(), spec);
             }
         } else {
             result.map_err(|e| format!("warm iteration {}: {e}", it + 1))?;
@@ -801,4 +801,23 @@ pub fn versions() -> BTreeMap<&'static str, String> {
         .iter()
         .map(|&a| (a.as_str(), backend::version(a)))
         .collect()
+}
+
+/// The allocator's statistics with the settings read back (`settings`), for the report.
+fn with_settings(stats: Option<serde_json::Value>, spec: &WorkerSpec) -> Option<serde_json::Value> {
+    let back = crate::preloaded::read_back(spec);
+    if back.as_object().is_none_or(|m| m.is_empty()) {
+        return stats;
+    }
+    let mut v = match stats {
+        Some(serde_json::Value::Object(m)) => m,
+        Some(other) => {
+            let mut m = serde_json::Map::new();
+            m.insert("stats".into(), other);
+            m
+        }
+        None => serde_json::Map::new(),
+    };
+    v.insert("settings".into(), back);
+    Some(v.into())
 }
