@@ -126,6 +126,11 @@ pub struct GateArgs {
     /// gate is refused before any worker starts.
     #[arg(long)]
     ignore_memory_limit: bool,
+    /// Replays of the trace per worker: the first cold, the rest warm (every object freed in
+    /// between, untimed). Above 1 the gate also judges `warm.time`, the median warm
+    /// iteration's ns/op: the steady state, often the steadier figure to gate on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
@@ -420,6 +425,7 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         callgrind_toggle: a.callgrind_toggle.clone(),
         valgrind: a.valgrind.clone(),
         ignore_memory_limit: a.ignore_memory_limit,
+        iterations: a.iterations,
     };
     if a.calibrate {
         let c = live::run_calibration(&plan, &cfg, &mut progress)?;

@@ -67,6 +67,9 @@ pub struct LivePlan {
     pub valgrind: PathBuf,
     /// Replay even if a trace needs more memory than is available (two workers held at once).
     pub ignore_memory_limit: bool,
+    /// Replays per worker (`--iterations`): above 1, the warm iterations' median is the
+    /// metric `warm.time` beside the cold `time`.
+    pub iterations: u32,
 }
 
 /// The default `--toggle-collect` pattern: the single-threaded throughput replay loop.
@@ -103,6 +106,7 @@ fn options(plan: &LivePlan) -> Result<RunOptions, GateError> {
     o.timeout = plan.timeout;
     o.rss_samples = 100;
     o.ignore_memory_limit = plan.ignore_memory_limit;
+    o.iterations = plan.iterations.max(1);
     Ok(o)
 }
 

@@ -63,7 +63,7 @@ impl MetricKey {
 
 /// The unit a metric's values are in.
 pub fn unit_of(metric: &str) -> &'static str {
-    if metric == "time" {
+    if metric == "time" || metric == "warm.time" {
         "ns/op"
     } else if metric.starts_with("mean.")
         || metric.starts_with("p50.")
@@ -93,6 +93,9 @@ pub fn extract(rep: &Repetition) -> Vec<(String, f64)> {
     }
     if let Some(t) = &rep.throughput {
         out.push(("time".to_string(), t.ns_per_op));
+        if let Some(w) = t.warm_ns_per_op {
+            out.push(("warm.time".to_string(), w));
+        }
         if let Some(i) = t.instructions {
             out.push(("hw.instructions".to_string(), i as f64));
         }
@@ -293,6 +296,7 @@ mod tests {
     #[test]
     fn units() {
         assert_eq!(unit_of("time"), "ns/op");
+        assert_eq!(unit_of("warm.time"), "ns/op");
         assert_eq!(unit_of("hw.instructions"), "instructions");
         assert_eq!(unit_of("p999.free"), "ns");
         assert_eq!(unit_of("arena.mapped_bytes"), "bytes");
