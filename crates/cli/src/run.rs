@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Repetitions of every allocator x pass, each in a fresh process, interleaved.
     #[arg(short, long, default_value_t = 5)]
     repeat: u32,
+    /// The allocator (its label) the table compares every other with: ratio of ns/op with its
+    /// interval over repetitions, "n.s." where not significant [default: the first].
+    #[arg(long, value_name = "LABEL")]
+    baseline: Option<String>,
     /// Replays of the trace in each worker process: the first is cold (a fresh process), the
     /// rest warm (the same process again, every object freed in between, untimed).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -95,6 +99,15 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     let mut allocators = crate::opts::allocators(&a.allocators, &arena)?;
     if allocators.is_empty() {
         allocators = crate::opts::default_allocators(&arena);
+    }
+    if let Some(b) = &a.baseline {
+        if !allocators.iter().any(|c| &c.label == b) {
+            let labels: Vec<&str> = allocators.iter().map(|c| c.label.as_str()).collect();
+            bail!(
+                "--baseline {b}: no such allocator in this run (labels: {})",
+                labels.join(", ")
+            );
+        }
     }
     let (mode, counts) = parse_threads(&a.threads)?;
     let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
@@ -167,6 +180,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         threads: mode,
         ignore_memory_limit: a.ignore_memory_limit,
         iterations: a.iterations,
+        baseline: a.baseline.clone(),
     };
     let quiet = a.quiet;
     let tty = std::io::stderr().is_terminal();

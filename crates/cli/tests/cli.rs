@@ -302,10 +302,10 @@ fn unknown_names_and_bad_options_are_usage_errors() {
             "--out",
             p(&out),
             "--allocators",
-            "arena,tcmalloc",
+            "arena,hoard",
         ],
         &out,
-        &["tcmalloc", "jemalloc"],
+        &["unknown allocator 'hoard'", "jemalloc", "tcmalloc"],
     );
     assert_bad_input(
         &["run", p(&t), "--out", p(&out), "--touch", "sometimes"],

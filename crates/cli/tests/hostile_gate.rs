@@ -227,7 +227,10 @@ fn glibc_footprint_is_net_of_the_harness_heap() {
         // an arena of 1 MiB for Mallard's), not the harness's 10+ MiB.
         assert!(fp <= 2 << 20, "{}: footprint {fp}", r["allocator"]);
         if r["allocator"] == "glibc" {
-            assert!(fp < 256 << 10, "glibc footprint {fp}: counts the harness's heap");
+            assert!(
+                fp < 256 << 10,
+                "glibc footprint {fp}: counts the harness's heap"
+            );
             // What glibc held before the replay is recorded: the harness's heap.
             let before = m["footprint_before"].as_u64().expect("footprint_before");
             assert!(before > 1 << 20, "footprint_before {before}");
@@ -265,14 +268,7 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
     };
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("t.mtr");
-    let o = mallard(&[
-        "gen",
-        "python-objects",
-        "-o",
-        p(&t),
-        "--events",
-        "5000",
-    ]);
+    let o = mallard(&["gen", "python-objects", "-o", p(&t), "--events", "5000"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = dir.path().join("gate");
     let o = mallard(&[
@@ -297,7 +293,10 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
         !metrics.iter().any(|m| m["metric"] == "footprint"),
         "a footprint was judged with a preloaded malloc: {stdout}"
     );
-    assert!(metrics.iter().any(|m| m["metric"] == "peak_rss"), "{stdout}");
+    assert!(
+        metrics.iter().any(|m| m["metric"] == "peak_rss"),
+        "{stdout}"
+    );
     let notes: Vec<&str> = v["notes"]
         .as_array()
         .unwrap()

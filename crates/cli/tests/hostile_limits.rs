@@ -259,5 +259,8 @@ fn a_cross_thread_free_before_its_allocation_names_the_line_of_the_allocation() 
     let o = mallard(&["inspect", p(&t)]);
     let s = text(&o);
     assert_eq!(o.status.code(), Some(2), "{s}");
-    assert!(s.contains("line 4: free of object 1") && !s.contains("never allocated"), "{s}");
+    assert!(
+        s.contains("line 4: free of object 1") && !s.contains("never allocated"),
+        "{s}"
+    );
 }

@@ -166,7 +166,11 @@ impl Default for GateConfig {
 /// Is the metric required by default? `warm.time` (with `--iterations` above 1: the median
 /// warm iteration's ns/op) is, like `time` (the cold first iteration).
 pub fn required_by_default(metric: &str) -> bool {
-    metric == "time" || metric == "warm.time" || metric == "peak_rss" || metric == "footprint" || metric == "instructions"
+    metric == "time"
+        || metric == "warm.time"
+        || metric == "peak_rss"
+        || metric == "footprint"
+        || metric == "instructions"
 }
 
 /// `*` matches any run of characters; everything else literally.

@@ -47,7 +47,8 @@ pub mod live;
 pub mod metrics;
 pub mod output;
 pub mod report;
-pub mod stats;
+/// The rank statistics live in mallard-report (a run's table compares contenders with them too).
+pub use mallard_report::stats;
 pub mod stored;
 
 use judge::{Overall, Verdict};

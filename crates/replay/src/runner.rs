@@ -65,6 +65,9 @@ pub struct RunOptions {
     pub ignore_memory_limit: bool,
     /// Replays of the trace per worker (`--iterations`): the first cold, the rest warm.
     pub iterations: u32,
+    /// The contender the others are compared with in the table (`--baseline LABEL`; the
+    /// first when `None`), recorded as `settings.baseline`.
+    pub baseline: Option<String>,
 }
 
 impl RunOptions {
@@ -89,6 +92,7 @@ impl RunOptions {
             threads: crate::worker::ThreadMode::Faithful,
             ignore_memory_limit: false,
             iterations: 1,
+            baseline: None,
         })
     }
 
@@ -936,6 +940,9 @@ fn settings(opts: &RunOptions) -> BTreeMap<String, String> {
     s.insert("touch".into(), format!("{:?}", opts.touch).to_lowercase());
     s.insert("repeat".into(), opts.repeat.to_string());
     s.insert("iterations".into(), opts.iterations.to_string());
+    if let Some(b) = &opts.baseline {
+        s.insert("baseline".into(), b.clone());
+    }
     s.insert("batch".into(), opts.batch.to_string());
     s.insert("rss_samples".into(), opts.rss_samples.to_string());
     s.insert("arena".into(), opts.arena.to_string());

@@ -84,6 +84,18 @@ pub fn render(results: &RunResults) -> String {
             .iter()
             .filter(mine)
             .any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let relative = results.allocators.len() > 1;
+        let (rel_h, rel_s) = if relative {
+            (
+                format!(
+                    " vs {} |",
+                    cell(crate::summary::baseline_of(results).unwrap_or_default())
+                ),
+                "---:|",
+            )
+        } else {
+            (String::new(), "")
+        };
         let (warm_h, warm_s) = if warm {
             (" warm ns/op |", "---:|")
         } else {
@@ -96,11 +108,11 @@ pub fn render(results: &RunResults) -> String {
         };
         let _ = writeln!(
             out,
-            "| allocator | Mops/s | min-max | ns/op |{warm_h} peak RSS | above base | footprint |{drain_h} repetitions ok | failed |"
+            "| allocator | Mops/s | min-max | ns/op |{rel_h}{warm_h} peak RSS | above base | footprint |{drain_h} repetitions ok | failed |"
         );
         let _ = writeln!(
             out,
-            "|---|---:|---:|---:|{warm_s}---:|---:|---:|{drain_s}---:|---:|"
+            "|---|---:|---:|---:|{rel_s}{warm_s}---:|---:|---:|{drain_s}---:|---:|"
         );
         for a in &results.allocators {
             let Some(r) = rows
@@ -118,15 +130,21 @@ pub fn render(results: &RunResults) -> String {
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "| {} | FAILED: {} | | |{}{} | | | 0 | {} |",
+                    "| {} | FAILED: {} | | |{}{}{} | | | 0 | {} |",
                     cell(&a.name),
                     cell(&why),
+                    if relative { " |" } else { "" },
                     if warm { " |" } else { "" },
                     if drained { " |" } else { "" },
                     r.repetitions_failed
                 );
                 continue;
             }
+            let rel_c = if relative {
+                format!(" {} |", crate::table::relative_cell(r))
+            } else {
+                String::new()
+            };
             let warm_c = if warm {
                 format!(" {} |", crate::table::warm_ns(r))
             } else {
@@ -145,7 +163,7 @@ pub fn render(results: &RunResults) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.1}-{:.1} | {:.2} |{warm_c} {} | {} | {} |{drain_c} {} | {} |",
+                "| {} | {:.1} | {:.1}-{:.1} | {:.2} |{rel_c}{warm_c} {} | {} | {} |{drain_c} {} | {} |",
                 cell(&a.name),
                 r.throughput_mops,
                 r.throughput_min_mops,

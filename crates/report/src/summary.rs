@@ -86,6 +86,61 @@ pub struct SummaryRow {
     pub footprint_after_drain_0ms_bytes: Option<u64>,
     pub footprint_after_drain_100ms_bytes: Option<u64>,
     pub footprint_after_drain_1s_bytes: Option<u64>,
+    /// Throughput (cold ns/op) against the baseline contender (the first, or `run
+    /// --baseline LABEL`): its label, the ratio this/baseline (Hodges-Lehmann estimate over the
+    /// repetitions, on the log scale), its 95% Moses interval, and whether the interval excludes
+    /// 1 (Mann-Whitney over the repetitions; a run's repetitions are separate processes, not
+    /// pairs). Empty for the baseline itself, and the interval where repetitions are too few.
+    pub relative_to: Option<String>,
+    pub ratio_ns_per_op: Option<f64>,
+    pub ratio_low: Option<f64>,
+    pub ratio_high: Option<f64>,
+    pub ratio_significant: Option<bool>,
+}
+
+/// The contender every other is compared with: `settings.baseline` if set, else the first.
+pub fn baseline_of(results: &RunResults) -> Option<&str> {
+    results
+        .settings
+        .get("baseline")
+        .map(String::as_str)
+        .filter(|b| results.allocators.iter().any(|a| a.name == *b))
+        .or_else(|| results.allocators.first().map(|a| a.name.as_str()))
+}
+
+/// Fills the relative columns of `rows` from the repetitions' cold ns/op.
+fn add_relative(results: &RunResults, rows: &mut [SummaryRow]) {
+    let Some(base) = baseline_of(results) else {
+        return;
+    };
+    let logs = |trace: &str, alloc: &str| -> Vec<f64> {
+        results
+            .repetitions
+            .iter()
+            .filter(|r| r.trace == trace && r.allocator == alloc && r.failure.is_none())
+            .filter_map(|r| r.throughput.as_ref())
+            .filter(|t| t.ns_per_op > 0.0 && t.ns_per_op.is_finite())
+            .map(|t| t.ns_per_op.ln())
+            .collect()
+    };
+    for r in rows.iter_mut() {
+        if r.allocator == base {
+            continue;
+        }
+        r.relative_to = Some(base.to_string());
+        let Some(shift) =
+            crate::stats::compare(&logs(&r.trace, base), &logs(&r.trace, &r.allocator), 0.025)
+        else {
+            continue;
+        };
+        r.ratio_ns_per_op = Some(shift.estimate.exp());
+        r.ratio_low = shift.low.map(f64::exp);
+        r.ratio_high = shift.high.map(f64::exp);
+        r.ratio_significant = match (shift.low, shift.high) {
+            (Some(l), Some(h)) => Some(l > 0.0 || h < 0.0),
+            _ => None,
+        };
+    }
 }
 
 /// Median of what is there; `None` when nothing is.
@@ -274,10 +329,12 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
                     footprint_after_drain_0ms_bytes: drain(0, fp_at),
                     footprint_after_drain_100ms_bytes: drain(100, fp_at),
                     footprint_after_drain_1s_bytes: drain(1000, fp_at),
+                    ..Default::default()
                 });
             }
         }
     }
+    add_relative(results, &mut rows);
     rows
 }
 
@@ -285,6 +342,64 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
 mod tests {
     use super::*;
     use crate::html::tests::{sample, sample_warm};
+
+    #[test]
+    fn contenders_are_compared_with_the_baseline_over_repetitions() {
+        use crate::model::{AllocatorInfo, Repetition, Throughput, TraceInfo};
+        let rep = |a: &str, i: u32, ns: f64| Repetition {
+            trace: "t".into(),
+            allocator: a.into(),
+            index: i,
+            throughput: Some(Throughput {
+                ns_per_op: ns,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut r = RunResults {
+            traces: vec![TraceInfo {
+                name: "t".into(),
+                counts: crate::model::EventCounts {
+                    malloc: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+            allocators: ["a", "b", "c"]
+                .map(|n| AllocatorInfo {
+                    name: n.into(),
+                    ..Default::default()
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        for i in 0..9 {
+            let jitter = 1.0 + 0.01 * (i % 3) as f64;
+            r.repetitions.push(rep("a", i, 20.0 * jitter));
+            r.repetitions.push(rep("b", i, 10.0 * jitter)); // twice as fast
+            r.repetitions
+                .push(rep("c", i, 20.0 * (1.0 + 0.01 * ((i + 1) % 3) as f64)));
+        }
+        let rows = summarize(&r);
+        let row = |a: &str| rows.iter().find(|x| x.allocator == a).unwrap().clone();
+        assert_eq!(row("a").relative_to, None);
+        let b = row("b");
+        assert_eq!(b.relative_to.as_deref(), Some("a"));
+        assert!(
+            (b.ratio_ns_per_op.unwrap() - 0.5).abs() < 0.01,
+            "{:?}",
+            b.ratio_ns_per_op
+        );
+        assert!(b.ratio_low.unwrap() <= 0.5 && b.ratio_high.unwrap() >= 0.5);
+        assert_eq!(b.ratio_significant, Some(true));
+        // The same distribution: the interval holds 1, so not significant.
+        assert_eq!(row("c").ratio_significant, Some(false));
+        // --baseline LABEL picks another.
+        r.settings.insert("baseline".into(), "b".into());
+        let rows = summarize(&r);
+        let a = rows.iter().find(|x| x.allocator == "a").unwrap();
+        assert!((a.ratio_ns_per_op.unwrap() - 2.0).abs() < 0.02);
+    }
 
     #[test]
     fn one_iteration_leaves_the_warm_columns_empty() {

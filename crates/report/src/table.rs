@@ -89,7 +89,13 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             .iter()
             .filter(mine)
             .any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let base = crate::summary::baseline_of(results).unwrap_or_default();
+        let relative = results.allocators.len() > 1;
+        let vs = format!("vs {base}");
         let mut header = vec!["allocator", "Mops/s", "ns/op"];
+        if relative {
+            header.push(&vs);
+        }
         if warm {
             header.push("warm ns/op");
         }
@@ -160,6 +166,9 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 format!("{:.1}{spread}", any.throughput_mops),
                 format!("{:.2}", any.ns_per_op),
             ];
+            if relative {
+                l.push(relative_cell(any));
+            }
             if warm {
                 l.push(warm_ns(any));
             }
@@ -224,6 +233,31 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     out
 }
 
+/// ns/op against the baseline contender: the ratio, its 95% interval over repetitions, and
+/// "n.s." where the interval holds 1 (`base` for the baseline itself, `-` if unknown).
+pub(crate) fn relative_cell(r: &SummaryRow) -> String {
+    if r.relative_to.is_none() {
+        return "base".into();
+    }
+    let Some(x) = r.ratio_ns_per_op else {
+        return "-".into();
+    };
+    let ns = if r.ratio_significant == Some(false) {
+        " n.s."
+    } else {
+        ""
+    };
+    match (r.ratio_low, r.ratio_high) {
+        (Some(lo), Some(hi)) => format!("{x:.2}x ({lo:.2}-{hi:.2}){ns}"),
+        _ => format!("{x:.2}x (too few reps)"),
+    }
+}
+
+/// What the relative column means, for every writer's legend.
+pub const RELATIVE_NOTE: &str = " vs BASE: ns/op over the baseline's (the first allocator, or --baseline \
+     LABEL), Hodges-Lehmann estimate over the repetitions with its 95% interval; n.s.: the interval holds 1, \
+     no significant difference (Mann-Whitney; repetitions are separate processes, compared unpaired).";
+
 /// The warm ns/op with its spread over repetitions, or `-`.
 pub(crate) fn warm_ns(r: &SummaryRow) -> String {
     match (r.warm_ns_per_op, r.warm_ns_per_op_min, r.warm_ns_per_op_max) {
@@ -246,6 +280,9 @@ pub(crate) fn drain_cell(r: &SummaryRow) -> String {
 /// The legend's sentences for the columns shown only sometimes.
 pub(crate) fn legend_extra(rows: &[SummaryRow]) -> String {
     let mut s = String::new();
+    if rows.iter().any(|r| r.relative_to.is_some()) {
+        s.push_str(RELATIVE_NOTE);
+    }
     if rows.iter().any(|r| r.warm_ns_per_op.is_some()) {
         s.push_str(WARM_NOTE);
     }

@@ -338,7 +338,9 @@ impl TraceWriter {
         let werr = |e| TraceError::write(path, e);
         let file = mallard_io::atomic::FileWriter::create(path).map_err(|e| match e {
             mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
-            mallard_io::atomic::OutputError::Refused { what, .. } => werr(std::io::Error::other(what)),
+            mallard_io::atomic::OutputError::Refused { what, .. } => {
+                werr(std::io::Error::other(what))
+            }
         })?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         let encoder = match form {
@@ -409,7 +411,9 @@ impl TraceWriter {
         let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
         file.commit().map_err(|e| match e {
             mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
-            mallard_io::atomic::OutputError::Refused { what, .. } => werr(std::io::Error::other(what)),
+            mallard_io::atomic::OutputError::Refused { what, .. } => {
+                werr(std::io::Error::other(what))
+            }
         })?;
         Ok(events)
     }

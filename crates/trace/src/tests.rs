@@ -394,7 +394,9 @@ fn a_written_double_free_is_caught_by_the_reader_at_its_place() {
     )
     .unwrap();
     let err = read_all(&csv).unwrap_err().to_string();
-    assert!(err.ends_with("line 6: free of object 9, which is not live (nothing allocated it before this event)"));
+    assert!(err.ends_with(
+        "line 6: free of object 9, which is not live (nothing allocated it before this event)"
+    ));
 }
 
 #[test]

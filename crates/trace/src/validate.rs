@@ -106,7 +106,9 @@ impl Validator {
         if id < self.next_id() {
             format!("{what} object {id}, which is not live (it was freed before)")
         } else {
-            format!("{what} object {id}, which is not live (nothing allocated it before this event)")
+            format!(
+                "{what} object {id}, which is not live (nothing allocated it before this event)"
+            )
         }
     }
 
