@@ -321,14 +321,19 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     if a.current.is_some() {
         bail!("--current goes with --baseline RESULTS (two stored results.json)");
     }
+    if a.baseline.is_some() != a.candidate.is_some() {
+        bail!(
+            "--baseline SPEC and --candidate SPEC go together (or --baseline RESULTS --current RESULTS)"
+        );
+    }
     if a.traces.is_empty() {
         bail!("give the traces to replay (or --baseline A/results.json --current B/results.json)");
     }
-    for t in &a.traces {
-        if !t.exists() && !t.to_string_lossy().starts_with("gen:") {
-            bail!("{}: no such trace file", t.display());
-        }
-    }
+    // gen:NAME[:EVENTS] inputs are generated, other tools' recordings (zipped AOSP traces,
+    // mtrace, heaptrack) imported, as for `mallard run`.
+    let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
+    let _gen_dir_guard = mallard_io::interrupt::register_temp(gen_dir.path());
+    let (traces, _) = crate::run::prepare_inputs(&a.traces, &[], gen_dir.path())?;
     let default_arena = mallard_arena::Config::default();
     let older = a.baseline_arena.is_some()
         || a.candidate_arena.is_some()
@@ -412,7 +417,7 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     let timeout = crate::opts::timeout(a.timeout)?;
     let cpu = crate::opts::cpu(a.cpu)?;
     let plan = LivePlan {
-        traces: a.traces.clone(),
+        traces,
         pairs,
         baseline_label: base_label.join(" "),
         candidate_label: cand_label.join(" "),

@@ -4,7 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mallard_replay::runner::{self, Progress, RunOptions};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -113,52 +113,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
     // Removed by the signal handler if the run is interrupted (dropped before gen_dir).
     let _gen_dir_guard = mallard_io::interrupt::register_temp(gen_dir.path());
-    let mut traces = Vec::new();
-    let mut generated = false;
-    for t in &a.traces {
-        if let Some(spec) = t.to_str().and_then(|s| s.strip_prefix("gen:")) {
-            generated = true;
-            let (name, events) = match spec.split_once(':') {
-                Some((n, e)) => (
-                    n,
-                    e.parse::<u64>()
-                        .map_err(|_| anyhow!("{}: EVENTS must be a number", t.display()))?,
-                ),
-                None => (spec, 200_000),
-            };
-            for &n in if counts.is_empty() {
-                &[1u32][..]
-            } else {
-                &counts[..]
-            } {
-                let file = if counts.is_empty() {
-                    format!("{name}.mtr")
-                } else {
-                    format!("{name}-t{n}.mtr")
-                };
-                let path = gen_dir.path().join(file);
-                let params = mallard_trace::gen::GenParams {
-                    events,
-                    seed: 1,
-                    threads: n,
-                };
-                let header = mallard_trace::gen::header(name, &params)?;
-                let mut w = mallard_trace::TraceWriter::create(
-                    &path,
-                    &header,
-                    mallard_trace::Form::Binary,
-                )?;
-                mallard_trace::gen::generate(name, &params, &mut |r| w.push(&r))?;
-                w.finish()?;
-                traces.push(path);
-            }
-        } else if !t.exists() {
-            bail!("{}: no such trace file", t.display());
-        } else {
-            // Opened once; a pipe is copied (or imported) into gen_dir for the workers.
-            traces.push(crate::traces::for_run(t, gen_dir.path())?);
-        }
-    }
+    let (traces, generated) = prepare_inputs(&a.traces, &counts, gen_dir.path())?;
     if !counts.is_empty() && !generated {
         bail!("--threads {}: thread counts apply to generated inputs (gen:NAME); give one, or use --threads faithful|serial", a.threads);
     }
@@ -358,4 +313,62 @@ fn scaling_table(
         }
     }
     out
+}
+
+/// Every input as a Mallard trace the workers can read by path: a `gen:NAME[:EVENTS]` input
+/// generated into `dir` (seed 1; once per thread count in `counts`, or once), another tool's
+/// recording (or a piped input) imported or copied into `dir`, a Mallard trace file as it is.
+/// Also says whether any input was generated. `run` and `gate` take inputs alike through this.
+pub fn prepare_inputs(
+    inputs: &[PathBuf],
+    counts: &[u32],
+    dir: &Path,
+) -> Result<(Vec<PathBuf>, bool)> {
+    let mut traces = Vec::new();
+    let mut generated = false;
+    for t in inputs {
+        if let Some(spec) = t.to_str().and_then(|s| s.strip_prefix("gen:")) {
+            generated = true;
+            let (name, events) = match spec.split_once(':') {
+                Some((n, e)) => (
+                    n,
+                    e.parse::<u64>()
+                        .map_err(|_| anyhow!("{}: EVENTS must be a number", t.display()))?,
+                ),
+                None => (spec, 200_000),
+            };
+            for &n in if counts.is_empty() {
+                &[1u32][..]
+            } else {
+                counts
+            } {
+                let file = if counts.is_empty() {
+                    format!("{name}.mtr")
+                } else {
+                    format!("{name}-t{n}.mtr")
+                };
+                let path = dir.join(file);
+                let params = mallard_trace::gen::GenParams {
+                    events,
+                    seed: 1,
+                    threads: n,
+                };
+                let header = mallard_trace::gen::header(name, &params)?;
+                let mut w = mallard_trace::TraceWriter::create(
+                    &path,
+                    &header,
+                    mallard_trace::Form::Binary,
+                )?;
+                mallard_trace::gen::generate(name, &params, &mut |r| w.push(&r))?;
+                w.finish()?;
+                traces.push(path);
+            }
+        } else if !t.exists() {
+            bail!("{}: no such trace file", t.display());
+        } else {
+            // Opened once; a pipe is copied (or imported) into gen_dir for the workers.
+            traces.push(crate::traces::for_run(t, dir)?);
+        }
+    }
+    Ok((traces, generated))
 }
