@@ -297,14 +297,13 @@ pub struct Contender {
 pub enum SpecError {
     #[error("allocator spec '{spec}': {msg}")]
     Bad { spec: String, msg: String },
-    #[error("allocator spec '{spec}': {name} is not installed on this machine (looked for {files} in ldconfig's cache and {dirs}); it comes with the package {package}, e.g. `apt-get install {debian}`")]
+    /// A known library that is not on this machine: `msg` says where it was looked for and
+    /// which package provides it.
+    #[error("allocator spec '{spec}': {msg}")]
     Missing {
         spec: String,
-        name: String,
-        files: String,
-        dirs: String,
         package: String,
-        debian: String,
+        msg: String,
     },
 }
 
@@ -357,8 +356,11 @@ impl Contender {
     }
 }
 
+/// A spec's parts: the label, the base and the settings, as written.
+type Parts<'a> = (Option<&'a str>, &'a str, Vec<(&'a str, &'a str)>);
+
 /// Splits `[LABEL=]BASE[:KEY=VALUE]...` into its parts (nothing checked yet).
-fn split(spec: &str) -> Result<(Option<&str>, &str, Vec<(&str, &str)>), SpecError> {
+fn split(spec: &str) -> Result<Parts<'_>, SpecError> {
     let bad = |msg: String| SpecError::Bad {
         spec: spec.into(),
         msg,
@@ -431,17 +433,22 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
         } else if let Some(k) = KNOWN_LIBRARIES.iter().find(|k| k.name == base) {
             let p = find_library(k.files).ok_or_else(|| SpecError::Missing {
                 spec: spec.into(),
-                name: k.name.into(),
-                files: k.files.join(" or "),
-                dirs: LIBRARY_DIRS.join(", "),
                 package: k.package.into(),
-                debian: k.package.split(' ').next().unwrap_or(k.package).into(),
+                msg: format!(
+                    "{} is not installed on this machine (looked for {} in ldconfig's cache and {}); \
+                     it comes with the package {}, e.g. `apt-get install {}`",
+                    k.name,
+                    k.files.join(" or "),
+                    LIBRARY_DIRS.join(", "),
+                    k.package,
+                    k.package.split(' ').next().unwrap_or(k.package)
+                ),
             })?;
             (p, k.family, k.about.to_string())
         } else {
             return Err(bad(unknown_base(base)));
         };
-        let lib = describe_library(&path, fam).map_err(|e| bad(e))?;
+        let lib = describe_library(&path, fam).map_err(bad)?;
         c = Contender::builtin(AllocatorName::Glibc, arena);
         c.env
             .push(("LD_PRELOAD".into(), lib.path.display().to_string()));
