@@ -270,10 +270,13 @@ mod tests {
         );
         assert!(
             md.contains(
-                "| arena | 50.5 | 50.0-51.0 | 20.00 | 6.0 MiB | 2.0 MiB | unknown | 2 | 0 |"
+                "| arena | 50.5 | 50.0-51.0 | 20.00 | base | 6.0 MiB | 2.0 MiB | unknown | 2 | 0 |"
             ),
             "{md}"
         );
+        // Every allocator against the first, with the column's meaning in the legend.
+        assert!(md.contains("| vs arena |"), "{md}");
+        assert!(md.contains(crate::table::RELATIVE_NOTE), "{md}");
         // The sample's footprints are unknown: said so, and what the column means.
         assert!(md.contains(FOOTPRINT_NOTE), "{md}");
         assert_eq!(md.matches(" | malloc | 1000 |").count(), 2, "{md}");
@@ -297,7 +300,7 @@ mod tests {
             md.contains("| warm ns/op |") && md.contains("RSS freed 0ms/100ms/1s"),
             "{md}"
         );
-        assert!(md.contains("| 20.00 | 13.25 (13.0-13.5) | 6.0 MiB | 2.0 MiB | unknown | 5.0 MiB / 4.8 MiB / 4.5 MiB | 2 | 0 |"), "{md}");
+        assert!(md.contains("| 20.00 | base | 13.25 (13.0-13.5) | 6.0 MiB | 2.0 MiB | unknown | 5.0 MiB / 4.8 MiB / 4.5 MiB | 2 | 0 |"), "{md}");
         assert_eq!(
             md.matches(" | malloc (warm) | 1000 | 250 |").count(),
             2,
