@@ -155,6 +155,10 @@ pub struct SweepArgs {
     /// Measure mode: repetitions of every pass per configuration.
     #[arg(short, long, default_value_t = 3)]
     repeat: u32,
+    /// Measure mode: replays of the trace per worker; the first is cold (`ns_per_op`), the rest
+    /// warm (`warm_ns_per_op`: the same process again, everything freed in between).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
     /// Measure mode: how allocated memory is written (none, first, pages, all).
     #[arg(long, default_value = "pages")]
     touch: String,
@@ -289,6 +293,7 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     } else {
         let mo = MeasureOptions {
             repeat: a.repeat,
+            iterations: a.iterations,
             touch,
             timeout,
             cpu,

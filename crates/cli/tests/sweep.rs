@@ -210,6 +210,8 @@ fn measure_mode_times_each_configuration_in_workers() {
         "measure",
         "--repeat",
         "1",
+        "--iterations",
+        "2",
         "--arena-size",
         "256K,1M",
     ]);
@@ -235,6 +237,9 @@ fn measure_mode_times_each_configuration_in_workers() {
         let rss: u64 = r[col("peak_rss_bytes")].parse().unwrap();
         assert!(rss > 0);
         assert_eq!(r[col("repetitions_ok")], "1");
+        // Two iterations: the cold ns/op and the warm one, each measured.
+        let warm: f64 = r[col("warm_ns_per_op")].parse().unwrap();
+        assert!(warm > 0.0, "{r:?}");
         // The simulated figures are there too.
         let mapped: u64 = r[col("peak_mapped_bytes")].parse().unwrap();
         assert!(mapped >= 256 << 10);

@@ -73,6 +73,11 @@ pub struct Row {
     pub footprint_bytes: Option<u64>,
     pub repetitions_ok: Option<u32>,
     pub repetitions_failed: Option<u32>,
+    /// With `--iterations` above 1: the warm ns/op (the trace replayed again in the same
+    /// worker), median over repetitions of each one's median warm iteration; `ns_per_op` is
+    /// the cold first iteration's. Empty otherwise (and in CSVs written before it existed).
+    #[serde(default)]
+    pub warm_ns_per_op: Option<f64>,
 }
 
 impl Row {

@@ -167,6 +167,8 @@ pub struct MeasureOptions {
     pub cpu: Option<usize>,
     /// Replay even if a trace needs more memory than is available.
     pub ignore_memory_limit: bool,
+    /// Replays per worker (`--iterations`): the first cold, the rest warm.
+    pub iterations: u32,
 }
 
 /// Progress of a measured sweep: one report per worker process finished.
@@ -214,6 +216,7 @@ pub fn run_measure(
         .collect();
     let mut base = RunOptions::new(Vec::new(), contenders)?;
     base.repeat = mo.repeat;
+    base.iterations = mo.iterations.max(1);
     base.touch = mo.touch;
     base.timeout = mo.timeout;
     base.cpu = mo.cpu;
@@ -312,6 +315,7 @@ pub fn run_measure(
                     row.mops_min = Some(any.throughput_min_mops);
                     row.mops_max = Some(any.throughput_max_mops);
                     row.ns_per_op = Some(any.ns_per_op);
+                    row.warm_ns_per_op = any.warm_ns_per_op;
                     row.peak_rss_bytes = Some(any.peak_rss_bytes);
                     row.baseline_rss_bytes = Some(any.baseline_rss_bytes);
                     row.footprint_bytes = any.footprint_bytes;
