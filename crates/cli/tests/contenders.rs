@@ -228,3 +228,50 @@ fn the_gate_judges_two_specs() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn snmalloc_is_built_in_with_a_known_footprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = generated(dir.path(), "uniform", "5000");
+    let out = dir.path().join("r");
+    let o = mallard(&[
+        "run",
+        p(&t),
+        "-a",
+        "snmalloc",
+        "--repeat",
+        "1",
+        "--out",
+        p(&out),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = results(&out);
+    assert!(
+        r["allocators"][0]["version"]
+            .as_str()
+            .unwrap()
+            .contains("snmalloc"),
+        "{r}"
+    );
+    let rep = &r["repetitions"][0];
+    assert!(rep["failure"].is_null(), "{rep}");
+    assert!(
+        rep["memory"]["footprint_source"]
+            .as_str()
+            .unwrap()
+            .contains("snmalloc"),
+        "{rep}"
+    );
+    assert!(!rep["memory"]["footprint"].is_null(), "{rep}");
+    // snmalloc takes env.* settings only.
+    let o = mallard(&[
+        "run",
+        p(&t),
+        "-a",
+        "snmalloc:x=1",
+        "--out",
+        p(&dir.path().join("r2")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

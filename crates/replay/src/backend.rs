@@ -36,6 +36,8 @@ pub enum AllocatorName {
     /// The arena behind its lock even on one thread: with `arena`, shows what the lock costs.
     #[serde(rename = "arena-locked")]
     ArenaLocked,
+    /// Microsoft's snmalloc, built from source by snmalloc-sys (`sn_` symbols).
+    Snmalloc,
 }
 
 impl AllocatorName {
@@ -46,11 +48,12 @@ impl AllocatorName {
         AllocatorName::Jemalloc,
         AllocatorName::Mimalloc,
     ];
-    pub const ALL: [AllocatorName; 6] = [
+    pub const ALL: [AllocatorName; 7] = [
         AllocatorName::Arena,
         AllocatorName::Glibc,
         AllocatorName::Jemalloc,
         AllocatorName::Mimalloc,
+        AllocatorName::Snmalloc,
         AllocatorName::Bump,
         AllocatorName::ArenaLocked,
     ];
@@ -63,6 +66,7 @@ impl AllocatorName {
             AllocatorName::Mimalloc => "mimalloc",
             AllocatorName::Bump => "bump",
             AllocatorName::ArenaLocked => "arena-locked",
+            AllocatorName::Snmalloc => "snmalloc",
         }
     }
 
@@ -73,6 +77,7 @@ impl AllocatorName {
             AllocatorName::Glibc => "the system malloc (glibc ptmalloc2)",
             AllocatorName::Jemalloc => "jemalloc 5.3 built from source by tikv-jemalloc-sys",
             AllocatorName::Mimalloc => "mimalloc built from source by libmimalloc-sys",
+            AllocatorName::Snmalloc => "snmalloc built from source by snmalloc-sys (cc build, libc API)",
             AllocatorName::Bump => "bump pointer that never frees: the harness's speed-of-light reference",
             AllocatorName::ArenaLocked => {
                 "the arena behind one mutex on every call, as multi-threaded traces replay it (CPython's GIL model): \
@@ -481,6 +486,51 @@ pub fn mimalloc_version(v: i32) -> (u32, u32, u32) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// snmalloc
+
+/// snmalloc through snmalloc-sys's `sn_` symbols (its own heap, not the process's malloc).
+pub struct Snmalloc;
+
+// SAFETY: forwards to snmalloc's C allocation functions, which have the trait's contract;
+// `sn_free` takes any pointer snmalloc returned, aligned ones included.
+unsafe impl Backend for Snmalloc {
+    #[inline(always)]
+    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain allocation call.
+        unsafe { snmalloc_sys::sn_malloc(size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+        // SAFETY: plain allocation call.
+        unsafe { snmalloc_sys::sn_calloc(1, size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
+        // SAFETY: align is a power of two (the engine ensures it).
+        unsafe { snmalloc_sys::sn_rust_alloc(align, size.max(1)) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+        // SAFETY: p is null or live from this allocator (caller contract).
+        unsafe { snmalloc_sys::sn_realloc(p.cast(), size) as *mut u8 }
+    }
+    #[inline(always)]
+    unsafe fn free(&mut self, p: *mut u8) {
+        // SAFETY: p is null or live from this allocator (caller contract).
+        unsafe { snmalloc_sys::sn_free(p.cast()) }
+    }
+    fn footprint(&mut self) -> Option<u64> {
+        let (mut current, mut peak) = (0usize, 0usize);
+        // SAFETY: two valid size_t outputs.
+        unsafe { snmalloc_sys::sn_rust_statistics(&mut current, &mut peak) };
+        Some(current as u64)
+    }
+    fn footprint_source(&self) -> &'static str {
+        "snmalloc sn_rust_statistics: current OS-level memory reservation"
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // arena
 
 /// Mallard's arena allocator. Single-threaded, like pymalloc under the GIL.
@@ -674,6 +724,7 @@ pub fn version(name: AllocatorName) -> String {
         }
         AllocatorName::Jemalloc => format!("jemalloc {}", Jemalloc::version()),
         AllocatorName::Mimalloc => format!("mimalloc {}", Mimalloc::version()),
+        AllocatorName::Snmalloc => "snmalloc (snmalloc-sys 0.7)".to_string(),
         AllocatorName::Bump => format!("mallard bump {}", env!("CARGO_PKG_VERSION")),
         AllocatorName::ArenaLocked => format!(
             "mallard-arena {} (std::sync::Mutex)",
@@ -770,6 +821,11 @@ mod tests {
     #[test]
     fn mimalloc_memory_is_sound() {
         exercise(&mut Mimalloc);
+    }
+    #[test]
+    fn snmalloc_memory_is_sound() {
+        exercise(&mut Snmalloc);
+        assert!(Snmalloc.footprint().unwrap() > 0);
     }
     #[test]
     fn arena_memory_is_sound() {

@@ -14,7 +14,9 @@
 //!    statistics;
 //! 5. free what the trace left live (untimed) and write the output.
 
-use crate::backend::{self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc};
+use crate::backend::{
+    self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc, Snmalloc,
+};
 use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
 use crate::measure::{self, Rss, Timer};
 use crate::mt::{self, Locked, LockedRef};
@@ -170,6 +172,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
         AllocatorName::Glibc => replay_on(spec, &prog, mt, || Glibc),
         AllocatorName::Jemalloc => replay_on(spec, &prog, mt, || Jemalloc),
         AllocatorName::Mimalloc => replay_on(spec, &prog, mt, || Mimalloc),
+        AllocatorName::Snmalloc => replay_on(spec, &prog, mt, || Snmalloc),
         AllocatorName::Arena if mt.is_none() => {
             run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?)
         }
