@@ -32,7 +32,8 @@ pub fn footprint(f: Option<u64>) -> String {
 /// What the footprint column means, for every writer's legend.
 pub const FOOTPRINT_NOTE: &str = "Footprint: the allocator's own account of the memory it holds at the end of \
      the replay, net of what it held just before the replay began (for glibc, the harness's own heap); \
-     unknown under a preloaded malloc, whose memory glibc's account does not see.";
+     a preloaded library's through its own interface where it has one (tcmalloc, jemalloc, mimalloc), \
+     else unknown (glibc's account does not see another allocator's memory).";
 
 fn ns(v: f64) -> String {
     ns_with(v, "us")
