@@ -3,12 +3,8 @@
 //! library is refused before any worker with no report, and the gate judges two specs.
 
 mod common;
-use common::{generated, mallard, p, text};
+use common::{generated, mallard, p, results, text};
 use std::path::Path;
-
-fn results(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
-}
 
 /// The settings the worker read back, per contender label.
 fn read_back(r: &serde_json::Value, label: &str) -> serde_json::Value {

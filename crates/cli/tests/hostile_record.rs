@@ -16,43 +16,8 @@ use mallard_trace::{Event, Record};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 mod common;
-use common::{p, text};
-
-/// The recorder library, built once for all tests (as in `record.rs`), or the one
-/// `MALLARD_RECORDER_UNDER_TEST` names.
-fn recorder() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(lib) = std::env::var_os("MALLARD_RECORDER_UNDER_TEST") {
-            return PathBuf::from(lib);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target = root.join("target/recorder-test");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let o = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mallard-recorder",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(&root)
-            .output()
-            .expect("run cargo to build the recorder");
-        assert!(
-            o.status.success(),
-            "building the recorder failed:\n{}",
-            text(&o)
-        );
-        let lib = target.join("release/libmallard_recorder.so");
-        assert!(lib.is_file(), "{} missing after the build", lib.display());
-        lib
-    })
-}
+use common::{p, recorder, text};
 
 /// `mallard record` (or, with `MALLARD_UNDER_TEST`, another build of it), in `dir`, with the
 /// forwarded signals at their default disposition whatever this test runner inherited (a shell

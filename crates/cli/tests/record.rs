@@ -10,9 +10,8 @@
 use mallard_trace::{AllocKind, Event, Record};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 mod common;
-use common::{p, text};
+use common::{p, recorder, text};
 
 fn mallard(args: &[&str]) -> Output {
     mallard_env(args, &[])
@@ -25,36 +24,6 @@ fn mallard_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run mallard")
-}
-
-/// The recorder library, built once for all tests.
-fn recorder() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target = root.join("target/recorder-test");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let o = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mallard-recorder",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(&root)
-            .output()
-            .expect("run cargo to build the recorder");
-        assert!(
-            o.status.success(),
-            "building the recorder failed:\n{}",
-            text(&o)
-        );
-        let lib = target.join("release/libmallard_recorder.so");
-        assert!(lib.is_file(), "{} missing after the build", lib.display());
-        lib
-    })
 }
 
 fn need(tool: &str) {

@@ -4,14 +4,10 @@
 
 mod common;
 
-use common::{generated, mallard, p, text};
+use common::{generated, mallard, p, results, text};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-
-fn results(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
-}
 
 /// summary.csv as one map column -> value per row.
 fn summary(dir: &Path) -> Vec<HashMap<String, String>> {

@@ -43,3 +43,42 @@ pub fn generated(dir: &Path, name: &str, events: &str) -> PathBuf {
     assert!(o.status.success(), "{}", text(&o));
     out
 }
+
+/// A report directory's results.json.
+pub fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+/// The recorder library, built once per test binary into its own target directory, or the one
+/// `MALLARD_RECORDER_UNDER_TEST` names (to run the same tests against another build).
+pub fn recorder() -> &'static Path {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(lib) = std::env::var_os("MALLARD_RECORDER_UNDER_TEST") {
+            return PathBuf::from(lib);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target = root.join("target/recorder-test");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let o = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "mallard-recorder",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(&root)
+            .output()
+            .expect("run cargo to build the recorder");
+        assert!(
+            o.status.success(),
+            "building the recorder failed:\n{}",
+            text(&o)
+        );
+        let lib = target.join("release/libmallard_recorder.so");
+        assert!(lib.is_file(), "{} missing after the build", lib.display());
+        lib
+    })
+}
