@@ -228,10 +228,8 @@ pub fn malloc_interposer() -> Option<&'static str> {
     INTERPOSER
         .get_or_init(|| {
             // SAFETY: RTLD_NOLOAD only returns a handle to a library already loaded (libc is,
-            // this binary links it); dlsym and dladdr read the loaded objects' symbol tables;
-            // the handle is closed once (dlclose of a NOLOAD handle only drops the reference
-            // dlopen took); dli_fname, when set, points to a NUL-terminated path the loader
-            // keeps for as long as the object stays loaded, and it is copied at once.
+            // this binary links it); dlsym reads the loaded objects' symbol tables; the handle
+            // is closed once (dlclose of a NOLOAD handle only drops the reference dlopen took).
             unsafe {
                 let own_libc =
                     libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
@@ -250,19 +248,33 @@ pub fn malloc_interposer() -> Option<&'static str> {
                 if glibc_sees_malloc() {
                     return None;
                 }
-                let mut info: libc::Dl_info = std::mem::zeroed();
-                let name =
-                    if libc::dladdr(called_malloc, &mut info) != 0 && !info.dli_fname.is_null() {
-                        CStr::from_ptr(info.dli_fname)
-                            .to_string_lossy()
-                            .into_owned()
-                    } else {
-                        "another library".to_string()
-                    };
-                Some(name)
+                Some(malloc_library().unwrap_or_else(|| "another library".to_string()))
             }
         })
         .as_deref()
+}
+
+/// The file of the loaded object that defines the `malloc` this process calls (glibc's libc,
+/// or a library `LD_PRELOAD`ed over it).
+pub fn malloc_library() -> Option<String> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name; dladdr fills `info` for an
+    // address inside a loaded object, and dli_fname then points to a NUL-terminated path the
+    // loader keeps while the object is loaded; it is copied at once.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+        if f.is_null() {
+            return None;
+        }
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(f, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(
+            CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// Whether a block from the `malloc` the process calls shows in glibc's account (its bytes in

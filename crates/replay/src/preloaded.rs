@@ -31,7 +31,8 @@ pub fn apply(s: &WorkerSettings) -> Result<(), String> {
         unsafe { libmimalloc_sys::mi_option_set(*opt, *value as libc::c_long) };
     }
     if let Some(lib) = &s.preloaded {
-        let served = serving_malloc().ok_or("cannot tell which library serves malloc")?;
+        let served =
+            crate::backend::malloc_library().ok_or("cannot tell which library serves malloc")?;
         let want = std::fs::canonicalize(&lib.resolved).unwrap_or(lib.resolved.clone());
         let got = std::fs::canonicalize(&served).unwrap_or(served.clone().into());
         if got != want {
@@ -42,28 +43,6 @@ pub fn apply(s: &WorkerSettings) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The file of the object that defines the `malloc` this process calls.
-pub fn serving_malloc() -> Option<String> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name; dladdr fills `info` for an
-    // address inside a loaded object, and dli_fname then points to a NUL-terminated string
-    // owned by the dynamic linker.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
-        if f.is_null() {
-            return None;
-        }
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(f, &mut info) == 0 || info.dli_fname.is_null() {
-            return None;
-        }
-        Some(
-            CStr::from_ptr(info.dli_fname)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
 }
 
 type TcProperty = unsafe extern "C" fn(*const c_char, *mut usize) -> c_int;
@@ -236,7 +215,7 @@ pub fn read_back(spec: &crate::worker::WorkerSpec) -> serde_json::Value {
             "preloaded".into(),
             lib.resolved.display().to_string().into(),
         );
-        if let Some(s) = serving_malloc() {
+        if let Some(s) = crate::backend::malloc_library() {
             m.insert("malloc_served_by".into(), s.into());
         }
         return m.into();
