@@ -674,8 +674,10 @@ fn run_with<B: Backend>(
         ps_per_tick: 1e12 / timer.hz,
     };
 
-    let mut around = Some(Around::begin(&rss, &mut b));
-    let held_before = around.as_ref().map(|a| a.held_before);
+    let around = Around::begin(&rss, &mut b);
+    let held_before = around.held_before;
+    // Ended after the first (cold) iteration: its readings are the replay's.
+    let mut around = Some(around);
     // Opened before the baseline readings; absent where the machine has no counter.
     let counter = (spec.pass == Pass::Throughput)
         .then(|| measure::PerfCounter::open(measure::PerfEvent::Instructions).ok())
@@ -708,7 +710,7 @@ fn run_with<B: Backend>(
                 };
                 let mut sampler = RssSampler {
                     rss: &rss,
-                    held_before: held_before.expect("read before the first iteration"),
+                    held_before,
                     live: &live,
                     out: &mut timeline,
                 };
@@ -754,8 +756,8 @@ fn run_with<B: Backend>(
     }
     finish_iterations(spec, &mut out, &per_iteration, warm.as_ref(), prog, &timer);
     if spec.drain {
-        if let (Some(m), Some(before)) = (out.memory.as_mut(), held_before) {
-            m.drain = drain(&rss, &mut b, before);
+        if let Some(m) = out.memory.as_mut() {
+            m.drain = drain(&rss, &mut b, held_before);
         }
     }
     out.rss_timeline = timeline;
