@@ -683,9 +683,7 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
         .copied()
         .filter(|op| rows.iter().any(|r| r.trace == trace && r.op == *op))
         .collect();
-    let mine_rows = || rows.iter().filter(|r| r.trace == trace);
-    let warm = mine_rows().any(|r| r.warm_ns_per_op.is_some());
-    let drained = mine_rows().any(|r| r.rss_after_drain_0ms_bytes.is_some());
+    let crate::table::Shown { warm, drained, .. } = crate::table::Shown::of(results, rows, trace);
     let mut s = String::from("<table>\n<tr><th rowspan=\"2\">allocator</th><th rowspan=\"2\">Mops/s (min-max)</th><th rowspan=\"2\">ns/op</th>");
     if warm {
         s.push_str("<th rowspan=\"2\">warm ns/op</th>");

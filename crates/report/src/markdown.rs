@@ -78,13 +78,11 @@ pub fn render(results: &RunResults) -> String {
         for line in crate::table::thread_lines(results, &t.name) {
             let _ = writeln!(out, "{}\n", cell(&line));
         }
-        let mine = |r: &&SummaryRow| r.trace == t.name;
-        let warm = rows.iter().filter(mine).any(|r| r.warm_ns_per_op.is_some());
-        let drained = rows
-            .iter()
-            .filter(mine)
-            .any(|r| r.rss_after_drain_0ms_bytes.is_some());
-        let relative = results.allocators.len() > 1;
+        let crate::table::Shown {
+            warm,
+            drained,
+            relative,
+        } = crate::table::Shown::of(results, &rows, &t.name);
         let (rel_h, rel_s) = if relative {
             (
                 format!(
@@ -179,7 +177,13 @@ pub fn render(results: &RunResults) -> String {
         let _ = writeln!(
             out,
             "\nPeak RSS includes the harness's own baseline; above base is the peak minus it. {FOOTPRINT_NOTE}{}",
-            crate::table::legend_extra(&rows.iter().filter(mine).cloned().collect::<Vec<_>>())
+            crate::table::legend_extra(
+                &rows
+                    .iter()
+                    .filter(|r| r.trace == t.name)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
         );
         let _ = writeln!(out, "\nLatency (ns): p50 and p90 from runs of same-kind calls timed together; p99, p99.9 and max per call, timer floor subtracted (`<N`: below the timer's noise).\n");
         let _ = writeln!(

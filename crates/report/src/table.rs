@@ -84,14 +84,12 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         for line in thread_lines(results, &t.name) {
             let _ = writeln!(out, "{line}");
         }
-        let mine = |r: &&SummaryRow| r.trace == t.name;
-        let warm = rows.iter().filter(mine).any(|r| r.warm_ns_per_op.is_some());
-        let drained = rows
-            .iter()
-            .filter(mine)
-            .any(|r| r.rss_after_drain_0ms_bytes.is_some());
+        let Shown {
+            warm,
+            drained,
+            relative,
+        } = Shown::of(results, rows, &t.name);
         let base = crate::summary::baseline_of(results).unwrap_or_default();
-        let relative = results.allocators.len() > 1;
         let vs = format!("vs {base}");
         let mut header = vec!["allocator", "Mops/s", "ns/op"];
         if relative {
@@ -232,6 +230,29 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         legend_extra(rows)
     );
     out
+}
+
+/// Which optional columns a trace's table has: one decision for every writer (terminal,
+/// report.md, index.html).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shown {
+    /// Warm ns/op: some allocator replayed the trace more than once (`--iterations`).
+    pub warm: bool,
+    /// RSS after the final free: some repetition sampled it.
+    pub drained: bool,
+    /// The comparison with the baseline allocator: there is more than one allocator.
+    pub relative: bool,
+}
+
+impl Shown {
+    pub(crate) fn of(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Shown {
+        let any = |f: fn(&SummaryRow) -> bool| rows.iter().any(|r| r.trace == trace && f(r));
+        Shown {
+            warm: any(|r| r.warm_ns_per_op.is_some()),
+            drained: any(|r| r.rss_after_drain_0ms_bytes.is_some()),
+            relative: results.allocators.len() > 1,
+        }
+    }
 }
 
 /// ns/op against the baseline contender: the ratio, its 95% interval over repetitions, and
