@@ -518,26 +518,20 @@ impl<'a> Session<'a> {
         pass: Pass,
     ) -> [Result<WorkerOutput, String>; 2] {
         let opts = self.opts;
-        let mut held: Vec<Result<Worker, String>> = Vec::with_capacity(2);
-        for ci in [first, second] {
+        // Both are started and ready before either is released (array `map` runs eagerly, in
+        // order).
+        let held = [first, second].map(|ci| {
             let mut spec = self.spec(ti, ci, pass);
             spec.hold = true;
-            held.push(
-                Worker::spawn_for(opts, &opts.contenders[ci], &spec).and_then(|mut w| {
-                    w.wait_ready(opts.timeout)?;
-                    Ok(w)
-                }),
-            );
-        }
-        let mut out = held.into_iter().map(|w| {
-            w.and_then(|mut w| {
-                w.go();
-                w.finish(opts.timeout)
-            })
+            let mut w = Worker::spawn_for(opts, &opts.contenders[ci], &spec)?;
+            w.wait_ready(opts.timeout)?;
+            Ok::<_, String>(w)
         });
-        let a = out.next().unwrap_or_else(|| Err("no worker".into()));
-        let b = out.next().unwrap_or_else(|| Err("no worker".into()));
-        [a, b]
+        held.map(|w| {
+            let mut w = w?;
+            w.go();
+            w.finish(opts.timeout)
+        })
     }
 }
 
