@@ -12,6 +12,7 @@
 //! leaves no half-written report), and it replaces only an empty directory or one Mallard wrote
 //! (carrying the `.mallard-report` marker); anything else at the path is refused.
 
+pub mod format;
 pub mod hist;
 pub mod html;
 pub mod markdown;

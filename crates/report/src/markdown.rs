@@ -31,7 +31,7 @@ pub fn render(results: &RunResults) -> String {
         "{} {}, started {}, on {} ({} logical CPUs, {} {}).\n",
         results.tool.name,
         results.tool.version,
-        crate::html::utc(results.started_unix),
+        crate::format::utc(results.started_unix),
         cell(&m.cpu_model),
         m.logical_cpus,
         m.os,

@@ -2,8 +2,10 @@
 //! configuration per objective, the front and every row; then the skipped configurations.
 //! Self-contained like the run report (mallard-report's [`page`] and plotting helpers).
 
+use crate::pareto_plot::pareto_svg;
 use crate::summary::{axes, Summary, Unit};
-use mallard_report::html::{esc, mib_tick, ns_label, page, pareto_svg};
+use mallard_report::format::{esc, mib_tick, ns_label};
+use mallard_report::html::page;
 use mallard_report::table::bytes;
 use std::fmt::Write as _;
 

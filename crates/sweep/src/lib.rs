@@ -40,6 +40,7 @@
 pub mod grid;
 pub mod html;
 pub mod pareto;
+pub mod pareto_plot;
 pub mod rows;
 pub mod run;
 pub mod simulate;
