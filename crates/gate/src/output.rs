@@ -17,6 +17,7 @@
 use crate::judge::{MetricResult, Overall, Verdict};
 use crate::report::{CalibrationReport, GateReport, Mode};
 use mallard_io::atomic::{OutputError, StagedDir};
+use mallard_report::format::esc as xml_escape;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -288,23 +289,6 @@ fn trim_float(x: f64) -> String {
     } else {
         format!("{x:.3}")
     }
-}
-
-/// Escapes text for XML attributes and content.
-pub fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// JUnit XML: one `<testsuite>` per trace x allocator, one `<testcase>` per metric. A required

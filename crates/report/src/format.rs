@@ -3,7 +3,9 @@
 //! `index.html` and the sweep's page all take their labels from here, so a figure reads the
 //! same wherever it is shown.
 
-/// `s` escaped for HTML text and attribute values.
+/// `s` escaped for HTML and XML text and attribute values (the page and the gate's JUnit XML):
+/// `'` as `&#39;`, which both read, and control characters other than tab and line breaks
+/// dropped, since XML 1.0 cannot carry them at all.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -13,6 +15,7 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
             _ => out.push(c),
         }
     }
@@ -79,8 +82,9 @@ pub fn ops_label(v: f64) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM UTC` from seconds since the epoch (civil-from-days, proleptic Gregorian).
-pub fn utc(secs: u64) -> String {
+/// Seconds since the epoch as a civil UTC date and time: (year, month, day, hour, minute,
+/// second), proleptic Gregorian (Howard Hinnant's civil-from-days).
+fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
@@ -93,20 +97,72 @@ pub fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
-/// A per-call figure, or `<N` below the timer's noise (as the terminal table prints it).
-pub fn tail_cell(v: f64, noise: f64) -> String {
+/// `YYYY-MM-DD HH:MM UTC` from seconds since the epoch: the report's date, for people.
+pub fn utc(secs: u64) -> String {
+    let (y, m, d, h, min, _) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02} UTC")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339) from seconds since the epoch: a date for machines (the
+/// recorder's trace header).
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d, h, min, s) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+}
+
+/// A per-call figure in `ns` form, or `<N` when it is at or below the timer's noise `noise` (a
+/// value the timer cannot support is not printed as a number). Pages escape the `<`.
+pub fn below_noise(v: f64, noise: f64, ns: fn(f64) -> String) -> String {
     if v <= noise {
-        format!("&lt;{}", crate::table::ns_text(noise.max(0.1)))
+        format!("<{}", ns(noise.max(0.1)))
     } else {
-        crate::table::ns_text(v)
+        ns(v)
     }
+}
+
+/// Nanoseconds for the terminal: one decimal under 100, none up to 10,000, then `us`.
+pub fn ns_terminal(v: f64) -> String {
+    ns_with(v, "us")
+}
+
+/// Nanoseconds for a page (Markdown, HTML): as [`ns_terminal`], with ` µs`.
+pub fn ns_text(v: f64) -> String {
+    ns_with(v, " µs")
+}
+
+fn ns_with(v: f64, micro: &str) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}{micro}", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Human form of a byte count (binary units).
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A footprint for the table, Markdown and HTML alike: `unknown` where the allocator's figure
+/// is (a preloaded malloc under the glibc backend), never a zero it did not measure.
+pub fn footprint(f: Option<u64>) -> String {
+    f.map(bytes).unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]
@@ -130,5 +186,11 @@ mod tests {
         assert_eq!(mib_tick(0.125), "0.125");
         assert_eq!(utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(rfc3339(951_782_400 + 3723), "2000-02-29T01:02:03Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(esc("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
+        assert_eq!(esc("x\u{1}\ty\n"), "x\ty\n");
+        assert_eq!(below_noise(5.0, 7.5, ns_text), "<7.5");
+        assert_eq!(below_noise(12_345.0, 7.5, ns_terminal), "12.3us");
     }
 }

@@ -13,11 +13,7 @@ fn cell(s: &str) -> String {
 }
 
 fn tail(v: f64, noise: f64) -> String {
-    if v <= noise {
-        format!("<{}", crate::table::ns_text(noise.max(0.1)))
-    } else {
-        crate::table::ns_text(v)
-    }
+    crate::format::below_noise(v, noise, crate::format::ns_text)
 }
 
 /// The whole `report.md` for `results`.
@@ -204,12 +200,12 @@ pub fn render(results: &RunResults) -> String {
                     "| {} | {op} | {} | {} | {approx}{} | {approx}{} | {} | {} | {} |",
                     cell(&a.name),
                     r.count,
-                    crate::table::ns_text(r.mean_ns),
-                    crate::table::ns_text(r.p50_ns),
-                    crate::table::ns_text(r.p90_ns),
+                    crate::format::ns_text(r.mean_ns),
+                    crate::format::ns_text(r.p50_ns),
+                    crate::format::ns_text(r.p90_ns),
                     tail(r.p99_ns, r.timer_noise_ns),
                     tail(r.p999_ns, r.timer_noise_ns),
-                    crate::table::ns_text(r.max_ns)
+                    crate::format::ns_text(r.max_ns)
                 );
                 if let (Some(mean), Some(p50), Some(p90)) =
                     (r.warm_mean_ns, r.warm_p50_ns, r.warm_p90_ns)
@@ -224,12 +220,12 @@ pub fn render(results: &RunResults) -> String {
                         "| {} | {op} (warm) | {} | {} | {approx}{} | {approx}{} | {} | {} | {} |",
                         cell(&a.name),
                         r.count,
-                        crate::table::ns_text(mean),
-                        crate::table::ns_text(p50),
-                        crate::table::ns_text(p90),
+                        crate::format::ns_text(mean),
+                        crate::format::ns_text(p50),
+                        crate::format::ns_text(p90),
                         o(r.warm_p99_ns),
                         o(r.warm_p999_ns),
-                        r.warm_max_ns.map(crate::table::ns_text).unwrap_or_else(|| "-".into())
+                        r.warm_max_ns.map(crate::format::ns_text).unwrap_or_else(|| "-".into())
                     );
                 }
             }

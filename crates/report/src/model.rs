@@ -214,7 +214,7 @@ pub struct Throughput {
 /// cold one); `None` when there is no warm iteration.
 pub fn warm_median(per_iteration: &[f64]) -> Option<f64> {
     let warm = per_iteration.get(1..).filter(|w| !w.is_empty())?;
-    Some(crate::summary::median(warm.to_vec()))
+    Some(crate::stats::median(warm))
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

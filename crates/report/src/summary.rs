@@ -180,16 +180,13 @@ fn exact_mean<'a>(figs: impl Iterator<Item = &'a crate::model::LatencyFigures>) 
     }
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+/// The median of what is there, 0 for nothing (the table's empty value); the median itself is
+/// [`crate::stats::median`], the one every figure uses.
+fn median(v: Vec<f64>) -> f64 {
     if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
+        0.0
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        crate::stats::median(&v)
     }
 }
 

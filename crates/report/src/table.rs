@@ -3,31 +3,10 @@
 //! > 1` the warm ns/op beside the cold, and where it was sampled the RSS after the final free. Per-call figures below the timer's noise are printed as
 //! `<N` rather than as a number they cannot support.
 
+pub use crate::format::{bytes, footprint};
 use crate::model::RunResults;
 use crate::summary::SummaryRow;
 use std::fmt::Write as _;
-
-/// Human form of a byte count (binary units).
-pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A footprint for the table, Markdown and HTML alike: `unknown` where the allocator's figure
-/// is (a preloaded malloc under the glibc backend), never a zero it did not measure.
-pub fn footprint(f: Option<u64>) -> String {
-    f.map(bytes).unwrap_or_else(|| "unknown".into())
-}
 
 /// What the footprint column means, for every writer's legend.
 pub const FOOTPRINT_NOTE: &str = "Footprint: the allocator's own account of the memory it holds at the end of \
@@ -36,32 +15,11 @@ pub const FOOTPRINT_NOTE: &str = "Footprint: the allocator's own account of the 
      else unknown (glibc's account does not see another allocator's memory).";
 
 fn ns(v: f64) -> String {
-    ns_with(v, "us")
+    crate::format::ns_terminal(v)
 }
 
-/// Nanoseconds for a page (Markdown, HTML): one decimal under 100, none up to 10,000, then
-/// microseconds.
-pub(crate) fn ns_text(v: f64) -> String {
-    ns_with(v, " µs")
-}
-
-fn ns_with(v: f64, micro: &str) -> String {
-    if v >= 10_000.0 {
-        format!("{:.1}{micro}", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
-/// A per-call figure, or `<noise` when it is below what the timer can resolve.
 fn tail_ns(v: f64, noise: f64) -> String {
-    if v <= noise {
-        format!("<{}", ns(noise.max(0.1)))
-    } else {
-        ns(v)
-    }
+    crate::format::below_noise(v, noise, ns)
 }
 
 /// Renders the terminal table for every trace in `results`.

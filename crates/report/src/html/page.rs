@@ -3,7 +3,7 @@
 //! summary table, its legend and the plots; failures; how each figure was measured.
 
 use super::plots::{latency_svg, plotted_kinds, rss_svg, throughput_svg, PALETTE};
-use crate::format::{esc, tail_cell, utc};
+use crate::format::{below_noise, esc, ns_text, utc};
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::{summarize, SummaryRow};
 use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
@@ -100,9 +100,9 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
                     let _ = write!(
                         s,
                         "<td>{approx}{}</td><td>{}</td><td>{}</td>",
-                        crate::table::ns_text(r.p50_ns),
-                        tail_cell(r.p99_ns, r.timer_noise_ns),
-                        tail_cell(r.p999_ns, r.timer_noise_ns)
+                        ns_text(r.p50_ns),
+                        esc(&below_noise(r.p99_ns, r.timer_noise_ns, ns_text)),
+                        esc(&below_noise(r.p999_ns, r.timer_noise_ns, ns_text))
                     );
                 }
                 None => s.push_str("<td>-</td><td>-</td><td>-</td>"),

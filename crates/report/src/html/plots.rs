@@ -408,11 +408,7 @@ pub(crate) fn throughput_svg(results: &RunResults, trace: &str) -> String {
             })));
             let mut sorted = vals.clone();
             sorted.sort_by(|a, b| a.total_cmp(b));
-            let med = if sorted.len() % 2 == 1 {
-                sorted[sorted.len() / 2]
-            } else {
-                (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-            };
+            let med = crate::stats::median(&sorted);
             let x = i as f64;
             t!(chart.draw_series(std::iter::once(PathElement::new(
                 vec![(x - 0.3, med), (x + 0.3, med)],
