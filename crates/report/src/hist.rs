@@ -122,6 +122,65 @@ fn cumulative(h: &Histogram<u64>, upto: u64) -> u64 {
     h.count_between(0, upto)
 }
 
+/// The `.hgrm` files: `TRACE--ALLOCATOR--OP.hgrm` holds the per-call distribution (timer floor
+/// subtracted) and `TRACE--ALLOCATOR--OP.batched.hgrm` the batched one, each merged over
+/// repetitions. Values are nanoseconds.
+pub fn hgrm_files(results: &crate::model::RunResults) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for t in &results.traces {
+        for a in &results.allocators {
+            let reps: Vec<_> = results
+                .repetitions
+                .iter()
+                .filter(|r| r.trace == t.name && r.allocator == a.name && r.failure.is_none())
+                .collect();
+            for op in crate::model::OP_KINDS {
+                let base = format!(
+                    "{}--{}--{}",
+                    crate::file_safe(&t.name),
+                    crate::file_safe(&a.name),
+                    op
+                );
+                let tail: Vec<_> = reps
+                    .iter()
+                    .filter_map(|r| r.tail.get(op))
+                    .map(|f| &f.hist)
+                    .collect();
+                if !tail.is_empty() {
+                    files.push((format!("{base}.hgrm"), to_hgrm(&merge(tail))));
+                }
+                let batched: Vec<_> = reps
+                    .iter()
+                    .filter_map(|r| r.batched.get(op))
+                    .map(|f| &f.hist)
+                    .collect();
+                if !batched.is_empty() {
+                    files.push((format!("{base}.batched.hgrm"), to_hgrm(&merge(batched))));
+                }
+            }
+        }
+    }
+    files
+}
+
+/// The `.hgrm` files as a [`Writer`](crate::writer::Writer).
+pub struct Hgrm;
+
+impl crate::writer::Writer<crate::writer::View<'_>> for Hgrm {
+    fn name(&self) -> &'static str {
+        "TRACE--ALLOCATOR--OP[.batched].hgrm"
+    }
+    fn render(
+        &self,
+        view: &crate::writer::View<'_>,
+    ) -> Result<Vec<crate::writer::Doc>, crate::ReportError> {
+        Ok(hgrm_files(&view.results)
+            .into_iter()
+            .map(|(name, text)| crate::writer::Doc::new(name, text))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,12 @@
 //! # mallard-report: the result model and everything that presents it
 //!
-//! [`model::RunResults`] is produced once by the replay and consumed by every writer here:
-//! the terminal table, `results.json`, `summary.csv`, `rss.csv`, one HdrHistogram `.hgrm`
-//! file per trace x allocator x operation kind, `index.html` (self-contained, with SVG plots:
-//! [`html`]) and `report.md` ([`markdown`]). Adding a format means adding one writer.
+//! [`model::RunResults`] is produced once by the replay and consumed by every writer here,
+//! each an implementation of the one [`Writer`] trait over a [`View`] (the results and their
+//! summary rows, computed once; see [`writer`]): the terminal table, `results.json`,
+//! `summary.csv`, `rss.csv` ([`csv_out`]), one HdrHistogram `.hgrm` file per trace x allocator
+//! x operation kind ([`hist`]), `index.html` (self-contained, with SVG plots: [`html`]) and
+//! `report.md` ([`markdown`]). Labels, escaping and dates come from [`format`]. Adding a format
+//! means adding one writer.
 //!
 //! This crate knows nothing of how figures were measured (no timers, no processes, no
 //! allocators): it reads results and formats them. A report directory is written through
@@ -12,6 +15,7 @@
 //! leaves no half-written report), and it replaces only an empty directory or one Mallard wrote
 //! (carrying the `.mallard-report` marker); anything else at the path is refused.
 
+pub mod csv_out;
 pub mod format;
 pub mod hist;
 pub mod html;
@@ -20,13 +24,17 @@ pub mod model;
 pub mod stats;
 pub mod summary;
 pub mod table;
+pub mod writer;
 
+pub use csv_out::{rss_csv, summary_csv};
+pub use hist::hgrm_files;
 pub use model::*;
 pub use summary::{summarize, SummaryRow};
+pub use writer::{Doc, View, Writer};
 
 use mallard_io::atomic::{self, OutputError, StagedDir};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +45,6 @@ pub enum ReportError {
     Read { path: PathBuf, msg: String },
     #[error(transparent)]
     Output(#[from] OutputError),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ReportError + '_ {
-    move |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Reads a `results.json`.
@@ -71,117 +72,36 @@ pub fn file_safe(s: &str) -> String {
         .collect()
 }
 
-/// Writes every report file for `results` into `dir`, atomically (see the crate docs). `dir`
-/// may be absent (created, with missing parents), empty, or a report directory Mallard wrote;
-/// anything else is refused ([`OutputError::Refused`]; check first with
-/// `mallard_io::atomic::check_dir`). A failure to write is [`OutputError::Write`].
-pub fn write_report_dir(results: &RunResults, dir: &Path) -> Result<(), OutputError> {
+/// Writes every report file of `view` into `dir` (each writer of [`writer::REPORT_DIR`]),
+/// atomically (see the crate docs). `dir` may be absent (created, with missing parents),
+/// empty, or a report directory Mallard wrote; anything else is refused
+/// ([`OutputError::Refused`]; check first with `mallard_io::atomic::check_dir`). A failure to
+/// write is [`OutputError::Write`].
+pub fn write_report_dir(view: &View<'_>, dir: &Path) -> Result<(), OutputError> {
     let mut staged = StagedDir::begin(dir, atomic::REPORT)?;
     let fail = |e: ReportError| OutputError::Write {
         path: dir.to_path_buf(),
         source: io::Error::other(e.to_string()),
     };
-    let json =
-        serde_json::to_vec_pretty(results).map_err(|e| fail(io_err(dir)(io::Error::other(e))))?;
-    staged.add("results.json", &json)?;
-    staged.add(
-        "summary.csv",
-        &summary_csv(&summarize(results)).map_err(fail)?,
-    )?;
-    staged.add("rss.csv", &rss_csv(results).map_err(fail)?)?;
-    for (name, text) in hgrm_files(results) {
-        staged.add(&name, text.as_bytes())?;
+    for w in writer::REPORT_DIR {
+        for doc in w.render(view).map_err(fail)? {
+            staged.add(&doc.name, &doc.bytes)?;
+        }
     }
-    staged.add("index.html", html::render(results).as_bytes())?;
-    staged.add("report.md", markdown::render(results).as_bytes())?;
     staged.commit()
 }
 
-/// `mallard report DIR`: reads `DIR/results.json` and writes `DIR/index.html` and
-/// `DIR/report.md` again from it (each to a temporary file renamed into place, by
-/// `mallard_io::atomic::write_file`). Returns the
-/// results read.
-pub fn regenerate(dir: &Path) -> Result<RunResults, ReportError> {
-    let results = read_results(&dir.join("results.json"))?;
-    for (name, text) in [
-        ("index.html", html::render(&results)),
-        ("report.md", markdown::render(&results)),
-    ] {
-        atomic::write_file(&dir.join(name), text.as_bytes())?;
-    }
-    Ok(results)
-}
-
-/// `summary.csv`: one row per trace x allocator x operation kind.
-pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>, ReportError> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)
-            .map_err(|e| io_err(Path::new("summary.csv"))(io::Error::other(e)))?;
-    }
-    w.into_inner()
-        .map_err(|e| io_err(Path::new("summary.csv"))(io::Error::other(e.to_string())))
-}
-
-/// `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition).
-pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
-    let mut out = Vec::new();
-    writeln!(
-        out,
-        "trace,allocator,repetition,ops_done,rss_bytes,live_bytes,footprint_bytes"
-    )
-    .map_err(io_err(Path::new("rss.csv")))?;
-    for r in &results.repetitions {
-        for s in &r.rss_timeline {
-            let fp = s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default();
-            writeln!(
-                out,
-                "{},{},{},{},{},{},{}",
-                r.trace, r.allocator, r.index, s.ops_done, s.rss_bytes, s.live_bytes, fp
-            )
-            .map_err(io_err(Path::new("rss.csv")))?;
+/// `mallard report DIR`: reads `DIR/results.json` and writes its pages again (the writers that
+/// say [`Writer::is_page`]: `index.html`, `report.md`), each to a temporary file renamed into
+/// place by `mallard_io::atomic::write_file`. Returns the view of the results read.
+pub fn regenerate(dir: &Path) -> Result<View<'static>, ReportError> {
+    let view = View::owned(read_results(&dir.join("results.json"))?);
+    for w in writer::REPORT_DIR.iter().filter(|w| w.is_page()) {
+        for doc in w.render(&view)? {
+            atomic::write_file(&dir.join(&doc.name), &doc.bytes)?;
         }
     }
-    Ok(out)
-}
-
-/// The `.hgrm` files: `TRACE--ALLOCATOR--OP.hgrm` holds the per-call distribution (timer floor
-/// subtracted) and `TRACE--ALLOCATOR--OP.batched.hgrm` the batched one, each merged over
-/// repetitions. Values are nanoseconds.
-pub fn hgrm_files(results: &RunResults) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    for t in &results.traces {
-        for a in &results.allocators {
-            let reps: Vec<_> = results
-                .repetitions
-                .iter()
-                .filter(|r| r.trace == t.name && r.allocator == a.name && r.failure.is_none())
-                .collect();
-            for op in OP_KINDS {
-                let base = format!("{}--{}--{}", file_safe(&t.name), file_safe(&a.name), op);
-                let tail: Vec<_> = reps
-                    .iter()
-                    .filter_map(|r| r.tail.get(op))
-                    .map(|f| &f.hist)
-                    .collect();
-                if !tail.is_empty() {
-                    files.push((format!("{base}.hgrm"), hist::to_hgrm(&hist::merge(tail))));
-                }
-                let batched: Vec<_> = reps
-                    .iter()
-                    .filter_map(|r| r.batched.get(op))
-                    .map(|f| &f.hist)
-                    .collect();
-                if !batched.is_empty() {
-                    files.push((
-                        format!("{base}.batched.hgrm"),
-                        hist::to_hgrm(&hist::merge(batched)),
-                    ));
-                }
-            }
-        }
-    }
-    files
+    Ok(view)
 }
 
 #[cfg(test)]
@@ -247,9 +167,9 @@ mod tests {
         let mut older = sample();
         older.allocators[0].name = "b".into();
         older.repetitions[0].allocator = "b".into();
-        write_report_dir(&older, &dir).unwrap();
+        write_report_dir(&View::new(&older), &dir).unwrap();
         assert!(dir.join("t--b--malloc.hgrm").exists());
-        write_report_dir(&sample(), &dir).unwrap();
+        write_report_dir(&View::new(&sample()), &dir).unwrap();
         assert!(!dir.join("t--b--malloc.hgrm").exists());
         for f in [
             mallard_io::atomic::MARKER,
@@ -289,7 +209,7 @@ mod tests {
     fn regenerate_rewrites_the_pages_from_results_json() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("demo");
-        write_report_dir(&sample(), &dir).unwrap();
+        write_report_dir(&View::new(&sample()), &dir).unwrap();
         let before = fs::read_to_string(dir.join("index.html")).unwrap();
         fs::remove_file(dir.join("index.html")).unwrap();
         fs::write(dir.join("report.md"), "stale").unwrap();
@@ -308,7 +228,7 @@ mod tests {
         let dir = tmp.path().join("mine");
         fs::create_dir(&dir).unwrap();
         fs::write(dir.join("stale.txt"), "old").unwrap();
-        let e = write_report_dir(&sample(), &dir).unwrap_err();
+        let e = write_report_dir(&View::new(&sample()), &dir).unwrap_err();
         assert!(matches!(e, OutputError::Refused { .. }), "{e}");
         assert_eq!(fs::read_to_string(dir.join("stale.txt")).unwrap(), "old");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
@@ -321,7 +241,7 @@ mod tests {
         // The parent is a file: creating the report must fail without leaving anything.
         let file = tmp.path().join("file");
         fs::write(&file, "x").unwrap();
-        assert!(write_report_dir(&sample(), &file.join("demo")).is_err());
+        assert!(write_report_dir(&View::new(&sample()), &file.join("demo")).is_err());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 }

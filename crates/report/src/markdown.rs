@@ -3,8 +3,10 @@
 //! to malloc and free).
 
 use crate::model::{RunResults, OP_KINDS};
-use crate::summary::{summarize, SummaryRow};
+use crate::summary::SummaryRow;
 use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
+use crate::writer::{Doc, View, Writer};
+use crate::ReportError;
 use std::fmt::Write as _;
 
 /// Escapes the characters that would break a table cell.
@@ -16,9 +18,26 @@ fn tail(v: f64, noise: f64) -> String {
     crate::format::below_noise(v, noise, crate::format::ns_text)
 }
 
-/// The whole `report.md` for `results`.
-pub fn render(results: &RunResults) -> String {
-    let rows = summarize(results);
+/// `report.md` as a [`Writer`]: a page, written again by `mallard report DIR`.
+pub struct Markdown;
+
+impl Writer<View<'_>> for Markdown {
+    fn name(&self) -> &'static str {
+        "report.md"
+    }
+    fn is_page(&self) -> bool {
+        true
+    }
+    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(
+            self.name(),
+            render(&view.results, &view.rows),
+        )])
+    }
+}
+
+/// The whole `report.md` for `results` and their summary `rows`.
+pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     let mut out = String::new();
     let m = &results.machine;
     let _ = writeln!(out, "# Mallard report\n");
@@ -78,7 +97,7 @@ pub fn render(results: &RunResults) -> String {
             warm,
             drained,
             relative,
-        } = crate::table::Shown::of(results, &rows, &t.name);
+        } = crate::table::Shown::of(results, rows, &t.name);
         let (rel_h, rel_s) = if relative {
             (
                 format!(
@@ -259,6 +278,11 @@ pub fn render(results: &RunResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page of `r`, its rows summarised here.
+    fn render(r: &RunResults) -> String {
+        super::render(r, &crate::summary::summarize(r))
+    }
 
     #[test]
     fn tables_have_a_row_per_allocator_and_kind() {

@@ -330,7 +330,7 @@ mod tests {
             text.contains("unknown") && text.contains(FOOTPRINT_NOTE),
             "{text}"
         );
-        let html = crate::html::render(&r);
+        let html = crate::html::render(&r, &crate::summary::summarize(&r));
         assert!(
             html.contains("<td>unknown</td>") || html.contains(">unknown<"),
             "{html}"

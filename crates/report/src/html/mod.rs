@@ -19,6 +19,27 @@ mod page;
 pub mod plots;
 
 pub use page::{page, render};
+
+use crate::writer::{Doc, View, Writer};
+use crate::ReportError;
+
+/// `index.html` as a [`Writer`]: a page, written again by `mallard report DIR`.
+pub struct Html;
+
+impl Writer<View<'_>> for Html {
+    fn name(&self) -> &'static str {
+        "index.html"
+    }
+    fn is_page(&self) -> bool {
+        true
+    }
+    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(
+            self.name(),
+            render(&view.results, &view.rows),
+        )])
+    }
+}
 pub use plots::{expected_plots, plotted_kinds, PALETTE, PLOT_SIZE};
 
 #[cfg(test)]
@@ -37,6 +58,11 @@ pub(crate) fn sample_for_tests(warm: bool) -> RunResults {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The page of `r`, its rows summarised here.
+    fn render(r: &RunResults) -> String {
+        super::render(r, &crate::summary::summarize(r))
+    }
     use crate::hist;
     use crate::model::*;
 

@@ -5,7 +5,7 @@
 use super::plots::{latency_svg, plotted_kinds, rss_svg, throughput_svg, PALETTE};
 use crate::format::{below_noise, esc, ns_text, utc};
 use crate::model::{RunResults, OP_KINDS};
-use crate::summary::{summarize, SummaryRow};
+use crate::summary::SummaryRow;
 use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
 use std::fmt::Write as _;
 
@@ -140,9 +140,8 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
     s
 }
 
-/// The whole `index.html` for `results`.
-pub fn render(results: &RunResults) -> String {
-    let rows = summarize(results);
+/// The whole `index.html` for `results` and their summary `rows`.
+pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     let mut b = String::new();
     let m = &results.machine;
     let _ = writeln!(b, "<h1>Mallard report</h1>");
@@ -194,7 +193,7 @@ pub fn render(results: &RunResults) -> String {
     for t in &results.traces {
         let _ = writeln!(b, "<h2>{}</h2>", esc(&t.name));
         b.push_str("<div class=\"scroll\">\n");
-        b.push_str(&summary_table(results, &rows, &t.name));
+        b.push_str(&summary_table(results, rows, &t.name));
         b.push_str("</div>\n");
         let _ = writeln!(
             b,
@@ -225,7 +224,7 @@ pub fn render(results: &RunResults) -> String {
         ));
         for op in plotted_kinds(results, &t.name) {
             b.push_str(&fig(
-                latency_svg(results, &rows, &t.name, op),
+                latency_svg(results, rows, &t.name, op),
                 &format!(
                     "Per-call {op} latency, every repetition merged, log-log: the right end is the rare slow \
                      path (mmap, page faults). Values under 1 ns are drawn at 1 ns; under the dashed line they \

@@ -1,0 +1,117 @@
+//! The report's CSV files, both through the `csv` crate (so a trace or allocator name with a
+//! comma, a quote or a line break stays one field):
+//! - `summary.csv`: one row per trace x allocator x operation kind (the [`SummaryRow`]s);
+//! - `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition).
+
+use crate::model::RunResults;
+use crate::summary::SummaryRow;
+use crate::writer::{Doc, View, Writer};
+use crate::ReportError;
+use std::io;
+
+fn csv_err(file: &str) -> impl Fn(String) -> ReportError + '_ {
+    move |e| ReportError::Io {
+        path: file.into(),
+        source: io::Error::other(e),
+    }
+}
+
+/// `summary.csv`: one row per trace x allocator x operation kind.
+pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>, ReportError> {
+    let err = csv_err("summary.csv");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| err(e.to_string()))?;
+    }
+    w.into_inner().map_err(|e| err(e.to_string()))
+}
+
+/// `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition); an
+/// unknown footprint is an empty field.
+pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
+    let err = csv_err("rss.csv");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "trace",
+        "allocator",
+        "repetition",
+        "ops_done",
+        "rss_bytes",
+        "live_bytes",
+        "footprint_bytes",
+    ])
+    .map_err(|e| err(e.to_string()))?;
+    for r in &results.repetitions {
+        for s in &r.rss_timeline {
+            let fp = s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default();
+            w.write_record([
+                r.trace.as_str(),
+                r.allocator.as_str(),
+                &r.index.to_string(),
+                &s.ops_done.to_string(),
+                &s.rss_bytes.to_string(),
+                &s.live_bytes.to_string(),
+                &fp,
+            ])
+            .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    w.into_inner().map_err(|e| err(e.to_string()))
+}
+
+/// `summary.csv` as a [`Writer`].
+pub struct SummaryCsv;
+
+impl Writer<View<'_>> for SummaryCsv {
+    fn name(&self) -> &'static str {
+        "summary.csv"
+    }
+    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(self.name(), summary_csv(&view.rows)?)])
+    }
+}
+
+/// `rss.csv` as a [`Writer`].
+pub struct RssCsv;
+
+impl Writer<View<'_>> for RssCsv {
+    fn name(&self) -> &'static str {
+        "rss.csv"
+    }
+    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(self.name(), rss_csv(&view.results)?)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Repetition, RssSample};
+
+    #[test]
+    fn a_name_with_a_comma_or_a_quote_stays_one_field() {
+        let mut r = RunResults::default();
+        let mut rep = Repetition {
+            trace: "a,b".into(),
+            allocator: "x\"y".into(),
+            index: 1,
+            ..Default::default()
+        };
+        rep.rss_timeline.push(RssSample {
+            ops_done: 2,
+            rss_bytes: 4096,
+            live_bytes: 64,
+            footprint_bytes: None,
+        });
+        r.repetitions.push(rep);
+        let text = String::from_utf8(rss_csv(&r).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "trace,allocator,repetition,ops_done,rss_bytes,live_bytes,footprint_bytes\n\
+             \"a,b\",\"x\"\"y\",1,2,4096,64,\n"
+        );
+        let mut back = csv::Reader::from_reader(text.as_bytes());
+        let row = back.records().next().unwrap().unwrap();
+        assert_eq!((&row[0], &row[1], &row[6]), ("a,b", "x\"y", ""));
+    }
+}
