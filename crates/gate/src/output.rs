@@ -8,6 +8,11 @@
 //! | `benchmark-action.json` | github-action-benchmark `customSmallerIsBetter` | `benchmark-action/github-action-benchmark` |
 //! | `junit.xml` | JUnit XML, one test case per metric | CI test reporters |
 //!
+//! Each file is a [`Writer`] (mallard-report's one trait for every output) over the gate's own
+//! view, the [`GateReport`] (and the [`CalibrationReport`] for `--calibrate`): the same idea as
+//! the run report's writers, with the view the gate has. [`GATE_DIR`] and [`CALIBRATION_DIR`]
+//! list them; adding a format is one function here and one line in the list.
+//!
 //! The dashboard formats carry the *candidate's* figures (median, with min-max), since a
 //! dashboard tracks the build under test. [`write_dir`] writes every file through
 //! `mallard_io::atomic::StagedDir` (marker `kind: "gate"`): a staging directory swapped into
@@ -18,6 +23,7 @@ use crate::judge::{MetricResult, Overall, Verdict};
 use crate::report::{CalibrationReport, GateReport, Mode};
 use mallard_io::atomic::{OutputError, StagedDir};
 use mallard_report::format::esc as xml_escape;
+use mallard_report::{Doc, ReportError, Writer};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -451,40 +457,74 @@ pub fn calibration_markdown(c: &CalibrationReport) -> String {
     s
 }
 
-/// Writes every output file of a gate report into `dir`, atomically (see the module docs).
+/// A gate output as a [`Writer`] over the [`GateReport`]: a file name and its text.
+pub struct GateFile(pub &'static str, pub fn(&GateReport) -> String);
+
+/// A calibration output as a [`Writer`] over the [`CalibrationReport`].
+pub struct CalibrationFile(pub &'static str, pub fn(&CalibrationReport) -> String);
+
+impl Writer<GateReport> for GateFile {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn render(&self, r: &GateReport) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(self.0, (self.1)(r))])
+    }
+}
+
+impl Writer<CalibrationReport> for CalibrationFile {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn render(&self, c: &CalibrationReport) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(self.0, (self.1)(c))])
+    }
+}
+
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// The files of a gate's output directory, in the order they are written.
+pub const GATE_DIR: &[&dyn Writer<GateReport>] = &[
+    &GateFile("summary.md", markdown),
+    &GateFile("verdict.json", verdict_json),
+    &GateFile("bencher.json", |r| pretty(&bencher(r))),
+    &GateFile("benchmark-action.json", |r| pretty(&benchmark_action(r))),
+    &GateFile("junit.xml", junit),
+];
+
+/// The files of a calibration's output directory.
+pub const CALIBRATION_DIR: &[&dyn Writer<CalibrationReport>] = &[
+    &CalibrationFile("calibration.md", calibration_markdown),
+    &CalibrationFile("calibration.json", pretty::<CalibrationReport>),
+];
+
+/// Writes every output file of a gate report ([`GATE_DIR`]) into `dir`, atomically (see the
+/// module docs).
 pub fn write_dir(r: &GateReport, dir: &Path) -> Result<(), OutputError> {
-    let files: Vec<(&str, String)> = vec![
-        ("summary.md", markdown(r)),
-        ("verdict.json", verdict_json(r)),
-        (
-            "bencher.json",
-            serde_json::to_string_pretty(&bencher(r)).unwrap_or_default(),
-        ),
-        (
-            "benchmark-action.json",
-            serde_json::to_string_pretty(&benchmark_action(r)).unwrap_or_default(),
-        ),
-        ("junit.xml", junit(r)),
-    ];
-    write_files_atomically(dir, &files)
+    write_atomically(GATE_DIR, r, dir)
 }
 
-/// Writes the calibration's Markdown and JSON into `dir`, atomically.
+/// Writes the calibration's Markdown and JSON ([`CALIBRATION_DIR`]) into `dir`, atomically.
 pub fn write_calibration_dir(c: &CalibrationReport, dir: &Path) -> Result<(), OutputError> {
-    let files: Vec<(&str, String)> = vec![
-        ("calibration.md", calibration_markdown(c)),
-        (
-            "calibration.json",
-            serde_json::to_string_pretty(c).unwrap_or_default(),
-        ),
-    ];
-    write_files_atomically(dir, &files)
+    write_atomically(CALIBRATION_DIR, c, dir)
 }
 
-fn write_files_atomically(dir: &Path, files: &[(&str, String)]) -> Result<(), OutputError> {
+fn write_atomically<V>(
+    writers: &[&dyn Writer<V>],
+    view: &V,
+    dir: &Path,
+) -> Result<(), OutputError> {
     let mut staged = StagedDir::begin(dir, mallard_io::atomic::GATE)?;
-    for (f, text) in files {
-        staged.add(f, text.as_bytes())?;
+    for w in writers {
+        let docs = w.render(view).map_err(|e| OutputError::Write {
+            path: dir.join(w.name()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        for d in docs {
+            staged.add(&d.name, &d.bytes)?;
+        }
     }
     staged.commit()
 }
