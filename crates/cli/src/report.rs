@@ -16,9 +16,11 @@ pub fn cmd_report(dir: &Path) -> Result<i32> {
     } else {
         dir
     };
-    let results = mallard_report::regenerate(&dir)?;
-    let rows = mallard_report::summarize(&results);
-    print!("{}", mallard_report::table::render(&results, &rows));
+    let view = mallard_report::regenerate(&dir)?;
+    print!(
+        "{}",
+        mallard_report::table::render(&view.results, &view.rows)
+    );
     println!(
         "\nwrote {} and {}",
         dir.join("index.html").display(),

@@ -195,11 +195,12 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     let results = runner::run(&opts, &mut progress).map_err(|e| anyhow!("{e}"))?;
     // A report that cannot be written now (a full disk) does not lose the results: the table
     // is printed first, then the error (exit 4).
-    let written = mallard_report::write_report_dir(&results, &a.out);
-    let rows = mallard_report::summarize(&results);
-    print!("{}", mallard_report::table::render(&results, &rows));
+    let view = mallard_report::View::new(&results);
+    let written = mallard_report::write_report_dir(&view, &a.out);
+    let rows = &view.rows;
+    print!("{}", mallard_report::table::render(&results, rows));
     if !counts.is_empty() {
-        print!("{}", scaling_table(&results, &rows, &counts));
+        print!("{}", scaling_table(&results, rows, &counts));
     }
     if a.arena_stats {
         let text = results
