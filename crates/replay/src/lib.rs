@@ -34,5 +34,6 @@ pub mod measure;
 pub mod mt;
 pub mod preloaded;
 pub mod program;
+pub mod pymalloc;
 pub mod runner;
 pub mod worker;

@@ -173,6 +173,26 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
         AllocatorName::Jemalloc => replay_on(spec, &prog, mt, || Jemalloc),
         AllocatorName::Mimalloc => replay_on(spec, &prog, mt, || Mimalloc),
         AllocatorName::Snmalloc => replay_on(spec, &prog, mt, || Snmalloc),
+        AllocatorName::Pymalloc => {
+            let lib = spec
+                .settings
+                .python
+                .as_ref()
+                .ok_or("pymalloc: no interpreter resolved")?;
+            let py = crate::pymalloc::Pymalloc::load(lib)?;
+            match mt {
+                None => run_with(spec, &prog, py),
+                Some(_) if py.interpreter() => Err(format!(
+                    "pymalloc of CPython {} keeps its state in the interpreter, which serves one thread here: \
+                     replay this multi-threaded trace with --threads serial",
+                    lib.version
+                )),
+                Some(_) => {
+                    let locked = Locked(Mutex::new(py));
+                    replay_on(spec, &prog, mt, || LockedRef(&locked))
+                }
+            }
+        }
         AllocatorName::Arena if mt.is_none() => {
             run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?)
         }
