@@ -221,6 +221,12 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
                 "\n{} statistics at the end of the replay (first repetition):\n{t}",
                 r.allocator
             );
+            let occupancy = results.repetitions.iter().find_map(|x| {
+                (x.allocator == r.allocator).then_some(x.arena_occupancy.as_ref())?
+            });
+            if let Some(s) = occupancy.and_then(mallard_report::occupancy::sentence) {
+                println!("occupancy: {s}\n");
+            }
         }
         if shown.is_empty() {
             println!("\n--arena-stats: no arena or pymalloc run succeeded");

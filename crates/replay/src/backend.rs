@@ -154,6 +154,16 @@ pub unsafe trait Backend {
     fn stats(&mut self) -> Option<serde_json::Value> {
         None
     }
+    /// How full each arena is ([`mallard_arena::Arena::occupancy`]), for allocators made of
+    /// arenas that say; `None` otherwise. Called between batches, outside timed regions.
+    fn occupancy(
+        &mut self,
+        _arenas: &mut Vec<mallard_arena::ArenaFill>,
+        _class_pools: &mut Vec<u32>,
+        _limit: usize,
+    ) -> Option<usize> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,6 +605,14 @@ unsafe impl Backend for ArenaBackend {
     }
     fn footprint_source(&self) -> &'static str {
         "arena counters: bytes of mapped arenas + bytes requested by live raw (large) blocks"
+    }
+    fn occupancy(
+        &mut self,
+        arenas: &mut Vec<mallard_arena::ArenaFill>,
+        class_pools: &mut Vec<u32>,
+        limit: usize,
+    ) -> Option<usize> {
+        Some(self.arena.occupancy(arenas, class_pools, limit))
     }
     fn stats(&mut self) -> Option<serde_json::Value> {
         let st = self.arena.stats();

@@ -32,6 +32,7 @@ pub mod contender;
 pub mod engine;
 pub mod measure;
 pub mod mt;
+pub mod occupancy;
 pub mod preloaded;
 pub mod program;
 pub mod pymalloc;

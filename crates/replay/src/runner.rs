@@ -599,6 +599,7 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
             r.batched_warm = o.latency_warm;
             r.rss_timeline = o.rss_timeline;
             r.per_thread_batched = o.per_thread;
+            r.arena_occupancy = o.arena_occupancy;
         }
         Pass::Tail => {
             r.tail = o.latency;

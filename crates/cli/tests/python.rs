@@ -234,3 +234,83 @@ fn an_unknown_pymalloc_setting_is_refused_listing_the_known_one() {
     assert!(t.contains("known: python"), "{t}");
     assert!(!out.exists());
 }
+
+#[test]
+fn the_arena_occupancy_is_sampled_and_its_end_state_agrees_with_the_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = mallard(&[
+        "run",
+        p(&bundled("python-objects.mtr")),
+        "-a",
+        "arena,glibc",
+        "--repeat",
+        "1",
+        "-q",
+        "--arena-stats",
+        "--out",
+        p(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("occupancy: at the end, "), "{t}");
+    let r = results(&out);
+    let reps = r["repetitions"].as_array().unwrap();
+    let arena = reps.iter().find(|x| x["allocator"] == "arena").unwrap();
+    let glibc = reps.iter().find(|x| x["allocator"] == "glibc").unwrap();
+    assert!(
+        glibc.get("arena_occupancy").is_none(),
+        "only arena contenders have one"
+    );
+    let occ = &arena["arena_occupancy"];
+    let samples = occ["samples"].as_array().unwrap();
+    assert!(
+        samples.len() > 50,
+        "sampled through the replay: {}",
+        samples.len()
+    );
+    let ops: Vec<u64> = samples
+        .iter()
+        .map(|s| s["ops_done"].as_u64().unwrap())
+        .collect();
+    assert!(ops.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(
+        *ops.last().unwrap(),
+        500_000,
+        "the last sample is the state after the last operation"
+    );
+    // The throughput pass replays the same operations on the same allocator: its statistics
+    // at the end are the last sample's, counted another way.
+    let last = samples.last().unwrap();
+    let fig = &arena["allocator_stats"]["figures"];
+    let sum = |v: &serde_json::Value, k: &str| -> u64 {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[k].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sum(&last["arenas"], "blocks_in_use"),
+        sum(&fig["classes"], "blocks_in_use")
+    );
+    assert_eq!(
+        sum(&last["arenas"], "pools_in_use"),
+        sum(&fig["classes"], "pools")
+    );
+    assert_eq!(
+        sum(&last["arenas"], "block_bytes"),
+        fig["allocated_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(
+        last["arenas"].as_array().unwrap().len() as u64,
+        fig["arenas_allocated_current"].as_u64().unwrap()
+    );
+    let class_pools: u64 = last["class_pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    assert_eq!(class_pools, sum(&fig["classes"], "pools"));
+}
