@@ -68,7 +68,7 @@ impl Recorder {
     /// Called at every RSS sample; keeps every `every`-th.
     pub fn at_rss_sample<B: Backend>(&mut self, ops_done: u64, backend: &mut B) {
         self.seen += 1;
-        if self.seen % self.every == 0 && self.marks.len() < MAX_SAMPLES {
+        if self.seen.is_multiple_of(self.every) && self.marks.len() < MAX_SAMPLES {
             self.take(ops_done, backend);
         }
     }
