@@ -149,6 +149,7 @@
 mod arena;
 mod config;
 mod map;
+pub mod occupancy;
 mod os;
 mod raw;
 mod stats;
@@ -158,6 +159,7 @@ pub use config::{
     format_size, parse_size, ArenaAlignment, ClassScheme, Config, ConfigError, KEYS,
     MAX_ARENA_SIZE, MAX_GEOMETRIC_STEPS, MAX_LOOKUP_ENTRIES, MAX_POOLS_PER_ARENA, PRESETS,
 };
+pub use occupancy::ArenaFill;
 pub use os::page_size;
 pub use stats::{ArenaUsage, ClassStats, Stats};
 

@@ -203,22 +203,34 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         print!("{}", scaling_table(&results, rows, &counts));
     }
     if a.arena_stats {
-        let text = results
-            .repetitions
-            .iter()
-            .filter(|r| r.allocator == "arena")
-            .find_map(|r| {
-                r.allocator_stats
-                    .as_ref()?
-                    .get("debugmallocstats")?
-                    .as_str()
-                    .map(str::to_string)
-            });
-        match text {
-            Some(t) => {
-                println!("\narena statistics at the end of the replay (first repetition):\n{t}")
+        // Every contender with CPython-style statistics (the arena's, pymalloc's own), first
+        // repetition, in the order of the run.
+        let mut shown: Vec<&str> = Vec::new();
+        for r in &results.repetitions {
+            if shown.contains(&r.allocator.as_str()) {
+                continue;
             }
-            None => println!("\n--arena-stats: no arena run succeeded"),
+            let Some(t) = r
+                .allocator_stats
+                .as_ref()
+                .and_then(|s| s.get("debugmallocstats")?.as_str())
+            else {
+                continue;
+            };
+            shown.push(&r.allocator);
+            println!(
+                "\n{} statistics at the end of the replay (first repetition):\n{t}",
+                r.allocator
+            );
+            let occupancy = results.repetitions.iter().find_map(|x| {
+                (x.allocator == r.allocator).then_some(x.arena_occupancy.as_ref())?
+            });
+            if let Some(s) = occupancy.and_then(mallard_report::occupancy::sentence) {
+                println!("occupancy: {s}\n");
+            }
+        }
+        if shown.is_empty() {
+            println!("\n--arena-stats: no arena or pymalloc run succeeded");
         }
     }
     if written.is_ok() {

@@ -38,6 +38,8 @@ pub enum AllocatorName {
     ArenaLocked,
     /// Microsoft's snmalloc, built from source by snmalloc-sys (`sn_` symbols).
     Snmalloc,
+    /// CPython's own pymalloc from the machine's libpython ([`crate::pymalloc`]).
+    Pymalloc,
 }
 
 impl AllocatorName {
@@ -48,12 +50,13 @@ impl AllocatorName {
         AllocatorName::Jemalloc,
         AllocatorName::Mimalloc,
     ];
-    pub const ALL: [AllocatorName; 7] = [
+    pub const ALL: [AllocatorName; 8] = [
         AllocatorName::Arena,
         AllocatorName::Glibc,
         AllocatorName::Jemalloc,
         AllocatorName::Mimalloc,
         AllocatorName::Snmalloc,
+        AllocatorName::Pymalloc,
         AllocatorName::Bump,
         AllocatorName::ArenaLocked,
     ];
@@ -67,6 +70,7 @@ impl AllocatorName {
             AllocatorName::Bump => "bump",
             AllocatorName::ArenaLocked => "arena-locked",
             AllocatorName::Snmalloc => "snmalloc",
+            AllocatorName::Pymalloc => "pymalloc",
         }
     }
 
@@ -78,6 +82,7 @@ impl AllocatorName {
             AllocatorName::Jemalloc => "jemalloc 5.3 built from source by tikv-jemalloc-sys",
             AllocatorName::Mimalloc => "mimalloc built from source by libmimalloc-sys",
             AllocatorName::Snmalloc => "snmalloc built from source by snmalloc-sys (cc build, libc API)",
+            AllocatorName::Pymalloc => "CPython's own pymalloc (PyObject_Malloc & co.) from the machine's libpython, via dlopen",
             AllocatorName::Bump => "bump pointer that never frees: the harness's speed-of-light reference",
             AllocatorName::ArenaLocked => {
                 "the arena behind one mutex on every call, as multi-threaded traces replay it (CPython's GIL model): \
@@ -147,6 +152,16 @@ pub unsafe trait Backend {
     fn footprint_source(&self) -> &'static str;
     /// Allocator-specific statistics for the report, gathered after the replay.
     fn stats(&mut self) -> Option<serde_json::Value> {
+        None
+    }
+    /// How full each arena is ([`mallard_arena::Arena::occupancy`]), for allocators made of
+    /// arenas that say; `None` otherwise. Called between batches, outside timed regions.
+    fn occupancy(
+        &mut self,
+        _arenas: &mut Vec<mallard_arena::ArenaFill>,
+        _class_pools: &mut Vec<u32>,
+        _limit: usize,
+    ) -> Option<usize> {
         None
     }
 }
@@ -591,6 +606,14 @@ unsafe impl Backend for ArenaBackend {
     fn footprint_source(&self) -> &'static str {
         "arena counters: bytes of mapped arenas + bytes requested by live raw (large) blocks"
     }
+    fn occupancy(
+        &mut self,
+        arenas: &mut Vec<mallard_arena::ArenaFill>,
+        class_pools: &mut Vec<u32>,
+        limit: usize,
+    ) -> Option<usize> {
+        Some(self.arena.occupancy(arenas, class_pools, limit))
+    }
     fn stats(&mut self) -> Option<serde_json::Value> {
         let st = self.arena.stats();
         Some(serde_json::json!({
@@ -737,6 +760,7 @@ pub fn version(name: AllocatorName) -> String {
         AllocatorName::Jemalloc => format!("jemalloc {}", Jemalloc::version()),
         AllocatorName::Mimalloc => format!("mimalloc {}", Mimalloc::version()),
         AllocatorName::Snmalloc => "snmalloc (snmalloc-sys 0.7)".to_string(),
+        AllocatorName::Pymalloc => "CPython pymalloc".to_string(),
         AllocatorName::Bump => format!("mallard bump {}", env!("CARGO_PKG_VERSION")),
         AllocatorName::ArenaLocked => format!(
             "mallard-arena {} (std::sync::Mutex)",

@@ -270,6 +270,9 @@ pub struct WorkerSettings {
     /// serves `malloc`, and reads its footprint through its own interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preloaded: Option<Library>,
+    /// The interpreter whose pymalloc the `pymalloc` contender loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<crate::pymalloc::PythonLib>,
 }
 
 /// One thing to compare: an allocator, its settings, and what its workers need.
@@ -466,6 +469,7 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
     let mut arena_cfg: Option<ArenaConfig> = None;
     let mut jemalloc_conf: Vec<String> = Vec::new();
     let mut tunables: Vec<String> = Vec::new();
+    let mut python: Option<String> = None;
     for (k, v) in kv {
         c.given.push((k.into(), v.into()));
         if let Some(name) = k.strip_prefix("env.") {
@@ -525,6 +529,17 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
                     cfg.set(k, v).map_err(|e| bad(e.to_string()))?;
                 }
             }
+            (AllocatorName::Pymalloc, None) => {
+                if k != "python" {
+                    return Err(bad(known(vec!["python"])));
+                }
+                if v.is_empty() {
+                    return Err(bad(
+                        "python: name an interpreter, e.g. python=/usr/bin/python3.11".into(),
+                    ));
+                }
+                python = Some(v.into());
+            }
             (AllocatorName::Bump | AllocatorName::Snmalloc, None)
             | (_, Some(Family::Tcmalloc | Family::Other)) => {
                 return Err(bad(format!(
@@ -547,6 +562,14 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
     }
     if !tunables.is_empty() {
         c.env.push(("GLIBC_TUNABLES".into(), tunables.join(":")));
+    }
+    if c.backend == AllocatorName::Pymalloc {
+        // Resolved here, once: an interpreter that cannot serve is not a refusal of the run
+        // (its workers fail with the reason, the other contenders run).
+        let lib =
+            crate::pymalloc::resolve(python.as_deref().unwrap_or(crate::pymalloc::DEFAULT_PYTHON));
+        c.about = crate::pymalloc::describe(&lib);
+        c.settings.python = Some(lib);
     }
     Ok(c)
 }

@@ -599,6 +599,7 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
             r.batched_warm = o.latency_warm;
             r.rss_timeline = o.rss_timeline;
             r.per_thread_batched = o.per_thread;
+            r.arena_occupancy = o.arena_occupancy;
         }
         Pass::Tail => {
             r.tail = o.latency;
@@ -1033,6 +1034,22 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         throughput.warm_ns_per_op is the median of the warm ones, and batched_warm / tail_warm hold the warm \
         iterations' latency merged. Summary warm_ns_per_op: median over repetitions of each repetition's median warm \
         iteration (with min and max); warm_* latency from the warm distributions merged over repetitions.", opts.iterations));
+    if opts
+        .contenders
+        .iter()
+        .any(|c| c.backend == crate::backend::AllocatorName::Pymalloc)
+    {
+        add(&mut m, "pymalloc", "The pymalloc contender is CPython's own allocator: PyObject_Malloc, PyObject_Calloc, \
+            PyObject_Realloc and PyObject_Free of the interpreter's shared libpython (the contender's notes name the \
+            file and version), loaded with dlopen into the worker and called for every operation of the trace; it \
+            hands requests above 512 bytes to the C library's malloc, as in CPython. Up to 3.11 the interpreter is \
+            not initialised, so nothing but the replay allocates from it; from 3.12 pymalloc's state belongs to the \
+            interpreter, which is initialised (Py_InitializeEx(0)) before the replay and whose own objects are in \
+            its statistics (allocator_stats.interpreter_initialised). Over-aligned requests (memalign above 16) go to \
+            glibc. Several replay threads share it under one lock (the GIL model). Footprint: arenas allocated x \
+            arena size from its own _PyObject_DebugMallocStats, plus glibc's mallinfo2 for the large requests; \
+            allocator_stats.debugmallocstats is that function's output at the end of the replay.".into());
+    }
     add(&mut m, "memory after the work", "memory.drain: after the last iteration and the free of every object, RSS \
         (statm, harness baseline included) and the allocator's footprint (net, as footprint) read at 0 ms, 100 ms and \
         1 s, the worker idle in between: what the allocator keeps and what it hands back to the OS by itself (glibc \

@@ -141,6 +141,8 @@ pub struct WorkerOutput {
     pub per_thread: Vec<ThreadFigures>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<ThreadInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arena_occupancy: Option<mallard_report::ArenaOccupancy>,
 }
 
 /// Runs the worker described by `spec`. Errors are messages for the parent's report.
@@ -173,6 +175,26 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
         AllocatorName::Jemalloc => replay_on(spec, &prog, mt, || Jemalloc),
         AllocatorName::Mimalloc => replay_on(spec, &prog, mt, || Mimalloc),
         AllocatorName::Snmalloc => replay_on(spec, &prog, mt, || Snmalloc),
+        AllocatorName::Pymalloc => {
+            let lib = spec
+                .settings
+                .python
+                .as_ref()
+                .ok_or("pymalloc: no interpreter resolved")?;
+            let py = crate::pymalloc::Pymalloc::load(lib)?;
+            match mt {
+                None => run_with(spec, &prog, py),
+                Some(_) if py.interpreter() => Err(format!(
+                    "pymalloc of CPython {} keeps its state in the interpreter, which serves one thread here: \
+                     replay this multi-threaded trace with --threads serial",
+                    lib.version
+                )),
+                Some(_) => {
+                    let locked = Locked(Mutex::new(py));
+                    replay_on(spec, &prog, mt, || LockedRef(&locked))
+                }
+            }
+        }
         AllocatorName::Arena if mt.is_none() => {
             run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?)
         }
@@ -588,6 +610,8 @@ struct RssSampler<'a> {
     held_before: Held,
     live: &'a [u64],
     out: &'a mut Vec<RssSample>,
+    /// The arena's occupancy, sampled with the RSS (arena contenders).
+    occupancy: Option<&'a mut crate::occupancy::Recorder>,
 }
 
 impl<B: Backend> Sampler<B> for RssSampler<'_> {
@@ -601,6 +625,9 @@ impl<B: Backend> Sampler<B> for RssSampler<'_> {
                 live_bytes: self.live.get(k).copied().unwrap_or(0),
                 footprint_bytes: footprint,
             });
+        }
+        if let Some(o) = self.occupancy.as_deref_mut() {
+            o.at_rss_sample(ops_done, backend);
         }
     }
 }
@@ -658,6 +685,9 @@ fn run_with<B: Backend>(
         .collect();
     let live = prog.live_bytes_at(&points);
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
+    let mut occupancy = (spec.pass == Pass::Batched)
+        .then(|| crate::occupancy::Recorder::new(&mut b, prog, points.len(), &spec.arena))
+        .flatten();
     let mut out = WorkerOutput::default();
 
     // The start signal comes before the floor: the timer floor is measured at the same
@@ -713,6 +743,7 @@ fn run_with<B: Backend>(
                     held_before,
                     live: &live,
                     out: &mut timeline,
+                    occupancy: if cold { occupancy.as_mut() } else { None },
                 };
                 // The RSS timeline is the cold iteration's.
                 let every = if cold { sample_every } else { 0 };
@@ -739,6 +770,9 @@ fn run_with<B: Backend>(
         if let Some(a) = around.take() {
             let after = a.end(&rss);
             result.map_err(|e| e.to_string())?;
+            if let Some(o) = occupancy.as_mut() {
+                o.take(n, &mut b); // the state after the last operation
+            }
             if spec.pass == Pass::Throughput {
                 out.memory = Some(after.memory(&mut b, prog));
                 out.allocator_stats = with_settings(b.stats(), spec);
@@ -761,6 +795,7 @@ fn run_with<B: Backend>(
         }
     }
     out.rss_timeline = timeline;
+    out.arena_occupancy = occupancy.map(crate::occupancy::Recorder::finish);
     drop(b);
     Ok(out)
 }

@@ -21,6 +21,7 @@ pub mod hist;
 pub mod html;
 pub mod markdown;
 pub mod model;
+pub mod occupancy;
 pub mod stats;
 pub mod summary;
 pub mod table;

@@ -145,6 +145,50 @@ pub struct Repetition {
     /// Per-thread latency of the batched pass of a multi-threaded replay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_thread_batched: Vec<ThreadFigures>,
+    /// The arena's occupancy over the batched pass (arena contenders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arena_occupancy: Option<ArenaOccupancy>,
+}
+
+/// How full the arena's arenas were over the replay, sampled between batches of the batched
+/// pass (its cold iteration) and once after the last operation, like the RSS timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArenaOccupancy {
+    pub arena_size: u64,
+    pub pool_size: u64,
+    /// Block size of every size class (the index of `class_pools`).
+    pub class_sizes: Vec<u32>,
+    pub samples: Vec<OccupancySample>,
+}
+
+/// One moment of [`ArenaOccupancy`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OccupancySample {
+    pub ops_done: u64,
+    /// Every mapped arena, in descriptor order.
+    pub arenas: Vec<ArenaFill>,
+    /// Arenas mapped but not listed (more than the sampler had reserved room for).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted_arenas: u32,
+    /// Pools in use per size class.
+    pub class_pools: Vec<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One mapped arena in an [`OccupancySample`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArenaFill {
+    /// Descriptor index (stable while the arena is mapped; reused after it is unmapped).
+    pub index: u32,
+    /// Pools holding at least one block in use.
+    pub pools_in_use: u32,
+    pub total_pools: u32,
+    pub blocks_in_use: u32,
+    /// Bytes of the blocks in use (blocks x class size).
+    pub block_bytes: u64,
 }
 
 /// How a multi-threaded trace was replayed.
