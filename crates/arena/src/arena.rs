@@ -4,16 +4,19 @@
 //! `freeblock`, `nextoffset`, `maxnextoffset`, `freepools`, `nfreepools`, `ntotalpools`,
 //! `usable_arenas`, `unused_arena_objects`, `nfp2lasta`. The crate-level documentation
 //! (`lib.rs`) explains the design; the invariants are stated again next to the code that keeps
-//! them.
+//! them. The walks over everything live apart: [`Arena::stats`] in `arena/stats.rs`,
+//! [`Arena::check_consistency`] in `arena/check.rs`.
 
 use std::ptr;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, POOL_HEADER_SIZE};
 use crate::map::OwnerMap;
-use crate::occupancy::ArenaFill;
 use crate::os;
 use crate::raw::RawBlocks;
-use crate::stats::{ArenaUsage, ClassStats, Stats};
+
+mod check;
+mod occupancy;
+mod stats;
 
 /// "No arena" in the arena-index links.
 const NONE: u32 = u32::MAX;
@@ -50,8 +53,9 @@ pub(crate) struct PoolHeader {
     maxnextoffset: u32,
 }
 
-/// `size_of::<PoolHeader>()`: 48 on 64-bit targets.
-pub(crate) const POOL_HEADER_SIZE: usize = std::mem::size_of::<PoolHeader>();
+// The configuration computes the pool overhead from the header's size without knowing the
+// header (so `config` depends on nothing in the crate); this keeps the two in step.
+const _: () = assert!(std::mem::size_of::<PoolHeader>() == POOL_HEADER_SIZE);
 
 /// Removes `pool` from the ring it is on.
 ///
@@ -829,324 +833,6 @@ impl Arena {
         ao.prevarena = NONE;
         self.unused_arena_objects = ai;
         self.narenas_currently_allocated -= 1;
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // Statistics and checks: walk everything, so the fast paths keep no extra counters.
-
-    /// The figures of CPython's `sys._debugmallocstats()`, computed by walking every arena and
-    /// pool (cost proportional to the pools mapped). The byte accounting sums exactly to the
-    /// mapped bytes ([`Stats::accounted_bytes`]).
-    pub fn stats(&self) -> Stats {
-        let sizes = &self.class_size;
-        let usable = self.pool_size - self.overhead;
-        let mut classes: Vec<ClassStats> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| ClassStats {
-                class: i,
-                size: s as usize,
-                pools: 0,
-                blocks_in_use: 0,
-                avail_blocks: 0,
-            })
-            .collect();
-        let mut arenas = Vec::new();
-        let mut unused_pools = 0usize;
-        let mut alignment = 0usize;
-        for (i, ao) in self.arenas.iter().enumerate() {
-            if ao.address == 0 {
-                continue;
-            }
-            unused_pools += ao.nfreepools as usize;
-            alignment += self.arena_size - ao.ntotalpools as usize * self.pool_size;
-            arenas.push(ArenaUsage {
-                index: i,
-                address: ao.address,
-                total_pools: ao.ntotalpools as usize,
-                free_pools: ao.nfreepools as usize,
-            });
-            let first = (ao.address + self.pool_mask) & !self.pool_mask;
-            for base in (first..ao.pool_address).step_by(self.pool_size) {
-                let pool = base as *const PoolHeader;
-                // SAFETY: pools below pool_address have been carved, so their headers were
-                // written and lie in the live arena.
-                let (count, szidx) = unsafe { ((*pool).count as usize, (*pool).szidx as usize) };
-                if count == 0 {
-                    continue; // empty: on the arena's free list, counted in nfreepools
-                }
-                let c = &mut classes[szidx];
-                c.pools += 1;
-                c.blocks_in_use += count;
-                c.avail_blocks += usable / c.size - count;
-            }
-        }
-        let mut s = Stats {
-            threshold: self.config.threshold,
-            pool_size: self.pool_size,
-            arena_size: self.arena_size,
-            pool_overhead: self.overhead,
-            classes,
-            arenas_allocated_total: self.ntimes_arena_allocated,
-            arenas_reclaimed: self.ntimes_arena_allocated - self.narenas_currently_allocated,
-            arenas_highwater: self.narenas_highwater,
-            arenas_allocated_current: self.narenas_currently_allocated,
-            mapped_bytes: self.mapped_bytes(),
-            allocated_bytes: 0,
-            available_bytes: 0,
-            unused_pools,
-            unused_pool_bytes: unused_pools * self.pool_size,
-            pool_header_bytes: 0,
-            quantization_bytes: 0,
-            arena_alignment_bytes: alignment,
-            raw_blocks: self.raw.count(),
-            raw_bytes: self.raw.bytes(),
-            map_top_bytes: self.map.bytes().0,
-            map_leaf_bytes: self.map.bytes().1,
-            map_leaves: self.map.leaf_count(),
-            arenas,
-        };
-        for c in &s.classes {
-            s.allocated_bytes += c.blocks_in_use * c.size;
-            s.available_bytes += c.avail_blocks * c.size;
-            s.pool_header_bytes += c.pools * self.overhead;
-            s.quantization_bytes += c.pools * (usable % c.size);
-        }
-        s
-    }
-
-    /// How full each mapped arena is, appended to `arenas` (one [`ArenaFill`] each, in
-    /// descriptor order), and the pools in use of every size class, appended to `class_pools`
-    /// (one entry per class). Walks every carved pool, like [`Arena::stats`]. Appends only while
-    /// the vectors have room and `arenas` is shorter than `limit`, so a sampler that reserved
-    /// them allocates nothing; returns the arenas that were not listed.
-    pub fn occupancy(
-        &self,
-        arenas: &mut Vec<ArenaFill>,
-        class_pools: &mut Vec<u32>,
-        limit: usize,
-    ) -> usize {
-        let start = class_pools.len();
-        let room = class_pools.capacity() - start >= self.class_size.len();
-        if room {
-            class_pools.extend(self.class_size.iter().map(|_| 0));
-        }
-        let mut unlisted = 0;
-        for (i, ao) in self.arenas.iter().enumerate() {
-            if ao.address == 0 {
-                continue;
-            }
-            let mut fill = ArenaFill {
-                index: i as u32,
-                total_pools: ao.ntotalpools,
-                ..ArenaFill::default()
-            };
-            let first = (ao.address + self.pool_mask) & !self.pool_mask;
-            for base in (first..ao.pool_address).step_by(self.pool_size) {
-                let pool = base as *const PoolHeader;
-                // SAFETY: pools below pool_address have been carved, so their headers were
-                // written and lie in the live arena.
-                let (count, szidx) = unsafe { ((*pool).count, (*pool).szidx as usize) };
-                if count == 0 {
-                    continue;
-                }
-                fill.pools_in_use += 1;
-                fill.blocks_in_use += count;
-                fill.block_bytes += u64::from(count) * u64::from(self.class_size[szidx]);
-                if room {
-                    class_pools[start + szidx] += 1;
-                }
-            }
-            if arenas.len() < arenas.capacity().min(limit) {
-                arenas.push(fill);
-            } else {
-                unlisted += 1;
-            }
-        }
-        unlisted
-    }
-
-    /// Checks every structural invariant (CPython checks some of these under `Py_DEBUG`).
-    /// Walks everything, including every free list: for tests and debugging.
-    pub fn check_consistency(&self) -> Result<(), String> {
-        let usable = self.pool_size - self.overhead;
-        // Used rings.
-        let mut on_ring = std::collections::HashSet::new();
-        for class in 0..self.class_size.len() {
-            // SAFETY: class < number of sentinels.
-            let head = unsafe { self.usedpools.add(class) };
-            // SAFETY: the sentinel is live.
-            if unsafe { (*(*head).prevpool).nextpool } != head {
-                return Err(format!("class {class}: broken ring links at the sentinel"));
-            }
-            // SAFETY: as above.
-            let mut p = unsafe { (*head).nextpool };
-            while p != head {
-                if !self.map.contains(p as usize) {
-                    return Err(format!("class {class}: ring pool {p:p} not in an arena"));
-                }
-                // SAFETY: p is in a mapped arena (checked) and linked from a ring, so it is a
-                // carved pool with a written header.
-                let (count, free, szidx, next) =
-                    unsafe { ((*p).count, (*p).freeblock, (*p).szidx, (*p).nextpool) };
-                if szidx as usize != class || count == 0 || free.is_null() {
-                    return Err(format!(
-                        "class {class}: ring pool {p:p} has szidx {szidx}, count {count}, \
-                         freeblock {free:p}"
-                    ));
-                }
-                // SAFETY: next is a ring member, live as above.
-                if unsafe { (*next).prevpool } != p {
-                    return Err(format!("class {class}: broken ring links at {p:p}"));
-                }
-                if !on_ring.insert(p as usize) {
-                    return Err(format!("pool {p:p} on a ring twice"));
-                }
-                p = next;
-            }
-        }
-        // Arenas and pools.
-        let mut empty = 0usize;
-        let mut live = 0usize;
-        for (i, ao) in self.arenas.iter().enumerate() {
-            if ao.address == 0 {
-                continue;
-            }
-            live += 1;
-            if ao.nfreepools == ao.ntotalpools {
-                empty += 1;
-            }
-            let first = (ao.address + self.pool_mask) & !self.pool_mask;
-            if first + ao.ntotalpools as usize * self.pool_size > ao.address + self.arena_size {
-                return Err(format!("arena {i}: {} pools do not fit", ao.ntotalpools));
-            }
-            let mut free_list = std::collections::HashSet::new();
-            let mut f = ao.freepools;
-            while !f.is_null() {
-                free_list.insert(f as usize);
-                // SAFETY: pools on the free list are carved pools of this arena.
-                f = unsafe { (*f).nextpool };
-            }
-            let uncarved = (first + ao.ntotalpools as usize * self.pool_size - ao.pool_address)
-                / self.pool_size;
-            if free_list.len() + uncarved != ao.nfreepools as usize {
-                return Err(format!(
-                    "arena {i}: nfreepools {} but {} on the free list + {uncarved} uncarved",
-                    ao.nfreepools,
-                    free_list.len()
-                ));
-            }
-            for base in (first..ao.pool_address).step_by(self.pool_size) {
-                let pool = base as *const PoolHeader;
-                // SAFETY: a carved pool of a live arena.
-                let (count, szidx, arenaindex, freeblock, nextoffset) = unsafe {
-                    (
-                        (*pool).count as usize,
-                        (*pool).szidx,
-                        (*pool).arenaindex,
-                        (*pool).freeblock,
-                        (*pool).nextoffset as usize,
-                    )
-                };
-                if arenaindex as usize != i {
-                    return Err(format!(
-                        "pool {base:#x}: arenaindex {arenaindex}, expected {i}"
-                    ));
-                }
-                if count == 0 {
-                    if !free_list.contains(&base) {
-                        return Err(format!("empty pool {base:#x} not on its arena's free list"));
-                    }
-                    continue;
-                }
-                if free_list.contains(&base) {
-                    return Err(format!(
-                        "pool {base:#x} with {count} blocks on the free list"
-                    ));
-                }
-                let size = self.class_size[szidx as usize] as usize;
-                let nblocks = usable / size;
-                let carved = (nextoffset - self.overhead) / size;
-                let mut nfree = 0usize;
-                let mut b = freeblock;
-                while !b.is_null() {
-                    let off = b as usize - base;
-                    if off < self.overhead || (off - self.overhead) % size != 0 || off >= nextoffset
-                    {
-                        return Err(format!("pool {base:#x}: bad free block at offset {off}"));
-                    }
-                    nfree += 1;
-                    if nfree > nblocks {
-                        return Err(format!("pool {base:#x}: free list cycles"));
-                    }
-                    // SAFETY: b is a free block of this pool (checked above); it holds the next.
-                    b = unsafe { *(b as *const *mut u8) };
-                }
-                if count + nfree != carved || carved > nblocks {
-                    return Err(format!(
-                        "pool {base:#x}: {count} used + {nfree} free != {carved} carved \
-                         (of {nblocks})"
-                    ));
-                }
-                let full = freeblock.is_null();
-                if full == on_ring.contains(&base) {
-                    return Err(format!(
-                        "pool {base:#x}: full = {full} but on a ring = {}",
-                        !full
-                    ));
-                }
-            }
-        }
-        if live != self.narenas_currently_allocated || empty != self.n_empty_arenas {
-            return Err(format!(
-                "{live} arenas mapped ({} counted), {empty} empty ({} counted)",
-                self.narenas_currently_allocated, self.n_empty_arenas
-            ));
-        }
-        if empty > self.config.empty_arenas_kept {
-            return Err(format!(
-                "{empty} empty arenas kept, limit {}",
-                self.config.empty_arenas_kept
-            ));
-        }
-        // usable_arenas: sorted, doubly linked, exactly the arenas with a free pool.
-        let mut seen = 0usize;
-        let mut prev = NONE;
-        let mut i = self.usable_arenas;
-        let mut last_with = vec![NONE; self.nfp2lasta.len()];
-        while i != NONE {
-            let ao = &self.arenas[i as usize];
-            if ao.address == 0 || ao.nfreepools == 0 || ao.prevarena != prev {
-                return Err(format!("usable_arenas broken at arena {i}"));
-            }
-            if prev != NONE && self.arenas[prev as usize].nfreepools > ao.nfreepools {
-                return Err(format!("usable_arenas not sorted at arena {i}"));
-            }
-            last_with[ao.nfreepools as usize] = i;
-            seen += 1;
-            if seen > self.arenas.len() {
-                return Err("usable_arenas cycles".into());
-            }
-            prev = i;
-            i = ao.nextarena;
-        }
-        let with_free = self
-            .arenas
-            .iter()
-            .filter(|a| a.address != 0 && a.nfreepools > 0)
-            .count();
-        if seen != with_free {
-            return Err(format!(
-                "{seen} arenas in usable_arenas, {with_free} have a free pool"
-            ));
-        }
-        if *last_with != *self.nfp2lasta {
-            return Err(format!(
-                "nfp2lasta {:?} expected {:?}",
-                self.nfp2lasta, last_with
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -11,7 +11,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::arena::POOL_HEADER_SIZE;
+/// Bytes of the header at the start of every pool, laid out like CPython's `struct pool_header`:
+/// `count` padded to pointer width, three pointers, four 32-bit fields (48 bytes on 64-bit).
+/// The arena's `PoolHeader` is checked against it at compile time.
+pub(crate) const POOL_HEADER_SIZE: usize = 4 * std::mem::size_of::<usize>() + 16;
 
 /// Names accepted by [`Config::preset`], oldest first.
 pub const PRESETS: &[&str] = &["cpython-3.7", "cpython-3.9", "cpython-3.11"];

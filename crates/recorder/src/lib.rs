@@ -48,7 +48,7 @@
 //!   before each write (per full buffer, not per call) an `fstat` checks that it still names the
 //!   raw file; if the program closed it or put a file of its own at that number, the raw file is
 //!   opened again by its path (append). The recorder never writes into, nor closes, a descriptor
-//!   that names a file it did not open (see `hooks`, "The recording's descriptor").
+//!   that names a file it did not open (see `sink::file`, "The recording's descriptor").
 //! * **Fork.** A `pthread_atfork` child handler drops the records the child inherited (they
 //!   are the parent's to write) and opens the child's own file, `PREFIX.<childpid>`; if it
 //!   cannot, the child stops recording. A process that `exec`s while recording is recorded
@@ -57,9 +57,24 @@
 //! Deliberately not done: call stacks (heaptrack does that, at a price), `mmap` calls, and
 //! programs that link their own allocator statically (their calls never reach the PLT).
 
-pub mod raw;
+//! ## Modules
+//!
+//! * `real`: finding the real functions (`dlsym`), the load and exit entry points;
+//! * `boot`: the bootstrap arena that serves `dlsym`'s own allocations;
+//! * `tls`: the per-thread state, in initial-exec TLS;
+//! * `sink`: per-thread buffers and the hot `Hook::record`, the raw file and its descriptor,
+//!   thread exit, `fork` and process exit;
+//! * `hooks`: the exported functions, one small pattern each;
+//! * [`raw`]: the raw file format, shared with the reader.
 
-// The hooks are left out of unit-test builds, which would otherwise interpose the test harness's
-// own allocations.
+mod boot;
+pub mod raw;
+mod sink;
+mod tls;
+
+// The hooks and the load/exit entry points are left out of unit-test builds, which would
+// otherwise interpose the test harness's own allocations (and start recording it).
 #[cfg(not(test))]
 mod hooks;
+#[cfg(not(test))]
+mod real;
