@@ -34,10 +34,7 @@ pub struct GenArgs {
 pub fn for_run(t: &Path, dir: &Path) -> Result<PathBuf> {
     let mut input = Input::open(t)?;
     let format = detect(&mut input)?;
-    let stem = t
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "trace".into());
+    let stem = mallard_trace::trace_name(t);
     let path = dir.join(format!("{stem}.mtr"));
     if format == "mallard" && input.is_seekable() {
         return Ok(t.to_path_buf());
