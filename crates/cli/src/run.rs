@@ -353,14 +353,7 @@ pub fn prepare_inputs(
                     seed: 1,
                     threads: n,
                 };
-                let header = mallard_trace::gen::header(name, &params)?;
-                let mut w = mallard_trace::TraceWriter::create(
-                    &path,
-                    &header,
-                    mallard_trace::Form::Binary,
-                )?;
-                mallard_trace::gen::generate(name, &params, &mut |r| w.push(&r))?;
-                w.finish()?;
+                mallard_trace::gen::write(name, &params, &path, mallard_trace::Form::Binary)?;
                 traces.push(path);
             }
         } else if !t.exists() {
