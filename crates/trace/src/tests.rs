@@ -769,8 +769,14 @@ proptest! {
 #[test]
 fn a_trace_is_named_by_its_file_name_without_the_last_extension() {
     assert_eq!(trace_name(Path::new("dir/a.b.mtr")), "a.b");
-    assert_eq!(trace_name(Path::new("python-objects.mtr")), "python-objects");
+    assert_eq!(
+        trace_name(Path::new("python-objects.mtr")),
+        "python-objects"
+    );
     assert_eq!(trace_name(Path::new("/tmp/systemui.zip")), "systemui");
-    assert_eq!(trace_name(Path::new("heaptrack.py.123.zst")), "heaptrack.py.123");
+    assert_eq!(
+        trace_name(Path::new("heaptrack.py.123.zst")),
+        "heaptrack.py.123"
+    );
     assert_eq!(trace_name(Path::new("/")), "trace");
 }
