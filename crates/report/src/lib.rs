@@ -12,10 +12,12 @@
 //! leaves no half-written report), and it replaces only an empty directory or one Mallard wrote
 //! (carrying the `.mallard-report` marker); anything else at the path is refused.
 
+pub mod arena_stats;
 pub mod hist;
 pub mod html;
 pub mod markdown;
 pub mod model;
+pub mod scaling;
 pub mod stats;
 pub mod summary;
 pub mod table;
