@@ -12,6 +12,7 @@
 
 mod gate;
 mod opts;
+mod progress;
 mod record;
 mod report;
 mod run;
