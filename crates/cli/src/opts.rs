@@ -92,9 +92,12 @@ mod tests {
         assert_eq!(closest("MIMALLOC2", &known), Some("mimalloc"));
         assert_eq!(closest("glbc", &known), Some("glibc"));
         assert_eq!(closest("tcmalloc", &known), None);
-        let e = allocators(&["jemaloc".into()], &Default::default())
-            .unwrap_err()
-            .to_string();
+        // The option, then the contender's own message (kept as its source).
+        let e = format!(
+            "{:#}",
+            allocators(&["jemaloc".into()], &Default::default()).unwrap_err()
+        );
+        assert!(e.starts_with("--allocators: "), "{e}");
         assert!(e.contains("did you mean 'jemalloc'?"), "{e}");
     }
 
