@@ -477,26 +477,7 @@ fn finish_recording(
     let cmd = &a.command[0];
 
     // Every raw file: rec.PID or rec.PID.N (the N-th exec of that process).
-    let mut files: Vec<(u32, u32, PathBuf)> = Vec::new();
-    for entry in
-        std::fs::read_dir(raw_dir).with_context(|| format!("reading {}", raw_dir.display()))?
-    {
-        let path = entry?.path();
-        let Some(rest) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("rec."))
-        else {
-            continue;
-        };
-        let mut parts = rest.split('.');
-        let p = parts.next().and_then(|s| s.parse::<u32>().ok());
-        let n = parts.next().map_or(Some(0), |s| s.parse::<u32>().ok());
-        if let (Some(p), Some(n)) = (p, n) {
-            files.push((p, n, path));
-        }
-    }
-    files.sort();
+    let mut files = recorder::recordings(raw_dir, "rec")?;
     let Some(root) = files.iter().rposition(|(p, _, _)| *p == pid) else {
         bail!(
             "{} wrote no recording: the recorder was not loaded (a statically linked or setuid \

@@ -44,7 +44,7 @@ use std::fs::File;
 use std::path::Path;
 
 mod write;
-pub use write::{convert_file, write_trace, Provenance};
+pub use write::{convert_file, recordings, write_trace, Provenance};
 
 pub const MAGIC: [u8; 8] = *b"MLRDRAW2";
 const HEADER_SIZE: u64 = 128;

@@ -9,7 +9,7 @@ use super::{convert, read_info, RawInfo, RecordingSummary};
 use crate::error::TraceError;
 use crate::model::Header;
 use crate::{Form, TraceWriter};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where a recorded trace came from, as its metadata says.
 pub struct Provenance<'a> {
@@ -84,6 +84,33 @@ pub fn convert_file(
     write_trace(input, output, form, &provenance, true, &|| false)
 }
 
+/// The raw recordings `MALLARD_RECORD_FILE=DIR/PREFIX` left in `dir`: `PREFIX.PID` for a
+/// process, `PREFIX.PID.N` for the image it `exec`ed as its N-th; as (pid, N, path), sorted (a
+/// process's images in the order they ran). Other files are ignored.
+pub fn recordings(dir: &Path, prefix: &str) -> Result<Vec<(u32, u32, PathBuf)>, TraceError> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| TraceError::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| TraceError::io(dir, e))?.path();
+        let Some(rest) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_prefix('.'))
+        else {
+            continue;
+        };
+        let mut parts = rest.split('.');
+        let p = parts.next().and_then(|s| s.parse::<u32>().ok());
+        let n = parts.next().map_or(Some(0), |s| s.parse::<u32>().ok());
+        if let (Some(p), Some(n)) = (p, n) {
+            files.push((p, n, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// The metadata of a recorded trace.
 fn trace_header(sum: &RecordingSummary, p: &Provenance) -> Header {
     let RawInfo {
@@ -136,6 +163,27 @@ fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recordings_are_found_by_prefix_pid_and_exec_number() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["rec.12", "rec.12.1", "rec.7", "rec.x", "other.3", "rec.5.y"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let found: Vec<(u32, u32, String)> = recordings(dir.path(), "rec")
+            .unwrap()
+            .into_iter()
+            .map(|(p, n, f)| (p, n, f.file_name().unwrap().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (7, 0, "rec.7".into()),
+                (12, 0, "rec.12".into()),
+                (12, 1, "rec.12.1".into())
+            ]
+        );
+    }
 
     #[test]
     fn utc_now_is_an_iso_date() {
