@@ -4,12 +4,14 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use mallard_gate::config::{parse_margin, parse_percent, GateConfig};
+use mallard_gate::config::{parse_margin, parse_percent, GateConfig, Margin};
 use mallard_gate::live::{self, GatePair, LivePlan, DEFAULT_TOGGLE};
 use mallard_gate::output;
 use mallard_replay::backend::AllocatorName;
 use mallard_replay::contender::{self, Contender};
+use mallard_replay::engine::Touch;
 use mallard_replay::worker::Pass;
+use mallard_report::stats::Correction;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -60,14 +62,14 @@ pub struct GateArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Smallest regression that fails, e.g. 5% (default 5%; per metric in gate.toml).
-    #[arg(long)]
-    threshold: Option<String>,
+    #[arg(long, value_parser = parse_percent)]
+    threshold: Option<f64>,
     /// Family-wise false-alarm rate over all metrics and looks (default 0.01).
     #[arg(long)]
     alpha: Option<f64>,
     /// Multiple-testing correction: holm (default), bh, none.
     #[arg(long)]
-    correction: Option<String>,
+    correction: Option<Correction>,
     /// Repetitions per side before the first verdict (default 10).
     #[arg(long)]
     min_reps: Option<u32>,
@@ -78,8 +80,8 @@ pub struct GateArgs {
     #[arg(long)]
     step: Option<u32>,
     /// Absolute margin of memory metrics, e.g. "16 pages" or 64KiB (default 16 pages).
-    #[arg(long)]
-    memory_margin: Option<String>,
+    #[arg(long, value_parser = parse_margin)]
+    memory_margin: Option<Margin>,
     /// Exit code when a required metric stays inconclusive (default 3; 0 to only warn).
     #[arg(long)]
     inconclusive_exit: Option<i32>,
@@ -89,8 +91,8 @@ pub struct GateArgs {
     only: Vec<String>,
     /// Passes to run: throughput (time, memory), batched (mean and p50 per kind), tail (p99,
     /// p99.9).
-    #[arg(long, value_delimiter = ',', default_value = "throughput,batched,tail")]
-    passes: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "throughput,batched,tail", value_parser = parse_pass)]
+    passes: Vec<Pass>,
     /// Run the baseline against itself (A/A): noise per metric and the smallest change this
     /// runner can detect with the budget; exit 3 if too noisy for the threshold.
     #[arg(long)]
@@ -111,7 +113,7 @@ pub struct GateArgs {
     out: PathBuf,
     /// How allocated memory is written: none, first, pages, all.
     #[arg(long, default_value = "pages")]
-    touch: String,
+    touch: Touch,
     /// Longest run of same-kind operations timed together in the batched pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -141,16 +143,14 @@ fn config(a: &GateArgs) -> Result<GateConfig> {
         Some(p) => GateConfig::load(p)?,
         None => GateConfig::default(),
     };
-    if let Some(t) = &a.threshold {
-        c.threshold = parse_percent(t).map_err(|e| anyhow!("--threshold: {e}"))?;
+    if let Some(t) = a.threshold {
+        c.threshold = t;
     }
     if let Some(x) = a.alpha {
         c.alpha = x;
     }
-    if let Some(s) = &a.correction {
-        c.correction = s
-            .parse()
-            .map_err(|e: String| anyhow!("--correction: {e}"))?;
+    if let Some(s) = a.correction {
+        c.correction = s;
     }
     if let Some(v) = a.min_reps {
         c.min_reps = v;
@@ -164,8 +164,8 @@ fn config(a: &GateArgs) -> Result<GateConfig> {
     if let Some(v) = a.step {
         c.step = v;
     }
-    if let Some(m) = &a.memory_margin {
-        c.memory_margin = parse_margin(m).map_err(|e| anyhow!("--memory-margin: {e}"))?;
+    if let Some(m) = a.memory_margin {
+        c.memory_margin = m;
     }
     if !a.only.is_empty() {
         c.only = a.only.clone();
@@ -194,12 +194,12 @@ fn arena_config(spec: &str, flag: &str) -> Result<mallard_arena::Config> {
         )
     };
     let mut c =
-        mallard_arena::Config::preset(preset).map_err(|e| anyhow!("{flag} '{spec}': {e}"))?;
+        mallard_arena::Config::preset(preset).with_context(|| format!("{flag} '{spec}'"))?;
     if let Some(r) = rest.filter(|r| !r.trim().is_empty()) {
         c.apply_overrides(r)
-            .map_err(|e| anyhow!("{flag} '{spec}': {e}"))?;
+            .with_context(|| format!("{flag} '{spec}'"))?;
     }
-    c.validate().map_err(|e| anyhow!("{flag} '{spec}': {e}"))?;
+    c.validate().with_context(|| format!("{flag} '{spec}'"))?;
     Ok(c)
 }
 
@@ -290,6 +290,15 @@ fn older_side(
     Ok((side, label))
 }
 
+/// `--passes`: one of [`Pass::ALL`] by its name.
+fn parse_pass(s: &str) -> Result<Pass, String> {
+    let s = s.trim();
+    Pass::ALL
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("unknown pass '{s}' (known: throughput, batched, tail)"))
+}
+
 fn results_path(p: &Path) -> PathBuf {
     if p.is_dir() {
         p.join("results.json")
@@ -346,8 +355,8 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
                 if older {
                     bail!("--baseline SPEC --candidate SPEC name both sides whole: leave out --allocators, --*-arena and --*-preload (write arena:pool_size=4K, tc=/path/lib.so)");
                 }
-                let b = contender::parse(b, &default_arena).map_err(|e| anyhow!("--baseline: {e}"))?;
-                let c = contender::parse(c, &default_arena).map_err(|e| anyhow!("--candidate: {e}"))?;
+                let b = contender::parse(b, &default_arena).context("--baseline")?;
+                let c = contender::parse(c, &default_arena).context("--candidate")?;
                 let (bl, cl) = (vec![b.spec.clone()], vec![c.spec.clone()]);
                 (vec![b], vec![c], bl, cl)
             }
@@ -401,18 +410,11 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         })
         .collect();
     let mut passes = Vec::new();
-    for p in &a.passes {
-        let pass = match p.trim() {
-            "throughput" => Pass::Throughput,
-            "batched" => Pass::Batched,
-            "tail" => Pass::Tail,
-            other => bail!("--passes: unknown pass '{other}' (known: throughput, batched, tail)"),
-        };
+    for &pass in &a.passes {
         if !passes.contains(&pass) {
             passes.push(pass);
         }
     }
-    let touch = crate::opts::touch(&a.touch)?;
     crate::opts::batch(a.batch)?;
     let timeout = crate::opts::timeout(a.timeout)?;
     let cpu = crate::opts::cpu(a.cpu)?;
@@ -422,7 +424,7 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         baseline_label: base_label.join(" "),
         candidate_label: cand_label.join(" "),
         passes,
-        touch,
+        touch: a.touch,
         batch: a.batch,
         cpu,
         timeout,

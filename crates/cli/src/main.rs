@@ -12,6 +12,7 @@
 
 mod gate;
 mod opts;
+mod progress;
 mod record;
 mod report;
 mod run;
@@ -19,9 +20,11 @@ mod sweep;
 mod traces;
 
 use anyhow::Result;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use mallard_io::atomic::OutputError;
-use mallard_trace::TraceError;
+use mallard_trace::import::Format;
+use mallard_trace::{Form, TraceError};
 use std::path::{Path, PathBuf};
 
 const AFTER_HELP: &str = "\
@@ -73,13 +76,14 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
         /// Output form; by default `csv` when OUTPUT ends in .csv, else binary.
-        #[arg(long, value_parser = ["binary", "csv"])]
-        to: Option<String>,
+        #[arg(long, value_parser = PossibleValuesParser::new(["binary", "csv"])
+            .map(|s| if s == "csv" { Form::Csv } else { Form::Binary }))]
+        to: Option<Form>,
         /// Input format [default: detected from the first bytes]: mallard or csv (Mallard's
         /// binary or CSV form), android (AOSP memory_replay text), mtrace (glibc MALLOC_TRACE
         /// log), heaptrack (heaptrack 1.4 .zst/.gz), recorder (a raw mallard-recorder file).
-        #[arg(long, value_parser = ["mallard", "csv", "android", "mtrace", "heaptrack", "recorder"])]
-        from: Option<String>,
+        #[arg(long, value_parser = PossibleValuesParser::new(Format::NAMES).try_map(|s| s.parse::<Format>()))]
+        from: Option<Format>,
         /// Skip malformed lines of an imported trace (counted and reported) instead of failing.
         #[arg(long)]
         lenient: bool,
@@ -139,8 +143,7 @@ fn main() {
             from,
             lenient,
         } => report(trace_output(
-            traces::cmd_convert(&input, &output, to.as_deref(), from.as_deref(), lenient)
-                .map(|_| 0),
+            traces::cmd_convert(&input, &output, to, from, lenient).map(|_| 0),
             Some(&output),
         )),
         Cmd::Gen(g) => {

@@ -1,12 +1,12 @@
-//! Option values several commands share (`run`, `gate`, `sweep`), parsed one way, with the
-//! option's name in every error. Every check here runs before any trace is read or any worker
+//! Option values several commands share (`run`, `gate`, `sweep`), checked one way, with the
+//! option's name in every error (values with a type of their own, such as `--touch`, clap parses
+//! through that type's `FromStr`). Every check here runs before any trace is read or any worker
 //! started: a value no worker could use (`--timeout 0`, `--cpu 999`) is refused at once (exit 2)
 //! instead of failing every worker.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Context, Result};
 use mallard_replay::backend::AllocatorName;
 use mallard_replay::contender::{self, Contender};
-use mallard_replay::engine::Touch;
 use std::time::Duration;
 
 /// `--allocators`: comma-separated allocator specs `[LABEL=]BASE[:KEY=VALUE]...`
@@ -14,7 +14,7 @@ use std::time::Duration;
 /// allocator or setting is refused (exit 2) before any trace is read, naming the known ones and
 /// the closest allocator name; a distribution library that is missing names its package.
 pub fn allocators(specs: &[String], arena: &mallard_arena::Config) -> Result<Vec<Contender>> {
-    contender::parse_list(specs, arena).map_err(|e| anyhow!("--allocators: {e}"))
+    contender::parse_list(specs, arena).context("--allocators")
 }
 
 /// The default contenders: arena, glibc, jemalloc, mimalloc.
@@ -23,11 +23,6 @@ pub fn default_allocators(arena: &mallard_arena::Config) -> Vec<Contender> {
         .iter()
         .map(|&a| Contender::builtin(a, arena))
         .collect()
-}
-
-/// `--touch`.
-pub fn touch(s: &str) -> Result<Touch> {
-    s.parse().map_err(|e: String| anyhow!("--touch: {e}"))
 }
 
 /// Longest run the batched pass can time together: the run length is stored in 16 bits.
@@ -97,9 +92,12 @@ mod tests {
         assert_eq!(closest("MIMALLOC2", &known), Some("mimalloc"));
         assert_eq!(closest("glbc", &known), Some("glibc"));
         assert_eq!(closest("tcmalloc", &known), None);
-        let e = allocators(&["jemaloc".into()], &Default::default())
-            .unwrap_err()
-            .to_string();
+        // The option, then the contender's own message (kept as its source).
+        let e = format!(
+            "{:#}",
+            allocators(&["jemaloc".into()], &Default::default()).unwrap_err()
+        );
+        assert!(e.starts_with("--allocators: "), "{e}");
         assert!(e.contains("did you mean 'jemalloc'?"), "{e}");
     }
 

@@ -5,7 +5,7 @@
 //! (`MALLARD_RECORD_FILE=DIR/rec` makes `DIR/rec.PID`); once the program has exited, the
 //! process that was started (its last `exec` image) becomes the trace, and other processes
 //! (forked or started children) are listed, or written too with `--children`. The conversion
-//! itself is `mallard_trace::import::recorder`; docs/recording.md says what maps to what.
+//! itself, with the trace's metadata, is `mallard_trace::import::recorder::write_trace`; docs/recording.md says what maps to what.
 //!
 //! ## Interrupted
 //!
@@ -25,8 +25,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use mallard_trace::import::recorder::{self, RawInfo, RecordingSummary};
-use mallard_trace::{Form, Header, TraceWriter};
+use mallard_trace::import::recorder::{self, Provenance};
+use mallard_trace::Form;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -374,31 +374,6 @@ fn shell_words(args: &[OsString]) -> String {
         .join(" ")
 }
 
-/// Now, as `2026-05-09T07:35:25Z`.
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 pub fn cmd_record(a: RecordArgs) -> Result<i32> {
     // Before the program runs: may the trace go there? A file (or a symbolic link to one,
     // written through) gets the raw recordings beside it; a FIFO or device is streamed into,
@@ -502,26 +477,7 @@ fn finish_recording(
     let cmd = &a.command[0];
 
     // Every raw file: rec.PID or rec.PID.N (the N-th exec of that process).
-    let mut files: Vec<(u32, u32, PathBuf)> = Vec::new();
-    for entry in
-        std::fs::read_dir(raw_dir).with_context(|| format!("reading {}", raw_dir.display()))?
-    {
-        let path = entry?.path();
-        let Some(rest) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("rec."))
-        else {
-            continue;
-        };
-        let mut parts = rest.split('.');
-        let p = parts.next().and_then(|s| s.parse::<u32>().ok());
-        let n = parts.next().map_or(Some(0), |s| s.parse::<u32>().ok());
-        if let (Some(p), Some(n)) = (p, n) {
-            files.push((p, n, path));
-        }
-    }
-    files.sort();
+    let mut files = recorder::recordings(raw_dir, "rec")?;
     let Some(root) = files.iter().rposition(|(p, _, _)| *p == pid) else {
         bail!(
             "{} wrote no recording: the recorder was not loaded (a statically linked or setuid \
@@ -541,13 +497,16 @@ fn finish_recording(
     let source = format!("mallard record -o {name} -- {command}");
     let form = Form::from_path(&a.output);
     let stop = || interrupts.late().is_some();
-    let sum = write_trace(
+    let provenance = Provenance {
+        program: &program,
+        command: &command,
+        source: &source,
+    };
+    let sum = recorder::write_trace(
         &root_file,
         &a.output,
         form,
-        &program,
-        &command,
-        &source,
+        &provenance,
         !a.no_timestamps,
         &stop,
     )?;
@@ -580,16 +539,13 @@ fn finish_recording(
             };
             let ext = if form == Form::Csv { "csv" } else { "mtr" };
             let out = out_dir.join(format!("{stem}.{suffix}.{ext}"));
-            let s = write_trace(
-                file,
-                &out,
-                form,
-                &program,
-                &info.command,
-                &format!("{source} (--children: {what} {p})"),
-                !a.no_timestamps,
-                &stop,
-            )?;
+            let source = format!("{source} (--children: {what} {p})");
+            let provenance = Provenance {
+                program: &program,
+                command: &info.command,
+                source: &source,
+            };
+            let s = recorder::write_trace(file, &out, form, &provenance, !a.no_timestamps, &stop)?;
             eprintln!(
                 "{what} {p} (`{}`): {} calls, wrote {} events to {}",
                 info.command,
@@ -610,96 +566,6 @@ fn finish_recording(
     Ok(())
 }
 
-/// Converts one raw recording to a trace at `out`: one pass to count (the metadata says how
-/// many frees were dropped, which is known only at the end), one to write. `stop()` true
-/// abandons it (nothing is written).
-#[allow(clippy::too_many_arguments)]
-fn write_trace(
-    raw: &Path,
-    out: &Path,
-    form: Form,
-    program: &str,
-    command: &str,
-    source: &str,
-    timestamps: bool,
-    stop: &dyn Fn() -> bool,
-) -> Result<RecordingSummary> {
-    let stopped = || mallard_trace::TraceError::Write {
-        path: out.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
-    };
-    let sum = recorder::convert(raw, &mut |_| if stop() { Err(stopped()) } else { Ok(()) })?;
-    let header = header(&sum, program, command, source);
-    let mut w = TraceWriter::create(out, &header, form)?;
-    let again = recorder::convert(raw, &mut |mut r| {
-        if stop() {
-            return Err(stopped());
-        }
-        if !timestamps {
-            r.timestamp_ns = None;
-        }
-        w.push(&r)
-    })?;
-    if stop() {
-        return Err(stopped().into());
-    }
-    w.finish()?;
-    debug_assert_eq!(again, sum);
-    Ok(sum)
-}
-
-/// The metadata of a recorded trace.
-fn header(sum: &RecordingSummary, program: &str, command: &str, source: &str) -> Header {
-    let RawInfo {
-        recorder_version, ..
-    } = &sum.info;
-    let mut h = Header::default();
-    h.set("program", program)
-        .set("command", command)
-        .set("source", source)
-        .set("recorder", "mallard-recorder")
-        .set("recorder_version", recorder_version.as_str())
-        .set("created", utc_now())
-        .set("calls", sum.calls().to_string())
-        .set("threads", sum.threads.to_string())
-        .set("unknown_frees", sum.unknown_frees.to_string())
-        .set("unknown_reallocs", sum.unknown_reallocs.to_string())
-        .set("failed_calls", sum.failed_calls.to_string())
-        .set("complete", if sum.complete { "yes" } else { "no" });
-    if sum.dropped > 0 {
-        h.set("dropped", sum.dropped.to_string());
-    }
-    h
-}
-
-/// `mallard convert --from recorder RAW -o OUT`: a raw recording kept by hand.
-pub fn convert_raw(input: &Path, output: &Path, form: Form) -> Result<u64> {
-    let info = recorder::read_info(input)?;
-    let name = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let program = info
-        .command
-        .split_whitespace()
-        .next()
-        .and_then(|c| Path::new(c).file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sum = write_trace(
-        input,
-        output,
-        form,
-        &program,
-        &info.command,
-        &format!("mallard convert --from recorder {name}"),
-        true,
-        &|| false,
-    )?;
-    eprintln!("{sum}");
-    Ok(sum.counts.events())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,16 +579,6 @@ mod tests {
         assert_eq!(
             shell_words(&args),
             "python3 -c 'print('\\''hi there'\\'')' a=b"
-        );
-    }
-
-    #[test]
-    fn utc_now_is_an_iso_date() {
-        let s = utc_now();
-        assert_eq!(s.len(), 20, "{s}");
-        assert!(
-            s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T",
-            "{s}"
         );
     }
 

@@ -2,8 +2,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use mallard_replay::runner::{self, Progress, RunOptions};
-use std::io::IsTerminal;
+use mallard_replay::engine::Touch;
+use mallard_replay::runner::{self, RunOptions};
+use mallard_replay::worker::ThreadMode;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -39,7 +40,7 @@ pub struct RunArgs {
     iterations: u32,
     /// How allocated memory is written so RSS is real: none, first, pages (a byte per 4 KiB), all.
     #[arg(long, default_value = "pages")]
-    touch: String,
+    touch: Touch,
     /// Longest run of same-kind operations timed together in the batched pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -60,8 +61,8 @@ pub struct RunArgs {
     /// recorded thread, a free waits for its allocation on another thread) or serial (the
     /// global order on one thread). A list of counts (`1,2,4`) generates every `gen:` input
     /// with each thread count, replays them faithfully and prints a scaling table.
-    #[arg(long, default_value = "faithful")]
-    threads: String,
+    #[arg(long, default_value = "faithful", value_parser = parse_threads)]
+    threads: Threads,
     /// Pin every worker to this CPU (one this process may run on).
     #[arg(long)]
     cpu: Option<usize>,
@@ -81,21 +82,17 @@ pub struct RunArgs {
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
     // Before anything is generated, imported or run: may the report go there (exit 2 if not)?
     mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::REPORT)?;
-    let touch = crate::opts::touch(&a.touch)?;
     crate::opts::batch(a.batch)?;
     let timeout = crate::opts::timeout(a.timeout)?;
     let cpu = crate::opts::cpu(a.cpu)?;
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let mut arena = mallard_arena::Config::preset(&a.arena_preset)
-        .map_err(|e| anyhow!("--arena-preset: {e}"))?;
+    let mut arena = mallard_arena::Config::preset(&a.arena_preset).context("--arena-preset")?;
     if let Some(spec) = &a.arena {
-        arena
-            .apply_overrides(spec)
-            .map_err(|e| anyhow!("--arena: {e}"))?;
+        arena.apply_overrides(spec).context("--arena")?;
     }
-    arena.validate().map_err(|e| anyhow!("--arena: {e}"))?;
+    arena.validate().context("--arena")?;
     let mut allocators = crate::opts::allocators(&a.allocators, &arena)?;
     if allocators.is_empty() {
         allocators = crate::opts::default_allocators(&arena);
@@ -109,13 +106,14 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
             );
         }
     }
-    let (mode, counts) = parse_threads(&a.threads)?;
+    let Threads { mode, counts } = a.threads;
     let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
     // Removed by the signal handler if the run is interrupted (dropped before gen_dir).
     let _gen_dir_guard = mallard_io::interrupt::register_temp(gen_dir.path());
     let (traces, generated) = prepare_inputs(&a.traces, &counts, gen_dir.path())?;
-    if !counts.is_empty() && !generated {
-        bail!("--threads {}: thread counts apply to generated inputs (gen:NAME); give one, or use --threads faithful|serial", a.threads);
+    if !counts.is_empty() && generated.is_empty() {
+        let list: Vec<String> = counts.iter().map(u32::to_string).collect();
+        bail!("--threads {}: thread counts apply to generated inputs (gen:NAME); give one, or use --threads faithful|serial", list.join(","));
     }
     let exe =
         std::env::current_exe().context("cannot find the mallard executable to start workers")?;
@@ -123,7 +121,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         traces,
         contenders: allocators,
         repeat: a.repeat,
-        touch,
+        touch: a.touch,
         batch: a.batch,
         rss_samples: a.rss_samples,
         arena,
@@ -137,101 +135,20 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         iterations: a.iterations,
         baseline: a.baseline.clone(),
     };
-    let quiet = a.quiet;
-    let tty = std::io::stderr().is_terminal();
-    // On a terminal an indicatif bar (shown once the run has taken a second); in CI one plain
-    // line per worker.
-    let mut bar: Option<crate::sweep::Bar> = None;
-    let mut progress = |p: Progress| {
-        if quiet {
-            return;
-        }
-        match p {
-            Progress::Started { total_workers } => {
-                eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)");
-                if tty {
-                    bar = Some(crate::sweep::Bar::new(
-                        total_workers as u64,
-                        "workers",
-                        false,
-                    ));
-                }
-            }
-            Progress::Worker {
-                done,
-                total,
-                trace,
-                allocator,
-                rep,
-                pass,
-                elapsed,
-                ok,
-            } => {
-                let line = format!(
-                    "[{done:>3}/{total}] {trace} {allocator:<8} rep {} {:<10} {:>8.1} ms{}",
-                    rep + 1,
-                    pass.name(),
-                    elapsed.as_secs_f64() * 1e3,
-                    if ok { "" } else { "  FAILED" }
-                );
-                match &bar {
-                    Some(b) => {
-                        b.set(
-                            done as u64,
-                            &format!("{trace} {allocator} rep {} {}", rep + 1, pass.name()),
-                        );
-                        if !ok {
-                            b.println(&line);
-                        }
-                        if done == total {
-                            b.finish();
-                        }
-                    }
-                    None => eprintln!("{line}"),
-                }
-            }
-        }
-    };
-    let results = runner::run(&opts, &mut progress).map_err(|e| anyhow!("{e}"))?;
+    let mut progress = crate::progress::workers(a.quiet);
+    let results = runner::run(&opts, &mut progress)?;
     // A report that cannot be written now (a full disk) does not lose the results: the table
     // is printed first, then the error (exit 4).
     let view = mallard_report::View::new(&results);
     let written = mallard_report::write_report_dir(&view, &a.out);
     let rows = &view.rows;
     print!("{}", mallard_report::table::render(&results, rows));
-    if !counts.is_empty() {
-        print!("{}", scaling_table(&results, rows, &counts));
-    }
+    print!(
+        "{}",
+        mallard_report::scaling::table(&results, rows, &generated, &counts)
+    );
     if a.arena_stats {
-        // Every contender with CPython-style statistics (the arena's, pymalloc's own), first
-        // repetition, in the order of the run.
-        let mut shown: Vec<&str> = Vec::new();
-        for r in &results.repetitions {
-            if shown.contains(&r.allocator.as_str()) {
-                continue;
-            }
-            let Some(t) = r
-                .allocator_stats
-                .as_ref()
-                .and_then(|s| s.get("debugmallocstats")?.as_str())
-            else {
-                continue;
-            };
-            shown.push(&r.allocator);
-            println!(
-                "\n{} statistics at the end of the replay (first repetition):\n{t}",
-                r.allocator
-            );
-            let occupancy = results.repetitions.iter().find_map(|x| {
-                (x.allocator == r.allocator).then_some(x.arena_occupancy.as_ref())?
-            });
-            if let Some(s) = occupancy.and_then(mallard_report::occupancy::sentence) {
-                println!("occupancy: {s}\n");
-            }
-        }
-        if shown.is_empty() {
-            println!("\n--arena-stats: no arena or pymalloc run succeeded");
-        }
+        print!("{}", mallard_report::arena_stats::render(&results));
     }
     if written.is_ok() {
         println!("\nreport: {}", a.out.display());
@@ -256,10 +173,19 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     Ok(if failed > 0 { 3 } else { 0 })
 }
 
-/// `--threads`: a mode, or thread counts for generated inputs (faithful replay).
-fn parse_threads(s: &str) -> Result<(mallard_replay::worker::ThreadMode, Vec<u32>)> {
+/// `--threads`: a mode, or thread counts for generated inputs (replayed faithfully).
+#[derive(Clone)]
+struct Threads {
+    mode: ThreadMode,
+    counts: Vec<u32>,
+}
+
+fn parse_threads(s: &str) -> Result<Threads, String> {
     if let Ok(mode) = s.parse() {
-        return Ok((mode, Vec::new()));
+        return Ok(Threads {
+            mode,
+            counts: Vec::new(),
+        });
     }
     let mut counts = Vec::new();
     for part in s.split(',') {
@@ -268,80 +194,35 @@ fn parse_threads(s: &str) -> Result<(mallard_replay::worker::ThreadMode, Vec<u32
             .parse()
             .ok()
             .filter(|&n| (1..=1024).contains(&n))
-            .ok_or_else(|| anyhow!("--threads: '{s}' is neither faithful, serial nor a list of thread counts from 1 to 1024"))?;
+            .ok_or_else(|| {
+                format!(
+                    "'{s}' is neither faithful, serial nor a list of thread counts from 1 to 1024"
+                )
+            })?;
         if !counts.contains(&n) {
             counts.push(n);
         }
     }
-    Ok((mallard_replay::worker::ThreadMode::Faithful, counts))
-}
-
-/// Throughput per allocator and thread count, and the speedup over the fewest threads.
-fn scaling_table(
-    results: &mallard_report::RunResults,
-    rows: &[mallard_report::SummaryRow],
-    counts: &[u32],
-) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let mut bases: Vec<String> = Vec::new();
-    for t in &results.traces {
-        if let Some((base, _)) = t.name.rsplit_once("-t") {
-            if !bases.iter().any(|b| b == base) {
-                bases.push(base.to_string());
-            }
-        }
-    }
-    for base in bases {
-        let _ = writeln!(
-            out,
-            "\nscaling: {base} (Mops/s, whole replay; x: against {} thread(s))",
-            counts[0]
-        );
-        let mut head = format!("{:<10}", "allocator");
-        for n in counts {
-            let _ = write!(head, " {:>16}", format!("{n} thread(s)"));
-        }
-        let _ = writeln!(out, "{head}");
-        for a in &results.allocators {
-            let mut line = format!("{:<10}", a.name);
-            let mut first = None;
-            for n in counts {
-                let name = format!("{base}-t{n}");
-                let v = rows
-                    .iter()
-                    .find(|r| r.trace == name && r.allocator == a.name)
-                    .map(|r| r.throughput_mops);
-                match v {
-                    Some(v) if v > 0.0 => {
-                        let f = *first.get_or_insert(v);
-                        let _ = write!(line, " {:>16}", format!("{v:.1} ({:.2}x)", v / f));
-                    }
-                    _ => {
-                        let _ = write!(line, " {:>16}", "failed");
-                    }
-                }
-            }
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    out
+    Ok(Threads {
+        mode: ThreadMode::Faithful,
+        counts,
+    })
 }
 
 /// Every input as a Mallard trace the workers can read by path: a `gen:NAME[:EVENTS]` input
 /// generated into `dir` (seed 1; once per thread count in `counts`, or once), another tool's
 /// recording (or a piped input) imported or copied into `dir`, a Mallard trace file as it is.
-/// Also says whether any input was generated. `run` and `gate` take inputs alike through this.
+/// Also returns the names of the traces generated. `run` and `gate` take inputs alike through
+/// this.
 pub fn prepare_inputs(
     inputs: &[PathBuf],
     counts: &[u32],
     dir: &Path,
-) -> Result<(Vec<PathBuf>, bool)> {
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let mut traces = Vec::new();
-    let mut generated = false;
+    let mut generated = Vec::new();
     for t in inputs {
         if let Some(spec) = t.to_str().and_then(|s| s.strip_prefix("gen:")) {
-            generated = true;
             let (name, events) = match spec.split_once(':') {
                 Some((n, e)) => (
                     n,
@@ -366,14 +247,8 @@ pub fn prepare_inputs(
                     seed: 1,
                     threads: n,
                 };
-                let header = mallard_trace::gen::header(name, &params)?;
-                let mut w = mallard_trace::TraceWriter::create(
-                    &path,
-                    &header,
-                    mallard_trace::Form::Binary,
-                )?;
-                mallard_trace::gen::generate(name, &params, &mut |r| w.push(&r))?;
-                w.finish()?;
+                mallard_trace::gen::write(name, &params, &path, mallard_trace::Form::Binary)?;
+                generated.push(mallard_trace::trace_name(&path));
                 traces.push(path);
             }
         } else if !t.exists() {

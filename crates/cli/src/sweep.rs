@@ -1,114 +1,13 @@
 //! `mallard sweep` and `mallard merge`: tune the arena allocator over a grid of configurations
-//! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps. Also the progress bar
-//! shared by the long-running commands.
+//! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps.
 
-use anyhow::{anyhow, bail, Result};
+use crate::progress::Bar;
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
 use mallard_sweep::run::{self as sweep_run, MeasureOptions};
 use mallard_sweep::{html, rows, Summary};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// Progress of something that may take a while: an indicatif bar on a terminal (shown only
-/// once the work has taken more than a second), otherwise plain lines, at most about one every
-/// 5% of the work, so CI logs stay short. Safe to update from several threads.
-pub struct Bar {
-    bar: Option<ProgressBar>,
-    start: Instant,
-    len: u64,
-    done: AtomicU64,
-    last_line: AtomicU64,
-    quiet: bool,
-    shown: Mutex<bool>,
-}
-
-impl Bar {
-    /// Progress over `len` steps; `what` names them (e.g. "configurations").
-    pub fn new(len: u64, what: &str, quiet: bool) -> Bar {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
-            b.set_style(
-                ProgressStyle::with_template(&format!(
-                    "{{elapsed:>4}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} {what} (eta {{eta}}) {{wide_msg}}"
-                ))
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b
-        });
-        Bar {
-            bar,
-            start: Instant::now(),
-            len,
-            done: AtomicU64::new(0),
-            last_line: AtomicU64::new(0),
-            quiet,
-            shown: Mutex::new(false),
-        }
-    }
-
-    /// One more step done; `msg` says what (kept short).
-    pub fn inc(&self, msg: &str) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        self.set(done, msg);
-    }
-
-    /// `done` steps done.
-    pub fn set(&self, done: u64, msg: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(b) => {
-                if self.start.elapsed() > Duration::from_secs(1) {
-                    let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-                    if !*shown {
-                        b.set_draw_target(ProgressDrawTarget::stderr());
-                        *shown = true;
-                    }
-                }
-                b.set_message(msg.to_string());
-                b.set_position(done);
-            }
-            None => {
-                // A plain line for each 5% step crossed, and for the last step.
-                let step = (self.len / 20).max(1);
-                let bucket = done / step;
-                let prev = self.last_line.fetch_max(bucket, Ordering::Relaxed);
-                if bucket > prev || done == self.len {
-                    eprintln!(
-                        "[{done}/{}] {:>6.1} s {msg}",
-                        self.len,
-                        self.start.elapsed().as_secs_f64()
-                    );
-                }
-            }
-        }
-    }
-
-    /// Removes the bar (plain lines need nothing).
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-
-    /// Prints a line without breaking the bar.
-    pub fn println(&self, line: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(b) if *self.shown.lock().unwrap_or_else(|e| e.into_inner()) => b.println(line),
-            _ => eprintln!("{line}"),
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct SweepArgs {
@@ -161,7 +60,7 @@ pub struct SweepArgs {
     iterations: u32,
     /// Measure mode: how allocated memory is written (none, first, pages, all).
     #[arg(long, default_value = "pages")]
-    touch: String,
+    touch: mallard_replay::engine::Touch,
     /// Measure mode: pin every worker to this CPU (one this process may run on).
     #[arg(long)]
     cpu: Option<usize>,
@@ -190,28 +89,6 @@ fn command_line() -> String {
         .join(" ")
 }
 
-/// `config` with only the swept constants, for progress messages (`arena=1M pool=16K`).
-fn short(config: &mallard_arena::Config, swept: &[&str]) -> String {
-    let keys: Vec<&str> = swept
-        .iter()
-        .map(|o| match *o {
-            "arena-size" => "arena",
-            "pool-size" => "pool",
-            other => other,
-        })
-        .collect();
-    let s = config.to_string();
-    let items: Vec<&str> = s
-        .split_whitespace()
-        .filter(|kv| keys.iter().any(|k| kv.split('=').next() == Some(*k)))
-        .collect();
-    if items.is_empty() {
-        s
-    } else {
-        items.join(" ")
-    }
-}
-
 pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     // Before any replay: may the CSV and its page go there (exit 2 if not)?
     let streamed = preflight(&a.output)?;
@@ -230,7 +107,7 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
             grid.set(option, l)?;
         }
     }
-    let base = mallard_arena::Config::preset(&a.base).map_err(|e| anyhow!("--base: {e}"))?;
+    let base = mallard_arena::Config::preset(&a.base).context("--base")?;
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)?,
         None => Shard::ALL,
@@ -246,7 +123,6 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         );
     }
     let (points, skipped) = grid.expand(&base, shard);
-    let touch = crate::opts::touch(&a.touch)?;
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
@@ -294,7 +170,7 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         let mo = MeasureOptions {
             repeat: a.repeat,
             iterations: a.iterations,
-            touch,
+            touch: a.touch,
             timeout,
             cpu,
             ignore_memory_limit: a.ignore_memory_limit,
@@ -308,7 +184,7 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
                 p.rep + 1,
                 p.trace,
                 p.pass.name(),
-                short(p.config, &swept)
+                mallard_sweep::grid::label(p.config, &swept)
             );
             progress.set(p.done as u64, &msg);
             if !p.ok {

@@ -299,11 +299,7 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
     let prog = program::compile(&mut reader, |r| stats.add(r))?;
     let stats = stats.finish();
     let c = prog.counts;
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = name.split('.').next().unwrap_or("trace").to_string();
+    let name = mallard_trace::trace_name(path);
     Ok(CheckedTrace {
         demand: Demand::of(&path.display().to_string(), &prog),
         ops: prog.ops.len() as u64,

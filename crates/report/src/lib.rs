@@ -15,6 +15,7 @@
 //! leaves no half-written report), and it replaces only an empty directory or one Mallard wrote
 //! (carrying the `.mallard-report` marker); anything else at the path is refused.
 
+pub mod arena_stats;
 pub mod csv_out;
 pub mod format;
 pub mod hist;
@@ -22,6 +23,7 @@ pub mod html;
 pub mod markdown;
 pub mod model;
 pub mod occupancy;
+pub mod scaling;
 pub mod stats;
 pub mod summary;
 pub mod table;

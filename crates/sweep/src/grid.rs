@@ -72,6 +72,21 @@ pub const DIMENSIONS: [(&str, &str); 7] = [
     ("kept", "empty_arenas_kept"),
 ];
 
+/// `config` with only the constants `swept` names (options of [`DIMENSIONS`]), for progress
+/// messages (`pool=16K arena=1M`); the whole configuration if none.
+pub fn label(config: &Config, swept: &[&str]) -> String {
+    let items: Vec<String> = crate::rows::items(config)
+        .into_iter()
+        .filter(|(option, _)| swept.contains(option))
+        .map(|(_, kv)| kv)
+        .collect();
+    if items.is_empty() {
+        config.to_string()
+    } else {
+        items.join(" ")
+    }
+}
+
 /// One configuration of the grid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Point {
@@ -265,6 +280,24 @@ impl fmt::Display for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_names_only_the_swept_constants_from_the_config_itself() {
+        let c = Config::default();
+        assert_eq!(
+            label(&c, &["arena-size", "pool-size"]),
+            format!(
+                "pool={} arena={}",
+                mallard_arena::format_size(c.pool_size),
+                mallard_arena::format_size(c.arena_size)
+            )
+        );
+        assert_eq!(
+            label(&c, &["kept"]),
+            format!("kept={}", c.empty_arenas_kept)
+        );
+        assert_eq!(label(&c, &[]), c.to_string());
+    }
 
     fn grid() -> Grid {
         let mut g = Grid::default();

@@ -80,7 +80,39 @@ pub struct Row {
     pub warm_ns_per_op: Option<f64>,
 }
 
+/// A configuration's constants as (sweep option, `key=value`) items, in the order and the words
+/// of `Config`'s display (`pool=4K`): labels are made of these, so nothing parses the display
+/// string back.
+pub fn items(c: &mallard_arena::Config) -> [(&'static str, String); 7] {
+    use mallard_arena::format_size;
+    [
+        ("quantum", format!("quantum={}", c.quantum)),
+        ("threshold", format!("threshold={}", c.threshold)),
+        ("pool-size", format!("pool={}", format_size(c.pool_size))),
+        ("arena-size", format!("arena={}", format_size(c.arena_size))),
+        ("classes", format!("classes={}", c.classes)),
+        ("kept", format!("kept={}", c.empty_arenas_kept)),
+        ("alignment", format!("alignment={}", c.alignment)),
+    ]
+}
+
 impl Row {
+    /// The configuration of this row's columns as [`items`] (an unknown scheme, from a CSV, as
+    /// it was written).
+    pub fn items(&self) -> [(&'static str, String); 7] {
+        let mut items = items(&mallard_arena::Config {
+            quantum: self.quantum,
+            threshold: self.threshold,
+            pool_size: self.pool_size,
+            arena_size: self.arena_size,
+            empty_arenas_kept: self.empty_arenas_kept,
+            ..Default::default()
+        });
+        items[4].1 = format!("classes={}", self.classes);
+        items[6].1 = format!("alignment={}", self.alignment);
+        items
+    }
+
     /// A row with the configuration columns of `config` and the simulated figures `f`.
     pub fn new(point: usize, config: &mallard_arena::Config, f: &SimFigures) -> Row {
         Row {

@@ -149,11 +149,16 @@ pub struct Summary {
     pub skipped: Vec<Skipped>,
 }
 
-/// Short labels: each row's configuration without the `key=value` items every row shares.
+/// Short labels: each row's configuration ([`Row::items`]) without the `key=value` items every
+/// row shares.
 pub fn labels(rows: &[Row]) -> Vec<String> {
-    let split: Vec<Vec<&str>> = rows
+    let items: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.config.split_whitespace().collect())
+        .map(|r| r.items().into_iter().map(|(_, kv)| kv).collect())
+        .collect();
+    let split: Vec<Vec<&str>> = items
+        .iter()
+        .map(|s| s.iter().map(String::as_str).collect())
         .collect();
     let varies = |i: usize| {
         split
@@ -381,35 +386,45 @@ impl Summary {
 mod tests {
     use super::*;
 
-    fn row(trace: &str, config: &str, footprint: u64, calls: u64) -> Row {
-        Row {
-            trace: trace.into(),
-            config: config.into(),
-            mode: "simulate".into(),
-            peak_footprint_bytes: footprint,
-            arena_syscalls: calls,
-            ..Row::default()
-        }
+    /// A row whose configuration differs from the others' in its quantum, `q`.
+    fn row(trace: &str, q: usize, footprint: u64, calls: u64) -> Row {
+        let mut r = Row::new(q, &mallard_arena::Config::default(), &Default::default());
+        r.trace = trace.into();
+        r.quantum = q;
+        r.peak_footprint_bytes = footprint;
+        r.arena_syscalls = calls;
+        r
     }
 
     #[test]
     fn labels_keep_only_what_varies() {
-        let rows = vec![
-            row("t", "quantum=16 pool=4K arena=256K", 0, 0),
-            row("t", "quantum=16 pool=16K arena=256K", 0, 0),
-        ];
+        let mut rows = vec![row("t", 16, 0, 0), row("t", 16, 0, 0)];
+        rows[0].pool_size = 4096;
+        rows[1].pool_size = 16384;
+        // The columns make the label, not the display string in `config`.
+        rows[1].config = "anything".into();
         assert_eq!(labels(&rows), vec!["pool=4K", "pool=16K"]);
-        assert_eq!(labels(&rows[..1]), vec!["quantum=16 pool=4K arena=256K"]);
+        let one = &labels(&rows[..1])[0];
+        assert!(one.starts_with("quantum=16 threshold="), "{one}");
+        assert_eq!(
+            one,
+            &mallard_arena::Config {
+                quantum: 16,
+                pool_size: 4096,
+                ..Default::default()
+            }
+            .to_string()
+        );
     }
 
     #[test]
     fn best_and_front_per_trace() {
         let rows = vec![
-            row("t", "a=1", 100, 9),
-            row("t", "a=2", 200, 3),
-            row("t", "a=3", 300, 3),
-            row("u", "a=1", 50, 1),
-            row("t", "a=4", 100, 9),
+            row("t", 1, 100, 9),
+            row("t", 2, 200, 3),
+            row("t", 3, 300, 3),
+            row("u", 1, 50, 1),
+            row("t", 4, 100, 9),
         ];
         let s = Summary::new(rows, Vec::new());
         assert_eq!(s.traces.len(), 2);
@@ -424,7 +439,7 @@ mod tests {
         let text = s.text();
         assert!(text.contains("(and 1 more tied)"), "{text}");
         assert!(
-            s.markdown().contains("| 100 B | 9 | `a=1` |"),
+            s.markdown().contains("| 100 B | 9 | `quantum=1` |"),
             "{}",
             s.markdown()
         );

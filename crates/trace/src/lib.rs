@@ -86,6 +86,15 @@ impl fmt::Display for Form {
     }
 }
 
+/// The name a trace goes by in tables, reports and file names: its file name without the last
+/// extension (`a.b.mtr` is `a.b`, `systemui.zip` is `systemui`), `trace` if the path has none.
+/// Every part of Mallard names a trace through this one function.
+pub fn trace_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into())
+}
+
 /// Opens a trace file, detecting Mallard binary (by its magic) or Mallard CSV (by its first
 /// line). Streaming: nothing past the header (and, for a binary trace in a regular file, the
 /// trailer) is read yet. The path is opened once, so a pipe or FIFO works as well ([`Input`]).
@@ -1198,5 +1207,20 @@ mod tests {
             prop_assert_eq!(back.records, recs);
             prop_assert_eq!(back.header, header);
         }
+    }
+
+    #[test]
+    fn a_trace_is_named_by_its_file_name_without_the_last_extension() {
+        assert_eq!(trace_name(Path::new("dir/a.b.mtr")), "a.b");
+        assert_eq!(
+            trace_name(Path::new("python-objects.mtr")),
+            "python-objects"
+        );
+        assert_eq!(trace_name(Path::new("/tmp/systemui.zip")), "systemui");
+        assert_eq!(
+            trace_name(Path::new("heaptrack.py.123.zst")),
+            "heaptrack.py.123"
+        );
+        assert_eq!(trace_name(Path::new("/")), "trace");
     }
 }

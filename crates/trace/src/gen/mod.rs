@@ -40,7 +40,9 @@ mod threaded;
 
 use crate::error::TraceError;
 use crate::model::{AllocKind, Event, Header, ObjectId, Record};
+use crate::Form;
 use rng::Rng;
+use std::path::Path;
 
 /// A generator's name and a one-line description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +243,15 @@ pub fn generate(
     generator(params, &mut out)?;
     debug_assert_eq!(out.emitted, params.events);
     Ok(header)
+}
+
+/// Generates the trace `name` into a trace file at `path` in `form`; returns the events
+/// written. Streamed: the writer works in a temporary file renamed into place when done, so a
+/// failure (a full disk) leaves no half-written trace (a FIFO or device is written into).
+pub fn write(name: &str, params: &GenParams, path: &Path, form: Form) -> Result<u64, TraceError> {
+    let mut w = crate::TraceWriter::create(path, &header(name, params)?, form)?;
+    generate(name, params, &mut |r| w.push(&r))?;
+    w.finish()
 }
 
 /// Where generators send calls: hands out ids, counts events, assigns threads.

@@ -12,7 +12,9 @@
 //!
 //! Every importer turns any bytes into records or an error naming the place (never a panic,
 //! and memory in proportion to the input); each has a property test over arbitrary bytes and a
-//! fuzz target under `fuzz/`. [`detect`] names the format of a file from its first bytes.
+//! fuzz target under `fuzz/`. [`detect`] names the format of a file from its first bytes;
+//! [`convert`] and [`convert_to`] turn an input of any [`Format`] into a Mallard trace, the one
+//! place that dispatches on the format.
 
 pub mod android;
 pub mod heaptrack;
@@ -21,24 +23,207 @@ pub mod recorder;
 
 use crate::error::quote;
 use crate::input::Input;
-use crate::model::Header;
+use crate::model::{Header, Record};
+use crate::{Form, TraceError, TraceWriter};
 use std::io::{self, BufRead, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The input formats [`detect`] can name: `mallard` (binary or CSV), `android`, `mtrace`,
-/// `heaptrack`, `recorder`.
-pub const FORMATS: [&str; 5] = ["mallard", "android", "mtrace", "heaptrack", "recorder"];
+/// An input's format: Mallard's own (binary or CSV) or one an importer reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Mallard's binary or CSV form.
+    Mallard,
+    /// AOSP `memory_replay` text, zipped or not ([`android`]).
+    Android,
+    /// glibc's `MALLOC_TRACE` log ([`mtrace`]).
+    Mtrace,
+    /// heaptrack 1.4, `.zst` or `.gz` ([`heaptrack`]).
+    Heaptrack,
+    /// A raw `mallard-recorder` file ([`recorder`]).
+    Recorder,
+}
+
+impl Format {
+    /// Every format, in the order [`Undetected`] gives its reasons.
+    pub const ALL: [Format; 5] = [
+        Format::Mallard,
+        Format::Android,
+        Format::Mtrace,
+        Format::Heaptrack,
+        Format::Recorder,
+    ];
+    /// The names a format is given by (`--from`): each one's [`name`](Format::name), and `csv`
+    /// for Mallard's CSV form (read as `mallard`: the reader tells the two forms apart).
+    pub const NAMES: [&'static str; 6] = [
+        "mallard",
+        "csv",
+        "android",
+        "mtrace",
+        "heaptrack",
+        "recorder",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Mallard => "mallard",
+            Format::Android => "android",
+            Format::Mtrace => "mtrace",
+            Format::Heaptrack => "heaptrack",
+            Format::Recorder => "recorder",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "csv" => Ok(Format::Mallard),
+            _ => Format::ALL
+                .into_iter()
+                .find(|f| f.name() == s)
+                .ok_or_else(|| {
+                    format!("unknown format '{s}' (known: {})", Format::NAMES.join(", "))
+                }),
+        }
+    }
+}
+
+/// Turns `input` of `format` into Mallard records sent to `sink`, checked as a Mallard trace's
+/// reader checks them (an imported trace's too); returns the trace's header and, for an
+/// imported one, the importer's summary (what it read, skipped and dropped). A raw recording is
+/// read by offset: one arriving through a pipe is copied to a temporary file first.
+pub fn convert(
+    input: Input,
+    format: Format,
+    lenient: bool,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+) -> Result<(Header, Option<String>), TraceError> {
+    if format == Format::Mallard {
+        // The reader checks every record against the model as it goes.
+        let mut reader = crate::TraceReader::from_input(input)?;
+        let header = reader.header().clone();
+        for rec in &mut reader {
+            sink(rec?)?;
+        }
+        return Ok((header, None));
+    }
+    let path = input.path().to_path_buf();
+    let mut validator = crate::Validator::new();
+    let mut n = 0u64;
+    let mut checked = |rec: Record| {
+        validator.check(&rec).map_err(|msg| TraceError::Invalid {
+            path: path.clone(),
+            location: crate::Location::Event { event: n },
+            msg,
+        })?;
+        n += 1;
+        sink(rec)
+    };
+    let summary = match format {
+        Format::Mtrace => mtrace::convert_input(input, lenient, &mut checked)?.to_string(),
+        Format::Heaptrack => heaptrack::convert_input(input, lenient, &mut checked)?.to_string(),
+        Format::Android => android::convert_input(input, lenient, &mut checked)?.to_string(),
+        // (A Mallard trace was read above.)
+        Format::Recorder | Format::Mallard => {
+            let (file, _keep) = seekable_path(input)?;
+            recorder::convert(&file, &mut checked)?.to_string()
+        }
+    };
+    Ok((header(format, &path, lenient), Some(summary)))
+}
+
+/// Converts `input` of `format` to a Mallard trace at `output` in `form` (a recording with the
+/// metadata [`recorder::convert_file`] gives it); returns the events written and, for an
+/// imported trace, the importer's summary.
+pub fn convert_to(
+    input: Input,
+    format: Format,
+    output: &Path,
+    form: Form,
+    lenient: bool,
+) -> Result<(u64, Option<String>), TraceError> {
+    let path = input.path().to_path_buf();
+    let summary: (u64, String) = match format {
+        Format::Mallard => {
+            let mut reader = crate::TraceReader::from_input(input)?;
+            let mut w = TraceWriter::create(output, reader.header(), form)?;
+            for rec in &mut reader {
+                w.push(&rec?)?;
+            }
+            return Ok((w.finish()?, None));
+        }
+        Format::Recorder => {
+            let (file, _keep) = seekable_path(input)?;
+            let sum = recorder::convert_file(&file, output, form)?;
+            return Ok((sum.counts.events(), Some(sum.to_string())));
+        }
+        Format::Mtrace | Format::Heaptrack | Format::Android => {
+            let mut w = TraceWriter::create(output, &header(format, &path, lenient), form)?;
+            let sink = &mut |r: Record| w.push(&r);
+            let summary = match format {
+                Format::Mtrace => mtrace::convert_input(input, lenient, sink)?.to_string(),
+                Format::Heaptrack => heaptrack::convert_input(input, lenient, sink)?.to_string(),
+                _ => android::convert_input(input, lenient, sink)?.to_string(),
+            };
+            (w.finish()?, summary)
+        }
+    };
+    Ok((summary.0, Some(summary.1)))
+}
+
+/// The header of a trace an importer reads (none of its own for a raw recording).
+fn header(format: Format, path: &Path, lenient: bool) -> Header {
+    match format {
+        Format::Mtrace => mtrace::header(path, lenient),
+        Format::Heaptrack => heaptrack::header(path, lenient),
+        Format::Android => android::header(path, lenient),
+        Format::Mallard | Format::Recorder => Header::default(),
+    }
+}
+
+/// A temporary copy of a stream, removed when dropped or by the signal handler.
+type TempCopy = (mallard_io::interrupt::TempGuard, tempfile::TempDir);
+
+/// A path to read `input` from by name: its own if it is a regular file, else a copy in a
+/// temporary directory (kept as long as the returned guard).
+fn seekable_path(input: Input) -> Result<(PathBuf, Option<TempCopy>), TraceError> {
+    if input.is_seekable() {
+        return Ok((input.path().to_path_buf(), None));
+    }
+    let shown = input.path().to_path_buf();
+    let dir = tempfile::tempdir().map_err(|e| TraceError::io(&shown, e))?;
+    let guard = mallard_io::interrupt::register_temp(dir.path());
+    let name = shown
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "input".into());
+    let copy = dir.path().join(name);
+    let mut out = std::fs::File::create(&copy).map_err(|e| TraceError::io(&copy, e))?;
+    input
+        .copy_to(&mut out)
+        .map_err(|e| TraceError::io(&shown, e))?;
+    Ok((copy, Some((guard, dir))))
+}
 
 /// Names the format of the file at `path` from its first bytes, or `None` if no format
 /// matches or the file cannot be read. See [`detect_input`], which also says why.
 pub fn detect(path: &Path) -> Option<&'static str> {
-    detect_input(&mut Input::open(path).ok()?).ok()
+    detect_input(&mut Input::open(path).ok()?)
+        .ok()
+        .map(Format::name)
 }
 
 /// Names the format of `input` from its first bytes, or says for each format why it is not
 /// that. A zip archive is looked into: one holding an Android trace (as AOSP ships them) is
 /// `android` (an archive arriving through a pipe is first copied to a temporary file).
-pub fn detect_input(input: &mut Input) -> Result<&'static str, Undetected> {
+pub fn detect_input(input: &mut Input) -> Result<Format, Undetected> {
     let start = input.start();
     if start.is_empty() {
         return Err(Undetected {
@@ -57,22 +242,25 @@ pub fn detect_input(input: &mut Input) -> Result<&'static str, Undetected> {
         };
         let android = match inner {
             Ok(inner) => match why_not_android(&inner) {
-                Ok(()) => return Ok("android"),
+                Ok(()) => return Ok(Format::Android),
                 Err(why) => format!("a zip archive, but its trace entry {why}"),
             },
             Err(why) => format!("a zip archive, but {why}"),
         };
-        let mut reasons = vec![("android", android)];
-        for f in FORMATS.iter().filter(|f| **f != "android") {
+        let mut reasons = vec![(Format::Android.name(), android)];
+        for f in Format::ALL.iter().filter(|f| **f != Format::Android) {
             reasons.push((
-                f,
+                f.name(),
                 "a zip archive (only Android traces are read from archives)".into(),
             ));
         }
         return Err(Undetected { reasons });
     }
     detect_bytes(start).ok_or_else(|| Undetected {
-        reasons: FORMATS.iter().map(|&f| (f, why_not(f, start))).collect(),
+        reasons: Format::ALL
+            .iter()
+            .map(|&f| (f.name(), why_not(f, start)))
+            .collect(),
     })
 }
 
@@ -93,23 +281,22 @@ impl std::fmt::Display for Undetected {
 }
 
 /// Why `start` is not `format` (for a format [`detect_bytes`] did not name).
-fn why_not(format: &str, start: &[u8]) -> String {
+fn why_not(format: Format, start: &[u8]) -> String {
     let first = first_line(start);
     match format {
-        "mallard" => format!(
+        Format::Mallard => format!(
             "does not start with `MALLARD\\0` (binary) or the line `{}` (CSV)",
             crate::csv::FIRST_LINE
         ),
-        "recorder" => "does not start with a raw recording's magic `MLRDRAW`".into(),
-        "heaptrack" => format!(
+        Format::Recorder => "does not start with a raw recording's magic `MLRDRAW`".into(),
+        Format::Heaptrack => format!(
             "neither zstd- nor gzip-compressed, and the first line, `{first}`, is not a `v` \
              version line"
         ),
-        "mtrace" => {
+        Format::Mtrace => {
             format!("the first line, `{first}`, is neither `= Start` nor `@ CALLER OP ADDR [SIZE]`")
         }
-        "android" => why_not_android(start).err().unwrap_or_default(),
-        _ => String::new(),
+        Format::Android => why_not_android(start).err().unwrap_or_default(),
     }
 }
 
@@ -136,17 +323,17 @@ fn why_not_android(start: &[u8]) -> Result<(), String> {
 }
 
 /// As [`detect`], from a file's first bytes (up to 512 are looked at).
-pub fn detect_bytes(start: &[u8]) -> Option<&'static str> {
+pub fn detect_bytes(start: &[u8]) -> Option<Format> {
     if start.starts_with(&crate::format::MAGIC) || start.starts_with(b"# mallard-trace") {
-        Some("mallard")
+        Some(Format::Mallard)
     } else if recorder::is_raw(start) {
-        Some("recorder")
+        Some(Format::Recorder)
     } else if heaptrack::looks_like(start) {
-        Some("heaptrack")
+        Some(Format::Heaptrack)
     } else if mtrace::looks_like(start) {
-        Some("mtrace")
+        Some(Format::Mtrace)
     } else if looks_like_android(start) {
-        Some("android")
+        Some(Format::Android)
     } else {
         None
     }
@@ -254,32 +441,75 @@ mod tests {
 
     #[test]
     fn detects_each_format_from_its_first_bytes() {
-        assert_eq!(detect_bytes(b"MALLARD\0\x01\x00"), Some("mallard"));
-        assert_eq!(detect_bytes(b"# mallard-trace v1\n"), Some("mallard"));
-        assert_eq!(detect_bytes(b"MLRDRAW2...."), Some("recorder"));
+        assert_eq!(detect_bytes(b"MALLARD\0\x01\x00"), Some(Format::Mallard));
+        assert_eq!(detect_bytes(b"# mallard-trace v1\n"), Some(Format::Mallard));
+        assert_eq!(detect_bytes(b"MLRDRAW2...."), Some(Format::Recorder));
         assert_eq!(
             detect_bytes(b"= Start\n@ ./t:[0x11c0] + 0x5 0xa\n"),
-            Some("mtrace")
+            Some(Format::Mtrace)
         );
-        assert_eq!(detect_bytes(b"@ [0x11c0] - 0x5\n"), Some("mtrace"));
-        assert_eq!(detect_bytes(b"v 10400 3\ns 4 main\n"), Some("heaptrack"));
+        assert_eq!(detect_bytes(b"@ [0x11c0] - 0x5\n"), Some(Format::Mtrace));
+        assert_eq!(
+            detect_bytes(b"v 10400 3\ns 4 main\n"),
+            Some(Format::Heaptrack)
+        );
         assert_eq!(
             detect_bytes(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]),
-            Some("heaptrack")
+            Some(Format::Heaptrack)
         );
-        assert_eq!(detect_bytes(&[0x1f, 0x8b, 8, 0]), Some("heaptrack"));
-        assert_eq!(detect_bytes(b"1234: malloc 0xa000 24\n"), Some("android"));
+        assert_eq!(detect_bytes(&[0x1f, 0x8b, 8, 0]), Some(Format::Heaptrack));
+        assert_eq!(
+            detect_bytes(b"1234: malloc 0xa000 24\n"),
+            Some(Format::Android)
+        );
         assert_eq!(detect_bytes(b"hello"), None);
         assert_eq!(detect_bytes(b""), None);
+    }
+
+    #[test]
+    fn every_format_name_parses_and_csv_is_mallard() {
+        for name in Format::NAMES {
+            let f: Format = name.parse().unwrap();
+            assert!(
+                f.name() == name || (name == "csv" && f == Format::Mallard),
+                "{name}"
+            );
+        }
+        for f in Format::ALL {
+            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
+        }
+        let e = "gzip".parse::<Format>().unwrap_err();
+        assert!(
+            e.contains("unknown format 'gzip'") && e.contains("heaptrack"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_imported_trace_is_checked_and_summarised() {
+        let text = b"1: malloc 0xa000 24\n1: free 0xa000\n".to_vec();
+        let input = Input::from_bytes(Path::new("t.txt"), text);
+        let mut n = 0;
+        let (header, summary) = convert(input, Format::Android, false, &mut |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            header.metadata.get("importer").map(String::as_str),
+            Some("android")
+        );
+        assert!(summary.is_some());
     }
 
     #[test]
     fn an_unknown_input_says_why_each_format_did_not_match() {
         let mut input = Input::from_bytes(Path::new("x"), b"hello\x1b[2J\n".to_vec());
         let e = detect_input(&mut input).unwrap_err();
-        assert_eq!(e.reasons.len(), FORMATS.len());
+        assert_eq!(e.reasons.len(), Format::ALL.len());
         let text = e.to_string();
-        for f in FORMATS {
+        for f in Format::ALL {
             assert!(text.contains(&format!("not {f}: ")), "{text}");
         }
         assert!(text.contains("`hello\\u{1b}[2J`"), "{text}");

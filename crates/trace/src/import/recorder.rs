@@ -30,6 +30,9 @@
 //! The file is untrusted input: any bytes give a summary or an error naming the byte offset,
 //! never a panic, and memory stays proportional to the file (a chunk length is checked
 //! against the file's size before anything is read).
+//!
+//! [`write_trace`] writes a recording as a trace with the metadata `mallard record` gives it
+//! (`write.rs`).
 
 use crate::error::{Location, TraceError};
 use crate::format::EventCounts;
@@ -39,6 +42,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::path::Path;
+
+mod write;
+pub use write::{convert_file, recordings, write_trace, Provenance};
 
 pub const MAGIC: [u8; 8] = *b"MLRDRAW2";
 const HEADER_SIZE: u64 = 128;
