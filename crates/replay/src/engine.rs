@@ -27,6 +27,7 @@ use crate::backend::Backend;
 use crate::measure::{read_start, read_stop};
 use crate::program::{Op, OpKind, Program, GROUP, KINDS};
 use hdrhistogram::Histogram;
+use std::cell::UnsafeCell;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 use std::hint::black_box;
 use std::ptr;
@@ -84,23 +85,37 @@ impl std::fmt::Display for OpFailed {
     }
 }
 
-/// The slot table: one pointer per simultaneously live object.
-pub struct Slots(Vec<*mut u8>);
+/// The slot table: one pointer per simultaneously live object. One table serves the serial
+/// passes (through `&mut`) and the threads of a multi-threaded replay (through [`Slots::base`]
+/// from a shared reference: each slot sits in an `UnsafeCell`).
+pub struct Slots(Box<[UnsafeCell<*mut u8>]>);
+
+// SAFETY: threads touch a slot only as its object's owner, and ownership passes between
+// threads only through a Release/Acquire hand-off (see the `mt` module docs).
+unsafe impl Sync for Slots {}
+// SAFETY: as above; the table holds plain addresses.
+unsafe impl Send for Slots {}
 
 impl Slots {
     /// Allocates and touches the table (so its pages fault in before any timing).
     pub fn new(n: usize) -> Slots {
-        let mut v: Vec<*mut u8> = Vec::with_capacity(n.max(1));
-        for _ in 0..n.max(1) {
-            v.push(ptr::null_mut());
-        }
-        Slots(v)
+        Slots(
+            (0..n.max(1))
+                .map(|_| UnsafeCell::new(ptr::null_mut()))
+                .collect(),
+        )
+    }
+
+    /// The first slot, for the replay loops to index.
+    pub(crate) fn base(&self) -> *mut *mut u8 {
+        // UnsafeCell<T> has T's layout, and writing through it is allowed from `&self`.
+        UnsafeCell::raw_get(self.0.as_ptr())
     }
 
     /// Frees every object still live (untimed), returning how many there were.
     pub fn free_all<B: Backend>(&mut self, b: &mut B) -> u64 {
         let mut n = 0;
-        for p in self.0.iter_mut() {
+        for p in self.0.iter_mut().map(UnsafeCell::get_mut) {
             if !p.is_null() {
                 // SAFETY: a non-null slot holds a live pointer from this backend.
                 unsafe { b.free(*p) };
@@ -272,7 +287,7 @@ fn throughput_t<B: Backend, const T: u8>(
     prog: &Program,
     slots: &mut Slots,
 ) -> Result<f64, OpFailed> {
-    let sp = slots.0.as_mut_ptr();
+    let sp = slots.base();
     let ops = &prog.ops[..];
     let shapes = &prog.shapes[..];
     let whole = if shapes.len() == ops.len() / GROUP {
@@ -458,7 +473,7 @@ fn batched_t<B: Backend, S: Sampler<B>, const T: u8>(
     sample_every: u64,
     sampler: &mut S,
 ) -> Result<(), OpFailed> {
-    let sp = slots.0.as_mut_ptr();
+    let sp = slots.base();
     let ops = &prog.ops[..];
     let batch = batch.max(1);
     let mut next_sample = if sample_every > 0 {
@@ -515,7 +530,7 @@ fn tail_t<B: Backend, const T: u8>(
     scale: TickScale,
     hists: &mut KindHists,
 ) -> Result<(), OpFailed> {
-    let sp = slots.0.as_mut_ptr();
+    let sp = slots.base();
     for (i, op) in prog.ops.iter().enumerate() {
         let t0 = read_start();
         // SAFETY: see `call`.
