@@ -85,6 +85,15 @@ pub struct Program {
 /// one at a time where the kinds are predictable too; 6 saves 0.2 ns more at twice the code.
 pub const GROUP: usize = 5;
 
+impl Program {
+    /// This program without its groups' shapes, so that the throughput pass replays it one
+    /// operation at a time: the replay bench's comparison (`engine_overhead/noop-single`).
+    pub fn one_at_a_time(mut self) -> Program {
+        self.shapes = Vec::new();
+        self
+    }
+}
+
 /// The shapes of `ops`' whole groups (see [`Program::shapes`]).
 fn shapes(ops: &[Op]) -> Vec<u8> {
     ops.chunks_exact(GROUP)
