@@ -637,6 +637,10 @@ mod tests {
     /// groups, with and without the compiler's shapes, frees what it allocated exactly once.
     #[test]
     fn throughput_replays_whole_groups_and_the_remainder() {
+        // Allocates tens of MB: not while another test reads RSS.
+        let _g = crate::measure::tests::RSS_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let full = program();
         for n in [0, 1, 4, 5, 6, 9, 10, 11, 5003, 9999] {
             let mut c = Compiler::new();
@@ -650,7 +654,7 @@ mod tests {
                 } else {
                     c.push(&Event::Alloc {
                         id: next,
-                        size: 1 + i,
+                        size: 1 + i % 100,
                         align: 16,
                         kind: AllocKind::Malloc,
                     })
