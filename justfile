@@ -19,16 +19,6 @@ traces:
     cargo run --release -p mallard -- gen uniform -o traces/uniform.mtr --events 500000 --seed 1
     cargo run --release -p mallard -- gen fragmentation -o traces/fragmentation.mtr --events 300000 --seed 1
 
-# Replay systemui with mallard and with the plain C++ replayer (benches/cpp/replay.cpp), glibc,
-# in one run (needs ../shared/traces/android and g++).
-cpp-compare:
-    mkdir -p /tmp/mallard-cpp && cd /tmp/mallard-cpp && python3 -m zipfile -e {{justfile_directory()}}/../shared/traces/android/systemui.zip .
-    cargo run --release -p mallard -- convert /tmp/mallard-cpp/systemui.txt -o /tmp/mallard-cpp/systemui.mtr --from android
-    cargo run --release -p mallard -- convert /tmp/mallard-cpp/systemui.mtr -o /tmp/mallard-cpp/systemui.csv
-    g++ -O2 -o /tmp/mallard-cpp/replay benches/cpp/replay.cpp
-    for i in 1 2 3 4 5; do /tmp/mallard-cpp/replay /tmp/mallard-cpp/systemui.csv; done
-    cargo run --release -p mallard -- run /tmp/mallard-cpp/systemui.mtr --allocators glibc --threads serial --repeat 5 --out /tmp/mallard-cpp/report
-
 # `just screenshot reports/demo/index.html` writes reports/demo/index.png; look at it to check
 # that the plots read well. Chromium comes from Debian's packages, installed first if missing.
 # Screenshot a report page (index.html or a sweep's .html) in headless Chromium.

@@ -2,8 +2,12 @@
 //!
 //! - `engine_overhead`: the throughput pass with `--touch none` against a no-op allocator
 //!   (`Noop`: a pointer increment that writes nothing, realloc without copying): what the
-//!   harness itself costs per operation (loop, slot table, dispatch on the kind). Target: below
-//!   2 ns per operation. Also the `bump` backend (which records sizes and copies on realloc).
+//!   harness itself costs per operation (loop, slot table, dispatch on the kind), on every
+//!   bundled trace (`traces/*.mtr`, `noop-bundled/NAME`; `noop-single/NAME` is the same replay
+//!   dispatching once per operation instead of once per group of five) and on three 200k-event
+//!   generated ones.
+//!   Target: at most 2 ns per operation on every bundled trace. Also the `bump` backend (which
+//!   records sizes and copies on realloc) on the generated ones.
 //! - `backends`: the throughput pass of the four real allocators (and bump) on the same small
 //!   trace, with the default `--touch pages`, for the harness's cost to be read against theirs.
 //!
@@ -68,6 +72,25 @@ fn program(generator: &str, events: u64) -> Program {
     c.finish()
 }
 
+/// Compiles a bundled trace (`traces/NAME.mtr` at the repository root).
+fn bundled(name: &str) -> Program {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../traces")
+        .join(format!("{name}.mtr"));
+    let mut reader = mallard_trace::open(&path).expect("bundled trace opens");
+    mallard_replay::program::compile(&mut reader, |_| {}).expect("bundled trace compiles")
+}
+
+/// Every bundled trace, by name.
+const BUNDLED: [&str; 6] = [
+    "cpython-json",
+    "fragmentation",
+    "perl-words",
+    "python-objects",
+    "sqlite",
+    "uniform",
+];
+
 fn replay<B: Backend>(
     iters: u64,
     prog: &Program,
@@ -92,6 +115,18 @@ fn engine_overhead(c: &mut Criterion) {
     let base = std::ptr::NonNull::<u8>::dangling()
         .as_ptr()
         .wrapping_add(1 << 20);
+    for name in BUNDLED {
+        let prog = bundled(name);
+        g.throughput(Throughput::Elements(prog.ops.len() as u64));
+        g.bench_function(BenchmarkId::new("noop-bundled", name), |b| {
+            b.iter_custom(|iters| replay(iters, &prog, Touch::None, || Noop { base, next: 0 }))
+        });
+        // The same loop one operation at a time (one dispatch per operation), for the ratio.
+        let single = prog.clone().one_at_a_time();
+        g.bench_function(BenchmarkId::new("noop-single", name), |b| {
+            b.iter_custom(|iters| replay(iters, &single, Touch::None, || Noop { base, next: 0 }))
+        });
+    }
     for gen in ["python-objects", "uniform", "fragmentation"] {
         let prog = program(gen, 200_000);
         let cap = Bump::capacity_for(prog.bytes_requested, prog.ops.len() as u64, prog.max_align);

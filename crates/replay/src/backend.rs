@@ -24,6 +24,9 @@ use std::ffi::{c_void, CStr};
 use std::ptr;
 use std::sync::OnceLock;
 
+mod locked;
+pub use locked::{Locked, LockedRef};
+
 /// The allocators `mallard run` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

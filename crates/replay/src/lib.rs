@@ -14,8 +14,9 @@
 //! ```
 //!
 //! Modules: [`program`] (compile), [`backend`] (one adapter per allocator), [`engine`] (the
-//! replay loop and its three passes), [`measure`] (timers, RSS, faults), [`worker`] (the child
-//! process), [`runner`] (the parent). It formats nothing for people; that is `mallard-report`.
+//! replay loop and its three passes), [`mt`] (the faithful multi-threaded replay: one OS thread
+//! per recorded thread, hand-offs between them), [`measure`] (timers, RSS, faults), [`worker`]
+//! (the child process), [`runner`] (the parent). It formats nothing for people; that is `mallard-report`.
 //!
 //! ```no_run
 //! use mallard_replay::{backend::Glibc, engine::{self, Slots, Touch}, program};

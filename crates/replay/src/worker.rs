@@ -17,9 +17,10 @@
 use crate::backend::{
     self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc, Snmalloc,
 };
+use crate::backend::{Locked, LockedRef};
 use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
 use crate::measure::{self, Rss, Timer};
-use crate::mt::{self, Locked, LockedRef};
+use crate::mt;
 use crate::preloaded::Preloaded;
 use crate::program::{self, Program, KINDS};
 use mallard_arena::Config as ArenaConfig;
@@ -241,7 +242,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     } else {
         Timer::calibrate(50)
     };
-    let mut slots = mt::SharedSlots::new(mt.slots);
+    let mut slots = Slots::new(mt.slots);
     let rss = Rss::open().ok_or("cannot open /proc/self/statm")?;
     let n = prog.ops.len() as u64;
     let iterations = spec.iterations.max(1) as usize;

@@ -134,18 +134,10 @@ pub fn peak_live_index(prog: &Program) -> Option<usize> {
 const SMALL: u64 = 1 << 63;
 
 /// CPU time consumed by the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`): unlike the wall
-/// clock, it does not count time the thread waited for a core another process held.
+/// clock, it does not count time the thread waited for a core another process held. The replay
+/// crate's clock, as a `Duration`.
 pub fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    Duration::from_nanos(mallard_replay::measure::thread_cpu_ns())
 }
 
 /// One live object: its pointer and its requested size, with [`SMALL`] set when the arena
