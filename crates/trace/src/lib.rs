@@ -198,12 +198,18 @@ impl TraceReader {
             Decoder::Binary(d) => d.next_record()?,
             Decoder::Csv(d) => d.next_record()?,
         };
-        if let (Some(rec), Some(v)) = (&rec, &mut self.validator) {
-            if let Err(msg) = v.check(rec) {
-                return Err(TraceError::invalid(self, msg));
-            }
+        if let Some(rec) = &rec {
+            self.validate(rec)?;
         }
         Ok(rec)
+    }
+
+    #[inline]
+    fn validate(&mut self, rec: &Record) -> Result<(), TraceError> {
+        match &mut self.validator {
+            Some(v) => v.check(rec).map_err(|msg| TraceError::invalid(self, msg)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -214,6 +220,17 @@ impl Iterator for TraceReader {
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
+        }
+        // A record the binary decoder has already decoded: no wrapping in layers of Result.
+        if let Decoder::Binary(d) = &mut self.decoder {
+            if let Some(rec) = d.next_decoded() {
+                let checked = self.validator.as_mut().map_or(Ok(()), |v| v.check(rec));
+                let rec = *rec;
+                return Some(checked.map(|()| rec).map_err(|msg| {
+                    self.done = true;
+                    TraceError::invalid(self, msg)
+                }));
+            }
         }
         match self.next_checked() {
             Ok(Some(rec)) => Some(Ok(rec)),

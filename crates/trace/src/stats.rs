@@ -81,7 +81,8 @@ impl TraceStats {
         }
     }
 
-    /// Counts one record.
+    /// Counts one record. Inlined into the caller's loop (it is called once an event).
+    #[inline]
     pub fn add(&mut self, rec: &Record) {
         self.events += 1;
         self.counts.add(&rec.event);
@@ -116,6 +117,7 @@ impl TraceStats {
     }
 
     /// The bucket of a requested size.
+    #[inline]
     pub fn bucket(size: u64) -> usize {
         if size <= 1 {
             0
@@ -133,6 +135,7 @@ impl TraceStats {
         }
     }
 
+    #[inline]
     fn create(&mut self, id: u64, size: u64) {
         self.size_histogram[Self::bucket(size)] += 1;
         self.bytes_allocated = self.bytes_allocated.saturating_add(size);
@@ -147,6 +150,7 @@ impl TraceStats {
         self.live_bytes_end = self.live_bytes_end.saturating_add(size);
     }
 
+    #[inline]
     fn kill(&mut self, id: u64) {
         let Some(size) = self.sizes.remove(id) else {
             return;

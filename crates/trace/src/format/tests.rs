@@ -196,3 +196,78 @@ fn header_limits() {
         .insert("big".into(), "x".repeat(MAX_METADATA_LEN));
     assert!(check_header(&h).unwrap_err().contains("limit"));
 }
+
+/// A binary file by hand: empty metadata, one stored block of `payload` holding `events`
+/// events, and a trailer claiming `counts` (so that a test can put anything in the block).
+fn stored_file(payload: &[u8], events: u32, counts: EventCounts) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&MAGIC);
+    f.extend_from_slice(&VERSION.to_le_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let crc = crc32fast::hash(&f);
+    f.extend_from_slice(&crc.to_le_bytes());
+    let block_at = f.len();
+    f.extend_from_slice(&BLOCK_TAG);
+    f.extend_from_slice(&[CODEC_STORED, 0, 0, 0]);
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.extend_from_slice(&events.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&f[block_at..]);
+    h.update(payload);
+    f.extend_from_slice(&h.finalize().to_le_bytes());
+    f.extend_from_slice(payload);
+    f.extend_from_slice(&Trailer { counts, blocks: 1 }.encode());
+    f
+}
+
+/// The records a reader returns before its error, and the error.
+fn read_until_error(file: Vec<u8>) -> (usize, String) {
+    let reader = crate::TraceReader::from_bytes(std::path::Path::new("t.mtr"), file).unwrap();
+    let mut n = 0;
+    for rec in reader {
+        match rec {
+            Ok(_) => n += 1,
+            Err(e) => return (n, e.to_string()),
+        }
+    }
+    panic!("no error after {n} records");
+}
+
+#[test]
+fn errors_deep_in_a_block_name_their_event_whatever_the_batching() {
+    // 300 malloc(48) (more than two of the decoder's batches), then a bad tag.
+    let mut payload = [0x00, 0x30].repeat(300);
+    payload.push(0x07);
+    let counts = EventCounts {
+        malloc: 301,
+        ..Default::default()
+    };
+    let (n, err) = read_until_error(stored_file(&payload, 301, counts));
+    assert_eq!(n, 300);
+    assert_eq!(err, "t.mtr: byte 20 (event 300): bad event tag 0x07");
+
+    // 200 events, then 2 bytes that no event claims: the last event is the one at fault.
+    let mut payload = [0x00, 0x30].repeat(200);
+    payload.extend_from_slice(&[0x00, 0x30]);
+    let counts = EventCounts {
+        malloc: 200,
+        ..Default::default()
+    };
+    let (n, err) = read_until_error(stored_file(&payload, 200, counts));
+    assert_eq!(n, 199);
+    assert_eq!(
+        err,
+        "t.mtr: byte 20 (event 199): block has 2 bytes left after its last event"
+    );
+
+    // A free two objects back when only one exists, at event 129 (the second batch).
+    let mut payload = [0x00, 0x30].repeat(129);
+    payload.extend_from_slice(&[0x03, 0x81, 0x01]);
+    let (n, err) = read_until_error(stored_file(&payload, 130, counts));
+    assert_eq!(n, 129);
+    assert_eq!(
+        err,
+        "t.mtr: byte 20 (event 129): event refers 130 objects back, but only 129 exist"
+    );
+}

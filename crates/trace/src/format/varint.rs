@@ -37,14 +37,22 @@ impl VarintError {
 /// Reads a varint at `*pos`, advancing `*pos` past it.
 #[inline]
 pub(crate) fn get(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
-    match buf.get(*pos) {
-        Some(&b) if b < 0x80 => {
-            *pos += 1;
-            Ok(b as u64)
+    // One and two bytes inline (sizes up to 16 KiB, most distances): the rest, and every
+    // error, in `get_slow`, which decides them all the same way.
+    let p = *pos;
+    if let Some(&b0) = buf.get(p) {
+        if b0 < 0x80 {
+            *pos = p + 1;
+            return Ok(b0 as u64);
         }
-        Some(_) => get_slow(buf, pos),
-        None => Err(VarintError::Truncated),
+        if let Some(&b1) = buf.get(p + 1) {
+            if b1.wrapping_sub(1) < 0x7f {
+                *pos = p + 2;
+                return Ok((b0 & 0x7f) as u64 | (b1 as u64) << 7);
+            }
+        }
     }
+    get_slow(buf, pos)
 }
 
 #[cold]
