@@ -271,3 +271,85 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = mallard(&[
+        "run",
+        "gen:uniform:5000",
+        "-a",
+        "rpmalloc",
+        "--repeat",
+        "1",
+        "--out",
+        p(&out),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = results(&out);
+    assert!(
+        r["allocators"][0]["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("rpmalloc 1.4"),
+        "{r}"
+    );
+    let rep = &r["repetitions"][0];
+    assert!(rep["failure"].is_null(), "{rep}");
+    // Built without statistics, rpmalloc has no account of its mapped memory: unknown, not 0.
+    assert!(rep["memory"]["footprint"].is_null(), "{rep}");
+    assert!(
+        rep["memory"]["footprint_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown: rpmalloc"),
+        "{rep}"
+    );
+    // rpmalloc's own account of the replay thread's heap: free blocks in its partly used spans,
+    // which only a heap that served the replay's mallocs and frees can hold.
+    let stats = &rep["allocator_stats"];
+    assert_eq!(stats["thread_initialized"], true, "{stats}");
+    assert!(
+        stats["thread_sizecache_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+
+    // Several replay threads, each with a heap of its own (a thread rpmalloc has not set up
+    // would crash the worker), cold and warm.
+    let out = dir.path().join("mt");
+    let o = mallard(&[
+        "run",
+        "gen:larson:20000",
+        "--threads",
+        "2",
+        "-a",
+        "rpmalloc",
+        "--iterations",
+        "2",
+        "--repeat",
+        "1",
+        "--out",
+        p(&out),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = results(&out);
+    for rep in r["repetitions"].as_array().unwrap() {
+        assert!(rep["failure"].is_null(), "{rep}");
+    }
+
+    // rpmalloc has no runtime option interface: env.* settings only.
+    let o = mallard(&[
+        "run",
+        "gen:uniform:5000",
+        "-a",
+        "rpmalloc:span_size=4096",
+        "--out",
+        p(&dir.path().join("r2")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("env.NAME"), "{}", text(&o));
+    assert!(!dir.path().join("r2").exists());
+}

@@ -525,7 +525,7 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
                     cfg.set(k, v).map_err(|e| bad(e.to_string()))?;
                 }
             }
-            (AllocatorName::Bump | AllocatorName::Snmalloc, None)
+            (AllocatorName::Bump | AllocatorName::Snmalloc | AllocatorName::Rpmalloc, None)
             | (_, Some(Family::Tcmalloc | Family::Other)) => {
                 return Err(bad(format!(
                     "unknown setting '{k}': {base} takes only env.NAME=VALUE settings"
