@@ -225,6 +225,7 @@ fn the_gate_judges_two_specs() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+#[cfg(feature = "snmalloc")]
 #[test]
 fn snmalloc_is_built_in_with_a_known_footprint() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,6 +273,7 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+#[cfg(feature = "rpmalloc")]
 #[test]
 fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,4 +354,25 @@ fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("env.NAME"), "{}", text(&o));
     assert!(!dir.path().join("r2").exists());
+}
+
+/// A build without an optional allocator refuses it before any worker, naming the feature.
+#[cfg(not(all(feature = "snmalloc", feature = "rpmalloc")))]
+#[test]
+fn an_allocator_left_out_of_the_build_exits_2_naming_its_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = if cfg!(feature = "snmalloc") {
+        "rpmalloc"
+    } else {
+        "snmalloc"
+    };
+    let out = dir.path().join("r");
+    let o = mallard(&["run", "gen:uniform:2000", "-a", name, "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("--features {name}")),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
 }

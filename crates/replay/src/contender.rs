@@ -419,6 +419,13 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
     let mut c;
     let mut family = None;
     if let Ok(name) = base.parse::<AllocatorName>() {
+        if let (false, Some(feature)) = (name.built(), name.feature()) {
+            return Err(bad(format!(
+                "{name} is not built into this mallard; build it with the cargo feature \
+                 `{feature}`: cargo build --release -p mallard --features {feature} (or \
+                 extra-allocators for all of them)"
+            )));
+        }
         c = Contender::builtin(name, arena);
     } else {
         let (path, fam, about) = if base.contains('/') {

@@ -24,10 +24,6 @@ use super::Backend;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 
-/// rpmalloc's version: the crate's own, and the rpmalloc release its sources are (its
-/// CHANGELOG's latest entry; rpmalloc has no version function).
-pub const VERSION: &str = "rpmalloc 1.4.3 (rpmalloc-sys 0.2.3+b097fd0)";
-
 /// `rpmalloc_thread_statistics_t` of rpmalloc 1.4 (`rpmalloc.h`): four counters, then 64 span
 /// classes of nine counters and 128 size classes of eight (all but the first two filled only
 /// with statistics).
