@@ -13,9 +13,9 @@ install prefix=env_var('HOME') / ".cargo":
     cargo build --release -p mallard-recorder
     install -D -m 755 target/release/libmallard_recorder.so {{prefix}}/lib/libmallard_recorder.so
 
-# The whole test suite (what CI runs).
+# The whole test suite (what CI runs), the optional allocators included.
 test:
-    cargo test --release --workspace
+    cargo test --release --workspace --features mallard/extra-allocators
 
 # All criterion benchmarks (arena allocator, replay engine).
 bench:
