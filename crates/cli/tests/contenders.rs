@@ -225,34 +225,30 @@ fn the_gate_judges_two_specs() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// Runs `mallard run TRACE -a SPEC --repeat 1 -q` plus `extra` into a fresh report, which must
+/// succeed with no failed worker; returns its results.json, the version string the report
+/// gives the allocator and its first repetition.
+#[cfg(any(feature = "snmalloc", feature = "rpmalloc"))]
+fn run_alone(trace: &str, spec: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let mut args = vec!["run", trace, "-a", spec, "--repeat", "1", "--out", p(&out), "-q"];
+    args.extend_from_slice(extra);
+    let o = mallard(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = results(&out);
+    for rep in r["repetitions"].as_array().unwrap() {
+        assert!(rep["failure"].is_null(), "{rep}");
+    }
+    let version = r["allocators"][0]["version"].as_str().unwrap().to_string();
+    (version, r["repetitions"][0].clone())
+}
+
 #[cfg(feature = "snmalloc")]
 #[test]
 fn snmalloc_is_built_in_with_a_known_footprint() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "5000");
-    let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "-a",
-        "snmalloc",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
-    assert!(
-        r["allocators"][0]["version"]
-            .as_str()
-            .unwrap()
-            .contains("snmalloc"),
-        "{r}"
-    );
-    let rep = &r["repetitions"][0];
-    assert!(rep["failure"].is_null(), "{rep}");
+    let (version, rep) = run_alone("gen:uniform:5000", "snmalloc", &[]);
+    assert!(version.contains("snmalloc"), "{version}");
     assert!(
         rep["memory"]["footprint_source"]
             .as_str()
@@ -262,9 +258,10 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
     );
     assert!(!rep["memory"]["footprint"].is_null(), "{rep}");
     // snmalloc takes env.* settings only.
+    let dir = tempfile::tempdir().unwrap();
     let o = mallard(&[
         "run",
-        p(&t),
+        "gen:uniform:5000",
         "-a",
         "snmalloc:x=1",
         "--out",
@@ -276,30 +273,8 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
 #[cfg(feature = "rpmalloc")]
 #[test]
 fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        "gen:uniform:5000",
-        "-a",
-        "rpmalloc",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
-    assert!(
-        r["allocators"][0]["version"]
-            .as_str()
-            .unwrap()
-            .starts_with("rpmalloc 1.4"),
-        "{r}"
-    );
-    let rep = &r["repetitions"][0];
-    assert!(rep["failure"].is_null(), "{rep}");
+    let (version, rep) = run_alone("gen:uniform:5000", "rpmalloc", &[]);
+    assert!(version.starts_with("rpmalloc 1.4"), "{version}");
     // Built without statistics, rpmalloc has no account of its mapped memory: unknown, not 0.
     assert!(rep["memory"]["footprint"].is_null(), "{rep}");
     assert!(
@@ -317,32 +292,15 @@ fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
         stats["thread_sizecache_bytes"].as_u64().unwrap() > 0,
         "{stats}"
     );
-
     // Several replay threads, each with a heap of its own (a thread rpmalloc has not set up
     // would crash the worker), cold and warm.
-    let out = dir.path().join("mt");
-    let o = mallard(&[
-        "run",
+    run_alone(
         "gen:larson:20000",
-        "--threads",
-        "2",
-        "-a",
         "rpmalloc",
-        "--iterations",
-        "2",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
-    for rep in r["repetitions"].as_array().unwrap() {
-        assert!(rep["failure"].is_null(), "{rep}");
-    }
-
+        &["--threads", "2", "--iterations", "2"],
+    );
     // rpmalloc has no runtime option interface: env.* settings only.
+    let dir = tempfile::tempdir().unwrap();
     let o = mallard(&[
         "run",
         "gen:uniform:5000",
