@@ -47,6 +47,7 @@ pub use snmalloc::Snmalloc;
 /// the one place choosing a backend (`worker.rs`) names every allocator in every build. No
 /// replay reaches one: a spec naming an allocator this build lacks is refused before any
 /// worker ([`AllocatorName::built`]); if one did, every allocation would fail (null).
+#[cfg(not(all(feature = "rpmalloc", feature = "snmalloc")))]
 macro_rules! not_built {
     ($($name:ident),*) => {$(
         pub struct $name;
