@@ -50,6 +50,7 @@ pub use snmalloc::Snmalloc;
 #[cfg(not(all(feature = "rpmalloc", feature = "snmalloc")))]
 macro_rules! not_built {
     ($($name:ident),*) => {$(
+        #[derive(Default)]
         pub struct $name;
         impl $name {
             pub fn new() -> $name {
