@@ -125,6 +125,8 @@ impl AllocatorName {
 
     /// Whether this build has the allocator: false for an optional one whose cargo feature
     /// (named by [`AllocatorName::feature`]) was off.
+    // One arm per optional allocator (with all features on, every arm is `true`).
+    #[allow(clippy::match_like_matches_macro)]
     pub fn built(self) -> bool {
         match self {
             AllocatorName::Snmalloc => cfg!(feature = "snmalloc"),
