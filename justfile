@@ -5,9 +5,17 @@
 demo:
     cargo run --release -p mallard -- run traces/python-objects.mtr --out reports/demo
 
-# The whole test suite (what CI runs).
+# Install `mallard` into PREFIX/bin (default ~/.cargo/bin, on PATH after rustup) and its
+# recorder library into PREFIX/lib, where `mallard record` looks (beside the executable, then
+# ../lib). Two plain commands and a copy; check with `mallard record -o /tmp/t.mtr -- true`.
+install prefix=env_var('HOME') / ".cargo":
+    cargo install --locked --path crates/cli --root {{prefix}}
+    cargo build --release -p mallard-recorder
+    install -D -m 755 target/release/libmallard_recorder.so {{prefix}}/lib/libmallard_recorder.so
+
+# The whole test suite (what CI runs), the optional allocators included.
 test:
-    cargo test --release --workspace
+    cargo test --release --workspace --features mallard/extra-allocators
 
 # All criterion benchmarks (arena allocator, replay engine).
 bench:

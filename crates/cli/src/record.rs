@@ -43,7 +43,8 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// The recorder library [default: $MALLARD_RECORDER, else libmallard_recorder.so next to
-    /// the mallard executable, else target/release/libmallard_recorder.so].
+    /// the mallard executable (in its deps/, beside it, or in ../lib), else
+    /// target/release/libmallard_recorder.so].
     #[arg(long)]
     pub recorder: Option<PathBuf>,
     /// Also write every other process the program started (forks, and programs it ran) to
@@ -67,7 +68,8 @@ pub struct RecordArgs {
 }
 
 /// Where the recorder library is: `explicit`, else `$MALLARD_RECORDER`, else next to the
-/// running executable, else `target/release` under the current directory.
+/// running executable (its `deps/`, itself, `../lib`), else `target/release` under the current
+/// directory.
 pub fn find_recorder(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if p.is_file() {
@@ -87,7 +89,10 @@ pub fn find_recorder(explicit: Option<&Path>) -> Result<PathBuf> {
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
     {
-        tried.push(dir.join(LIBRARY));
+        // In a target directory, deps/ holds the recorder built with mallard (never stale);
+        // installed, the library sits beside the executable or in PREFIX/lib.
+        let dirs = [dir.join("deps"), dir.clone(), dir.join("../lib")];
+        tried.extend(dirs.map(|d| d.join(LIBRARY)));
     }
     tried.push(PathBuf::from("target/release").join(LIBRARY));
     for p in &tried {

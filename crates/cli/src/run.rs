@@ -15,7 +15,7 @@ pub struct RunArgs {
     #[arg(required = true)]
     traces: Vec<PathBuf>,
     /// Allocators to compare, comma separated, each `[LABEL=]BASE[:KEY=VALUE]...`. BASE is a
-    /// built-in (arena, glibc, jemalloc, mimalloc, snmalloc, bump, arena-locked), a library the
+    /// built-in (arena, glibc, jemalloc, mimalloc, snmalloc, rpmalloc, bump, arena-locked), a library the
     /// distribution ships (tcmalloc, jemalloc-system, mimalloc-system) or the path of any
     /// library that replaces malloc (preloaded into that allocator's workers only). Settings
     /// are checked per allocator: glibc:arena_max=1 (mallopt), jemalloc:dirty_decay_ms=0,

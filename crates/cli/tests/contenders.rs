@@ -225,33 +225,30 @@ fn the_gate_judges_two_specs() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
-#[test]
-fn snmalloc_is_built_in_with_a_known_footprint() {
+/// Runs `mallard run TRACE -a SPEC --repeat 1 -q` plus `extra` into a fresh report, which must
+/// succeed with no failed worker; returns its results.json, the version string the report
+/// gives the allocator and its first repetition.
+#[cfg(any(feature = "snmalloc", feature = "rpmalloc"))]
+fn run_alone(trace: &str, spec: &str, extra: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "5000");
     let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "-a",
-        "snmalloc",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
+    let mut args = vec!["run", trace, "-a", spec, "--repeat", "1", "--out", p(&out), "-q"];
+    args.extend_from_slice(extra);
+    let o = mallard(&args);
     assert!(o.status.success(), "{}", text(&o));
     let r = results(&out);
-    assert!(
-        r["allocators"][0]["version"]
-            .as_str()
-            .unwrap()
-            .contains("snmalloc"),
-        "{r}"
-    );
-    let rep = &r["repetitions"][0];
-    assert!(rep["failure"].is_null(), "{rep}");
+    for rep in r["repetitions"].as_array().unwrap() {
+        assert!(rep["failure"].is_null(), "{rep}");
+    }
+    let version = r["allocators"][0]["version"].as_str().unwrap().to_string();
+    (version, r["repetitions"][0].clone())
+}
+
+#[cfg(feature = "snmalloc")]
+#[test]
+fn snmalloc_is_built_in_with_a_known_footprint() {
+    let (version, rep) = run_alone("gen:uniform:5000", "snmalloc", &[]);
+    assert!(version.contains("snmalloc"), "{version}");
     assert!(
         rep["memory"]["footprint_source"]
             .as_str()
@@ -261,13 +258,79 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
     );
     assert!(!rep["memory"]["footprint"].is_null(), "{rep}");
     // snmalloc takes env.* settings only.
+    let dir = tempfile::tempdir().unwrap();
     let o = mallard(&[
         "run",
-        p(&t),
+        "gen:uniform:5000",
         "-a",
         "snmalloc:x=1",
         "--out",
         p(&dir.path().join("r2")),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[cfg(feature = "rpmalloc")]
+#[test]
+fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
+    let (version, rep) = run_alone("gen:uniform:5000", "rpmalloc", &[]);
+    assert!(version.starts_with("rpmalloc 1.4"), "{version}");
+    // Built without statistics, rpmalloc has no account of its mapped memory: unknown, not 0.
+    assert!(rep["memory"]["footprint"].is_null(), "{rep}");
+    assert!(
+        rep["memory"]["footprint_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown: rpmalloc"),
+        "{rep}"
+    );
+    // rpmalloc's own account of the replay thread's heap: free blocks in its partly used spans,
+    // which only a heap that served the replay's mallocs and frees can hold.
+    let stats = &rep["allocator_stats"];
+    assert_eq!(stats["thread_initialized"], true, "{stats}");
+    assert!(
+        stats["thread_sizecache_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    // Several replay threads, each with a heap of its own (a thread rpmalloc has not set up
+    // would crash the worker), cold and warm.
+    run_alone(
+        "gen:larson:20000",
+        "rpmalloc",
+        &["--threads", "2", "--iterations", "2"],
+    );
+    // rpmalloc has no runtime option interface: env.* settings only.
+    let dir = tempfile::tempdir().unwrap();
+    let o = mallard(&[
+        "run",
+        "gen:uniform:5000",
+        "-a",
+        "rpmalloc:span_size=4096",
+        "--out",
+        p(&dir.path().join("r2")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("env.NAME"), "{}", text(&o));
+    assert!(!dir.path().join("r2").exists());
+}
+
+/// A build without an optional allocator refuses it before any worker, naming the feature.
+#[cfg(not(all(feature = "snmalloc", feature = "rpmalloc")))]
+#[test]
+fn an_allocator_left_out_of_the_build_exits_2_naming_its_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = if cfg!(feature = "snmalloc") {
+        "rpmalloc"
+    } else {
+        "snmalloc"
+    };
+    let out = dir.path().join("r");
+    let o = mallard(&["run", "gen:uniform:2000", "-a", name, "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("--features {name}")),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
 }

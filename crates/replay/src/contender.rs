@@ -24,10 +24,14 @@
 //! dynamic linker: the preloaded library serves the replay and, because the worker's own
 //! (untimed) start-up also calls malloc, the harness's set-up as well.
 //!
-//! Built-ins from crates.io: jemalloc (tikv-jemalloc-sys), mimalloc (libmimalloc-sys) and
-//! snmalloc (snmalloc-sys, built with `cc` rather than cmake: about 10 s, so it is in every
-//! build). rpmalloc-sys, scudo-sys and tcmalloc-better are not built in yet; any of them can be
-//! compared today as a library path, preloaded.
+//! Built-ins from crates.io: jemalloc (tikv-jemalloc-sys) and mimalloc (libmimalloc-sys) in
+//! every build; snmalloc (snmalloc-sys, built with `cc`) and rpmalloc (rpmalloc-sys) behind the
+//! cargo features of the same names (`extra-allocators` for both; CI builds them), so that a
+//! fresh clone's first build stays short: without its feature, a spec naming one is refused
+//! naming the feature. Not built in: scudo-sys (its interface has no realloc, so a trace's
+//! reallocs could only be emulated, and no statistics) and tcmalloc-better (its build script
+//! compiles tcmalloc and abseil for about 17 minutes here, more than three times Mallard's whole
+//! build); both can be compared as a library path, preloaded (README, "Allocators").
 //!
 //! # Settings
 //!
@@ -422,6 +426,13 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
     let mut c;
     let mut family = None;
     if let Ok(name) = base.parse::<AllocatorName>() {
+        if let (false, Some(feature)) = (name.built(), name.feature()) {
+            return Err(bad(format!(
+                "{name} is not built into this mallard; build it with the cargo feature \
+                 `{feature}`: cargo build --release -p mallard --features {feature} (or \
+                 extra-allocators for all of them)"
+            )));
+        }
         c = Contender::builtin(name, arena);
     } else {
         let (path, fam, about) = if base.contains('/') {
@@ -540,7 +551,7 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
                 }
                 python = Some(v.into());
             }
-            (AllocatorName::Bump | AllocatorName::Snmalloc, None)
+                        (AllocatorName::Bump | AllocatorName::Snmalloc | AllocatorName::Rpmalloc, None)
             | (_, Some(Family::Tcmalloc | Family::Other)) => {
                 return Err(bad(format!(
                     "unknown setting '{k}': {base} takes only env.NAME=VALUE settings"

@@ -15,7 +15,7 @@
 //! 5. free what the trace left live (untimed) and write the output.
 
 use crate::backend::{
-    self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc, Snmalloc,
+    self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc, Rpmalloc, Snmalloc,
 };
 use crate::backend::{Locked, LockedRef};
 use crate::engine::{self, KindHists, Sampler, Slots, TickScale, Touch};
@@ -196,6 +196,7 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, String> {
                 }
             }
         }
+        AllocatorName::Rpmalloc => replay_on(spec, &prog, mt, Rpmalloc::new),
         AllocatorName::Arena if mt.is_none() => {
             run_with(spec, &prog, ArenaBackend::new(spec.arena.clone())?)
         }
