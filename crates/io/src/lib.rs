@@ -9,7 +9,10 @@
 //!   registered temporary paths, exit 128+signal; or, for `record`, forward them to the
 //!   recorded program.
 //!
+//! - [`date`]: the one civil-date formatter (report dates, the recorder's `created`).
+//!
 //! It knows nothing of traces, allocators or reports: only paths, bytes and processes.
 
 pub mod atomic;
+pub mod date;
 pub mod interrupt;
