@@ -108,7 +108,12 @@ pub(crate) unsafe fn realloc_like(
     let begin = if old.is_null() { 0 } else { next_seq() };
     let p = call();
     if !old.is_null() {
-        h.record(begin, OP_REALLOC_BEGIN | (op & DOMAIN_MASK), [old as u64], 0b1);
+        h.record(
+            begin,
+            OP_REALLOC_BEGIN | (op & DOMAIN_MASK),
+            [old as u64],
+            0b1,
+        );
     }
     h.record(next_seq(), op, [p as u64, old as u64, size], 0b11);
     p
