@@ -20,11 +20,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use mallard_io::interrupt::{signal_name, Forwarding};
 use mallard_trace::import::recorder::{self, Provenance};
 use mallard_trace::Form;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use mallard_io::interrupt::{signal_name, Forwarding};
 use std::process::{Command, ExitStatus};
 
 /// The recorder library's file name.
@@ -51,6 +51,15 @@ pub struct RecordArgs {
     /// The `program` metadata [default: the command's file name].
     #[arg(long)]
     pub program: Option<String>,
+    /// Record CPython's allocator domains (raw, mem, object) as the interpreter really uses
+    /// them, pymalloc included, each object with its domain (`MALLARD_RECORD_PYTHON=1`: the
+    /// recorder wraps them with PyMem_SetAllocator). For CPython 3.8 and later; without it
+    /// a Python program's trace holds only what reaches malloc.
+    #[arg(long)]
+    pub python: bool,
+    /// Leave out the notes about the other processes the program started.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// The command to record and its arguments, after `--`.
     ///
     /// SIGINT, SIGTERM or SIGHUP while the program runs is forwarded to it; once it has ended,
@@ -148,6 +157,15 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
         },
     };
     let library = find_recorder(a.recorder.as_deref())?;
+    if a.python {
+        if let Some(v) = std::env::var_os("PYTHONMALLOC").filter(|v| !v.is_empty()) {
+            bail!(
+                "--python: PYTHONMALLOC={} makes CPython set up its allocators again at start-up, \
+                 which removes the hooks --python installs; unset it",
+                v.to_string_lossy()
+            );
+        }
+    }
     let name = a
         .output
         .file_name()
@@ -180,6 +198,7 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
             "MALLARD_RECORD_TIME",
             if a.no_timestamps { "0" } else { "1" },
         )
+        .env("MALLARD_RECORD_PYTHON", if a.python { "1" } else { "0" })
         .spawn()
         .with_context(|| format!("cannot run {}", cmd.to_string_lossy()))?;
     let pid = child.id();
@@ -240,6 +259,7 @@ fn finish_recording(
         );
     };
     let root_file = files.remove(root).2;
+    check_python(a, &root_file, &files)?;
 
     let program = a.program.clone().unwrap_or_else(|| {
         Path::new(cmd)
@@ -307,7 +327,7 @@ fn finish_recording(
                 s.counts.events(),
                 out.display()
             );
-        } else {
+        } else if !a.quiet {
             eprintln!(
                 "also recorded {what} {p} (`{}`); --children writes it to a trace of its own",
                 info.command
@@ -316,6 +336,35 @@ fn finish_recording(
     }
     if !status.success() {
         eprintln!("note: the recorded program {status}");
+    }
+    Ok(())
+}
+
+/// `--python` needs a process that had CPython (its domains hooked), else the trace would say
+/// nothing about them: an error. Without `--python`, a CPython process recorded without
+/// `PYTHONMALLOC=malloc` gets a warning: pymalloc served most of its allocations unseen.
+fn check_python(a: &RecordArgs, root: &Path, others: &[(u32, u32, PathBuf)]) -> Result<()> {
+    let mut infos = vec![recorder::read_info(root)?];
+    for (_, _, f) in others {
+        infos.push(recorder::read_info(f)?);
+    }
+    if a.python {
+        if !infos.iter().any(|i| i.python_hooked) {
+            bail!(
+                "--python: the program never loaded libpython ({} is not CPython 3.8 or later, \
+                 nor a program that runs it); nothing written",
+                a.command[0].to_string_lossy()
+            );
+        }
+    } else if let Some(i) = infos.iter().find(|i| i.cpython) {
+        if std::env::var_os("PYTHONMALLOC").is_none_or(|v| v != "malloc") {
+            eprintln!(
+                "warning: `{}` is CPython, whose pymalloc serves most allocations without calling \
+                 malloc: this trace holds only what reached malloc. Record with --python to get \
+                 every allocation with its domain (raw, mem, object)",
+                i.command
+            );
+        }
     }
     Ok(())
 }
