@@ -3,24 +3,51 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 mod common;
-use common::mallard;
+use common::{generated, mallard, ok, p, text};
 
 fn tiny_trace(dir: &Path) -> PathBuf {
-    let t = dir.join("tiny.mtr");
-    let o = mallard(&[
-        "gen",
-        "python-objects",
-        "-o",
-        t.to_str().unwrap(),
-        "--events",
-        "5000",
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    t
+    generated(dir, "python-objects", "5000")
+}
+
+/// The metric `name` of a verdict.
+fn metric<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name)
+        .unwrap_or_else(|| panic!("{name} not judged: {v}"))
+}
+
+/// Runs the gate on two stored results.json files, writing into `out`.
+fn gate_stored(baseline: &Path, current: &Path, out: &Path) -> Output {
+    mallard(&[
+        "gate",
+        "--baseline",
+        p(baseline),
+        "--current",
+        p(current),
+        "--out",
+        p(out),
+    ])
+}
+
+/// Runs the gate side by side on trace `t` with `extra` options, four repetitions exactly,
+/// writing into `out`.
+fn gate_four_reps(t: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["gate", p(t)];
+    args.extend(extra);
+    args.extend(["--min-reps", "4", "--max-reps", "4", "-q", "--out", p(out)]);
+    mallard(&args)
+}
+
+/// The exit code of a gate run that must pass or be inconclusive (never fail).
+fn pass_or_inconclusive(o: &Output) -> i32 {
+    let code = o.status.code().unwrap();
+    assert!(code == 0 || code == 3, "got {code}\n{}", text(o));
+    code
 }
 
 fn read_json(p: &Path) -> Value {
@@ -186,29 +213,16 @@ fn side_by_side_a_against_itself_never_fails() {
     let dir = tempfile::tempdir().unwrap();
     let t = tiny_trace(dir.path());
     let out = dir.path().join("gate");
-    let o = mallard(&[
-        "gate",
-        t.to_str().unwrap(),
+    let arenas = [
         "--baseline-arena",
         "cpython-3.11",
         "--candidate-arena",
         "cpython-3.11",
-        "--min-reps",
-        "4",
-        "--max-reps",
-        "4",
-        "-q",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let code = o.status.code().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        code == 0 || code == 3,
-        "A/A must pass or be inconclusive, got {code}\n{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(stdout.contains("## Mallard gate: "));
+    ];
+    let o = gate_four_reps(&t, &out, &arenas);
+    // A/A must pass or be inconclusive.
+    let code = pass_or_inconclusive(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("## Mallard gate: "));
     let v = check_outputs(&out, code);
     assert_eq!(v["mode"], "side-by-side");
     assert_eq!(v["repetitions"], 4);
@@ -218,22 +232,12 @@ fn side_by_side_a_against_itself_never_fails() {
         .iter()
         .any(|n| n.as_str().unwrap().contains("A/A")));
     // Deterministic figures are compared exactly, and equal.
-    let fp = v["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "footprint")
-        .expect("footprint judged");
+    let fp = metric(&v, "footprint");
     assert_eq!(fp["method"], "direct");
     assert_eq!(fp["verdict"], "pass");
     // Side by side, the repetitions are pairs run back to back: timed metrics use the paired
     // test.
-    let time = v["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "time")
-        .expect("time judged");
+    let time = metric(&v, "time");
     assert_eq!(time["method"], "paired-rank-test", "{time}");
     // Time, batched and tail metrics were all measured.
     for name in [
@@ -243,14 +247,7 @@ fn side_by_side_a_against_itself_never_fails() {
         "p50.malloc",
         "p99.malloc",
     ] {
-        assert!(
-            v["metrics"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["metric"] == name),
-            "{name} missing"
-        );
+        metric(&v, name);
     }
 }
 
@@ -259,18 +256,17 @@ fn side_by_side_a_against_itself_never_fails() {
 /// correction over about fifteen metrics at alpha 0.01, and the gate rightly says inconclusive.
 fn stored_results(dir: &Path, t: &Path) -> Value {
     let rep = dir.join("run");
-    let o = mallard(&[
+    ok(&[
         "run",
-        t.to_str().unwrap(),
+        p(t),
         "--allocators",
         "arena",
         "--repeat",
         "10",
         "-q",
         "--out",
-        rep.to_str().unwrap(),
+        p(&rep),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     read_json(&rep.join("results.json"))
 }
 
@@ -303,27 +299,14 @@ fn stored_results_with_a_fabricated_regression_fail_and_mismatches_are_errors() 
     let bp = write(dir.path(), "base.json", &base);
     let cp = write(dir.path(), "cur.json", &cur);
     let out = dir.path().join("gate-fail");
-    let o = mallard(&[
-        "gate",
-        "--baseline",
-        bp.to_str().unwrap(),
-        "--current",
-        cp.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = gate_stored(&bp, &cp, &out);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("## Mallard gate: FAIL"), "{stdout}");
     assert!(stdout.contains("cross-run comparison"), "{stdout}");
     let v = check_outputs(&out, 1);
     assert_eq!(v["mode"], "stored");
-    let time = v["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "time")
-        .unwrap();
+    let time = metric(&v, "time");
     assert_eq!(time["verdict"], "fail");
     let r = time["ratio"].as_f64().unwrap();
     assert!((r - 1.5).abs() < 0.01, "{r}");
@@ -338,28 +321,9 @@ fn stored_results_with_a_fabricated_regression_fail_and_mismatches_are_errors() 
 
     // The same sets the other way round: 33% faster, a pass on time.
     let out2 = dir.path().join("gate-better");
-    let o = mallard(&[
-        "gate",
-        "--baseline",
-        cp.to_str().unwrap(),
-        "--current",
-        bp.to_str().unwrap(),
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
-    let code = o.status.code().unwrap();
-    assert!(
-        code == 0 || code == 3,
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let code = pass_or_inconclusive(&gate_stored(&cp, &bp, &out2));
     let v = check_outputs(&out2, code);
-    let time = v["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "time")
-        .unwrap();
+    let time = metric(&v, "time");
     assert_eq!(time["verdict"], "pass");
 
     // A different trace under the same name: mismatched inputs, exit 2, no output written.
@@ -367,15 +331,7 @@ fn stored_results_with_a_fabricated_regression_fail_and_mismatches_are_errors() 
     other["traces"][0]["sha256"] = Value::from("00".repeat(32));
     let op = write(dir.path(), "other.json", &other);
     let out3 = dir.path().join("gate-mismatch");
-    let o = mallard(&[
-        "gate",
-        "--baseline",
-        bp.to_str().unwrap(),
-        "--current",
-        op.to_str().unwrap(),
-        "--out",
-        out3.to_str().unwrap(),
-    ]);
+    let o = gate_stored(&bp, &op, &out3);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -434,20 +390,22 @@ fn held_worker_waits_for_the_start_signal() {
         "rss_samples": 0, "arena": mallard_arena::Config::default(), "timer_hz": 1e9,
         "cpu": null, "hold": true
     });
-    let start = |spec: &Value| {
-        Command::new(env!("CARGO_BIN_EXE_mallard"))
+    // A held worker, started and prepared: it has said `ready`.
+    let start_ready = || {
+        let mut w = Command::new(env!("CARGO_BIN_EXE_mallard"))
             .args(["__worker", &spec.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let mut out = BufReader::new(w.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        (w, out)
     };
-    let mut w = start(&spec);
-    let mut out = BufReader::new(w.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let (mut w, mut out) = start_ready();
     // Still waiting: it has not exited.
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(w.try_wait().unwrap().is_none(), "a held worker must wait");
@@ -460,11 +418,7 @@ fn held_worker_waits_for_the_start_signal() {
     assert!(v["throughput"]["cpu_ns"].as_f64().unwrap() > 0.0, "{v}");
 
     // The parent closes stdin without a byte: an error exit, no replay output.
-    let mut w = start(&spec);
-    let mut out = BufReader::new(w.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let (mut w, _out) = start_ready();
     drop(w.stdin.take());
     let o = w.wait_with_output().unwrap();
     assert!(!o.status.success());
@@ -490,28 +444,12 @@ fn a_worker_that_does_not_hold_is_accepted() {
     .unwrap();
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = dir.path().join("gate");
-    let o = mallard(&[
-        "gate",
-        t.to_str().unwrap(),
-        "--baseline-exe",
-        old.to_str().unwrap(),
-        "--passes",
-        "throughput",
-        "--min-reps",
-        "4",
-        "--max-reps",
-        "4",
-        "-q",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let code = o.status.code();
-    assert!(
-        code == Some(0) || code == Some(3),
-        "{code:?}\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    let o = gate_four_reps(
+        &t,
+        &out,
+        &["--baseline-exe", p(&old), "--passes", "throughput"],
     );
+    pass_or_inconclusive(&o);
     let v = read_json(&out.join("verdict.json"));
     assert_eq!(v["repetitions"], 4);
 }

@@ -5,8 +5,6 @@
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::SummaryRow;
 use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
-use crate::writer::{Doc, View, Writer};
-use crate::ReportError;
 use std::fmt::Write as _;
 
 /// Escapes the characters that would break a table cell.
@@ -18,23 +16,12 @@ fn tail(v: f64, noise: f64) -> String {
     crate::format::below_noise(v, noise, crate::format::ns_text)
 }
 
-/// `report.md` as a [`Writer`]: a page, written again by `mallard report DIR`.
-pub struct Markdown;
-
-impl Writer<View<'_>> for Markdown {
-    fn name(&self) -> &'static str {
-        "report.md"
-    }
-    fn is_page(&self) -> bool {
-        true
-    }
-    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
-        Ok(vec![Doc::new(
-            self.name(),
-            render(&view.results, &view.rows),
-        )])
-    }
-}
+/// `report.md` as a [`Writer`](crate::writer::Writer): a page, written again by
+/// `mallard report DIR`.
+pub const MARKDOWN: crate::writer::Page = crate::writer::Page {
+    name: "report.md",
+    render,
+};
 
 /// The whole `report.md` for `results` and their summary `rows`.
 pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {

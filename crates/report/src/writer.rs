@@ -9,8 +9,8 @@
 //!   computed once ([`summarize`] runs once per report, not once per writer). They are
 //!   [`Terminal`] (the table on standard output), [`Json`] (`results.json`),
 //!   [`SummaryCsv`](crate::csv_out::SummaryCsv), [`RssCsv`](crate::csv_out::RssCsv),
-//!   [`Hgrm`](crate::hist::Hgrm), [`Html`](crate::html::Html) and
-//!   [`Markdown`](crate::markdown::Markdown); [`REPORT_DIR`] lists those that go into a report
+//!   [`Hgrm`](crate::hist::Hgrm), and the two [`Page`]s,
+//!   [`HTML`](crate::html::HTML) and [`MARKDOWN`](crate::markdown::MARKDOWN); [`REPORT_DIR`] lists those that go into a report
 //!   directory, and `mallard report DIR` rewrites the ones that say [`Writer::is_page`];
 //! - the gate's writers (`mallard_gate::output`) read its `GateReport` (or its calibration
 //!   report) and implement the same trait over that view.
@@ -84,9 +84,31 @@ pub const REPORT_DIR: &[&dyn for<'a> Writer<View<'a>>] = &[
     &crate::csv_out::SummaryCsv,
     &crate::csv_out::RssCsv,
     &crate::hist::Hgrm,
-    &crate::html::Html,
-    &crate::markdown::Markdown,
+    &crate::html::HTML,
+    &crate::markdown::MARKDOWN,
 ];
+
+/// A page for people (`index.html`, `report.md`): one document, rendered from the results and
+/// their summary rows alone, that `mallard report DIR` writes again.
+pub struct Page {
+    pub name: &'static str,
+    pub render: fn(&RunResults, &[SummaryRow]) -> String,
+}
+
+impl Writer<View<'_>> for Page {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn is_page(&self) -> bool {
+        true
+    }
+    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
+        Ok(vec![Doc::new(
+            self.name,
+            (self.render)(&view.results, &view.rows),
+        )])
+    }
+}
 
 /// `results.json`: the results themselves.
 pub struct Json;

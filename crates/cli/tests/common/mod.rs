@@ -82,3 +82,29 @@ pub fn recorder() -> &'static Path {
         lib
     })
 }
+
+/// Runs `mallard` and asserts it succeeded; returns everything it printed.
+pub fn ok(args: &[&str]) -> String {
+    let o = mallard(args);
+    assert!(o.status.success(), "mallard {args:?}:\n{}", text(&o));
+    text(&o)
+}
+
+/// Runs `mallard` and asserts it exited with `code`; returns everything it printed.
+pub fn exits(code: i32, args: &[&str]) -> String {
+    let o = mallard(args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "mallard {args:?}:\n{}",
+        text(&o)
+    );
+    text(&o)
+}
+
+/// Asserts that `out` holds every one of `wants`, showing `out` when one is missing.
+pub fn assert_has(out: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+}

@@ -20,26 +20,12 @@ pub mod plots;
 
 pub use page::{page, render};
 
-use crate::writer::{Doc, View, Writer};
-use crate::ReportError;
-
-/// `index.html` as a [`Writer`]: a page, written again by `mallard report DIR`.
-pub struct Html;
-
-impl Writer<View<'_>> for Html {
-    fn name(&self) -> &'static str {
-        "index.html"
-    }
-    fn is_page(&self) -> bool {
-        true
-    }
-    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
-        Ok(vec![Doc::new(
-            self.name(),
-            render(&view.results, &view.rows),
-        )])
-    }
-}
+/// `index.html` as a [`Writer`](crate::writer::Writer): a page, written again by
+/// `mallard report DIR`.
+pub const HTML: crate::writer::Page = crate::writer::Page {
+    name: "index.html",
+    render,
+};
 pub use plots::{expected_plots, plotted_kinds, PALETTE, PLOT_SIZE};
 
 #[cfg(test)]
