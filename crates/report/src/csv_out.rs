@@ -9,7 +9,7 @@ use crate::writer::{Doc, View, Writer};
 use crate::ReportError;
 use std::io;
 
-fn csv_err(file: &str) -> impl Fn(String) -> ReportError + '_ {
+pub(crate) fn csv_err(file: &str) -> impl Fn(String) -> ReportError + '_ {
     move |e| ReportError::Io {
         path: file.into(),
         source: io::Error::other(e),
@@ -80,6 +80,63 @@ impl Writer<View<'_>> for RssCsv {
     }
     fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
         Ok(vec![Doc::new(self.name(), rss_csv(&view.results)?)])
+    }
+}
+
+/// `occupancy.csv`: the arena occupancy timeline of every arena contender (one row per sample
+/// x mapped arena); no file where no contender has one.
+pub struct OccupancyCsv;
+
+impl Writer<View<'_>> for OccupancyCsv {
+    fn name(&self) -> &'static str {
+        "occupancy.csv"
+    }
+    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
+        let reps: Vec<_> = view
+            .results
+            .repetitions
+            .iter()
+            .filter_map(|r| Some((r, r.arena_occupancy.as_ref()?)))
+            .collect();
+        if reps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = csv_err("occupancy.csv");
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "trace",
+            "allocator",
+            "repetition",
+            "ops_done",
+            "arena",
+            "pools_in_use",
+            "total_pools",
+            "blocks_in_use",
+            "block_bytes",
+            "arena_bytes",
+        ])
+        .map_err(|e| err(e.to_string()))?;
+        for (r, o) in reps {
+            for s in &o.samples {
+                for a in &s.arenas {
+                    w.write_record([
+                        r.trace.as_str(),
+                        r.allocator.as_str(),
+                        &r.index.to_string(),
+                        &s.ops_done.to_string(),
+                        &a.index.to_string(),
+                        &a.pools_in_use.to_string(),
+                        &a.total_pools.to_string(),
+                        &a.blocks_in_use.to_string(),
+                        &a.block_bytes.to_string(),
+                        &o.arena_size.to_string(),
+                    ])
+                    .map_err(|e| err(e.to_string()))?;
+                }
+            }
+        }
+        let bytes = w.into_inner().map_err(|e| err(e.to_string()))?;
+        Ok(vec![Doc::new(self.name(), bytes)])
     }
 }
 

@@ -187,6 +187,16 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                     .collect::<Vec<_>>(),
             )
         );
+        for a in &results.allocators {
+            let occupancy = results
+                .repetitions
+                .iter()
+                .filter(|r| r.trace == t.name && r.allocator == a.name && r.failure.is_none())
+                .find_map(|r| r.arena_occupancy.as_ref());
+            if let Some(s) = occupancy.and_then(crate::occupancy::sentence) {
+                let _ = writeln!(out, "\nArena occupancy of {}: {}.", cell(&a.name), cell(&s));
+            }
+        }
         let _ = writeln!(out, "\nLatency (ns): p50 and p90 from runs of same-kind calls timed together; p99, p99.9 and max per call, timer floor subtracted (`<N`: below the timer's noise).\n");
         let _ = writeln!(
             out,

@@ -83,6 +83,7 @@ pub const REPORT_DIR: &[&dyn for<'a> Writer<View<'a>>] = &[
     &Json,
     &crate::csv_out::SummaryCsv,
     &crate::csv_out::RssCsv,
+    &crate::csv_out::OccupancyCsv,
     &crate::hist::Hgrm,
     &crate::html::HTML,
     &crate::markdown::MARKDOWN,

@@ -15,6 +15,7 @@
 //! sweep's) look the same; the labels come from [`crate::format`]. Like every writer here, this reads
 //! [`RunResults`] and never measures.
 
+mod occupancy;
 mod page;
 pub mod plots;
 

@@ -233,6 +233,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             ));
         }
         b.push_str("</div>\n");
+        b.push_str(&occupancy_section(results, &t.name));
     }
     let failures: Vec<_> = results
         .repetitions
@@ -270,4 +271,44 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     }
     b.push_str("</table>\n</details>\n");
     page("Mallard report", &b)
+}
+
+/// Where the memory is held, for every arena contender of `trace` (its first repetition with
+/// an occupancy timeline): the sentence, the heat map and the bytes plot.
+fn occupancy_section(results: &RunResults, trace: &str) -> String {
+    let mut b = String::new();
+    for a in &results.allocators {
+        let Some(o) = results
+            .repetitions
+            .iter()
+            .filter(|r| r.trace == trace && r.allocator == a.name && r.failure.is_none())
+            .find_map(|r| r.arena_occupancy.as_ref())
+        else {
+            continue;
+        };
+        let _ = writeln!(b, "<h3>Arena occupancy: {}</h3>", esc(&a.name));
+        if let Some(s) = crate::occupancy::sentence(o) {
+            let _ = writeln!(b, "<p><strong>{}</strong></p>", esc(&capitalise(&s)));
+        }
+        let _ = writeln!(
+            b,
+            "<div class=\"plots\">\n<figure>{}<figcaption>Every mapped arena (a row) over the batched pass's \
+             replay (first repetition), sampled between batches: the colour is the share of the arena's bytes in \
+             live blocks. An arena is unmapped only when all its pools are empty, so pale rows that stay are \
+             memory a few live objects pin.</figcaption></figure>\n<figure>{}<figcaption>What the mapped arenas \
+             hold: the gap between the two lines is memory the arenas keep from the OS (free blocks, empty pools, \
+             pool headers).</figcaption></figure>\n</div>",
+            super::occupancy::heatmap_svg(o, &a.name),
+            super::occupancy::bytes_svg(o, &a.name)
+        );
+    }
+    b
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
