@@ -122,6 +122,11 @@ impl std::str::FromStr for AllocatorName {
 /// null or a unique pointer); `free` and `realloc` accept exactly the pointers this backend
 /// returned and not yet freed, and null.
 pub unsafe trait Backend {
+    /// Whether this backend stands in for CPython's pymalloc, so that the operations a trace
+    /// marks as CPython's `raw` or `c` domain ([`crate::program::Op::SYSTEM`]) go to the
+    /// system allocator (glibc) instead, as in CPython; the engine branches on it at compile
+    /// time, so a backend that keeps the default pays nothing.
+    const ROUTES_DOMAINS: bool = false;
     /// # Safety
     /// See the trait.
     unsafe fn malloc(&mut self, size: usize) -> *mut u8;
@@ -578,6 +583,7 @@ impl ArenaBackend {
 
 // SAFETY: forwards to mallard-arena, whose API has the C allocator contract.
 unsafe impl Backend for ArenaBackend {
+    const ROUTES_DOMAINS: bool = true;
     #[inline(always)]
     unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
         // SAFETY: plain malloc call.

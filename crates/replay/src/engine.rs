@@ -22,8 +22,12 @@
 //! Pointers pass through [`opaque`], a register-only `black_box`, so no call can be optimised
 //! away (`std::hint::black_box` forces each pointer through the stack: three extra memory
 //! operations per call in the hottest loop).
+//!
+//! An operation marked [`Op::SYSTEM`] (CPython's `raw` or `c` domain) goes to glibc instead
+//! when the backend stands in for pymalloc ([`Backend::ROUTES_DOMAINS`], a constant: for
+//! every other backend the test compiles away).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Glibc};
 use crate::measure::{read_start, read_stop};
 use crate::program::{Op, OpKind, Program, GROUP, KINDS};
 use hdrhistogram::Histogram;
@@ -196,7 +200,11 @@ unsafe fn free_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) {
     // pointer.
     unsafe {
         let s = slots.add(op.slot as usize);
-        b.free(opaque(*s));
+        if B::ROUTES_DOMAINS && op.system() {
+            Glibc.free(opaque(*s));
+        } else {
+            b.free(opaque(*s));
+        }
         *s = ptr::null_mut();
     }
 }
@@ -212,6 +220,9 @@ unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool 
     unsafe {
         let s = slots.add(op.slot as usize);
         let size = op.size as usize;
+        if B::ROUTES_DOMAINS && op.system() {
+            return system_op(s, op);
+        }
         let p = match op.kind {
             OpKind::Malloc => b.malloc(size),
             OpKind::Calloc => b.calloc(size),
@@ -219,6 +230,29 @@ unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool 
             // Free never comes here (the callers branch on it first); naming it with Realloc
             // keeps the match to the four calls, with no fifth arm to compile.
             OpKind::Realloc | OpKind::Free => b.realloc(*s, size),
+        };
+        *s = opaque(p);
+        !p.is_null() || size == 0
+    }
+}
+
+/// [`alloc_op`] of an operation marked [`Op::SYSTEM`] for a backend that routes domains: the
+/// system allocator serves it (see `program`'s module doc). Out of line: the routing backends'
+/// loops keep one branch and a call, the others none.
+///
+/// # Safety
+/// As [`alloc_op`]; the slot's object (for a realloc) came from the system allocator.
+#[inline(never)]
+unsafe fn system_op(s: *mut *mut u8, op: &Op) -> bool {
+    let size = op.size as usize;
+    // SAFETY: the caller's contract; a realloc's object was allocated here too, as the mark
+    // follows the object.
+    unsafe {
+        let p = match op.kind {
+            OpKind::Malloc => Glibc.malloc(size),
+            OpKind::Calloc => Glibc.calloc(size),
+            OpKind::Aligned => Glibc.aligned(1usize << op.align_log2, size),
+            OpKind::Realloc | OpKind::Free => Glibc.realloc(*s, size),
         };
         *s = opaque(p);
         !p.is_null() || size == 0
