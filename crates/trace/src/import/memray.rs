@@ -285,19 +285,6 @@ pub fn convert_from(
     let mut line = String::new();
     let mut line_no = 0u64;
     let mut ended = None;
-    let emit = |sum: &mut MemraySummary,
-                sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
-                thread: u32,
-                domain: Domain,
-                event: Event| {
-        sum.counts.add(&event);
-        sink(Record {
-            thread,
-            timestamp_ns: None,
-            domain,
-            event,
-        })
-    };
     loop {
         line.clear();
         if input
@@ -329,11 +316,12 @@ pub fn convert_from(
                 let num: u32 = num
                     .parse()
                     .map_err(|_| bad(line_no, format!("bad allocator number `{num}`")))?;
-                let name = NAMES.iter().find(|n| **n == name).ok_or_else(|| {
+                let known = NAMES.iter().copied().find(|n| *n == name);
+                let known = known.ok_or_else(|| {
                     bad(line_no, format!("unknown memray allocator kind `{name}`"))
                 })?;
-                let (k, d) = kind(name).expect("every name in NAMES has a kind");
-                kinds.insert(num, (k, d, name));
+                let (k, d) = kind(known).expect("every name in NAMES has a kind");
+                kinds.insert(num, (k, d, known));
             }
             continue;
         }
@@ -363,12 +351,12 @@ pub fn convert_from(
         *sum.by_allocator.entry(name.to_string()).or_default() += 1;
         let n_threads = threads.len() as u32;
         let thread = *threads.entry(tid).or_insert(n_threads);
-        // The free before a realloc is its old half; any other record ends the wait.
+        // The free before a realloc of its family (C or pymalloc) is its old half; any other
+        // record ends the wait.
         let old = pending.remove(&thread);
-        if let Some((_, Some((id, d)), _)) = old {
-            if k != Kind::Realloc {
-                emit(&mut sum, sink, thread, d, Event::Free { id })?;
-            }
+        let merge = k == Kind::Realloc && old.is_some_and(|(_, _, d)| d == domain);
+        if let (false, Some((_, Some((id, d)), _))) = (merge, old) {
+            emit(&mut sum, sink, thread, d, Event::Free { id })?;
         }
         match k {
             Kind::Mmap => sum.mmaps += 1,
@@ -391,7 +379,7 @@ pub fn convert_from(
                     sum.object_domain += 1;
                 }
                 let event = match (k, old) {
-                    (Kind::Realloc, Some((_, Some((old, _)), _))) => Event::Realloc {
+                    (Kind::Realloc, Some((_, Some((old, _)), _))) if merge => Event::Realloc {
                         old,
                         new: id,
                         size,
@@ -437,9 +425,25 @@ pub fn convert_from(
             emit(&mut sum, sink, thread, d, Event::Free { id })?;
         }
     }
-    sum.live_at_end = (sum.counts.malloc + sum.counts.calloc + sum.counts.aligned)
-        .saturating_sub(sum.counts.frees);
+    sum.live_at_end = live.len() as u64;
     Ok(sum)
+}
+
+/// Counts and sends one record.
+fn emit(
+    sum: &mut MemraySummary,
+    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+    thread: u32,
+    domain: Domain,
+    event: Event,
+) -> Result<(), TraceError> {
+    sum.counts.add(&event);
+    sink(Record {
+        thread,
+        timestamp_ns: None,
+        domain,
+        event,
+    })
 }
 
 #[cfg(test)]
