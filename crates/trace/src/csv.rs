@@ -4,21 +4,25 @@
 //! # mallard-trace v1
 //! # program: synthetic:python-objects
 //! # seed: 42
-//! thread,timestamp_ns,op,id,new_id,size,align
+//! thread,timestamp_ns,op,id,new_id,size,align,domain
 //! 0,,malloc,0,,48,
 //! 0,,aligned,1,,4096,64
 //! 0,1500,realloc,0,2,96,
 //! 1,,free,1,,,
+//! 0,,malloc,3,,24,,object
 //! ```
 //!
 //! * Line 1 is exactly `# mallard-trace v1`; it is how [`crate::open`] recognises the form.
 //! * Then metadata, one `# key: value` line each (keys as in the binary form; in values, `\\`,
 //!   `\n` and `\r` stand for a backslash, a line feed and a carriage return), then the column
-//!   line `thread,timestamp_ns,op,id,new_id,size,align`.
+//!   line `thread,timestamp_ns,op,id,new_id,size,align,domain` (or, as written before domains
+//!   existed, without `,domain`: every object is then of domain `c`).
 //! * Then one event a line. `op` is `malloc`, `calloc`, `aligned`, `free` or `realloc`. Fields an
 //!   op does not use are empty, and must be: `new_id` is only for `realloc` (where `id` is the old
 //!   object), `size` for allocations and `realloc`, `align` for allocations (empty means 0).
-//!   An empty `timestamp_ns` means "no timestamp".
+//!   An empty `timestamp_ns` means "no timestamp". The `domain` field (`c`, `raw`, `mem`,
+//!   `object`) may be left out or empty, which means `c`; writers leave it out for `c`, so a
+//!   trace of plain mallocs has the same event lines as before domains existed.
 //! * After the column line, blank lines and lines starting with `#` are ignored.
 //!
 //! Ids are explicit here (the binary form leaves them implicit), so a hand-edited file can break
@@ -28,15 +32,17 @@
 
 use crate::error::{quote, Location, TraceError};
 use crate::format::check_header;
-use crate::model::{AllocKind, Event, Header, Record};
+use crate::model::{AllocKind, Domain, Event, Header, Record};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first line of every CSV trace.
 pub const FIRST_LINE: &str = "# mallard-trace v1";
-/// The column line that ends the header.
-pub const COLUMNS: &str = "thread,timestamp_ns,op,id,new_id,size,align";
+/// The column line that ends the header (writers write this one).
+pub const COLUMNS: &str = "thread,timestamp_ns,op,id,new_id,size,align,domain";
+/// The column line of files without the domain column: every object is of domain `c`.
+pub const COLUMNS_NO_DOMAIN: &str = "thread,timestamp_ns,op,id,new_id,size,align";
 /// Longest line a reader accepts (a metadata value may be up to 1 MiB, escaped).
 pub const MAX_LINE: usize = 4 << 20;
 
@@ -53,8 +59,17 @@ pub(crate) fn write_header(header: &Header, w: &mut impl Write) -> io::Result<()
     writeln!(w, "{COLUMNS}")
 }
 
-/// Writes one record as a line.
+/// Writes one record as a line (the domain field only when it is not `c`).
 pub(crate) fn write_record(rec: &Record, w: &mut impl Write) -> io::Result<()> {
+    write_fields(rec, w)?;
+    if rec.domain != Domain::C {
+        write!(w, ",{}", rec.domain.name())?;
+    }
+    writeln!(w)
+}
+
+/// The seven fields every line has, without the line end.
+fn write_fields(rec: &Record, w: &mut impl Write) -> io::Result<()> {
     write!(w, "{},", rec.thread)?;
     if let Some(ts) = rec.timestamp_ns {
         write!(w, "{ts}")?;
@@ -70,10 +85,10 @@ pub(crate) fn write_record(rec: &Record, w: &mut impl Write) -> io::Result<()> {
             if align != 0 {
                 write!(w, "{align}")?;
             }
-            writeln!(w)
+            Ok(())
         }
-        Event::Free { id } => writeln!(w, ",free,{id},,,"),
-        Event::Realloc { old, new, size } => writeln!(w, ",realloc,{old},{new},{size},"),
+        Event::Free { id } => write!(w, ",free,{id},,,"),
+        Event::Realloc { old, new, size } => write!(w, ",realloc,{old},{new},{size},"),
     }
 }
 
@@ -123,6 +138,8 @@ pub(crate) struct Decoder {
     line: u64,
     /// The line of the record returned last (0 before the first).
     record_line: u64,
+    /// Whether the column line has the `domain` column.
+    with_domain: bool,
 }
 
 impl Decoder {
@@ -137,6 +154,7 @@ impl Decoder {
             buf: Vec::new(),
             line: 0,
             record_line: 0,
+            with_domain: false,
         };
         let first = d.read_line()?.map(str::to_string);
         match first.as_deref() {
@@ -154,7 +172,8 @@ impl Decoder {
             let Some(line) = d.read_line()? else {
                 return Err(d.corrupt(format!("the file ends before the column line `{COLUMNS}`")));
             };
-            if line.trim() == COLUMNS {
+            if line.trim() == COLUMNS || line.trim() == COLUMNS_NO_DOMAIN {
+                d.with_domain = line.trim() == COLUMNS;
                 break;
             }
             if line.trim().is_empty() {
@@ -178,6 +197,7 @@ impl Decoder {
     }
 
     pub(crate) fn next_record(&mut self) -> Result<Option<Record>, TraceError> {
+        let with_domain = self.with_domain;
         loop {
             let Some(line) = self.read_line()? else {
                 return Ok(None);
@@ -186,7 +206,7 @@ impl Decoder {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let rec = parse_record(line).map_err(|msg| self.corrupt(msg))?;
+            let rec = parse_record(line, with_domain).map_err(|msg| self.corrupt(msg))?;
             self.record_line = self.line;
             return Ok(Some(rec));
         }
@@ -240,14 +260,32 @@ fn parse_metadata_line(line: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), unescape(value)?))
 }
 
-/// One event line.
-pub(crate) fn parse_record(line: &str) -> Result<Record, String> {
+/// One event line; `with_domain`: the column line has the `domain` column, so the line may
+/// have an eighth field.
+pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, String> {
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-    let [thread, ts, op, id, new_id, size, align] = fields[..] else {
-        return Err(format!(
-            "expected 7 comma-separated fields ({COLUMNS}), found {}",
-            fields.len()
-        ));
+    let (thread, ts, op, id, new_id, size, align, domain) = match fields[..] {
+        [thread, ts, op, id, new_id, size, align] => (thread, ts, op, id, new_id, size, align, ""),
+        [thread, ts, op, id, new_id, size, align, domain] if with_domain => {
+            (thread, ts, op, id, new_id, size, align, domain)
+        }
+        _ if with_domain => {
+            return Err(format!(
+                "expected 7 or 8 comma-separated fields ({COLUMNS}), found {}",
+                fields.len()
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "expected 7 comma-separated fields ({COLUMNS_NO_DOMAIN}), found {}",
+                fields.len()
+            ))
+        }
+    };
+    let domain = if domain.is_empty() {
+        Domain::C
+    } else {
+        domain.parse::<Domain>()?
     };
     let num = |name: &str, s: &str| -> Result<u64, String> {
         if s.is_empty() {
@@ -316,6 +354,7 @@ pub(crate) fn parse_record(line: &str) -> Result<Record, String> {
     Ok(Record {
         thread,
         timestamp_ns,
+        domain,
         event,
     })
 }
@@ -336,6 +375,7 @@ mod tests {
             Record {
                 thread: 3,
                 timestamp_ns: Some(1500),
+                domain: crate::model::Domain::C,
                 event: Event::Alloc {
                     id: 1,
                     size: 4096,
@@ -351,6 +391,7 @@ mod tests {
             Record {
                 thread: 1,
                 timestamp_ns: Some(0),
+                domain: crate::model::Domain::C,
                 event: Event::Free { id: 1 },
             },
         ];
@@ -363,13 +404,76 @@ mod tests {
             text,
             "0,,malloc,0,,48,\n3,1500,aligned,1,,4096,64\n0,,realloc,0,2,96,\n1,0,free,1,,,\n"
         );
-        let back: Vec<Record> = text.lines().map(|l| parse_record(l).unwrap()).collect();
+        let back: Vec<Record> = text
+            .lines()
+            .map(|l| parse_record(l, true).unwrap())
+            .collect();
         assert_eq!(back, recs);
+    }
+
+    fn read_text(text: &str) -> Result<Vec<Record>, TraceError> {
+        crate::TraceReader::from_bytes(Path::new("t.csv"), text.as_bytes().to_vec())?.collect()
+    }
+
+    #[test]
+    fn the_domain_column_is_optional() {
+        let malloc = |id, domain| Record {
+            domain,
+            ..Record::new(Event::Alloc {
+                id,
+                size: 24,
+                align: 0,
+                kind: AllocKind::Malloc,
+            })
+        };
+        // Without the column (as written before domains existed): every object is `c`.
+        let old = "# mallard-trace v1\nthread,timestamp_ns,op,id,new_id,size,align\n\
+                   0,,malloc,0,,24,\n0,,malloc,1,,24,\n";
+        assert_eq!(
+            read_text(old).unwrap(),
+            [malloc(0, Domain::C), malloc(1, Domain::C)]
+        );
+        // An eighth field needs the column.
+        let err = read_text(&format!("{old}0,,malloc,2,,24,,mem\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("t.csv: line 5: expected 7"),
+            "{err}"
+        );
+        // With it: absent or empty is `c`.
+        let new = "# mallard-trace v1\nthread,timestamp_ns,op,id,new_id,size,align,domain\n\
+                   0,,malloc,0,,24,\n0,,malloc,1,,24,,\n0,,malloc,2,,24,,raw\n\
+                   0,,malloc,3,,24,,mem\n0,,malloc,4,,24,,object\n0,,free,4,,,,object\n";
+        let recs = read_text(new).unwrap();
+        assert_eq!(
+            recs[..5],
+            [
+                malloc(0, Domain::C),
+                malloc(1, Domain::C),
+                malloc(2, Domain::Raw),
+                malloc(3, Domain::Mem),
+                malloc(4, Domain::Object),
+            ]
+        );
+        assert_eq!(recs[5].domain, Domain::Object);
+        let err = read_text(&format!("{new}0,,malloc,5,,24,,heap\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("t.csv: line 9: unknown domain \"heap\""),
+            "{err}"
+        );
+        // Writers write the column, and the domain only when it is not `c`.
+        let mut out = Vec::new();
+        write_record(&malloc(0, Domain::C), &mut out).unwrap();
+        write_record(&malloc(1, Domain::Object), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0,,malloc,0,,24,\n0,,malloc,1,,24,,object\n"
+        );
     }
 
     #[test]
     fn bad_lines_say_what_is_wrong() {
-        let err = |l| parse_record(l).unwrap_err();
+        let err = |l| parse_record(l, false).unwrap_err();
         assert!(err("0,,free,1,,16,").contains("`free` takes no size"));
         assert!(err("0,,malloc,1,,,").contains("`malloc` needs a value for size"));
         assert!(err("0,,munmap,1,,,").contains("unknown op `munmap`"));

@@ -1,6 +1,6 @@
 //! # mallard-trace: what an allocation trace is, and how it is stored
 //!
-//! This crate owns the trace model ([`model`]), Mallard's binary file format v1 and its CSV
+//! This crate owns the trace model ([`model`]), Mallard's binary file format v2 (reading v1 too) and its CSV
 //! form ([`format`](mod@format), [`csv`]), the model's invariants ([`Validator`]), streaming
 //! statistics for `mallard inspect` ([`stats`]), the synthetic workload generators ([`gen`]) and
 //! importers of other tools' traces ([`import`]). The format is specified byte by byte in
@@ -57,7 +57,7 @@ impl<T: Read + Seek + Send> ReadSeek for T {}
 /// The two ways a trace is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
-    /// Binary format v1 (`.mtr`): compact, checksummed, streamable.
+    /// Binary format v2 (`.mtr`): compact, checksummed, streamable.
     Binary,
     /// The CSV form (`.csv`): for people, diffs and hand-written tests.
     Csv,
@@ -181,7 +181,7 @@ impl TraceReader {
         }
     }
 
-    /// Event counts from the file's trailer when the format has one (binary v1), else `None`.
+    /// Event counts from the file's trailer when the format has one (binary), else `None`.
     /// Available as soon as the file is open when it is a regular file (the trailer is read
     /// first), and from a pipe only once the end is reached; the reader checks them against the
     /// events at the end, and fails there if they differ.
@@ -516,6 +516,7 @@ mod tests {
             recs.push(Record {
                 thread,
                 timestamp_ns,
+                domain: Domain::C,
                 event,
             });
         }
@@ -571,7 +572,7 @@ mod tests {
              # empty:\n\
              # note: two\\nlines, and a \\\\ backslash\n\
              # program: test\n\
-             thread,timestamp_ns,op,id,new_id,size,align\n\
+             thread,timestamp_ns,op,id,new_id,size,align,domain\n\
              0,,malloc,0,,1,\n\
              0,987,malloc,1,,17,\n\
              0,974,aligned,2,,2,64\n\
@@ -877,10 +878,10 @@ mod tests {
         assert!(err.contains("empty"), "{err}");
         let err = read_bytes(b"# mallard-trace v2\n").unwrap_err();
         assert!(matches!(err, TraceError::Unsupported { .. }), "{err}");
-        let mut v2 = bytes_of(&sample(), Form::Binary, 64);
-        v2[8] = 2;
+        let mut v3 = bytes_of(&sample(), Form::Binary, 64);
+        v3[8] = 3;
         assert!(matches!(
-            read_bytes(&v2).unwrap_err(),
+            read_bytes(&v3).unwrap_err(),
             TraceError::Unsupported { .. }
         ));
     }
@@ -946,6 +947,8 @@ mod tests {
             out.push(Record {
                 thread,
                 timestamp_ns,
+                // Every domain, from a choice the event already made.
+                domain: Domain::from_code(align_log),
                 event,
             });
         }

@@ -39,6 +39,79 @@ impl AllocKind {
     }
 }
 
+/// Which allocator interface an allocation came through. A property of the object: the domain of
+/// a free or realloc is its object's, where the producer knows it (a consumer should take it from
+/// the allocation). Everything that sees only malloc (the importers, a plain `mallard record`)
+/// records `c`, the default.
+///
+/// CPython has three allocator domains (`PyMem_RawMalloc`, `PyMem_Malloc`, `PyObject_Malloc`);
+/// `mallard record --python` records which one each call went through, so a replay can route
+/// `mem` and `object` calls to a pymalloc-like arena and the rest to the system allocator, as
+/// CPython does.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    /// A plain `malloc` family call from C code.
+    #[default]
+    C,
+    /// CPython's raw domain (`PyMem_RawMalloc`): always the system allocator.
+    Raw,
+    /// CPython's mem domain (`PyMem_Malloc`): pymalloc by default.
+    Mem,
+    /// CPython's object domain (`PyObject_Malloc`): pymalloc by default.
+    Object,
+}
+
+impl Domain {
+    /// Every domain, in the order of their codes (`Domain::ALL[d.code()] == d`).
+    pub const ALL: [Domain; 4] = [Domain::C, Domain::Raw, Domain::Mem, Domain::Object];
+
+    /// The lowercase name used in CSV, JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::C => "c",
+            Domain::Raw => "raw",
+            Domain::Mem => "mem",
+            Domain::Object => "object",
+        }
+    }
+
+    /// The 2-bit code the binary form and the recorder's raw records store.
+    #[inline(always)]
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The domain of a 2-bit code (only the low two bits are used).
+    #[inline(always)]
+    pub fn from_code(code: u8) -> Domain {
+        Domain::ALL[(code & 3) as usize]
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Domain {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Domain, String> {
+        Domain::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown domain \"{}\" (expected c, raw, mem or object)",
+                    crate::quote(s)
+                )
+            })
+    }
+}
+
 /// One allocator call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -63,11 +136,14 @@ pub enum Event {
 }
 
 /// An event with its context: the thread that made the call (a dense index, 0 for the first
-/// thread seen) and an optional timestamp in nanoseconds since the start of the recording.
+/// thread seen), an optional timestamp in nanoseconds since the start of the recording, and the
+/// allocator domain of its object ([`Domain::C`] unless the producer knows better).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub thread: u32,
     pub timestamp_ns: Option<u64>,
+    #[serde(default)]
+    pub domain: Domain,
     pub event: Event,
 }
 
@@ -77,6 +153,7 @@ impl Record {
         Record {
             thread: 0,
             timestamp_ns: None,
+            domain: Domain::C,
             event,
         }
     }

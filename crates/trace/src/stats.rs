@@ -12,7 +12,7 @@
 
 use crate::format::EventCounts;
 use crate::live::LiveTable;
-use crate::model::{Event, Record};
+use crate::model::{Domain, Event, Record};
 use serde::{Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
@@ -28,6 +28,10 @@ pub struct TraceStats {
     pub counts: EventCounts,
     /// Distinct threads that made at least one call.
     pub threads: u64,
+    /// Objects created (allocations and the new side of reallocs) by allocator domain.
+    /// Serialized as `{"c": n, "raw": n, "mem": n, "object": n}`.
+    #[serde(serialize_with = "serialize_domains")]
+    pub domains: [u64; 4],
     /// Requested sizes in power-of-two buckets: `size_histogram[k]` counts sizes in
     /// `(2^(k-1), 2^k]` (bucket 0: sizes 0 and 1). Serialized as the non-empty buckets.
     #[serde(serialize_with = "serialize_histogram")]
@@ -65,6 +69,7 @@ impl TraceStats {
             events: 0,
             counts: EventCounts::default(),
             threads: 0,
+            domains: [0; 4],
             size_histogram: vec![0; SIZE_BUCKETS],
             bytes_allocated: 0,
             peak_live_bytes: 0,
@@ -96,9 +101,13 @@ impl TraceStats {
             self.last_timestamp_ns = Some(ts);
         }
         match rec.event {
-            Event::Alloc { id, size, .. } => self.create(id, size),
+            Event::Alloc { id, size, .. } => {
+                self.domains[rec.domain.code() as usize] += 1;
+                self.create(id, size)
+            }
             Event::Free { id } => self.kill(id),
             Event::Realloc { old, new, size } => {
+                self.domains[rec.domain.code() as usize] += 1;
                 self.kill(old);
                 self.create(new, size);
             }
@@ -178,6 +187,14 @@ fn serialize_histogram<S: Serializer>(h: &[u64], s: S) -> Result<S::Ok, S::Error
     )
 }
 
+fn serialize_domains<S: Serializer>(d: &[u64; 4], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        Domain::ALL
+            .iter()
+            .map(|dom| (dom.name(), d[dom.code() as usize])),
+    )
+}
+
 /// `1234567` as `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -237,6 +254,24 @@ impl fmt::Display for TraceStats {
         }
         writeln!(f, "threads      {:>14}", thousands(self.threads))?;
         writeln!(f, "objects      {:>14}  created", thousands(c.objects()))?;
+        let objects = c.objects();
+        for d in Domain::ALL {
+            let n = self.domains[d.code() as usize];
+            // Every domain with objects, and `c` always (so a trace of plain mallocs says so).
+            if n > 0 || d == Domain::C {
+                let share = if objects == 0 {
+                    0.0
+                } else {
+                    100.0 * n as f64 / objects as f64
+                };
+                writeln!(
+                    f,
+                    "  {:<10} {:>14}  {share:5.1}%  domain",
+                    d.name(),
+                    thousands(n)
+                )?;
+            }
+        }
         writeln!(
             f,
             "bytes        {:>14}  requested in total",
@@ -301,6 +336,7 @@ mod tests {
         Record {
             thread,
             timestamp_ns: None,
+            domain: crate::model::Domain::C,
             event,
         }
     }
@@ -351,6 +387,7 @@ mod tests {
             Record {
                 thread: 2,
                 timestamp_ns: Some(7),
+                domain: crate::model::Domain::C,
                 event: Event::Alloc {
                     id: 5,
                     size: 4096,
@@ -361,6 +398,7 @@ mod tests {
             Record {
                 thread: 0,
                 timestamp_ns: Some(9),
+                domain: crate::model::Domain::C,
                 event: Event::Free { id: 5 },
             },
             rec(0, Event::Free { id: 1 }),
@@ -447,5 +485,52 @@ mod tests {
         let s = s.finish();
         assert_eq!(s.threads, 2);
         let _ = s.to_string();
+    }
+
+    #[test]
+    fn counts_objects_by_domain() {
+        let mut s = TraceStats::new();
+        let in_domain = |domain, event| Record {
+            domain,
+            ..rec(0, event)
+        };
+        s.add(&rec(0, alloc(0, 8)));
+        s.add(&in_domain(Domain::Object, alloc(1, 16)));
+        s.add(&in_domain(Domain::Object, alloc(2, 32)));
+        s.add(&in_domain(
+            Domain::Mem,
+            Event::Realloc {
+                old: 1,
+                new: 3,
+                size: 600,
+            },
+        ));
+        s.add(&in_domain(Domain::Raw, alloc(4, 1024)));
+        s.add(&in_domain(Domain::Object, Event::Free { id: 2 }));
+        let s = s.finish();
+        assert_eq!(s.domains, [1, 1, 1, 2]);
+        let text = s.to_string();
+        assert!(
+            text.contains("  c                       1   20.0%  domain"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  object                  2   40.0%  domain"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["domains"],
+            serde_json::json!({"c": 1, "raw": 1, "mem": 1, "object": 2})
+        );
+        // A trace of plain mallocs shows its `c` line only.
+        let mut plain = TraceStats::new();
+        plain.add(&rec(0, alloc(0, 8)));
+        let text = plain.finish().to_string();
+        assert!(
+            text.contains("  c                       1  100.0%  domain"),
+            "{text}"
+        );
+        assert!(!text.contains("  object "), "{text}");
     }
 }

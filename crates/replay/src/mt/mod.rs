@@ -283,6 +283,7 @@ mod tests {
         Record {
             thread,
             timestamp_ns: None,
+            domain: mallard_trace::Domain::C,
             event,
         }
     }

@@ -1,4 +1,4 @@
-//! Reading binary v1 as a stream, one block in memory at a time.
+//! Reading binary v2 (and v1) as a stream, one block in memory at a time.
 //!
 //! Order of checks, so that nothing unchecked is ever used: the header's lengths against the
 //! file's size, then its CRC, then its contents; the trailer (the last 64 bytes) the same way,
@@ -16,7 +16,7 @@ use super::varint::{self, VarintError};
 use super::*;
 use crate::error::{Location, TraceError};
 use crate::input::{read_full, Input, SeekableRead};
-use crate::model::{ObjectId, Record};
+use crate::model::{Domain, ObjectId, Record};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
@@ -52,6 +52,9 @@ pub(crate) struct Decoder {
     payload: Vec<u8>,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     state: CodecState,
+    /// The tag bits that hold the domain: [`F_DOMAIN`] in v2, none in v1 (where they are
+    /// reserved, so a v1 file decodes as all `c`).
+    domain_bits: u8,
     counts: EventCounts,
     blocks: u64,
     /// Events returned so far.
@@ -109,17 +112,24 @@ impl Decoder {
             return Err(corrupt(0, "not a Mallard binary trace (bad magic)".into()));
         }
         let version = u16::from_le_bytes([fixed[8], fixed[9]]);
-        if version != VERSION {
-            return Err(TraceError::unsupported(
-                path,
-                format!("binary format version {version}; this reader knows version {VERSION}"),
-            ));
-        }
+        let domain_bits = match version {
+            VERSION => F_DOMAIN,
+            VERSION_1 => 0,
+            _ => {
+                return Err(TraceError::unsupported(
+                    path,
+                    format!(
+                        "binary format version {version}; this reader knows versions \
+                         {VERSION_1} and {VERSION}"
+                    ),
+                ))
+            }
+        };
         let flags = u16::from_le_bytes([fixed[10], fixed[11]]);
         if flags != 0 {
             return Err(TraceError::unsupported(
                 path,
-                format!("header flags {flags:#06x}; version 1 defines none"),
+                format!("header flags {flags:#06x}; version {version} defines none"),
             ));
         }
         let meta_len = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]) as u64;
@@ -200,6 +210,7 @@ impl Decoder {
             payload: Vec::new(),
             zstd: None,
             state: CodecState::default(),
+            domain_bits,
             counts: EventCounts::default(),
             blocks: 0,
             events: 0,
@@ -267,8 +278,9 @@ impl Decoder {
         self.batch_pos = 0;
         self.batch_len = 0;
         let (state, block, pos) = (&mut self.state, &self.block[..], &mut self.pos);
+        let domain_bits = self.domain_bits;
         for slot in &mut self.batch[..n] {
-            if let Err(msg) = decode_into(state, block, pos, slot) {
+            if let Err(msg) = decode_into(state, block, pos, slot, domain_bits) {
                 self.pending = Some(msg);
                 self.left_in_block = 0;
                 return;
@@ -517,7 +529,7 @@ impl Decoder {
     }
 }
 
-/// Decodes one event at `*pos`. The error says what was wrong with the bytes.
+/// Decodes one v2 event at `*pos`. The error says what was wrong with the bytes.
 #[cfg(test)]
 pub(crate) fn decode_event(
     state: &mut CodecState,
@@ -525,11 +537,12 @@ pub(crate) fn decode_event(
     pos: &mut usize,
 ) -> Result<Record, String> {
     let mut rec = Record::new(Event::Free { id: 0 });
-    decode_into(state, buf, pos, &mut rec)?;
+    decode_into(state, buf, pos, &mut rec, F_DOMAIN)?;
     Ok(rec)
 }
 
-/// Decodes one event at `*pos` into `out` (untouched, or partly written, on error). The error
+/// Decodes one event at `*pos` into `out` (untouched, or partly written, on error);
+/// `domain_bits` are the tag bits that hold the domain ([`F_DOMAIN`] in v2, 0 in v1). The error
 /// says what was wrong with the bytes.
 #[inline(always)]
 fn decode_into(
@@ -537,14 +550,17 @@ fn decode_into(
     buf: &[u8],
     pos: &mut usize,
     out: &mut Record,
+    domain_bits: u8,
 ) -> Result<(), String> {
-    let tag = *buf.get(*pos).ok_or(VarintError::Truncated.describe())?;
+    let full_tag = *buf.get(*pos).ok_or(VarintError::Truncated.describe())?;
     *pos += 1;
+    let domain = Domain::from_code((full_tag & domain_bits) >> DOMAIN_SHIFT);
+    let tag = full_tag & !domain_bits;
     let op = tag & OP_MASK;
-    // A tag of 0 to 4 is an op without a thread, time or alignment field (every event of a
-    // single-threaded trace without timestamps): none of the tag's checks can fail.
+    // A tag of 0 to 4 (domain aside) is an op without a thread, time or alignment field (every
+    // event of a single-threaded trace without timestamps): none of the tag's checks can fail.
     let timestamp_ns = if tag > OP_REALLOC {
-        decode_context(state, buf, pos, tag)?
+        decode_context(state, buf, pos, tag, full_tag)?
     } else {
         None
     };
@@ -588,26 +604,29 @@ fn decode_into(
     };
     out.thread = state.thread;
     out.timestamp_ns = timestamp_ns;
+    out.domain = domain;
     out.event = event;
     Ok(())
 }
 
 /// The checks of a tag with flags or a bad op, then its thread and time fields, in the order
-/// they come; returns the event's timestamp.
+/// they come; returns the event's timestamp. `tag` is without its domain bits, `full_tag` as
+/// stored (for messages).
 #[inline]
 fn decode_context(
     state: &mut CodecState,
     buf: &[u8],
     pos: &mut usize,
     tag: u8,
+    full_tag: u8,
 ) -> Result<Option<u64>, String> {
     let op = tag & OP_MASK;
     if tag & F_RESERVED != 0 || op > OP_REALLOC {
-        return Err(format!("bad event tag {tag:#04x}"));
+        return Err(format!("bad event tag {full_tag:#04x}"));
     }
     if tag & F_ALIGN != 0 && op >= OP_FREE {
         return Err(format!(
-            "event tag {tag:#04x} gives an alignment to a free or realloc"
+            "event tag {full_tag:#04x} gives an alignment to a free or realloc"
         ));
     }
     if tag & F_THREAD != 0 {

@@ -1,4 +1,4 @@
-//! Writing binary v1: header, blocks of varint-coded events, trailer.
+//! Writing binary v2: header, blocks of varint-coded events, trailer.
 //!
 //! The encoder trusts its input: [`crate::TraceWriter`] checks every record with
 //! [`super::encodable`] before it gets here, so new ids are the next ones and every id referred
@@ -36,7 +36,7 @@ impl Encoder {
         let mut bytes = Vec::with_capacity(HEADER_FIXED_LEN + metadata_len(header) + 4);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
-        bytes.extend_from_slice(&0u16.to_le_bytes()); // flags: none defined in v1
+        bytes.extend_from_slice(&0u16.to_le_bytes()); // flags: none defined
         bytes.extend_from_slice(&(metadata_len(header) as u32).to_le_bytes());
         encode_metadata(header, &mut bytes);
         let crc = crc32fast::hash(&bytes);
@@ -110,7 +110,7 @@ impl Encoder {
     }
 }
 
-/// Appends one event: tag, [thread], [timestamp delta], operands.
+/// Appends one event: tag (with the domain in its top bits), [thread], [timestamp delta], operands.
 #[inline]
 pub(crate) fn encode_event(state: &mut CodecState, rec: &Record, out: &mut Vec<u8>) {
     let (op, align) = match rec.event {
@@ -132,7 +132,7 @@ pub(crate) fn encode_event(state: &mut CodecState, rec: &Record, out: &mut Vec<u
         Event::Free { .. } => (OP_FREE, 0),
         Event::Realloc { .. } => (OP_REALLOC, 0),
     };
-    let mut tag = op;
+    let mut tag = op | rec.domain.code() << DOMAIN_SHIFT;
     if rec.thread != state.thread {
         tag |= F_THREAD;
     }

@@ -1,4 +1,4 @@
-//! Mallard's binary trace format, version 1 (`.mtr`).
+//! Mallard's binary trace format, version 2 (`.mtr`); version 1 is still read.
 //!
 //! The byte-level specification is `docs/trace-format.md`; this comment is the map of how the
 //! code keeps it.
@@ -39,6 +39,11 @@
 //! * **Untrusted input.** Every length is checked against a fixed cap *and* against the bytes
 //!   actually left in the file before anything is allocated; loops are bounded by the bytes they
 //!   consume. Any byte sequence decodes to a trace or to an error, never a panic or a hang.
+//! * **The domain costs nothing when it is `c`.** Version 2 stores an object's allocator domain
+//!   ([`crate::Domain`]) in the two top bits of the event's tag byte, which version 1 reserved
+//!   (and required to be 0): a trace of plain mallocs has exactly the event bytes it had in v1,
+//!   and decodes along the same fast path. A v1 file is read as all `c` (its decoder treats the
+//!   bits as reserved, as v1 did).
 //! * **One encoding per trace.** Varints must be minimal, reserved bits zero, a thread change
 //!   must change the thread, metadata keys sorted: the same trace always has the same bytes, so
 //!   byte equality of files is a meaningful test.
@@ -56,8 +61,10 @@ use std::collections::BTreeMap;
 
 /// The first 8 bytes of every binary trace.
 pub const MAGIC: [u8; 8] = *b"MALLARD\0";
-/// The format version this crate reads and writes.
-pub const VERSION: u16 = 1;
+/// The format version this crate writes (it reads this one and [`VERSION_1`]).
+pub const VERSION: u16 = 2;
+/// The first version: no domains (tag bits 6-7 reserved); read as every object of domain `c`.
+pub const VERSION_1: u16 = 1;
 /// Magic, version, flags, metadata length.
 pub const HEADER_FIXED_LEN: usize = 16;
 /// Cap on the metadata section of the header.
@@ -96,6 +103,10 @@ pub(crate) const F_TIME: u8 = 1 << 3;
 pub(crate) const F_THREAD: u8 = 1 << 4;
 /// An alignment byte follows (allocations only).
 pub(crate) const F_ALIGN: u8 = 1 << 5;
+/// Version 2: the object's domain code ([`crate::Domain::code`]); reserved (0) in version 1.
+pub(crate) const F_DOMAIN: u8 = 0b1100_0000;
+pub(crate) const DOMAIN_SHIFT: u32 = 6;
+/// Bits a decoder refuses once the domain bits are masked off (all of them in v1).
 pub(crate) const F_RESERVED: u8 = 0b1100_0000;
 
 /// Event counts by kind, as a binary trace's trailer states them (and as any stream can count

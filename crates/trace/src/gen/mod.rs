@@ -299,6 +299,7 @@ impl<'a> Out<'a> {
         (self.sink)(Record {
             thread,
             timestamp_ns: None,
+            domain: crate::model::Domain::C,
             event,
         })
     }

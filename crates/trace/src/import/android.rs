@@ -535,6 +535,7 @@ impl Converter<'_> {
         Ok(Some(Record {
             thread,
             timestamp_ns,
+            domain: crate::model::Domain::C, // Android's recordings see only malloc
             event,
         }))
     }

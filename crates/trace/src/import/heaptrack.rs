@@ -271,6 +271,7 @@ impl Converter<'_> {
                     sink(Record {
                         thread: 0,
                         timestamp_ns: Some(self.now_ns),
+                        domain: crate::model::Domain::C,
                         event,
                     })?;
                 }

@@ -313,6 +313,7 @@ pub fn convert_from(
             sink(Record {
                 thread: 0,
                 timestamp_ns: None,
+                domain: crate::model::Domain::C,
                 event,
             })?;
         }

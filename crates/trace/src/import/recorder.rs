@@ -565,6 +565,7 @@ pub fn convert_from(
             sink(Record {
                 thread: dense,
                 timestamp_ns: to_ns(r.tsc),
+                domain: crate::model::Domain::C,
                 event,
             })?;
         }

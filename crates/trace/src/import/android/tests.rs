@@ -22,6 +22,7 @@ fn rec(thread: u32, event: Event) -> Record {
     Record {
         thread,
         timestamp_ns: None,
+        domain: crate::model::Domain::C,
         event,
     }
 }
