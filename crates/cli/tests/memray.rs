@@ -9,14 +9,15 @@ use std::path::Path;
 use std::process::Command;
 
 /// A small program that allocates objects of many sizes, grows lists (reallocs) and frees most.
-const SCRIPT: &str = "import json\n\
-keep = []\n\
-for i in range(3000):\n\
-    s = json.dumps({'k': i, 'v': [i] * (i % 50)})\n\
-    if i % 10 == 0:\n\
-        keep.append(s)\n\
-b = [bytearray(i % 2000) for i in range(500)]\n\
-del b\n";
+const SCRIPT: &str = r#"import json
+keep = []
+for i in range(3000):
+    s = json.dumps({'k': i, 'v': [i] * (i % 50)})
+    if i % 10 == 0:
+        keep.append(s)
+b = [bytearray(i % 2000) for i in range(500)]
+del b
+"#;
 
 fn memray_ok() {
     let o = Command::new("python3")
