@@ -219,10 +219,22 @@ unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool 
     // pointer for Realloc and null or a dead value for allocations.
     unsafe {
         let s = slots.add(op.slot as usize);
-        let size = op.size as usize;
         if B::ROUTES_DOMAINS && op.system() {
             return system_op(s, op);
         }
+        alloc_in(b, s, op)
+    }
+}
+
+/// Executes an allocation or a realloc on `b` into slot `s`.
+///
+/// # Safety
+/// As [`alloc_op`], with `s` the op's slot, whose object (for a realloc) came from `b`.
+#[inline(always)]
+unsafe fn alloc_in<B: Backend>(b: &mut B, s: *mut *mut u8, op: &Op) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let size = op.size as usize;
         let p = match op.kind {
             OpKind::Malloc => b.malloc(size),
             OpKind::Calloc => b.calloc(size),
@@ -241,22 +253,12 @@ unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool 
 /// loops keep one branch and a call, the others none.
 ///
 /// # Safety
-/// As [`alloc_op`]; the slot's object (for a realloc) came from the system allocator.
+/// As [`alloc_op`]; the slot's object (for a realloc) came from the system allocator, as the
+/// mark follows the object.
 #[inline(never)]
 unsafe fn system_op(s: *mut *mut u8, op: &Op) -> bool {
-    let size = op.size as usize;
-    // SAFETY: the caller's contract; a realloc's object was allocated here too, as the mark
-    // follows the object.
-    unsafe {
-        let p = match op.kind {
-            OpKind::Malloc => Glibc.malloc(size),
-            OpKind::Calloc => Glibc.calloc(size),
-            OpKind::Aligned => Glibc.aligned(1usize << op.align_log2, size),
-            OpKind::Realloc | OpKind::Free => Glibc.realloc(*s, size),
-        };
-        *s = opaque(p);
-        !p.is_null() || size == 0
-    }
+    // SAFETY: the caller's contract.
+    unsafe { alloc_in(&mut Glibc, s, op) }
 }
 
 /// Writes the memory `op` just allocated, as the touch policy says.
