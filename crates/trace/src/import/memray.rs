@@ -262,6 +262,10 @@ fn kind(name: &str) -> Option<(Kind, Domain)> {
     Some((k, domain))
 }
 
+/// A free waiting for a realloc: its address, its object if that was live (with the object's
+/// domain), and the free's family (its domain).
+type Pending = (u64, Option<(ObjectId, Domain)>, Domain);
+
 /// As [`convert`], reading the reader script's lines from `input`; `path` names it in messages.
 pub fn convert_from(
     path: &Path,
@@ -280,7 +284,7 @@ pub fn convert_from(
     let mut threads: HashMap<u64, u32> = HashMap::new();
     // Per thread: a free just read (address, object if it was live, domain), which a realloc
     // record next on that thread turns into the realloc's old half.
-    let mut pending: HashMap<u32, (u64, Option<(ObjectId, Domain)>, Domain)> = HashMap::new();
+    let mut pending: HashMap<u32, Pending> = HashMap::new();
     let mut next_id: ObjectId = 0;
     let mut line = String::new();
     let mut line_no = 0u64;
