@@ -5,8 +5,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mallard_gate::config::{parse_margin, parse_percent, GateConfig, Margin};
-use mallard_gate::live::{self, GatePair, LivePlan, DEFAULT_TOGGLE};
-use mallard_gate::output;
+use mallard_gate::live::{self, LivePlan, DEFAULT_TOGGLE};
+use mallard_gate::{output, sides};
 use mallard_replay::backend::AllocatorName;
 use mallard_replay::contender::{self, Contender};
 use mallard_replay::engine::Touch;
@@ -91,7 +91,7 @@ pub struct GateArgs {
     only: Vec<String>,
     /// Passes to run: throughput (time, memory), batched (mean and p50 per kind), tail (p99,
     /// p99.9).
-    #[arg(long, value_delimiter = ',', default_value = "throughput,batched,tail", value_parser = parse_pass)]
+    #[arg(long, value_delimiter = ',', default_value = "throughput,batched,tail")]
     passes: Vec<Pass>,
     /// Run the baseline against itself (A/A): noise per metric and the smallest change this
     /// runner can detect with the budget; exit 3 if too noisy for the threshold.
@@ -177,136 +177,6 @@ fn config(a: &GateArgs) -> Result<GateConfig> {
     Ok(c)
 }
 
-/// `PRESET[,key=value...]` or `key=value,...` (over cpython-3.11).
-fn arena_config(spec: &str, flag: &str) -> Result<mallard_arena::Config> {
-    let mut parts = spec.splitn(2, ',');
-    let first = parts.next().unwrap_or("").trim();
-    let (preset, rest) = if first.contains('=') {
-        ("cpython-3.11", Some(spec))
-    } else {
-        (
-            if first.is_empty() {
-                "cpython-3.11"
-            } else {
-                first
-            },
-            parts.next(),
-        )
-    };
-    let mut c =
-        mallard_arena::Config::preset(preset).with_context(|| format!("{flag} '{spec}'"))?;
-    if let Some(r) = rest.filter(|r| !r.trim().is_empty()) {
-        c.apply_overrides(r)
-            .with_context(|| format!("{flag} '{spec}'"))?;
-    }
-    c.validate().with_context(|| format!("{flag} '{spec}'"))?;
-    Ok(c)
-}
-
-fn env_pairs(v: &[String], flag: &str) -> Result<Vec<(String, String)>> {
-    v.iter()
-        .map(|s| {
-            s.split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| anyhow!("{flag} '{s}': expected KEY=VALUE"))
-        })
-        .collect()
-}
-
-fn existing(p: &Path, flag: &str) -> Result<PathBuf> {
-    if !p.is_file() {
-        bail!("{flag} {}: no such file", p.display());
-    }
-    std::fs::canonicalize(p).with_context(|| format!("{flag} {}", p.display()))
-}
-
-/// A side's own worker program and environment (`--baseline-exe`, `--baseline-env`), applied
-/// to each of its contenders; their words for the side's label.
-fn side_extras(
-    name: &str,
-    exe: &Option<PathBuf>,
-    env: &[String],
-    contenders: &mut [Contender],
-) -> Result<Vec<String>> {
-    let env = env_pairs(env, &format!("--{name}-env"))?;
-    let mut label = Vec::new();
-    if let Some(e) = exe {
-        let e = existing(e, &format!("--{name}-exe"))?;
-        label.push(format!("worker={}", e.display()));
-        for c in contenders.iter_mut() {
-            c.worker = Some((e.clone(), vec!["__worker".into()]));
-        }
-    }
-    for (k, v) in &env {
-        label.push(format!("{k}={v}"));
-    }
-    for c in contenders.iter_mut() {
-        c.env.extend(env.iter().cloned());
-    }
-    Ok(label)
-}
-
-/// The older form of a side: every allocator of `--allocators` under the side's arena
-/// configuration, preload, worker program and environment.
-fn older_side(
-    name: &str,
-    allocators: &[Contender],
-    arena: &Option<String>,
-    preload: &Option<PathBuf>,
-) -> Result<(Vec<Contender>, Vec<String>)> {
-    let arena_spec = arena.clone().unwrap_or_else(|| "cpython-3.11".into());
-    let arena_cfg = arena_config(&arena_spec, &format!("--{name}-arena"))?;
-    let mut label: Vec<String> = vec![allocators
-        .iter()
-        .map(|a| a.label.as_str())
-        .collect::<Vec<_>>()
-        .join(",")];
-    if allocators.iter().any(|a| a.backend == AllocatorName::Arena) {
-        label.push(format!("arena={arena_spec}"));
-    }
-    let preload = match preload {
-        Some(p) => {
-            let p = existing(p, &format!("--{name}-preload"))?;
-            label.push(format!("LD_PRELOAD={}", p.display()));
-            Some(p)
-        }
-        None => None,
-    };
-    let side = allocators
-        .iter()
-        .map(|a| {
-            let mut c = a.clone();
-            if matches!(c.backend, AllocatorName::Arena | AllocatorName::ArenaLocked) {
-                c.arena = arena_cfg.clone();
-            }
-            if let Some(p) = &preload {
-                // The glibc backend under a preloaded malloc, as this form always meant.
-                c.env.push(("LD_PRELOAD".into(), p.display().to_string()));
-            }
-            c
-        })
-        .collect();
-    Ok((side, label))
-}
-
-/// `--passes`: one of [`Pass::ALL`] by its name.
-fn parse_pass(s: &str) -> Result<Pass, String> {
-    let s = s.trim();
-    Pass::ALL
-        .into_iter()
-        .find(|p| p.name() == s)
-        .ok_or_else(|| format!("unknown pass '{s}' (known: throughput, batched, tail)"))
-}
-
-fn results_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join("results.json")
-    } else {
-        p.to_path_buf()
-    }
-}
-
 pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     // Before any worker or comparison: may the outputs go there (exit 2 if not)?
     mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::GATE)?;
@@ -321,7 +191,7 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         if !a.traces.is_empty() || a.calibrate || a.count_instructions || a.candidate.is_some() {
             bail!("--baseline/--current compare stored results: give no traces, --candidate, --calibrate or --count-instructions");
         }
-        let (bp, cp) = (results_path(Path::new(b)), results_path(c));
+        let (bp, cp) = (sides::results_path(Path::new(b)), sides::results_path(c));
         let base = mallard_report::read_results(&bp)?;
         let cur = mallard_report::read_results(&cp)?;
         let report = mallard_gate::stored::compare_stored(&base, &bp, &cur, &cp, &cfg)?;
@@ -373,42 +243,34 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
                     };
                     allocators.push(Contender::builtin(name, &default_arena));
                 }
-                let (b, bl) =
-                    older_side("baseline", &allocators, &a.baseline_arena, &a.baseline_preload)?;
-                let (c, cl) = older_side(
+                let (b, bl) = sides::older_side(
+                    "baseline",
+                    &allocators,
+                    a.baseline_arena.as_deref(),
+                    a.baseline_preload.as_deref(),
+                )?;
+                let (c, cl) = sides::older_side(
                     "candidate",
                     &allocators,
-                    &a.candidate_arena,
-                    &a.candidate_preload,
+                    a.candidate_arena.as_deref(),
+                    a.candidate_preload.as_deref(),
                 )?;
                 (b, c, bl, cl)
             }
         };
-    base_label.extend(side_extras(
+    base_label.extend(sides::side_extras(
         "baseline",
-        &a.baseline_exe,
+        a.baseline_exe.as_deref(),
         &a.baseline_env,
         &mut base_side,
     )?);
-    cand_label.extend(side_extras(
+    cand_label.extend(sides::side_extras(
         "candidate",
-        &a.candidate_exe,
+        a.candidate_exe.as_deref(),
         &a.candidate_env,
         &mut cand_side,
     )?);
-    let pairs: Vec<GatePair> = base_side
-        .into_iter()
-        .zip(cand_side)
-        .map(|(b, c)| GatePair {
-            name: if b.label == c.label {
-                b.label.clone()
-            } else {
-                format!("{} vs {}", b.label, c.label)
-            },
-            baseline: b,
-            candidate: c,
-        })
-        .collect();
+    let pairs = sides::pairs(base_side, cand_side);
     let mut passes = Vec::new();
     for &pass in &a.passes {
         if !passes.contains(&pass) {

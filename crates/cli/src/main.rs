@@ -118,7 +118,8 @@ fn main() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     // SIGINT/SIGTERM/SIGHUP: kill the workers, remove temporary files, exit 128+N (`record`
-    // forwards signals to the recorded program its own way; a worker dies with its parent).
+    // installs the same handler in forwarding mode, mallard_io::interrupt::Forwarding; a
+    // worker dies with its parent).
     if !matches!(cli.cmd, Cmd::Worker { .. } | Cmd::Record(_))
         && mallard_io::interrupt::install().is_err()
     {

@@ -9,30 +9,23 @@
 //!
 //! ## Interrupted
 //!
-//! SIGINT, SIGTERM and SIGHUP (those not ignored when `mallard record` started) are blocked in
-//! this process and taken by a thread of [`Interrupts`] with `sigtimedwait`, so nothing runs in
-//! a signal handler. While the program runs, each one is forwarded to it (`kill(pid, sig)`),
-//! except a signal the terminal sent to the whole foreground process group (`SI_KERNEL`), which
-//! the program got already, unless it moved to a process group of its own (such a signal
-//! counts as an interruption only if the program dies of it). `mallard record`
-//! then waits for the program as usual and writes what was recorded until it ended (a program
-//! killed by the signal loses only its last unwritten buffers, and the trace says
-//! `complete: no`): after Ctrl-C of a long program, that is what one wants. A signal that
-//! arrives once the program has ended stops the conversion and nothing is written. Either way
-//! the raw recordings' directory is removed and the exit code is 128 + the first signal's
-//! number. The program is waited for with `waitid(WNOWAIT)` and reaped under the same lock the
-//! forwarding takes, so a signal can never reach another process that got the pid.
+//! SIGINT, SIGTERM and SIGHUP (those not ignored when `mallard record` started) are forwarded
+//! to the program while it runs, through `mallard_io::interrupt::Forwarding` (the one signal
+//! mechanism; its doc says how a terminal's signal is told apart). `mallard record` then waits
+//! for the program as usual and writes what was recorded until it ended (a program killed by
+//! the signal loses only its last unwritten buffers, and the trace says `complete: no`): after
+//! Ctrl-C of a long program, that is what one wants. A signal that arrives once the program has
+//! ended stops the conversion and nothing is written. Either way the raw recordings' directory
+//! is removed and the exit code is 128 + the first signal's number.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use mallard_io::interrupt::{signal_name, Forwarding};
 use mallard_trace::import::recorder::{self, Provenance};
 use mallard_trace::Form;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus};
 
 /// The recorder library's file name.
 pub const LIBRARY: &str = "libmallard_recorder.so";
@@ -57,6 +50,15 @@ pub struct RecordArgs {
     /// The `program` metadata [default: the command's file name].
     #[arg(long)]
     pub program: Option<String>,
+    /// Record CPython's allocator domains (raw, mem, object) as the interpreter really uses
+    /// them, pymalloc included, each object with its domain (`MALLARD_RECORD_PYTHON=1`: the
+    /// recorder wraps them with PyMem_SetAllocator). For CPython 3.8 and later; without it
+    /// a Python program's trace holds only what reaches malloc.
+    #[arg(long)]
+    pub python: bool,
+    /// Leave out the notes about the other processes the program started.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// The command to record and its arguments, after `--`.
     ///
     /// SIGINT, SIGTERM or SIGHUP while the program runs is forwarded to it; once it has ended,
@@ -112,250 +114,6 @@ impl Drop for RawDir {
     }
 }
 
-/// The signals `mallard record` forwards to the program.
-const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// SIGINT, SIGTERM and SIGHUP while recording (see the module doc): blocked in this process
-/// from [`Interrupts::start`] until drop, taken by a thread of their own.
-struct Interrupts {
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    /// The signals blocked here, and the mask to restore.
-    set: libc::sigset_t,
-    old_mask: libc::sigset_t,
-}
-
-struct Shared {
-    /// The program, once started: its pid and whether it has been reaped (after which its pid
-    /// may belong to another process and nothing is sent to it).
-    child: Mutex<(Option<libc::pid_t>, bool)>,
-    /// The first signal received, forwarded or not (0: none), but for `tty`'s.
-    first: AtomicI32,
-    /// The first signal the terminal sent to the program's process group, ours too, while the
-    /// program ran (0: none): the program got it itself and decides what it means; it
-    /// interrupted `mallard record` only if the program died of it.
-    tty: AtomicI32,
-    /// The first signal received after the program ended (0: none): stops the conversion.
-    late: AtomicI32,
-}
-
-impl Shared {
-    /// One signal, taken by the watcher thread.
-    fn take(&self, info: &libc::siginfo_t) {
-        let sig = info.si_signo;
-        let set = |a: &AtomicI32| {
-            let _ = a.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-        };
-        let child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        match *child {
-            (Some(pid), false) => {
-                // The terminal's signal went to the whole foreground process group: the
-                // program got it already, unless it has a process group of its own.
-                // SAFETY: getpgid/getpgrp/kill on the unreaped child's pid (it cannot have
-                // been reused: we hold the lock under which it is reaped).
-                unsafe {
-                    if info.si_code == libc::SI_KERNEL && libc::getpgid(pid) == libc::getpgrp() {
-                        set(&self.tty);
-                    } else {
-                        set(&self.first);
-                        libc::kill(pid, sig);
-                    }
-                }
-            }
-            (_, true) => {
-                set(&self.first);
-                set(&self.late);
-            }
-            // Sent to the program by `set_child` once it exists.
-            (None, false) => set(&self.first),
-        }
-    }
-}
-
-impl Interrupts {
-    /// Blocks the forwarded signals (those not ignored) and starts the thread that takes them.
-    /// Call it while this process has no other thread, so that no thread has them unblocked.
-    fn start() -> Result<Interrupts> {
-        // SAFETY: sigset and sigaction calls on structures we own; a null new action only reads
-        // the current disposition.
-        let (set, old_mask) = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in FORWARDED {
-                let mut act: libc::sigaction = std::mem::zeroed();
-                // A signal ignored when we started (nohup, `cmd &` in a script) stays ignored,
-                // by us and by the program, which inherits the disposition.
-                if libc::sigaction(sig, std::ptr::null(), &mut act) == 0
-                    && act.sa_sigaction != libc::SIG_IGN
-                {
-                    libc::sigaddset(&mut set, sig);
-                }
-            }
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            if rc != 0 {
-                bail!(
-                    "cannot block SIGINT/SIGTERM/SIGHUP: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                );
-            }
-            (set, old)
-        };
-        let shared = Arc::new(Shared {
-            child: Mutex::new((None, false)),
-            first: AtomicI32::new(0),
-            tty: AtomicI32::new(0),
-            late: AtomicI32::new(0),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut me = Interrupts {
-            shared: shared.clone(),
-            stop: stop.clone(),
-            thread: None,
-            set,
-            old_mask,
-        };
-        let wait_set = SigSet(set);
-        let thread = std::thread::Builder::new()
-            .name("mallard-record-signals".into())
-            .spawn(move || {
-                let wait_set = wait_set;
-                while !stop.load(Ordering::SeqCst) {
-                    if let Some(info) = wait_signal(&wait_set.0, 50_000_000) {
-                        shared.take(&info);
-                    }
-                }
-            })
-            .context("starting the signal thread")?;
-        me.thread = Some(thread);
-        Ok(me)
-    }
-
-    /// Makes the program start with the signal mask this process had before [`start`]
-    /// (a blocked mask is inherited across `fork` and `exec`, and std's spawn keeps it).
-    ///
-    /// [`start`]: Interrupts::start
-    fn unblock_in_child(&self, command: &mut Command) {
-        use std::os::unix::process::CommandExt;
-        let mask = SigSet(self.old_mask);
-        // SAFETY: pthread_sigmask is async-signal-safe, as the code between fork and exec must
-        // be; the mask is a copy owned by the closure.
-        unsafe {
-            command.pre_exec(move || {
-                let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut());
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::from_raw_os_error(rc))
-                }
-            });
-        }
-    }
-
-    /// The program has started: a signal that came before it existed is sent to it now.
-    fn set_child(&self, pid: u32) {
-        let mut child = self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
-        child.0 = Some(pid as libc::pid_t);
-        let sig = self.shared.first.load(Ordering::SeqCst);
-        if sig != 0 {
-            // SAFETY: kill of our unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
-        }
-    }
-
-    /// Waits for the program to end, then reaps it under the lock the forwarding takes.
-    fn wait(&self, child: &mut Child) -> Result<ExitStatus> {
-        // SAFETY: waitid on our own child, with WNOWAIT: it stays a zombie (its pid is not
-        // reused) until child.wait() below reaps it.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            while libc::waitid(
-                libc::P_PID,
-                child.id() as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            ) != 0
-            {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e).context("waiting for the recorded program");
-                }
-            }
-        }
-        let mut state = self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
-        let status = child.wait().context("waiting for the recorded program")?;
-        state.1 = true;
-        Ok(status)
-    }
-
-    /// The signal that interrupted the recording, if any: the first one forwarded to the
-    /// program, else one the terminal sent to it and us if the program died of it (or exited
-    /// with 128 + its number, as shells and many programs do).
-    fn interrupted(&self, status: &ExitStatus) -> Option<i32> {
-        use std::os::unix::process::ExitStatusExt;
-        let first = self.shared.first.load(Ordering::SeqCst);
-        let tty = self.shared.tty.load(Ordering::SeqCst);
-        if first != 0 {
-            Some(first)
-        } else if tty != 0 && (status.signal() == Some(tty) || status.code() == Some(128 + tty)) {
-            Some(tty)
-        } else {
-            None
-        }
-    }
-
-    /// The first signal received after the program ended, if any.
-    fn late(&self) -> Option<i32> {
-        Some(self.shared.late.load(Ordering::SeqCst)).filter(|&s| s != 0)
-    }
-}
-
-impl Drop for Interrupts {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        // Signals still pending would act (kill us by default) once unblocked: take them here.
-        while let Some(info) = wait_signal(&self.set, 0) {
-            self.shared.take(&info);
-        }
-        // SAFETY: restoring the mask saved in start.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
-    }
-}
-
-/// A `sigset_t` moved into the watcher thread or the child's pre-exec closure.
-struct SigSet(libc::sigset_t);
-// SAFETY: a sigset_t is plain data (a bit mask).
-unsafe impl Send for SigSet {}
-// SAFETY: as for Send; it is only read.
-unsafe impl Sync for SigSet {}
-
-/// One signal of `set` if one is pending or arrives within `ns` nanoseconds.
-fn wait_signal(set: &libc::sigset_t, ns: i64) -> Option<libc::siginfo_t> {
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: ns,
-    };
-    // SAFETY: sigtimedwait on a valid set, writing the zeroed siginfo we pass.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        (libc::sigtimedwait(set, &mut info, &timeout) > 0).then_some(info)
-    }
-}
-
-/// A signal's name, as `SIGINT`.
-fn signal_name(sig: i32) -> String {
-    match sig {
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        n => format!("signal {n}"),
-    }
-}
-
 /// A command line as a shell would take it back.
 fn shell_words(args: &[OsString]) -> String {
     args.iter()
@@ -394,15 +152,24 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
         },
     };
     let library = find_recorder(a.recorder.as_deref())?;
+    if a.python {
+        if let Some(v) = std::env::var_os("PYTHONMALLOC").filter(|v| !v.is_empty()) {
+            bail!(
+                "--python: PYTHONMALLOC={} makes CPython set up its allocators again at start-up, \
+                 which removes the hooks --python installs; unset it",
+                v.to_string_lossy()
+            );
+        }
+    }
     let name = a
         .output
         .file_name()
         .ok_or_else(|| anyhow!("--output {}: not a file name", a.output.display()))?
         .to_string_lossy()
         .into_owned();
-    // Before the raw directory exists (and before any thread): a signal from here on is
-    // handled, and the directory is removed (dropped first, while signals are still blocked).
-    let interrupts = Interrupts::start()?;
+    // Before the raw directory exists: a signal from here on is forwarded, and the directory
+    // is removed (dropped first, while signals are still forwarded).
+    let interrupts = Forwarding::start().context("cannot handle SIGINT/SIGTERM/SIGHUP")?;
     // Raw recordings go beside the output (they can be large; /tmp may be small).
     let raw_dir = out_dir.join(format!(".{name}.rec-{}", std::process::id()));
     std::fs::create_dir(&raw_dir).with_context(|| format!("creating {}", raw_dir.display()))?;
@@ -418,9 +185,7 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
         .command
         .split_first()
         .ok_or_else(|| anyhow!("no command to record"))?;
-    let mut command = Command::new(cmd);
-    interrupts.unblock_in_child(&mut command);
-    let mut child = command
+    let mut child = Command::new(cmd)
         .args(args)
         .env("MALLARD_RECORD_FILE", &prefix)
         .env("LD_PRELOAD", &preload)
@@ -428,11 +193,14 @@ pub fn cmd_record(a: RecordArgs) -> Result<i32> {
             "MALLARD_RECORD_TIME",
             if a.no_timestamps { "0" } else { "1" },
         )
+        .env("MALLARD_RECORD_PYTHON", if a.python { "1" } else { "0" })
         .spawn()
         .with_context(|| format!("cannot run {}", cmd.to_string_lossy()))?;
     let pid = child.id();
     interrupts.set_child(pid);
-    let status = interrupts.wait(&mut child)?;
+    let status = interrupts
+        .wait(&mut child)
+        .context("waiting for the recorded program")?;
     let code = match interrupts.interrupted(&status) {
         Some(sig) => {
             eprintln!(
@@ -472,7 +240,7 @@ fn finish_recording(
     name: &str,
     pid: u32,
     status: ExitStatus,
-    interrupts: &Interrupts,
+    interrupts: &Forwarding,
 ) -> Result<()> {
     let cmd = &a.command[0];
 
@@ -486,6 +254,7 @@ fn finish_recording(
         );
     };
     let root_file = files.remove(root).2;
+    check_python(a, &root_file, &files)?;
 
     let program = a.program.clone().unwrap_or_else(|| {
         Path::new(cmd)
@@ -553,7 +322,7 @@ fn finish_recording(
                 s.counts.events(),
                 out.display()
             );
-        } else {
+        } else if !a.quiet {
             eprintln!(
                 "also recorded {what} {p} (`{}`); --children writes it to a trace of its own",
                 info.command
@@ -562,6 +331,35 @@ fn finish_recording(
     }
     if !status.success() {
         eprintln!("note: the recorded program {status}");
+    }
+    Ok(())
+}
+
+/// `--python` needs a process that had CPython (its domains hooked), else the trace would say
+/// nothing about them: an error. Without `--python`, a CPython process recorded without
+/// `PYTHONMALLOC=malloc` gets a warning: pymalloc served most of its allocations unseen.
+fn check_python(a: &RecordArgs, root: &Path, others: &[(u32, u32, PathBuf)]) -> Result<()> {
+    let mut infos = vec![recorder::read_info(root)?];
+    for (_, _, f) in others {
+        infos.push(recorder::read_info(f)?);
+    }
+    if a.python {
+        if !infos.iter().any(|i| i.python_hooked) {
+            bail!(
+                "--python: the program never loaded libpython ({} is not CPython 3.8 or later, \
+                 nor a program that runs it); nothing written",
+                a.command[0].to_string_lossy()
+            );
+        }
+    } else if let Some(i) = infos.iter().find(|i| i.cpython) {
+        if std::env::var_os("PYTHONMALLOC").is_none_or(|v| v != "malloc") {
+            eprintln!(
+                "warning: `{}` is CPython, whose pymalloc serves most allocations without calling \
+                 malloc: this trace holds only what reached malloc. Record with --python to get \
+                 every allocation with its domain (raw, mem, object)",
+                i.command
+            );
+        }
     }
     Ok(())
 }

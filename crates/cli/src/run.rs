@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mallard_replay::engine::Touch;
 use mallard_replay::runner::{self, RunOptions};
+use mallard_report::writer;
 use mallard_replay::worker::ThreadMode;
 use std::path::{Path, PathBuf};
 
@@ -142,7 +143,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
     let view = mallard_report::View::new(&results);
     let written = mallard_report::write_report_dir(&view, &a.out);
     let rows = &view.rows;
-    print!("{}", mallard_report::table::render(&results, rows));
+    print!("{}", writer::text(&writer::Terminal, &view)?);
     print!(
         "{}",
         mallard_report::scaling::table(&results, rows, &generated, &counts)

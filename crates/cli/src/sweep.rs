@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
 use mallard_sweep::run::{self as sweep_run, MeasureOptions};
-use mallard_sweep::{html, rows, Summary};
+use mallard_sweep::output::Outputs;
+use mallard_sweep::rows;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -76,11 +77,6 @@ pub struct SweepArgs {
     quiet: bool,
 }
 
-/// `PATH` with its extension replaced: the page and notes beside the CSV.
-fn beside(csv: &Path, ext: &str) -> PathBuf {
-    csv.with_extension(ext)
-}
-
 fn command_line() -> String {
     std::env::args()
         .enumerate()
@@ -91,7 +87,7 @@ fn command_line() -> String {
 
 pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     // Before any replay: may the CSV and its page go there (exit 2 if not)?
-    let streamed = preflight(&a.output)?;
+    let out = preflight(&a.output)?;
     let mut grid = Grid::default();
     let lists = [
         &a.arena_size,
@@ -197,22 +193,7 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     };
     // Outputs that cannot be written now (a full disk) do not lose the results: the summary is
     // printed first, then the error (exit 4).
-    let csv_written = rows::write_atomic(&a.output, &rows::to_csv(&rows_out));
-    let summary = Summary::new(rows_out, skipped);
-    let page = beside(&a.output, "html");
-    let title = a
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let page_written = if streamed || csv_written.is_err() {
-        Ok(())
-    } else {
-        rows::write_atomic(
-            &page,
-            html::render(&summary, &title, Some(&command_line()), note.as_deref()).as_bytes(),
-        )
-    };
+    let (summary, written) = out.write(rows_out, skipped, &command_line(), note.as_deref());
     print!("{}", summary.text());
     if let Some(n) = &note {
         println!("\n{n}");
@@ -220,33 +201,19 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     if failures > 0 {
         eprintln!("mallard: {failures} worker repetition(s) failed; their rows have empty measured columns");
     }
-    csv_written?;
-    page_written?;
-    if streamed {
-        println!(
-            "\nwrote {} (streamed: no page beside it)",
-            a.output.display()
-        );
-    } else {
-        println!("\nwrote {} and {}", a.output.display(), page.display());
-    }
+    written?;
+    println!("\nwrote {}{}", a.output.display(), out.and_page());
     Ok(if failures > 0 { 3 } else { 0 })
 }
 
-/// The pre-flight check of a sweep's or merge's outputs: the CSV (a file, or a FIFO or device,
-/// streamed) and, beside a CSV file, its page. Returns whether the CSV is streamed (then no
-/// page is written). `-` is refused: the summary goes to standard output.
-fn preflight(csv: &Path) -> Result<bool> {
-    use mallard_io::atomic::{check_file, FileTarget};
-    match check_file(csv)? {
-        FileTarget::Stdout => bail!(
+/// The pre-flight check of a sweep's or merge's outputs; `-` is refused: the summary goes to
+/// standard output.
+fn preflight(csv: &Path) -> Result<Outputs<'_>> {
+    match Outputs::check(csv)? {
+        Some(out) => Ok(out),
+        None => bail!(
             "-o -: the summary is printed on standard output; write the CSV to a file (or a FIFO)"
         ),
-        t if t.is_stream() => Ok(true),
-        _ => {
-            check_file(&beside(csv, "html"))?;
-            Ok(false)
-        }
     }
 }
 
@@ -261,41 +228,21 @@ pub struct MergeArgs {
 }
 
 pub fn cmd_merge(a: MergeArgs) -> Result<i32> {
-    let streamed = preflight(&a.output)?;
+    let out = preflight(&a.output)?;
     let all = rows::merge(&a.inputs)?;
     if all.is_empty() {
         bail!("no rows in {} file(s): nothing to merge", a.inputs.len());
     }
-    let csv_written = rows::write_atomic(&a.output, &rows::to_csv(&all));
     let n = all.len();
-    let summary = Summary::new(all, Vec::new());
-    let page = beside(&a.output, "html");
-    let title = a
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let note = format!("merged from {} file(s)", a.inputs.len());
-    let page_written = if streamed || csv_written.is_err() {
-        Ok(())
-    } else {
-        rows::write_atomic(
-            &page,
-            html::render(&summary, &title, Some(&command_line()), Some(&note)).as_bytes(),
-        )
-    };
+    let (summary, written) = out.write(all, Vec::new(), &command_line(), Some(&note));
     print!("{}", summary.text());
-    csv_written?;
-    page_written?;
+    written?;
     println!(
         "\nmerged {n} rows from {} file(s) into {}{}",
         a.inputs.len(),
         a.output.display(),
-        if streamed {
-            " (streamed: no page beside it)".to_string()
-        } else {
-            format!(" and {}", page.display())
-        }
+        out.and_page()
     );
     Ok(0)
 }

@@ -35,7 +35,8 @@
 //! Modules: [`stats`] (rank statistics, corrections; knows nothing of allocators),
 //! [`metrics`] (which figures of a repetition are judged), [`config`] (`gate.toml`, thresholds,
 //! margins), [`judge`] (verdicts), [`live`] (running both sides; calibration), [`stored`]
-//! (comparing stored result sets), [`report`] (the result model) and [`output`] (the writers).
+//! (comparing stored result sets), [`sides`] (the two sides from the command line's words),
+//! [`report`] (the result model) and [`output`] (the writers).
 //!
 //! What it deliberately does not do: compare against a number stored from another machine
 //! without saying so, fail on significance alone (a real 0.5% change is not a regression
@@ -47,6 +48,7 @@ pub mod live;
 pub mod metrics;
 pub mod output;
 pub mod report;
+pub mod sides;
 /// The rank statistics live in mallard-report (a run's table compares contenders with them too).
 pub use mallard_report::stats;
 pub mod stored;

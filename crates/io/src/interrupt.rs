@@ -31,10 +31,27 @@
 //!
 //! Without [`install`] (the library's tests, other embedders) the registries work the same and
 //! nothing reacts to signals: the default dispositions stay.
+//!
+//! ## Forwarding to one program
+//!
+//! `mallard record` runs a program of the user's and must not kill it: while a [`Forwarding`]
+//! lives, the same handler thread forwards each signal to that program (`kill(pid, sig)`)
+//! instead of stopping Mallard, and remembers it; the caller waits for the program, writes
+//! what it can and exits 128 + the signal itself. A signal the terminal sent to the whole
+//! foreground process group (`SI_KERNEL`, through signal-hook's `WithOrigin`) is not sent
+//! again: the program got it already, unless it moved to a process group of its own (such a
+//! signal counts as an interruption only if the program dies of it). A signal that arrives
+//! once the program has been reaped is only remembered ([`Forwarding::late`]: the caller stops
+//! its work). The program is waited for with `waitid(WNOWAIT)` and reaped under the lock the
+//! forwarding takes, so a signal never reaches another process that got the pid.
+//! [`Forwarding::start`] installs the handler itself, for the signals not ignored when Mallard
+//! started (nohup, `cmd &` in a script): those stay ignored, by Mallard and by the program,
+//! which inherits the disposition.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Mutex;
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
 
 /// The signals that stop Mallard with cleanup.
 pub const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -49,6 +66,8 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// The signal being handled, 0 while none.
 static STOPPING: AtomicI32 = AtomicI32::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The program signals are forwarded to while a [`Forwarding`] lives.
+static FORWARD: Mutex<Option<Arc<Forwarded>>> = Mutex::new(None);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -57,15 +76,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Installs the handler (once; later calls do nothing). Call it at the start of `main`, before
 /// any child is started.
 pub fn install() -> std::io::Result<()> {
+    install_for(&SIGNALS)
+}
+
+/// The handler thread for `signals`: each goes to the [`Forwarding`] in place, else stops
+/// Mallard.
+fn install_for(signals: &[i32]) -> std::io::Result<()> {
+    use signal_hook::iterator::{exfiltrator::WithOrigin, SignalsInfo};
+    use signal_hook::low_level::siginfo::Cause;
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    let mut signals = signal_hook::iterator::Signals::new(SIGNALS)?;
+    let mut signals = SignalsInfo::<WithOrigin>::new(signals)?;
     std::thread::Builder::new()
         .name("mallard-signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                stop(sig);
+            for origin in signals.forever() {
+                // Held while the signal is taken: a Forwarding being dropped waits for it.
+                let forward = lock(&FORWARD);
+                match forward.as_ref() {
+                    Some(f) => f.take(origin.signal, origin.cause == Cause::Kernel),
+                    None => stop(origin.signal),
+                }
             }
         })?;
     Ok(())
@@ -194,6 +226,151 @@ pub fn register_temp(path: &Path) -> TempGuard {
 impl Drop for TempGuard {
     fn drop(&mut self) {
         lock(&TEMPS).retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// While it lives, SIGINT, SIGTERM and SIGHUP are forwarded to one program instead of stopping
+/// Mallard (see the module doc).
+#[must_use = "signals stop Mallard again once it is dropped"]
+pub struct Forwarding {
+    shared: Arc<Forwarded>,
+}
+
+struct Forwarded {
+    /// The program, once started: its pid and whether it has been reaped (after which its pid
+    /// may belong to another process and nothing is sent to it).
+    child: Mutex<(Option<libc::pid_t>, bool)>,
+    /// The first signal received, forwarded or not (0: none), but for `tty`'s.
+    first: AtomicI32,
+    /// The first signal the terminal sent to the program's process group, ours too, while the
+    /// program ran (0: none): the program got it itself and decides what it means; it
+    /// interrupted Mallard only if the program died of it.
+    tty: AtomicI32,
+    /// The first signal received after the program ended (0: none).
+    late: AtomicI32,
+}
+
+impl Forwarded {
+    /// One signal, taken by the handler thread; `from_kernel`: `si_code` is `SI_KERNEL` (the
+    /// terminal's signal to its foreground process group).
+    fn take(&self, sig: i32, from_kernel: bool) {
+        let set = |a: &AtomicI32| {
+            let _ = a.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        };
+        let child = lock(&self.child);
+        match *child {
+            (Some(pid), false) => {
+                // The terminal's signal went to the whole foreground process group: the
+                // program got it already, unless it has a process group of its own.
+                // SAFETY: getpgid/getpgrp/kill on the unreaped child's pid (it cannot have
+                // been reused: we hold the lock under which it is reaped).
+                unsafe {
+                    if from_kernel && libc::getpgid(pid) == libc::getpgrp() {
+                        set(&self.tty);
+                    } else {
+                        set(&self.first);
+                        libc::kill(pid, sig);
+                    }
+                }
+            }
+            (_, true) => {
+                set(&self.first);
+                set(&self.late);
+            }
+            // Sent to the program by `set_child` once it exists.
+            (None, false) => set(&self.first),
+        }
+    }
+}
+
+impl Forwarding {
+    /// Installs the handler if it is not (for the signals not ignored when Mallard started)
+    /// and forwards signals from now on; one at a time.
+    pub fn start() -> std::io::Result<Forwarding> {
+        let not_ignored: Vec<i32> = SIGNALS
+            .into_iter()
+            .filter(|&sig| {
+                // SAFETY: sigaction with a null new action only reads the current disposition
+                // into the zeroed structure we own.
+                unsafe {
+                    let mut act: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(sig, std::ptr::null(), &mut act) != 0
+                        || act.sa_sigaction != libc::SIG_IGN
+                }
+            })
+            .collect();
+        let shared = Arc::new(Forwarded {
+            child: Mutex::new((None, false)),
+            first: AtomicI32::new(0),
+            tty: AtomicI32::new(0),
+            late: AtomicI32::new(0),
+        });
+        *lock(&FORWARD) = Some(shared.clone());
+        install_for(&not_ignored)?;
+        Ok(Forwarding { shared })
+    }
+
+    /// The program has started: a signal that came before it existed is sent to it now.
+    pub fn set_child(&self, pid: u32) {
+        let mut child = lock(&self.shared.child);
+        child.0 = Some(pid as libc::pid_t);
+        let sig = self.shared.first.load(Ordering::SeqCst);
+        if sig != 0 {
+            // SAFETY: kill of our unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        }
+    }
+
+    /// Waits for the program to end, then reaps it under the lock the forwarding takes.
+    pub fn wait(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
+        // SAFETY: waitid on our own child, with WNOWAIT: it stays a zombie (its pid is not
+        // reused) until child.wait() below reaps it.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            while libc::waitid(
+                libc::P_PID,
+                child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            ) != 0
+            {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+        let mut state = lock(&self.shared.child);
+        let status = child.wait()?;
+        state.1 = true;
+        Ok(status)
+    }
+
+    /// The signal that interrupted, if any: the first one forwarded to the program, else one
+    /// the terminal sent to it and us if the program died of it (or exited with 128 + its
+    /// number, as shells and many programs do).
+    pub fn interrupted(&self, status: &ExitStatus) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let first = self.shared.first.load(Ordering::SeqCst);
+        let tty = self.shared.tty.load(Ordering::SeqCst);
+        if first != 0 {
+            Some(first)
+        } else if tty != 0 && (status.signal() == Some(tty) || status.code() == Some(128 + tty)) {
+            Some(tty)
+        } else {
+            None
+        }
+    }
+
+    /// The first signal received after the program ended, if any.
+    pub fn late(&self) -> Option<i32> {
+        Some(self.shared.late.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        *lock(&FORWARD) = None;
     }
 }
 

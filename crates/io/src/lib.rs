@@ -6,9 +6,13 @@
 //!   devices get a streamed write and are never replaced; a report directory is replaced only if
 //!   it carries Mallard's marker; output locations are checked before any work starts.
 //! - [`interrupt`]: SIGINT/SIGTERM/SIGHUP handling: stop registered child processes, remove
-//!   registered temporary paths, exit 128+signal.
+//!   registered temporary paths, exit 128+signal; or, for `record`, forward them to the
+//!   recorded program.
+//!
+//! - [`date`]: the one civil-date formatter (report dates, the recorder's `created`).
 //!
 //! It knows nothing of traces, allocators or reports: only paths, bytes and processes.
 
 pub mod atomic;
+pub mod date;
 pub mod interrupt;

@@ -90,12 +90,13 @@ pub unsafe extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
     p
 }
 
-/// realloc and reallocarray: `size` is what the record stores, `call` makes the real call.
+/// realloc and reallocarray (and CPython's domain reallocs, `op` carrying the domain): `size` is
+/// what the record stores, `call` makes the real call.
 ///
 /// # Safety
 /// `call` is the real function with the caller's arguments, `old` the caller's block.
 #[inline(always)]
-unsafe fn realloc_like(
+pub(crate) unsafe fn realloc_like(
     old: *mut c_void,
     op: u8,
     size: u64,
@@ -107,7 +108,12 @@ unsafe fn realloc_like(
     let begin = if old.is_null() { 0 } else { next_seq() };
     let p = call();
     if !old.is_null() {
-        h.record(begin, OP_REALLOC_BEGIN, [old as u64], 0b1);
+        h.record(
+            begin,
+            OP_REALLOC_BEGIN | (op & DOMAIN_MASK),
+            [old as u64],
+            0b1,
+        );
     }
     h.record(next_seq(), op, [p as u64, old as u64, size], 0b11);
     p

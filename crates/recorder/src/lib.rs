@@ -12,7 +12,9 @@
 //!   -> /tmp/rec.<pid>  (one raw file per process; see [`raw`] for the layout)
 //! ```
 //!
-//! Without `MALLARD_RECORD_FILE` the library only passes calls through.
+//! Without `MALLARD_RECORD_FILE` the library only passes calls through. With
+//! `MALLARD_RECORD_PYTHON=1` it also wraps CPython's allocator domains (see `python`), so each
+//! object the interpreter allocates is recorded once, with its domain.
 //!
 //! ## Design
 //!
@@ -65,6 +67,7 @@
 //! * `sink`: per-thread buffers and the hot `Hook::record`, the raw file and its descriptor,
 //!   thread exit, `fork` and process exit;
 //! * `hooks`: the exported functions, one small pattern each;
+//! * `python`: CPython's allocator domains wrapped with `PyMem_SetAllocator` (`--python`);
 //! * [`raw`]: the raw file format, shared with the reader.
 
 mod boot;
@@ -76,5 +79,7 @@ mod tls;
 // otherwise interpose the test harness's own allocations (and start recording it).
 #[cfg(not(test))]
 mod hooks;
+#[cfg(not(test))]
+mod python;
 #[cfg(not(test))]
 mod real;

@@ -8,7 +8,8 @@
 //! ```text
 //! file   = header (128 bytes), chunks, and (if the process exited through `exit`) an end chunk
 //! header = magic "MLRDRAW2" | version u32 = 2 | reserved u32 | pid u32 | ppid u32
-//!          | flags u32 (bit 0: forked child, bit 1: no times) | page size u32 | start tsc u64 | start ns u64
+//!          | flags u32 (bit 0: forked child, bit 1: no times, bit 2: CPython's allocator API is
+//!            in the process, bit 3: its domains are hooked) | page size u32 | start tsc u64 | start ns u64
 //!          | recorder version [16] (NUL-padded) | command line [64] (NULs as spaces, truncated)
 //! chunk  = "CHNK" | thread u32 | payload length u32 | reserved u32 | tsc u64 | ns u64 | payload
 //! end    = "END." | threads u32 | dropped records u64 | tsc u64 | ns u64
@@ -24,7 +25,9 @@
 //! encoded on its own bytes (varint = unsigned LEB128, zig-zag as in Mallard's format):
 //!
 //! ```text
-//! record = op u8 | seq: varint, delta from the previous record of the chunk (the first: from 0)
+//! record = op u8 (bits 0-5: the call, below; bits 6-7: the object's domain, 0 `c`, 1 raw, 2 mem,
+//!          3 object, as `mallard_trace::Domain::code`; see `python`)
+//!          | seq: varint, delta from the previous record of the chunk (the first: from 0)
 //!          | tsc: zig-zag varint, delta from the previous record's (the first: from 0)
 //!          | fields of the op, below; an *address* is a zig-zag varint of its difference from
 //!            the previous address field of the chunk (the first: from 0)
@@ -64,6 +67,17 @@ pub const FLAG_FORKED: u32 = 1;
 /// Header flag: recorded with `MALLARD_RECORD_TIME=0`: every record's counter delta is 0 and
 /// means nothing (the counter was not read, which saves about 5 ns a call).
 pub const FLAG_NO_TIME: u32 = 2;
+/// Header flag: the process has CPython's allocator API (`PyMem_SetAllocator`).
+pub const FLAG_CPYTHON: u32 = 4;
+/// Header flag: CPython's allocator domains were hooked (`MALLARD_RECORD_PYTHON=1`).
+pub const FLAG_PYTHON_HOOKED: u32 = 8;
+
+/// The op byte's domain bits: a call made through CPython's raw, mem or object domain (none:
+/// a plain `malloc`-family call, domain `c`).
+pub const DOMAIN_RAW: u8 = 1 << 6;
+pub const DOMAIN_MEM: u8 = 2 << 6;
+pub const DOMAIN_OBJECT: u8 = 3 << 6;
+pub const DOMAIN_MASK: u8 = 3 << 6;
 
 pub const OP_MALLOC: u8 = 1;
 pub const OP_CALLOC: u8 = 2;

@@ -53,6 +53,18 @@ impl Pass {
     }
 }
 
+/// One of [`Pass::ALL`] by its name (the gate's `--passes`).
+impl std::str::FromStr for Pass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pass, String> {
+        let s = s.trim();
+        Pass::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown pass '{s}' (known: throughput, batched, tail)"))
+    }
+}
+
 /// Everything a worker needs, passed as JSON on its command line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerSpec {

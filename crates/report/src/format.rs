@@ -82,36 +82,8 @@ pub fn ops_label(v: f64) -> String {
     }
 }
 
-/// Seconds since the epoch as a civil UTC date and time: (year, month, day, hour, minute,
-/// second), proleptic Gregorian (Howard Hinnant's civil-from-days).
-fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
-/// `YYYY-MM-DD HH:MM UTC` from seconds since the epoch: the report's date, for people.
-pub fn utc(secs: u64) -> String {
-    let (y, m, d, h, min, _) = civil(secs);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02} UTC")
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339) from seconds since the epoch: a date for machines (the
-/// recorder's trace header).
-pub fn rfc3339(secs: u64) -> String {
-    let (y, m, d, h, min, s) = civil(secs);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
-}
+/// The report's date and the recorder's: one formatter, in mallard-io (trace and report both use it).
+pub use mallard_io::date::{rfc3339, utc};
 
 /// A per-call figure in `ns` form, or `<N` when it is at or below the timer's noise `noise` (a
 /// value the timer cannot support is not printed as a number). Pages escape the `<`.
@@ -184,10 +156,6 @@ mod tests {
         assert_eq!(mib_tick(2.5), "2.5");
         assert_eq!(mib_tick(20.0), "20");
         assert_eq!(mib_tick(0.125), "0.125");
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(rfc3339(951_782_400 + 3723), "2000-02-29T01:02:03Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(esc("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
         assert_eq!(esc("x\u{1}\ty\n"), "x\ty\n");
         assert_eq!(below_noise(5.0, 7.5, ns_text), "<7.5");

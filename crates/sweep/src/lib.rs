@@ -19,6 +19,7 @@
 //!               rows::Row --> CSV (rows::to_csv; rows::merge joins shards)
 //!                          --> summary::Summary (best per objective, Pareto front: pareto)
 //!                          --> html::render (sweep.html, self-contained, with the Pareto plot)
+//!               output::Outputs: checks the CSV's and page's locations first, writes both
 //! ```
 //!
 //! ```no_run
@@ -39,6 +40,7 @@
 
 pub mod grid;
 pub mod html;
+pub mod output;
 pub mod pareto;
 pub mod pareto_plot;
 pub mod rows;

@@ -45,6 +45,8 @@ static BUFFERS: AtomicPtr<Buffer> = AtomicPtr::new(null_mut());
 static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
 /// Whether records carry a counter reading (`MALLARD_RECORD_TIME=0` turns it off).
 static TIMES: AtomicBool = AtomicBool::new(true);
+/// What `python::install` found and did, for every header this process writes.
+static PYTHON: AtomicU32 = AtomicU32::new(0);
 pub(crate) static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
 /// The next number in the global order of calls.
@@ -97,13 +99,16 @@ pub(crate) fn start_recording() {
         let prefix = std::slice::from_raw_parts(v as *const u8, libc::strlen(v));
         let t = libc::getenv(c"MALLARD_RECORD_TIME".as_ptr());
         let timed = t.is_null() || *t != b'0' as c_char || *t.add(1) != 0;
-        start(prefix, timed);
+        let py = libc::getenv(c"MALLARD_RECORD_PYTHON".as_ptr());
+        let python = !py.is_null() && *py == b'1' as c_char && *py.add(1) == 0;
+        start(prefix, timed, python);
     }
 }
 
-/// Starts recording into `prefix.<pid>`, with counter readings if `timed`. False (recording
-/// stays off) if the prefix is empty or too long, or the file cannot be created.
-fn start(prefix: &[u8], timed: bool) -> bool {
+/// Starts recording into `prefix.<pid>`, with counter readings if `timed`, CPython's allocator
+/// domains too if `python`. False (recording stays off) if the prefix is empty or too long, or
+/// the file cannot be created.
+fn start(prefix: &[u8], timed: bool, python: bool) -> bool {
     if !set_prefix(prefix) {
         return false;
     }
@@ -117,7 +122,12 @@ fn start(prefix: &[u8], timed: bool) -> bool {
             return false;
         }
         KEY.store(key, Relaxed);
-        if !open_file(time_flag()) {
+        // The hooks pass calls through until RECORDING is set below.
+        #[cfg(not(test))]
+        PYTHON.store(crate::python::install(python), Relaxed);
+        #[cfg(test)]
+        let _ = python;
+        if !open_file(header_flags()) {
             return false;
         }
         libc::pthread_atfork(None, None, Some(fork_child));
@@ -126,11 +136,13 @@ fn start(prefix: &[u8], timed: bool) -> bool {
     true
 }
 
-fn time_flag() -> u32 {
+/// The header flags every file of this process has: times, CPython.
+fn header_flags() -> u32 {
+    let python = PYTHON.load(Relaxed);
     if TIMES.load(Relaxed) {
-        0
+        python
     } else {
-        FLAG_NO_TIME
+        FLAG_NO_TIME | python
     }
 }
 
@@ -201,7 +213,7 @@ unsafe extern "C" fn fork_child() {
     }
     DROPPED.store(0, Relaxed);
     DROPPED_CHUNKS.store(0, Relaxed);
-    if RECORDING.load(Acquire) && !open_file(FLAG_FORKED | time_flag()) {
+    if RECORDING.load(Acquire) && !open_file(FLAG_FORKED | header_flags()) {
         RECORDING.store(false, Release);
     }
 }
@@ -232,7 +244,7 @@ mod tests {
     fn a_recording_survives_its_descriptor_being_closed_and_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let prefix = dir.path().join("rec");
-        assert!(start(prefix.as_os_str().as_bytes(), true));
+        assert!(start(prefix.as_os_str().as_bytes(), true, false));
         let raw = dir.path().join(format!("rec.{}", std::process::id()));
         assert!(raw.is_file(), "{} was created", raw.display());
         assert!(

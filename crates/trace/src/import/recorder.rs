@@ -7,6 +7,10 @@
 //! threads' chunks by it (a k-way merge holding one chunk per thread in memory), so a recording
 //! larger than memory converts in memory proportional to the threads and the live objects.
 //!
+//! Each record's op byte carries its object's domain in bits 6-7 (0 for a plain `malloc`-family
+//! call; CPython's raw, mem and object domains under `mallard record --python`): the records
+//! become [`Domain`]s as [`Domain::from_code`] says.
+//!
 //! Mapping to the model:
 //!
 //! | call | becomes |
@@ -36,7 +40,7 @@
 
 use crate::error::{Location, TraceError};
 use crate::format::EventCounts;
-use crate::model::{AllocKind, Event, ObjectId, Record};
+use crate::model::{AllocKind, Domain, Event, ObjectId, Record};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -54,6 +58,11 @@ const END_SIZE: u64 = 32;
 const MAX_CHUNK: u64 = 16 << 20;
 const FLAG_FORKED: u32 = 1;
 const FLAG_NO_TIME: u32 = 2;
+const FLAG_CPYTHON: u32 = 4;
+const FLAG_PYTHON_HOOKED: u32 = 8;
+/// The op byte's domain bits (the rest is the call).
+const DOMAIN_SHIFT: u32 = 6;
+const OP_BITS: u8 = (1 << DOMAIN_SHIFT) - 1;
 
 const OP_MALLOC: u8 = 1;
 const OP_CALLOC: u8 = 2;
@@ -115,6 +124,10 @@ pub struct RawInfo {
     pub recorder_version: String,
     /// The command line, truncated to 64 bytes.
     pub command: String,
+    /// The process had CPython's allocator API (`PyMem_SetAllocator`): a Python interpreter.
+    pub cpython: bool,
+    /// Its allocator domains were hooked (`mallard record --python`).
+    pub python_hooked: bool,
 }
 
 /// What a conversion read and wrote.
@@ -309,6 +322,8 @@ fn parse_header(path: &Path, h: &[u8]) -> Result<(RawInfo, u64, u64), TraceError
         page_size: u32_at(h, 28),
         recorder_version: text(&h[48..64]),
         command: text(&h[64..128]),
+        cpython: u32_at(h, 24) & FLAG_CPYTHON != 0,
+        python_hooked: u32_at(h, 24) & FLAG_PYTHON_HOOKED != 0,
     };
     Ok((info, u64_at(h, 32), u64_at(h, 40)))
 }
@@ -339,7 +354,10 @@ struct Cursor {
 struct Raw {
     seq: u64,
     tsc: u64,
+    /// The call (the op byte without its domain bits).
     op: u8,
+    /// The op byte's domain bits, as [`Domain::code`].
+    domain: u8,
     f: [u64; 3],
     /// File offset of the record, for error messages.
     offset: u64,
@@ -376,7 +394,8 @@ impl Cursor {
         }
         let offset = self.base + self.pos as u64;
         let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset }, msg);
-        let op = self.data[self.pos];
+        let byte = self.data[self.pos];
+        let (op, domain) = (byte & OP_BITS, byte >> DOMAIN_SHIFT);
         self.pos += 1;
         let (n, addr) = fields(op).ok_or_else(|| corrupt(format!("unknown call code {op}")))?;
         let seq = self.prev_seq.wrapping_add(self.varint(&corrupt)?);
@@ -400,6 +419,7 @@ impl Cursor {
             seq,
             tsc,
             op,
+            domain,
             f,
             offset,
         }))
@@ -565,7 +585,7 @@ pub fn convert_from(
             sink(Record {
                 thread: dense,
                 timestamp_ns: to_ns(r.tsc),
-                domain: crate::model::Domain::C,
+                domain: Domain::from_code(r.domain),
                 event,
             })?;
         }

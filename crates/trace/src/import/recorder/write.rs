@@ -122,7 +122,7 @@ fn trace_header(sum: &RecordingSummary, p: &Provenance) -> Header {
         .set("source", p.source)
         .set("recorder", "mallard-recorder")
         .set("recorder_version", recorder_version.as_str())
-        .set("created", utc_now())
+        .set("created", mallard_io::date::rfc3339_now())
         .set("calls", sum.calls().to_string())
         .set("threads", sum.threads.to_string())
         .set("unknown_frees", sum.unknown_frees.to_string())
@@ -133,31 +133,6 @@ fn trace_header(sum: &RecordingSummary, p: &Provenance) -> Header {
         h.set("dropped", sum.dropped.to_string());
     }
     h
-}
-
-/// Now, as `2026-05-09T07:35:25Z`.
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -182,16 +157,6 @@ mod tests {
                 (12, 0, "rec.12".into()),
                 (12, 1, "rec.12.1".into())
             ]
-        );
-    }
-
-    #[test]
-    fn utc_now_is_an_iso_date() {
-        let s = utc_now();
-        assert_eq!(s.len(), 20, "{s}");
-        assert!(
-            s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T",
-            "{s}"
         );
     }
 }
