@@ -81,7 +81,8 @@ enum Cmd {
         to: Option<Form>,
         /// Input format [default: detected from the first bytes]: mallard or csv (Mallard's
         /// binary or CSV form), android (AOSP memory_replay text), mtrace (glibc MALLOC_TRACE
-        /// log), heaptrack (heaptrack 1.4 .zst/.gz), recorder (a raw mallard-recorder file).
+        /// log), heaptrack (heaptrack 1.4 .zst/.gz), recorder (a raw mallard-recorder file),
+        /// memray (a memray capture; needs python3 with the memray package).
         #[arg(long, value_parser = PossibleValuesParser::new(Format::NAMES).try_map(|s| s.parse::<Format>()))]
         from: Option<Format>,
         /// Skip malformed lines of an imported trace (counted and reported) instead of failing.

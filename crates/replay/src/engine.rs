@@ -22,8 +22,12 @@
 //! Pointers pass through [`opaque`], a register-only `black_box`, so no call can be optimised
 //! away (`std::hint::black_box` forces each pointer through the stack: three extra memory
 //! operations per call in the hottest loop).
+//!
+//! An operation marked [`Op::SYSTEM`] (CPython's `raw` or `c` domain) goes to glibc instead
+//! when the backend stands in for pymalloc ([`Backend::ROUTES_DOMAINS`], a constant: for
+//! every other backend the test compiles away).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Glibc};
 use crate::measure::{read_start, read_stop};
 use crate::program::{Op, OpKind, Program, GROUP, KINDS};
 use hdrhistogram::Histogram;
@@ -196,7 +200,11 @@ unsafe fn free_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) {
     // pointer.
     unsafe {
         let s = slots.add(op.slot as usize);
-        b.free(opaque(*s));
+        if B::ROUTES_DOMAINS && op.system() {
+            Glibc.free(opaque(*s));
+        } else {
+            b.free(opaque(*s));
+        }
         *s = ptr::null_mut();
     }
 }
@@ -211,6 +219,21 @@ unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool 
     // pointer for Realloc and null or a dead value for allocations.
     unsafe {
         let s = slots.add(op.slot as usize);
+        if B::ROUTES_DOMAINS && op.system() {
+            return system_op(s, op);
+        }
+        alloc_in(b, s, op)
+    }
+}
+
+/// Executes an allocation or a realloc on `b` into slot `s`.
+///
+/// # Safety
+/// As [`alloc_op`], with `s` the op's slot, whose object (for a realloc) came from `b`.
+#[inline(always)]
+unsafe fn alloc_in<B: Backend>(b: &mut B, s: *mut *mut u8, op: &Op) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
         let size = op.size as usize;
         let p = match op.kind {
             OpKind::Malloc => b.malloc(size),
@@ -223,6 +246,19 @@ unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool 
         *s = opaque(p);
         !p.is_null() || size == 0
     }
+}
+
+/// [`alloc_op`] of an operation marked [`Op::SYSTEM`] for a backend that routes domains: the
+/// system allocator serves it (see `program`'s module doc). Out of line: the routing backends'
+/// loops keep one branch and a call, the others none.
+///
+/// # Safety
+/// As [`alloc_op`]; the slot's object (for a realloc) came from the system allocator, as the
+/// mark follows the object.
+#[inline(never)]
+unsafe fn system_op(s: *mut *mut u8, op: &Op) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { alloc_in(&mut Glibc, s, op) }
 }
 
 /// Writes the memory `op` just allocated, as the touch policy says.

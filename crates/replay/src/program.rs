@@ -13,8 +13,24 @@
 //! an object that the trace allocates only later (a cross-thread free recorded before its
 //! allocation: two threads' events merged out of order) is told apart from one that is never
 //! allocated, by reading on to the allocation and naming its place.
+//!
+//! # Domains
+//!
+//! A trace recorded with CPython's allocator domains (`mallard record --python`, a memray
+//! import) says of each allocation whether the interpreter made it through its object or mem
+//! allocator (`object`, `mem`: served by pymalloc in CPython) or through its raw allocator or
+//! plain malloc from C (`raw`, `c`: served by the C library). An allocator that stands in for
+//! pymalloc (the arena, CPython's own pymalloc) serves only the first kind, as in CPython; the
+//! others go to the system allocator. The compiler marks each operation of an object of the
+//! second kind with [`Op::SYSTEM`] in the op's spare byte (its free and reallocs too: a call
+//! follows its object), and the backend decides what the mark means
+//! ([`crate::backend::Backend::ROUTES_DOMAINS`]): the other allocators ignore it, at no cost.
+//! Only a trace with at least one `mem` or `object` allocation is marked: every imported or
+//! generated trace is all `c`, and replays exactly as before, every call to the contender. So
+//! that such traces cost nothing to compile, the compiler marks the Python-domain operations
+//! as it goes, and only when there are any flips the marks once at the end.
 
-use mallard_trace::{AllocKind, Event, Record, TraceError, TraceReader};
+use mallard_trace::{AllocKind, Domain, Event, Record, TraceError, TraceReader};
 
 /// Operation kinds, numbered as `mallard_report::OP_KINDS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +60,20 @@ pub struct Op {
     pub kind: OpKind,
     /// log2 of the alignment of an `Aligned` allocation (at least 3: posix_memalign's minimum).
     pub align_log2: u8,
+    /// [`Op::SYSTEM`] or 0 (the bytes after `align_log2` are padding either way).
+    pub flags: u8,
+}
+
+impl Op {
+    /// In [`Op::flags`]: the operation's object is CPython's `raw` or `c` domain in a trace that
+    /// records domains, served by the system allocator where the backend routes domains.
+    pub const SYSTEM: u8 = 1;
+
+    /// Whether the operation carries [`Op::SYSTEM`].
+    #[inline(always)]
+    pub fn system(&self) -> bool {
+        self.flags & Op::SYSTEM != 0
+    }
 }
 
 /// Largest single request a trace may make (128 TiB): beyond any address space, so a larger
@@ -62,6 +92,10 @@ pub struct Program {
     pub max_align: u64,
     /// The largest single request (an allocation's or a realloc's size).
     pub largest_request: u64,
+    /// Operations marked [`Op::SYSTEM`] (allocations, reallocs and frees of `raw` and `c`
+    /// objects in a trace that records domains; 0 otherwise): what a backend that routes
+    /// domains sends to the system allocator in each replay.
+    pub system_ops: u64,
     pub peak_live_bytes: u64,
     pub peak_live_objects: u64,
     /// Objects and bytes still live after the last event (freed by the harness, untimed).
@@ -117,6 +151,11 @@ pub struct Compiler {
     live_objects: u64,
     /// Set when the last error was a free or realloc of an object id not allocated yet.
     unborn: Option<u64>,
+    /// Per slot: whether its live object is of a Python domain (`mem` or `object`).
+    slot_python: Vec<bool>,
+    /// Operations of Python-domain objects so far (each marked [`Op::SYSTEM`] until
+    /// [`Compiler::finish`] flips the marks; see the module doc).
+    python_ops: u64,
 }
 
 const DEAD: u32 = u32::MAX;
@@ -147,6 +186,7 @@ impl Compiler {
                 }
                 self.prog.slots += 1;
                 self.slot_size.push(0);
+                self.slot_python.push(false);
                 s as u32
             }
         };
@@ -178,7 +218,8 @@ impl Compiler {
 
     /// Adds one record (its event and its thread); the error says what is wrong with it.
     pub fn push_record(&mut self, rec: &Record) -> Result<(), String> {
-        self.push(&rec.event)?;
+        let python = matches!(rec.domain, Domain::Mem | Domain::Object);
+        self.push_in(&rec.event, python)?;
         let t = rec.thread;
         if t != 0 && self.prog.op_thread.is_empty() {
             self.prog.op_thread.resize(self.prog.ops.len() - 1, 0);
@@ -190,9 +231,15 @@ impl Compiler {
         Ok(())
     }
 
-    /// Adds one event on thread 0; the error says what is wrong with it.
+    /// Adds one event on thread 0 (of the `c` domain); the error says what is wrong with it.
     pub fn push(&mut self, ev: &Event) -> Result<(), String> {
-        let op = match *ev {
+        self.push_in(ev, false)
+    }
+
+    /// Adds one event; `python` says that an allocation's object is of CPython's `mem` or
+    /// `object` domain (a free's is its object's, whatever the record says).
+    pub fn push_in(&mut self, ev: &Event, python: bool) -> Result<(), String> {
+        let mut op = match *ev {
             Event::Alloc {
                 id,
                 size,
@@ -217,11 +264,13 @@ impl Compiler {
                         (OpKind::Aligned, a.trailing_zeros() as u8)
                     }
                 };
+                self.slot_python[slot as usize] = python;
                 Op {
                     size,
                     slot,
                     kind,
                     align_log2,
+                    flags: 0,
                 }
             }
             Event::Free { id } => {
@@ -232,6 +281,7 @@ impl Compiler {
                     slot,
                     kind: OpKind::Free,
                     align_log2: 0,
+                    flags: 0,
                 }
             }
             Event::Realloc { old, new, size } => {
@@ -245,9 +295,15 @@ impl Compiler {
                     slot,
                     kind: OpKind::Realloc,
                     align_log2: 0,
+                    flags: 0,
                 }
             }
         };
+        // A free and a realloc follow their object's domain (a realloc stays in it).
+        if self.slot_python[op.slot as usize] {
+            op.flags = Op::SYSTEM;
+            self.python_ops += 1;
+        }
         self.prog.counts[op.kind as usize] += 1;
         self.prog.ops.push(op);
         Ok(())
@@ -257,6 +313,13 @@ impl Compiler {
         self.prog.final_live_bytes = self.live_bytes;
         self.prog.final_live_objects = self.live_objects;
         self.prog.ops.shrink_to_fit();
+        if self.python_ops > 0 {
+            // The trace records domains: the mark goes to the other objects' operations.
+            for op in &mut self.prog.ops {
+                op.flags ^= Op::SYSTEM;
+            }
+            self.prog.system_ops = self.prog.ops.len() as u64 - self.python_ops;
+        }
         self.prog.shapes = shapes(&self.prog.ops);
         self.prog.threads = self.prog.threads.max(1);
         self.prog
@@ -463,5 +526,44 @@ mod tests {
     #[test]
     fn op_is_16_bytes() {
         assert_eq!(std::mem::size_of::<Op>(), 16);
+    }
+
+    fn compiled(recs: &[(Domain, Event)]) -> Program {
+        let mut c = Compiler::new();
+        for &(domain, event) in recs {
+            let mut r = Record::new(event);
+            r.domain = domain;
+            c.push_record(&r).unwrap();
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn raw_and_c_objects_are_marked_only_in_a_trace_with_python_domains() {
+        use Domain::*;
+        let realloc = |old, new| Event::Realloc { old, new, size: 9 };
+        let recs = [
+            (Object, alloc(0, 8)),
+            (Raw, alloc(1, 8)),
+            (C, alloc(2, 8)),
+            (Mem, alloc(3, 8)),
+            // A free and a realloc follow their object, whatever their record says.
+            (C, Event::Free { id: 0 }),
+            (Object, realloc(1, 4)),
+            (C, realloc(3, 5)),
+            (Object, Event::Free { id: 2 }),
+        ];
+        let prog = compiled(&recs);
+        let marks: Vec<bool> = prog.ops.iter().map(Op::system).collect();
+        assert_eq!(
+            marks,
+            [false, true, true, false, false, true, false, true]
+        );
+        assert_eq!(prog.system_ops, 4);
+        // All c (every generated or imported trace): nothing is marked.
+        let plain: Vec<_> = recs.iter().map(|&(_, e)| (C, e)).collect();
+        let prog = compiled(&plain);
+        assert!(prog.ops.iter().all(|op| !op.system()));
+        assert_eq!(prog.system_ops, 0);
     }
 }

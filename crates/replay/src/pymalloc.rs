@@ -363,6 +363,7 @@ const PYMALLOC_ALIGN: usize = 16;
 // another origin (an over-aligned request served by glibc) is told apart by PyObject_Free and
 // PyObject_Realloc themselves (address_in_range) and handed to the raw allocator.
 unsafe impl Backend for Pymalloc {
+    const ROUTES_DOMAINS: bool = true;
     #[inline(always)]
     unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
         // SAFETY: PyObject_Malloc takes any size.

@@ -1030,6 +1030,14 @@ fn methods(opts: &RunOptions) -> BTreeMap<String, String> {
         throughput.warm_ns_per_op is the median of the warm ones, and batched_warm / tail_warm hold the warm \
         iterations' latency merged. Summary warm_ns_per_op: median over repetitions of each repetition's median warm \
         iteration (with min and max); warm_* latency from the warm distributions merged over repetitions.", opts.iterations));
+    add(&mut m, "domains", "In a trace that records CPython's allocator domains (any allocation of the mem or \
+        object domain: recorded with `mallard record --python`, or imported from memray), the contenders that stand in \
+        for pymalloc (arena, arena-locked, pymalloc) serve the mem and object calls (passing requests above their \
+        threshold to their raw allocator, as CPython's does), and glibc's malloc serves the raw and c calls, each free \
+        and realloc following its object: as CPython does. Every other allocator serves every call (as CPython does \
+        under PYTHONMALLOC=malloc, or built on that allocator). allocator_stats.routed_to_system counts the calls sent \
+        to glibc in each repetition. A trace without domains (all c: every generated and imported trace but memray's) \
+        sends every call to every contender, the arena included.".into());
     if opts
         .contenders
         .iter()

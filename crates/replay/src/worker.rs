@@ -342,7 +342,7 @@ fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     if spec.pass == Pass::Throughput {
         out.throughput = Some(throughput_figures(n, outcome.elapsed_ns, cpu_ns));
         out.memory = Some(after.memory(&mut b, prog));
-        out.allocator_stats = with_settings(b.stats(), spec);
+        out.allocator_stats = with_settings(routed::<B>(b.stats(), prog), spec);
     } else {
         out.timer_floor = Some(floor_figures(&timer, &floor));
         let mut all = KindHists::new();
@@ -789,7 +789,7 @@ fn run_with<B: Backend>(
             }
             if spec.pass == Pass::Throughput {
                 out.memory = Some(after.memory(&mut b, prog));
-                out.allocator_stats = with_settings(b.stats(), spec);
+                out.allocator_stats = with_settings(routed::<B>(b.stats(), prog), spec);
             }
         } else {
             result.map_err(|e| format!("warm iteration {}: {e}", it + 1))?;
@@ -863,6 +863,26 @@ fn with_settings(stats: Option<serde_json::Value>, spec: &WorkerSpec) -> Option<
     if back.as_object().is_none_or(|m| m.is_empty()) {
         return stats;
     }
+    with_entry(stats, "settings", back)
+}
+
+/// The allocator's statistics with, for a backend that routes CPython's domains and a trace
+/// that records them, the calls it sent to the system allocator in this replay
+/// (`routed_to_system`: every operation marked `Op::SYSTEM`, the same in every repetition).
+fn routed<B: Backend>(stats: Option<serde_json::Value>, prog: &Program) -> Option<serde_json::Value> {
+    if !B::ROUTES_DOMAINS || prog.system_ops == 0 {
+        return stats;
+    }
+    let routed = serde_json::json!({ "calls": prog.system_ops, "of": prog.ops.len() });
+    with_entry(stats, "routed_to_system", routed)
+}
+
+/// `stats` as an object (anything else kept under `stats`) with `key` set to `value`.
+fn with_entry(
+    stats: Option<serde_json::Value>,
+    key: &str,
+    value: serde_json::Value,
+) -> Option<serde_json::Value> {
     let mut v = match stats {
         Some(serde_json::Value::Object(m)) => m,
         Some(other) => {
@@ -872,6 +892,6 @@ fn with_settings(stats: Option<serde_json::Value>, spec: &WorkerSpec) -> Option<
         }
         None => serde_json::Map::new(),
     };
-    v.insert("settings".into(), back);
+    v.insert(key.into(), value);
     Some(v.into())
 }

@@ -18,6 +18,7 @@ impl ArenaBackend {
 
 // SAFETY: forwards to mallard-arena, whose API has the C allocator contract.
 unsafe impl Backend for ArenaBackend {
+    const ROUTES_DOMAINS: bool = true;
     #[inline(always)]
     unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
         // SAFETY: plain malloc call.

@@ -22,6 +22,8 @@ macro_rules! locked {
 // its single-threaded contract requires; pointers move between threads only through the
 // replay's hand-offs, which order the calls.
 unsafe impl<B: Backend> Backend for LockedRef<'_, B> {
+    // The system allocator's calls take no lock (CPython's raw domain needs no GIL either).
+    const ROUTES_DOMAINS: bool = B::ROUTES_DOMAINS;
     #[inline]
     unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
         // SAFETY: forwarded under the lock.

@@ -209,6 +209,11 @@ impl std::str::FromStr for AllocatorName {
 /// null or a unique pointer); `free` and `realloc` accept exactly the pointers this backend
 /// returned and not yet freed, and null.
 pub unsafe trait Backend {
+    /// Whether this backend stands in for CPython's pymalloc, so that the operations a trace
+    /// marks as CPython's `raw` or `c` domain ([`crate::program::Op::SYSTEM`]) go to the
+    /// system allocator (glibc) instead, as in CPython; the engine branches on it at compile
+    /// time, so a backend that keeps the default pays nothing.
+    const ROUTES_DOMAINS: bool = false;
     /// # Safety
     /// See the trait.
     unsafe fn malloc(&mut self, size: usize) -> *mut u8;

@@ -9,6 +9,7 @@
 //! * [`mtrace`]: glibc's `mtrace()` logs (`MALLOC_TRACE`).
 //! * [`heaptrack`]: heaptrack 1.4's recordings (`heaptrack.PROG.PID.zst` or `.gz`).
 //! * [`recorder`]: the raw recordings of `mallard-recorder`, behind `mallard record`.
+//! * [`memray`]: memray captures, read by memray's own reader under `python3` (optional).
 //!
 //! Every importer turns any bytes into records or an error naming the place (never a panic,
 //! and memory in proportion to the input); each has a property test over arbitrary bytes and a
@@ -18,6 +19,7 @@
 
 pub mod android;
 pub mod heaptrack;
+pub mod memray;
 pub mod mtrace;
 pub mod recorder;
 
@@ -41,26 +43,30 @@ pub enum Format {
     Heaptrack,
     /// A raw `mallard-recorder` file ([`recorder`]).
     Recorder,
+    /// A memray capture ([`memray`]).
+    Memray,
 }
 
 impl Format {
     /// Every format, in the order [`Undetected`] gives its reasons.
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::Mallard,
         Format::Android,
         Format::Mtrace,
         Format::Heaptrack,
         Format::Recorder,
+        Format::Memray,
     ];
     /// The names a format is given by (`--from`): each one's [`name`](Format::name), and `csv`
     /// for Mallard's CSV form (read as `mallard`: the reader tells the two forms apart).
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "mallard",
         "csv",
         "android",
         "mtrace",
         "heaptrack",
         "recorder",
+        "memray",
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +76,7 @@ impl Format {
             Format::Mtrace => "mtrace",
             Format::Heaptrack => "heaptrack",
             Format::Recorder => "recorder",
+            Format::Memray => "memray",
         }
     }
 }
@@ -130,6 +137,7 @@ pub fn convert(
         Format::Mtrace => mtrace::convert_input(input, lenient, &mut checked)?.to_string(),
         Format::Heaptrack => heaptrack::convert_input(input, lenient, &mut checked)?.to_string(),
         Format::Android => android::convert_input(input, lenient, &mut checked)?.to_string(),
+        Format::Memray => memray::convert_input(input, &mut checked)?.to_string(),
         // (A Mallard trace was read above.)
         Format::Recorder | Format::Mallard => {
             let (file, _keep) = seekable_path(input)?;
@@ -164,12 +172,13 @@ pub fn convert_to(
             let sum = recorder::convert_file(&file, output, form)?;
             return Ok((sum.counts.events(), Some(sum.to_string())));
         }
-        Format::Mtrace | Format::Heaptrack | Format::Android => {
+        Format::Mtrace | Format::Heaptrack | Format::Android | Format::Memray => {
             let mut w = TraceWriter::create(output, &header(format, &path, lenient), form)?;
             let sink = &mut |r: Record| w.push(&r);
             let summary = match format {
                 Format::Mtrace => mtrace::convert_input(input, lenient, sink)?.to_string(),
                 Format::Heaptrack => heaptrack::convert_input(input, lenient, sink)?.to_string(),
+                Format::Memray => memray::convert_input(input, sink)?.to_string(),
                 _ => android::convert_input(input, lenient, sink)?.to_string(),
             };
             (w.finish()?, summary)
@@ -184,6 +193,7 @@ fn header(format: Format, path: &Path, lenient: bool) -> Header {
         Format::Mtrace => mtrace::header(path, lenient),
         Format::Heaptrack => heaptrack::header(path, lenient),
         Format::Android => android::header(path, lenient),
+        Format::Memray => memray::header(path, lenient),
         Format::Mallard | Format::Recorder => Header::default(),
     }
 }
@@ -297,6 +307,9 @@ fn why_not(format: Format, start: &[u8]) -> String {
             format!("the first line, `{first}`, is neither `= Start` nor `@ CALLER OP ADDR [SIZE]`")
         }
         Format::Android => why_not_android(start).err().unwrap_or_default(),
+        Format::Memray => {
+            "does not start with memray's magic `memray\\0` (plain or LZ4-compressed)".into()
+        }
     }
 }
 
@@ -328,6 +341,8 @@ pub fn detect_bytes(start: &[u8]) -> Option<Format> {
         Some(Format::Mallard)
     } else if recorder::is_raw(start) {
         Some(Format::Recorder)
+    } else if memray::looks_like(start) {
+        Some(Format::Memray)
     } else if heaptrack::looks_like(start) {
         Some(Format::Heaptrack)
     } else if mtrace::looks_like(start) {
