@@ -265,9 +265,10 @@ fn every_run_writes_a_page_and_report_regenerates_it() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let html = fs::read_to_string(rep.join("index.html")).unwrap();
-    // Throughput, RSS, and one latency plot per operation kind the trace has (python-objects:
-    // malloc, calloc, aligned, realloc, free).
-    assert_eq!(html.matches("<svg").count(), 2 + 5, "{html}");
+    // Throughput, RSS, one latency plot per operation kind the trace has (python-objects:
+    // malloc, calloc, aligned, realloc, free), and the arena's occupancy (heat map, bytes).
+    assert_eq!(html.matches("<svg").count(), 2 + 5 + 2, "{html}");
+    assert!(html.contains("Arena occupancy: arena"), "{html}");
     for bad in ["http", "src=", "href=", "url("] {
         assert!(!html.contains(bad), "{bad} in index.html");
     }

@@ -440,11 +440,26 @@ pub fn plotted_kinds(results: &RunResults, trace: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// How many plots [`render`] draws: per trace, throughput, RSS and one per plotted kind.
+/// How many plots [`render`] draws: per trace, throughput, RSS, one per plotted kind, and two
+/// (heat map, bytes) per contender with an arena occupancy timeline.
 pub fn expected_plots(results: &RunResults) -> usize {
     results
         .traces
         .iter()
-        .map(|t| 2 + plotted_kinds(results, &t.name).len())
+        .map(|t| {
+            let occupancy = results
+                .allocators
+                .iter()
+                .filter(|a| {
+                    results.repetitions.iter().any(|r| {
+                        r.trace == t.name
+                            && r.allocator == a.name
+                            && r.failure.is_none()
+                            && r.arena_occupancy.is_some()
+                    })
+                })
+                .count();
+            2 + plotted_kinds(results, &t.name).len() + 2 * occupancy
+        })
         .sum()
 }
