@@ -71,35 +71,53 @@ fn decode(c: &mut Criterion) {
         let events = 2_000_000;
         let bytes = trace_bytes(generator, events);
         g.throughput(Throughput::Elements(events));
-        g.bench_with_input(BenchmarkId::new("unchecked", generator), &bytes, |b, bytes| {
-            b.iter_custom(|iters| cpu_timed(iters, || {
-                let mut n = 0u64;
-                for rec in reader(bytes).unchecked() {
-                    rec.expect("valid");
-                    n += 1;
-                }
-                assert_eq!(n, events);
-            }))
-        });
-        g.bench_with_input(BenchmarkId::new("checked", generator), &bytes, |b, bytes| {
-            b.iter_custom(|iters| cpu_timed(iters, || {
-                let mut n = 0u64;
-                for rec in reader(bytes) {
-                    rec.expect("valid");
-                    n += 1;
-                }
-                assert_eq!(n, events);
-            }))
-        });
-        g.bench_with_input(BenchmarkId::new("inspect", generator), &bytes, |b, bytes| {
-            b.iter_custom(|iters| cpu_timed(iters, || {
-                let mut stats = TraceStats::new();
-                for rec in reader(bytes) {
-                    stats.add(&rec.expect("valid"));
-                }
-                assert_eq!(stats.finish().events, events);
-            }))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("unchecked", generator),
+            &bytes,
+            |b, bytes| {
+                b.iter_custom(|iters| {
+                    cpu_timed(iters, || {
+                        let mut n = 0u64;
+                        for rec in reader(bytes).unchecked() {
+                            rec.expect("valid");
+                            n += 1;
+                        }
+                        assert_eq!(n, events);
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("checked", generator),
+            &bytes,
+            |b, bytes| {
+                b.iter_custom(|iters| {
+                    cpu_timed(iters, || {
+                        let mut n = 0u64;
+                        for rec in reader(bytes) {
+                            rec.expect("valid");
+                            n += 1;
+                        }
+                        assert_eq!(n, events);
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("inspect", generator),
+            &bytes,
+            |b, bytes| {
+                b.iter_custom(|iters| {
+                    cpu_timed(iters, || {
+                        let mut stats = TraceStats::new();
+                        for rec in reader(bytes) {
+                            stats.add(&rec.expect("valid"));
+                        }
+                        assert_eq!(stats.finish().events, events);
+                    })
+                })
+            },
+        );
     }
     g.finish();
 }

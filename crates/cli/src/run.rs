@@ -4,8 +4,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use mallard_replay::engine::Touch;
 use mallard_replay::runner::{self, RunOptions};
-use mallard_report::writer;
 use mallard_replay::worker::ThreadMode;
+use mallard_report::writer;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]

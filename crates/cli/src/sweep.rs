@@ -5,9 +5,9 @@ use crate::progress::Bar;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
-use mallard_sweep::run::{self as sweep_run, MeasureOptions};
 use mallard_sweep::output::Outputs;
 use mallard_sweep::rows;
+use mallard_sweep::run::{self as sweep_run, MeasureOptions};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]

@@ -232,7 +232,17 @@ fn the_gate_judges_two_specs() {
 fn run_alone(trace: &str, spec: &str, extra: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");
-    let mut args = vec!["run", trace, "-a", spec, "--repeat", "1", "--out", p(&out), "-q"];
+    let mut args = vec![
+        "run",
+        trace,
+        "-a",
+        spec,
+        "--repeat",
+        "1",
+        "--out",
+        p(&out),
+        "-q",
+    ];
     args.extend_from_slice(extra);
     let o = mallard(&args);
     assert!(o.status.success(), "{}", text(&o));

@@ -37,7 +37,14 @@ fn capture(dir: &Path) -> std::path::PathBuf {
     let cap = dir.join("cap.bin");
     let o = Command::new("python3")
         .current_dir(dir)
-        .args(["-m", "memray", "run", "--trace-python-allocators", "-q", "-o"])
+        .args([
+            "-m",
+            "memray",
+            "run",
+            "--trace-python-allocators",
+            "-q",
+            "-o",
+        ])
         .arg(&cap)
         .arg("prog.py")
         .output()
@@ -70,7 +77,10 @@ fn imported_counts_equal_memray_stats() {
     let of = |k: &str| dist[k].as_u64().unwrap_or(0);
     let pymalloc = of("PYMALLOC_MALLOC") + of("PYMALLOC_CALLOC") + of("PYMALLOC_REALLOC");
     let mmaps = of("MMAP");
-    assert!(pymalloc > 10_000, "memray saw the object allocations: {dist}");
+    assert!(
+        pymalloc > 10_000,
+        "memray saw the object allocations: {dist}"
+    );
 
     // Detected from the first bytes as well as named.
     let out = dir.path().join("cap.mtr");
@@ -78,11 +88,17 @@ fn imported_counts_equal_memray_stats() {
     let said = text(&o);
     assert!(o.status.success(), "{said}");
     assert!(
-        said.contains(&format!("({} allocations as memray stats counts them)", thousands(total))),
+        said.contains(&format!(
+            "({} allocations as memray stats counts them)",
+            thousands(total)
+        )),
         "{said}"
     );
     assert!(
-        said.contains(&format!("({} allocations in the object domain)", thousands(pymalloc))),
+        said.contains(&format!(
+            "({} allocations in the object domain)",
+            thousands(pymalloc)
+        )),
         "{said}"
     );
     let o = mallard(&["convert", "--from", "memray", p(&cap), "-o", p(&out)]);
@@ -130,7 +146,11 @@ fn without_the_memray_package_the_message_says_how_to_get_it() {
     )
     .unwrap();
     let shim = bin.join("python3");
-    std::fs::write(&shim, format!("#!/bin/sh\nexec {} -S \"$@\"\n", real.trim())).unwrap();
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nexec {} -S \"$@\"\n", real.trim()),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
@@ -155,7 +175,18 @@ fn a_file_memray_cannot_read_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.bin");
     std::fs::write(&bad, b"memray\0 but nothing after").unwrap();
-    let o = mallard(&["convert", "--from", "memray", p(&bad), "-o", p(&dir.path().join("o.mtr"))]);
+    let o = mallard(&[
+        "convert",
+        "--from",
+        "memray",
+        p(&bad),
+        "-o",
+        p(&dir.path().join("o.mtr")),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("bad.bin") && text(&o).contains("memray cannot read it"), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.bin") && text(&o).contains("memray cannot read it"),
+        "{}",
+        text(&o)
+    );
 }

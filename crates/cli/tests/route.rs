@@ -49,7 +49,10 @@ fn trace(dir: &Path, domains: bool) -> std::path::PathBuf {
 
 /// Replays `trace` against arena and glibc; the first repetition's allocator_stats of each.
 fn stats(dir: &Path, trace: &Path) -> (serde_json::Value, serde_json::Value) {
-    let out = dir.join(format!("r-{}", trace.file_stem().unwrap().to_string_lossy()));
+    let out = dir.join(format!(
+        "r-{}",
+        trace.file_stem().unwrap().to_string_lossy()
+    ));
     let o = mallard(&[
         "run",
         p(trace),
@@ -73,7 +76,10 @@ fn stats(dir: &Path, trace: &Path) -> (serde_json::Value, serde_json::Value) {
             .unwrap_or(serde_json::Value::Null)
     };
     let methods = r["methods"]["domains"].as_str().unwrap_or("").to_string();
-    assert!(methods.contains("raw and c"), "methods say which calls each served: {methods}");
+    assert!(
+        methods.contains("raw and c"),
+        "methods say which calls each served: {methods}"
+    );
     (of("arena"), of("glibc"))
 }
 
@@ -85,7 +91,12 @@ fn blocks(arena: &serde_json::Value) -> (Vec<(u64, u64)>, u64) {
         .unwrap()
         .iter()
         .filter(|c| c["blocks_in_use"].as_u64().unwrap() > 0)
-        .map(|c| (c["size"].as_u64().unwrap(), c["blocks_in_use"].as_u64().unwrap()))
+        .map(|c| {
+            (
+                c["size"].as_u64().unwrap(),
+                c["blocks_in_use"].as_u64().unwrap(),
+            )
+        })
         .collect();
     (classes, f["raw_blocks"].as_u64().unwrap())
 }

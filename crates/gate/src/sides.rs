@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn flags_are_named_in_errors() {
         let e = arena_config("nosuch", "--baseline-arena").unwrap_err();
-        assert!(e.to_string().starts_with("--baseline-arena 'nosuch'"), "{e}");
+        assert!(
+            e.to_string().starts_with("--baseline-arena 'nosuch'"),
+            "{e}"
+        );
         let e = env_pairs(&["=x".into()], "--candidate-env").unwrap_err();
         assert_eq!(e.to_string(), "--candidate-env '=x': expected KEY=VALUE");
         let e = existing(Path::new("/nonexistent/w"), "--baseline-exe").unwrap_err();

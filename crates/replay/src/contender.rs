@@ -551,7 +551,7 @@ pub fn parse(spec: &str, arena: &ArenaConfig) -> Result<Contender, SpecError> {
                 }
                 python = Some(v.into());
             }
-                        (AllocatorName::Bump | AllocatorName::Snmalloc | AllocatorName::Rpmalloc, None)
+            (AllocatorName::Bump | AllocatorName::Snmalloc | AllocatorName::Rpmalloc, None)
             | (_, Some(Family::Tcmalloc | Family::Other)) => {
                 return Err(bad(format!(
                     "unknown setting '{k}': {base} takes only env.NAME=VALUE settings"

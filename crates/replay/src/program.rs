@@ -555,10 +555,7 @@ mod tests {
         ];
         let prog = compiled(&recs);
         let marks: Vec<bool> = prog.ops.iter().map(Op::system).collect();
-        assert_eq!(
-            marks,
-            [false, true, true, false, false, true, false, true]
-        );
+        assert_eq!(marks, [false, true, true, false, false, true, false, true]);
         assert_eq!(prog.system_ops, 4);
         // All c (every generated or imported trace): nothing is marked.
         let plain: Vec<_> = recs.iter().map(|&(_, e)| (C, e)).collect();

@@ -869,7 +869,10 @@ fn with_settings(stats: Option<serde_json::Value>, spec: &WorkerSpec) -> Option<
 /// The allocator's statistics with, for a backend that routes CPython's domains and a trace
 /// that records them, the calls it sent to the system allocator in this replay
 /// (`routed_to_system`: every operation marked `Op::SYSTEM`, the same in every repetition).
-fn routed<B: Backend>(stats: Option<serde_json::Value>, prog: &Program) -> Option<serde_json::Value> {
+fn routed<B: Backend>(
+    stats: Option<serde_json::Value>,
+    prog: &Program,
+) -> Option<serde_json::Value> {
     if !B::ROUTES_DOMAINS || prog.system_ops == 0 {
         return stats;
     }

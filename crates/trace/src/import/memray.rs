@@ -306,7 +306,10 @@ pub fn convert_from(
         if line_no == 1 {
             let mut f = text.split(' ');
             if f.next() != Some("memray") {
-                return Err(bad(line_no, format!("expected the memray line, got `{text}`")));
+                return Err(bad(
+                    line_no,
+                    format!("expected the memray line, got `{text}`"),
+                ));
             }
             sum.memray = f.next().unwrap_or("").to_string();
             sum.trace_python_allocators = f.any(|w| w == "trace_python_allocators=1");
@@ -348,9 +351,12 @@ pub fn convert_from(
             field("address", 16)?,
             field("size", 10)?,
         );
-        let &(k, domain, name) = kinds
-            .get(&(alloc as u32))
-            .ok_or_else(|| bad(line_no, format!("allocator {alloc} not in the allocators line")))?;
+        let &(k, domain, name) = kinds.get(&(alloc as u32)).ok_or_else(|| {
+            bad(
+                line_no,
+                format!("allocator {alloc} not in the allocators line"),
+            )
+        })?;
         sum.records += 1;
         *sum.by_allocator.entry(name.to_string()).or_default() += 1;
         let n_threads = threads.len() as u32;
@@ -383,11 +389,9 @@ pub fn convert_from(
                     sum.object_domain += 1;
                 }
                 let event = match (k, old) {
-                    (Kind::Realloc, Some((_, Some((old, _)), _))) if merge => Event::Realloc {
-                        old,
-                        new: id,
-                        size,
-                    },
+                    (Kind::Realloc, Some((_, Some((old, _)), _))) if merge => {
+                        Event::Realloc { old, new: id, size }
+                    }
                     (Kind::Alloc(kind, align), _) => Event::Alloc {
                         id,
                         size,
@@ -551,6 +555,8 @@ mod tests {
         assert!(looks_like(b"memray\0\x0d\0\0\0"));
         let lz4 = b"\x04\x22\x4d\x18\x40\x40\xc0\x4d\x92\x00\x00\xf9\x05memray\x00\x0d";
         assert!(looks_like(lz4));
-        assert!(!looks_like(b"\x04\x22\x4d\x18\x40\x40\xc0 other lz4 data here.........."));
+        assert!(!looks_like(
+            b"\x04\x22\x4d\x18\x40\x40\xc0 other lz4 data here.........."
+        ));
     }
 }
