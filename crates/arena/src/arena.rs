@@ -816,6 +816,22 @@ impl Arena {
         }
     }
 
+    /// The carved pools of `ao` that hold at least one block in use, as (blocks in use, size
+    /// class): the walk behind [`Arena::stats`] and [`Arena::occupancy`].
+    fn pools_in_use(&self, ao: &ArenaObject) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let first = (ao.address + self.pool_mask) & !self.pool_mask;
+        (first..ao.pool_address)
+            .step_by(self.pool_size)
+            .filter_map(|base| {
+                let pool = base as *const PoolHeader;
+                // SAFETY: pools below pool_address have been carved, so their headers were
+                // written and lie in the live arena.
+                let (count, szidx) = unsafe { ((*pool).count, (*pool).szidx as usize) };
+                // An empty pool is on the arena's free list, counted in nfreepools.
+                (count > 0).then_some((count, szidx))
+            })
+    }
+
     /// Unmaps an arena that is on no list and whose pools are all empty.
     fn release_arena(&mut self, ai: u32) {
         let arena_size = self.arena_size;

@@ -1,7 +1,7 @@
 //! [`Arena::occupancy`]: how full each mapped arena is, for the occupancy timeline (the data
 //! types are in [`crate::occupancy`]).
 
-use super::{Arena, PoolHeader};
+use super::Arena;
 use crate::occupancy::ArenaFill;
 
 impl Arena {
@@ -31,15 +31,7 @@ impl Arena {
                 total_pools: ao.ntotalpools,
                 ..ArenaFill::default()
             };
-            let first = (ao.address + self.pool_mask) & !self.pool_mask;
-            for base in (first..ao.pool_address).step_by(self.pool_size) {
-                let pool = base as *const PoolHeader;
-                // SAFETY: pools below pool_address have been carved, so their headers were
-                // written and lie in the live arena.
-                let (count, szidx) = unsafe { ((*pool).count, (*pool).szidx as usize) };
-                if count == 0 {
-                    continue;
-                }
+            for (count, szidx) in self.pools_in_use(ao) {
                 fill.pools_in_use += 1;
                 fill.blocks_in_use += count;
                 fill.block_bytes += u64::from(count) * u64::from(self.class_size[szidx]);

@@ -1,7 +1,7 @@
 //! [`Arena::stats`]: the figures of CPython's `sys._debugmallocstats()`, computed by walking
 //! every arena and pool, so the fast paths keep no extra counters.
 
-use super::{Arena, PoolHeader};
+use super::Arena;
 use crate::stats::{ArenaUsage, ClassStats, Stats};
 
 impl Arena {
@@ -37,15 +37,8 @@ impl Arena {
                 total_pools: ao.ntotalpools as usize,
                 free_pools: ao.nfreepools as usize,
             });
-            let first = (ao.address + self.pool_mask) & !self.pool_mask;
-            for base in (first..ao.pool_address).step_by(self.pool_size) {
-                let pool = base as *const PoolHeader;
-                // SAFETY: pools below pool_address have been carved, so their headers were
-                // written and lie in the live arena.
-                let (count, szidx) = unsafe { ((*pool).count as usize, (*pool).szidx as usize) };
-                if count == 0 {
-                    continue; // empty: on the arena's free list, counted in nfreepools
-                }
+            for (count, szidx) in self.pools_in_use(ao) {
+                let count = count as usize;
                 let c = &mut classes[szidx];
                 c.pools += 1;
                 c.blocks_in_use += count;
