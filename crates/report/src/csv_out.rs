@@ -26,37 +26,50 @@ pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>, ReportError> {
     w.into_inner().map_err(|e| err(e.to_string()))
 }
 
+/// A CSV document of `header` and `rows`, every field escaped by the csv crate.
+fn table(
+    file: &str,
+    header: &[&str],
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> Result<Vec<u8>, ReportError> {
+    let err = csv_err(file);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).map_err(|e| err(e.to_string()))?;
+    for row in rows {
+        w.write_record(&row).map_err(|e| err(e.to_string()))?;
+    }
+    w.into_inner().map_err(|e| err(e.to_string()))
+}
+
 /// `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition); an
 /// unknown footprint is an empty field.
 pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
-    let err = csv_err("rss.csv");
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "trace",
-        "allocator",
-        "repetition",
-        "ops_done",
-        "rss_bytes",
-        "live_bytes",
-        "footprint_bytes",
-    ])
-    .map_err(|e| err(e.to_string()))?;
-    for r in &results.repetitions {
-        for s in &r.rss_timeline {
-            let fp = s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default();
-            w.write_record([
-                r.trace.as_str(),
-                r.allocator.as_str(),
-                &r.index.to_string(),
-                &s.ops_done.to_string(),
-                &s.rss_bytes.to_string(),
-                &s.live_bytes.to_string(),
-                &fp,
-            ])
-            .map_err(|e| err(e.to_string()))?;
-        }
-    }
-    w.into_inner().map_err(|e| err(e.to_string()))
+    let rows = results.repetitions.iter().flat_map(|r| {
+        r.rss_timeline.iter().map(move |s| {
+            vec![
+                r.trace.clone(),
+                r.allocator.clone(),
+                r.index.to_string(),
+                s.ops_done.to_string(),
+                s.rss_bytes.to_string(),
+                s.live_bytes.to_string(),
+                s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default(),
+            ]
+        })
+    });
+    table(
+        "rss.csv",
+        &[
+            "trace",
+            "allocator",
+            "repetition",
+            "ops_done",
+            "rss_bytes",
+            "live_bytes",
+            "footprint_bytes",
+        ],
+        rows,
+    )
 }
 
 /// `summary.csv` as a [`Writer`].
@@ -101,41 +114,40 @@ impl Writer<View<'_>> for OccupancyCsv {
         if reps.is_empty() {
             return Ok(Vec::new());
         }
-        let err = csv_err("occupancy.csv");
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record([
-            "trace",
-            "allocator",
-            "repetition",
-            "ops_done",
-            "arena",
-            "pools_in_use",
-            "total_pools",
-            "blocks_in_use",
-            "block_bytes",
-            "arena_bytes",
-        ])
-        .map_err(|e| err(e.to_string()))?;
-        for (r, o) in reps {
-            for s in &o.samples {
-                for a in &s.arenas {
-                    w.write_record([
-                        r.trace.as_str(),
-                        r.allocator.as_str(),
-                        &r.index.to_string(),
-                        &s.ops_done.to_string(),
-                        &a.index.to_string(),
-                        &a.pools_in_use.to_string(),
-                        &a.total_pools.to_string(),
-                        &a.blocks_in_use.to_string(),
-                        &a.block_bytes.to_string(),
-                        &o.arena_size.to_string(),
-                    ])
-                    .map_err(|e| err(e.to_string()))?;
-                }
-            }
-        }
-        let bytes = w.into_inner().map_err(|e| err(e.to_string()))?;
+        let rows = reps.into_iter().flat_map(|(r, o)| {
+            o.samples.iter().flat_map(move |s| {
+                s.arenas.iter().map(move |a| {
+                    vec![
+                        r.trace.clone(),
+                        r.allocator.clone(),
+                        r.index.to_string(),
+                        s.ops_done.to_string(),
+                        a.index.to_string(),
+                        a.pools_in_use.to_string(),
+                        a.total_pools.to_string(),
+                        a.blocks_in_use.to_string(),
+                        a.block_bytes.to_string(),
+                        o.arena_size.to_string(),
+                    ]
+                })
+            })
+        });
+        let bytes = table(
+            self.name(),
+            &[
+                "trace",
+                "allocator",
+                "repetition",
+                "ops_done",
+                "arena",
+                "pools_in_use",
+                "total_pools",
+                "blocks_in_use",
+                "block_bytes",
+                "arena_bytes",
+            ],
+            rows,
+        )?;
         Ok(vec![Doc::new(self.name(), bytes)])
     }
 }

@@ -25,10 +25,11 @@ pub struct EndState {
 /// The state after the last operation, if any sample was taken.
 pub fn end_state(o: &ArenaOccupancy) -> Option<EndState> {
     let last = o.samples.last()?;
+    let arenas = last.arenas.len() as u64 + u64::from(last.unlisted_arenas);
     let mut e = EndState {
-        arenas: last.arenas.len() as u64 + u64::from(last.unlisted_arenas),
+        arenas,
         nearly_empty: 0,
-        mapped_bytes: (last.arenas.len() as u64 + u64::from(last.unlisted_arenas)) * o.arena_size,
+        mapped_bytes: arenas * o.arena_size,
         live_block_bytes: 0,
         nearly_empty_mapped: 0,
         nearly_empty_live: 0,
