@@ -56,14 +56,19 @@ pub struct PythonLib {
 impl PythonLib {
     /// `(major, minor)` of the version.
     pub fn minor(&self) -> (u32, u32) {
-        let mut it = self.version.split('.').map(|p| p.parse().unwrap_or(0));
-        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+        minor_of(&self.version)
     }
 
     /// Whether pymalloc's state lives in the interpreter (3.12 and later).
     pub fn needs_interpreter(&self) -> bool {
         self.minor() >= (3, 12)
     }
+}
+
+/// `(major, minor)` of a `major.minor.micro` version.
+fn minor_of(version: &str) -> (u32, u32) {
+    let mut it = version.split('.').map(|p| p.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 /// What the interpreter prints about itself: one `key=value` per line.
@@ -135,14 +140,8 @@ fn probe(python: &str) -> Result<(String, PathBuf), String> {
             get("implementation")
         ));
     }
-    let lib = PythonLib {
-        python: python.into(),
-        library: PathBuf::new(),
-        version: version.clone(),
-        sha256: String::new(),
-        unavailable: None,
-    };
-    if lib.minor() < (3, 8) {
+    let (major, minor) = minor_of(&version);
+    if (major, minor) < (3, 8) {
         return Err(format!(
             "'{python}' is CPython {version}; pymalloc needs 3.8 or later"
         ));
@@ -156,8 +155,7 @@ fn probe(python: &str) -> Result<(String, PathBuf), String> {
         return Err(format!(
             "'{python}' (CPython {version}) has no shared libpython (built without --enable-shared); \
              install the distribution's libpython{}.{} package or pick another interpreter with pymalloc:python=PATH",
-            lib.minor().0,
-            lib.minor().1
+            major, minor
         ));
     }
     let dir = PathBuf::from(get("libdir"));
