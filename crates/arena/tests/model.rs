@@ -89,16 +89,9 @@ fn random_config() -> impl Strategy<Value = Config> {
                     return None;
                 }
                 let threshold = quantum * (1 + t % (max_threshold / quantum));
-                let c = Config {
-                    quantum,
-                    threshold,
-                    pool_size,
-                    arena_size,
-                    classes,
-                    empty_arenas_kept: kept,
-                    alignment,
-                };
-                c.validate().ok().map(|_| c)
+                valid_config(
+                    quantum, threshold, pool_size, arena_size, classes, kept, alignment,
+                )
             },
         )
 }
@@ -397,6 +390,28 @@ fn growth_op() -> impl Strategy<Value = Op> {
 
 model_property!(many_arenas, 64, random_config(), growth_op(), 200..1500);
 
+/// The configuration of these fields, if it is a valid one.
+fn valid_config(
+    quantum: usize,
+    threshold: usize,
+    pool_size: usize,
+    arena_size: usize,
+    classes: ClassScheme,
+    empty_arenas_kept: usize,
+    alignment: ArenaAlignment,
+) -> Option<Config> {
+    let c = Config {
+        quantum,
+        threshold,
+        pool_size,
+        arena_size,
+        classes,
+        empty_arenas_kept,
+        alignment,
+    };
+    c.validate().ok().map(|_| c)
+}
+
 /// Tiny pools and arenas (including pools larger than a page under page alignment, where an
 /// unaligned arena of two pools keeps only one) so that thousands of operations map, fill,
 /// drain and release many arenas.
@@ -417,16 +432,9 @@ fn tiny_config() -> impl Strategy<Value = Config> {
             "invalid configuration",
             |((pool_size, arena_size), quantum, classes, kept, alignment)| {
                 let threshold = if pool_size >= 8192 { 512 } else { 96 };
-                let c = Config {
-                    quantum,
-                    threshold,
-                    pool_size,
-                    arena_size,
-                    classes,
-                    empty_arenas_kept: kept,
-                    alignment,
-                };
-                c.validate().ok().map(|_| c)
+                valid_config(
+                    quantum, threshold, pool_size, arena_size, classes, kept, alignment,
+                )
             },
         )
 }
