@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{alloc, bin, free, p, text};
+use common::{alloc, bin, free, p, run_args, text};
 use mallard_trace::{Form, Header, TraceWriter};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -313,21 +313,8 @@ fn a_fifo_reads_like_a_file_for_inspect_convert_and_run() {
 
     let fifo = Fifo::new(dir.path().join("run"), bytes.clone());
     let report = dir.path().join("report");
-    let o = mallard_for(
-        &[
-            "run",
-            p(&fifo.path),
-            "-r",
-            "1",
-            "-a",
-            "bump",
-            "--out",
-            p(&report),
-            "-q",
-        ],
-        Duration::from_secs(120),
-    )
-    .out;
+    let args = run_args(p(&fifo.path), "bump", &report, &[]);
+    let o = mallard_for(&args, Duration::from_secs(120)).out;
     assert!(o.status.success(), "run of a FIFO: {}", text(&o));
     assert!(report.join("results.json").exists());
 
