@@ -45,53 +45,41 @@ impl Allocator for Pymalloc {
     }
 }
 
-struct Glibc;
+/// An allocator behind a C `malloc`/`free` pair.
+macro_rules! c_allocator {
+    ($ty:ident, $name:literal, $malloc:path, $free:path) => {
+        struct $ty;
 
-impl Allocator for Glibc {
-    const NAME: &'static str = "glibc";
-    #[inline]
-    unsafe fn malloc(&mut self, n: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        unsafe { libc::malloc(n) as *mut u8 }
-    }
-    #[inline]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: forwarded.
-        unsafe { libc::free(p as *mut libc::c_void) }
-    }
+        impl Allocator for $ty {
+            const NAME: &'static str = $name;
+            #[inline]
+            unsafe fn malloc(&mut self, n: usize) -> *mut u8 {
+                // SAFETY: forwarded.
+                unsafe { $malloc(n) as *mut u8 }
+            }
+            #[inline]
+            unsafe fn free(&mut self, p: *mut u8) {
+                // SAFETY: forwarded.
+                unsafe { $free(p as *mut libc::c_void) }
+            }
+        }
+    };
 }
 
-struct Jemalloc;
-
-impl Allocator for Jemalloc {
-    const NAME: &'static str = "jemalloc";
-    #[inline]
-    unsafe fn malloc(&mut self, n: usize) -> *mut u8 {
-        // SAFETY: forwarded (the `_rjem_` prefixed jemalloc).
-        unsafe { tikv_jemalloc_sys::malloc(n) as *mut u8 }
-    }
-    #[inline]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: forwarded.
-        unsafe { tikv_jemalloc_sys::free(p as *mut libc::c_void) }
-    }
-}
-
-struct Mimalloc;
-
-impl Allocator for Mimalloc {
-    const NAME: &'static str = "mimalloc";
-    #[inline]
-    unsafe fn malloc(&mut self, n: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        unsafe { libmimalloc_sys::mi_malloc(n) as *mut u8 }
-    }
-    #[inline]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: forwarded.
-        unsafe { libmimalloc_sys::mi_free(p as *mut libc::c_void) }
-    }
-}
+c_allocator!(Glibc, "glibc", libc::malloc, libc::free);
+// The `_rjem_` prefixed jemalloc.
+c_allocator!(
+    Jemalloc,
+    "jemalloc",
+    tikv_jemalloc_sys::malloc,
+    tikv_jemalloc_sys::free
+);
+c_allocator!(
+    Mimalloc,
+    "mimalloc",
+    libmimalloc_sys::mi_malloc,
+    libmimalloc_sys::mi_free
+);
 
 fn arena() -> Pymalloc {
     Pymalloc(Arena::new(Config::preset("cpython-3.11").expect("preset")).expect("valid"))

@@ -1,21 +1,6 @@
 //! The glibc mtrace importer. The first byte chooses lenient mode.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use mallard_trace::Validator;
-use std::path::Path;
+#[macro_use]
+mod checked;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&flag, text)) = data.split_first() else {
-        return;
-    };
-    let mut v = Validator::new();
-    let _ = mallard_trace::import::mtrace::convert_from(
-        Path::new("fuzz.mtrace"),
-        text,
-        flag & 1 == 1,
-        &mut |r| {
-            assert!(v.check(&r).is_ok(), "the importer wrote an invalid trace");
-            Ok(())
-        },
-    );
-});
+checked_import_target!(mallard_trace::import::mtrace::convert_from, "fuzz.mtrace");

@@ -89,16 +89,9 @@ fn random_config() -> impl Strategy<Value = Config> {
                     return None;
                 }
                 let threshold = quantum * (1 + t % (max_threshold / quantum));
-                let c = Config {
-                    quantum,
-                    threshold,
-                    pool_size,
-                    arena_size,
-                    classes,
-                    empty_arenas_kept: kept,
-                    alignment,
-                };
-                c.validate().ok().map(|_| c)
+                valid_config(
+                    quantum, threshold, pool_size, arena_size, classes, kept, alignment,
+                )
             },
         )
 }
@@ -363,31 +356,28 @@ fn run(config: Config, ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
     m.drain(seed.rotate_left(17))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+/// A property: `cases` random sequences of `ops` (a strategy and a length range), each replayed
+/// against `config` and the model by `run`.
+macro_rules! model_property {
+    ($name:ident, $cases:expr, $config:expr, $op:expr, $len:expr) => {
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: $cases, ..ProptestConfig::default() })]
 
-    #[test]
-    fn random_configurations(
-        config in random_config(),
-        ops in prop::collection::vec(op(), 1..400),
-        seed in any::<u64>(),
-    ) {
-        run(config, &ops, seed)?;
-    }
+            #[test]
+            fn $name(
+                config in $config,
+                ops in prop::collection::vec($op, $len),
+                seed in any::<u64>(),
+            ) {
+                run(config, &ops, seed)?;
+            }
+        }
+    };
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+model_property!(random_configurations, 300, random_config(), op(), 1..400);
 
-    #[test]
-    fn presets(
-        config in preset_config(),
-        ops in prop::collection::vec(op(), 1..600),
-        seed in any::<u64>(),
-    ) {
-        run(config, &ops, seed)?;
-    }
-}
+model_property!(presets, 48, preset_config(), op(), 1..600);
 
 /// Allocation-heavy sequences (few frees) so that many arenas are mapped, then drained.
 fn growth_op() -> impl Strategy<Value = Op> {
@@ -398,17 +388,28 @@ fn growth_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+model_property!(many_arenas, 64, random_config(), growth_op(), 200..1500);
 
-    #[test]
-    fn many_arenas(
-        config in random_config(),
-        ops in prop::collection::vec(growth_op(), 200..1500),
-        seed in any::<u64>(),
-    ) {
-        run(config, &ops, seed)?;
-    }
+/// The configuration of these fields, if it is a valid one.
+fn valid_config(
+    quantum: usize,
+    threshold: usize,
+    pool_size: usize,
+    arena_size: usize,
+    classes: ClassScheme,
+    empty_arenas_kept: usize,
+    alignment: ArenaAlignment,
+) -> Option<Config> {
+    let c = Config {
+        quantum,
+        threshold,
+        pool_size,
+        arena_size,
+        classes,
+        empty_arenas_kept,
+        alignment,
+    };
+    c.validate().ok().map(|_| c)
 }
 
 /// Tiny pools and arenas (including pools larger than a page under page alignment, where an
@@ -431,16 +432,9 @@ fn tiny_config() -> impl Strategy<Value = Config> {
             "invalid configuration",
             |((pool_size, arena_size), quantum, classes, kept, alignment)| {
                 let threshold = if pool_size >= 8192 { 512 } else { 96 };
-                let c = Config {
-                    quantum,
-                    threshold,
-                    pool_size,
-                    arena_size,
-                    classes,
-                    empty_arenas_kept: kept,
-                    alignment,
-                };
-                c.validate().ok().map(|_| c)
+                valid_config(
+                    quantum, threshold, pool_size, arena_size, classes, kept, alignment,
+                )
             },
         )
 }

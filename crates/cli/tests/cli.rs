@@ -1,24 +1,13 @@
 //! End-to-end tests of the `mallard` binary: real files in a temporary directory.
 
-use mallard_trace::{AllocKind, Event, Form, Header, Record};
+use mallard_trace::{Form, Header};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 mod common;
-use common::{generated, mallard, p, text};
-
-fn alloc(id: u64, size: u64) -> Record {
-    Record::new(Event::Alloc {
-        id,
-        size,
-        align: 0,
-        kind: AllocKind::Malloc,
-    })
-}
-
-fn free(id: u64) -> Record {
-    Record::new(Event::Free { id })
-}
+use common::{
+    alloc, free, generated, generated_threads, mallard, mallard_env, ok, p, refused, run_args,
+    succeeds, text,
+};
 
 #[test]
 fn gen_lists_the_generators() {
@@ -38,37 +27,28 @@ fn gen_lists_the_generators() {
 fn gen_is_deterministic_and_convert_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let a = generated(dir.path(), "python-objects", "20000");
-    let b = dir.path().join("again.mtr");
-    assert!(mallard(&[
-        "gen",
-        "python-objects",
-        "-o",
-        p(&b),
-        "--events",
-        "20000",
-        "--seed",
-        "3"
-    ])
-    .status
-    .success());
+    // `generated` with another name and seed.
+    let gen = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        ok(&[
+            "gen",
+            "python-objects",
+            "-o",
+            p(&out),
+            "--events",
+            "20000",
+            "--seed",
+            seed,
+        ]);
+        out
+    };
+    let b = gen("again.mtr", "3");
     assert_eq!(
         fs::read(&a).unwrap(),
         fs::read(&b).unwrap(),
         "same seed, same bytes"
     );
-    let c = dir.path().join("other.mtr");
-    assert!(mallard(&[
-        "gen",
-        "python-objects",
-        "-o",
-        p(&c),
-        "--events",
-        "20000",
-        "--seed",
-        "4"
-    ])
-    .status
-    .success());
+    let c = gen("other.mtr", "4");
     assert_ne!(
         fs::read(&a).unwrap(),
         fs::read(&c).unwrap(),
@@ -76,11 +56,9 @@ fn gen_is_deterministic_and_convert_round_trips() {
     );
 
     let csv = dir.path().join("t.csv");
-    let o = mallard(&["convert", p(&a), "-o", p(&csv)]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&["convert", p(&a), "-o", p(&csv)]);
     let back = dir.path().join("back.mtr");
-    let o = mallard(&["convert", p(&csv), "-o", p(&back)]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&["convert", p(&csv), "-o", p(&back)]);
     let ta = mallard_trace::read_all(&a).unwrap();
     let tb = mallard_trace::read_all(&back).unwrap();
     assert_eq!(ta.records.len(), 20000);
@@ -100,15 +78,13 @@ fn inspect_prints_the_figures() {
         alloc(3, 50),
     ];
     mallard_trace::write(&t, &Header::default(), recs, Form::Csv).unwrap();
-    let o = mallard(&["inspect", p(&t), "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = succeeds(&["inspect", p(&t), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let s = &v["stats"];
     assert_eq!(s["peak_live_bytes"], 600, "{s}");
     assert_eq!(s["peak_live_objects"], 3, "{s}");
-    let o = mallard(&["inspect", p(&t)]);
-    assert!(o.status.success());
-    assert!(text(&o).contains("600"), "{}", text(&o));
+    let t = ok(&["inspect", p(&t)]);
+    assert!(t.contains("600"), "{t}");
 }
 
 #[test]
@@ -116,17 +92,16 @@ fn run_writes_every_report_file_for_four_allocators() {
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "python-objects", "30000");
     let out = dir.path().join("reports").join("demo");
-    let o = mallard(&[
+    let o = succeeds(&[
         "run",
         p(&t),
         "--out",
         p(&out),
-        "--repeat",
+        "-r",
         "2",
-        "--quiet",
+        "-q",
         "--arena-stats",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     for a in ["arena", "glibc", "jemalloc", "mimalloc"] {
         assert!(
@@ -201,14 +176,8 @@ fn run_writes_every_report_file_for_four_allocators() {
 }
 
 fn assert_bad_input(args: &[&str], out: &Path, must_contain: &[&str]) {
-    let o = mallard(args);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let t = text(&o);
-    for m in must_contain {
-        assert!(t.contains(m), "message lacks '{m}':\n{t}");
-    }
+    let t = refused(2, args, must_contain, out);
     assert!(!t.contains("panicked"), "{t}");
-    assert!(!out.exists(), "a report directory was left behind");
     if let Some(parent) = out.parent() {
         if parent.exists() {
             let stray: Vec<_> = fs::read_dir(parent)
@@ -231,34 +200,26 @@ fn assert_bad_input(args: &[&str], out: &Path, must_contain: &[&str]) {
 fn a_free_of_an_unknown_object_is_named_with_its_location() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r").join("demo");
-    // CSV: a free of an object that was never allocated, on the 4th event line.
-    let t = dir.path().join("bad.csv");
-    mallard_trace::write(
-        &t,
-        &Header::default(),
-        vec![alloc(0, 8), alloc(1, 8), free(0), free(9)],
-        Form::Csv,
-    )
-    .unwrap();
-    assert_bad_input(
-        &["run", p(&t), "--out", p(&out), "--quiet"],
-        &out,
-        &["bad.csv", "line", "object 9"],
-    );
-    // Binary: a double free, reported with its byte offset.
-    let t = dir.path().join("bad.mtr");
-    mallard_trace::write(
-        &t,
-        &Header::default(),
-        vec![alloc(0, 8), free(0), alloc(1, 16), free(0)],
-        Form::Binary,
-    )
-    .unwrap();
-    assert_bad_input(
-        &["run", p(&t), "--out", p(&out), "--quiet"],
-        &out,
-        &["bad.mtr", "byte", "object 0"],
-    );
+    for (name, form, records, wants) in [
+        // CSV: a free of an object that was never allocated, on the 4th event line.
+        (
+            "bad.csv",
+            Form::Csv,
+            vec![alloc(0, 8), alloc(1, 8), free(0), free(9)],
+            ["bad.csv", "line", "object 9"],
+        ),
+        // Binary: a double free, reported with its byte offset.
+        (
+            "bad.mtr",
+            Form::Binary,
+            vec![alloc(0, 8), free(0), alloc(1, 16), free(0)],
+            ["bad.mtr", "byte", "object 0"],
+        ),
+    ] {
+        let t = dir.path().join(name);
+        mallard_trace::write(&t, &Header::default(), records, form).unwrap();
+        assert_bad_input(&["run", p(&t), "--out", p(&out), "--quiet"], &out, &wants);
+    }
 }
 
 #[test]
@@ -347,11 +308,10 @@ fn a_crashing_worker_fails_only_its_allocator() {
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "uniform", "5000");
     let out = dir.path().join("demo");
-    let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"])
-        .env("MALLARD_FAULT_INJECT", "jemalloc")
-        .output()
-        .unwrap();
+    let o = mallard_env(
+        &["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"],
+        &[("MALLARD_FAULT_INJECT", "jemalloc")],
+    );
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let results = mallard_report::read_results(&out.join("results.json")).unwrap();
     for r in &results.repetitions {
@@ -376,46 +336,23 @@ fn bump_reference_and_touch_policies_run() {
     let t = generated(dir.path(), "fragmentation", "20000");
     for touch in ["none", "first", "pages", "all"] {
         let out = dir.path().join(format!("r-{touch}"));
-        let o = mallard(&[
-            "run",
-            p(&t),
-            "--out",
-            p(&out),
-            "--repeat",
-            "1",
-            "--allocators",
-            "bump,arena",
-            "--touch",
-            touch,
-            "--quiet",
-        ]);
-        assert!(o.status.success(), "{touch}: {}", text(&o));
+        ok(&run_args(p(&t), "bump,arena", &out, &["--touch", touch]));
     }
     // Touching every byte makes RSS real: the arena's peak RSS over the baseline holds at least
     // the peak of live bytes. The bump allocator hands every allocation its own memory.
     let r = mallard_report::read_results(&dir.path().join("r-all").join("results.json")).unwrap();
     let t = &r.traces[0];
-    let arena = r
-        .repetitions
-        .iter()
-        .find(|x| x.allocator == "arena")
-        .unwrap()
-        .memory
-        .as_ref()
-        .unwrap();
+    let memory = |name: &str| {
+        let rep = r.repetitions.iter().find(|x| x.allocator == name).unwrap();
+        rep.memory.as_ref().unwrap()
+    };
+    let arena = memory("arena");
     assert!(
         arena.peak_rss >= arena.baseline_rss + t.peak_live_bytes * 9 / 10,
         "{arena:?} vs peak live {}",
         t.peak_live_bytes
     );
-    let bump = r
-        .repetitions
-        .iter()
-        .find(|x| x.allocator == "bump")
-        .unwrap()
-        .memory
-        .as_ref()
-        .unwrap();
+    let bump = memory("bump");
     assert!(
         bump.footprint.unwrap() >= t.bytes_allocated,
         "{bump:?} vs {} allocated",
@@ -426,28 +363,15 @@ fn bump_reference_and_touch_policies_run() {
 #[test]
 fn multi_threaded_traces_replay_faithfully_or_serially() {
     let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("larson.mtr");
-    let o = mallard(&[
-        "gen",
-        "larson",
-        "-o",
-        p(&t),
-        "--events",
-        "20000",
-        "--threads",
-        "4",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let t = generated_threads(dir.path(), "larson", "20000", "4");
     let out = dir.path().join("faithful");
-    let o = mallard(&["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let said = ok(&["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"]);
     // With more replay threads than CPUs the table says what its throughput measures.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(
-        text(&o).contains("4 replay threads on"),
+        said.contains("4 replay threads on"),
         cpus < 4,
-        "{cpus} CPUs\n{}",
-        text(&o)
+        "{cpus} CPUs\n{said}"
     );
     let r = mallard_report::read_results(&out.join("results.json")).unwrap();
     for rep in &r.repetitions {
@@ -471,18 +395,17 @@ fn multi_threaded_traces_replay_faithfully_or_serially() {
         assert_eq!(tail, 20000);
     }
     let out = dir.path().join("serial");
-    let o = mallard(&[
+    ok(&[
         "run",
         p(&t),
         "--out",
         p(&out),
-        "--repeat",
+        "-r",
         "1",
-        "--quiet",
+        "-q",
         "--threads",
         "serial",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
     let r = mallard_report::read_results(&out.join("results.json")).unwrap();
     assert!(r
         .repetitions
@@ -494,20 +417,8 @@ fn multi_threaded_traces_replay_faithfully_or_serially() {
 fn thread_counts_give_a_scaling_table() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("scaling");
-    let o = mallard(&[
-        "run",
-        "gen:producer-consumer:20000",
-        "--threads",
-        "2,4",
-        "--repeat",
-        "1",
-        "--quiet",
-        "--allocators",
-        "glibc,arena",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let trace = "gen:producer-consumer:20000";
+    let o = succeeds(&run_args(trace, "glibc,arena", &out, &["--threads", "2,4"]));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("scaling: producer-consumer"), "{stdout}");
     let line = stdout
@@ -564,31 +475,16 @@ fn android_zip_converts_and_runs_directly() {
     z.finish().unwrap();
 
     let out = dir.path().join("app.mtr");
-    let o = mallard(&["convert", p(&zip_path), "-o", p(&out)]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("wrote 4000 events"), "{}", text(&o));
+    let t = ok(&["convert", p(&zip_path), "-o", p(&out)]);
+    assert!(t.contains("wrote 4000 events"), "{t}");
 
     let rep = dir.path().join("rep");
-    let o = mallard(&[
-        "run",
-        p(&zip_path),
-        "--allocators",
-        "glibc",
-        "--repeat",
-        "1",
-        "-q",
-        "--out",
-        p(&rep),
-    ]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
+    let t = ok(&run_args(p(&zip_path), "glibc", &rep, &[]));
     assert!(t.contains("importing") && t.contains("(android;"), "{t}");
     assert!(t.contains("app (4000 events"), "{t}");
     assert!(rep.join("results.json").exists());
     // And inspect reads it as well, naming the archive.
-    let o = mallard(&["inspect", p(&zip_path)]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
+    let t = ok(&["inspect", p(&zip_path)]);
     assert!(
         t.contains("app.zip") && t.contains("original: app.zip"),
         "{t}"

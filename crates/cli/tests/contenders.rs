@@ -3,58 +3,46 @@
 //! library is refused before any worker with no report, and the gate judges two specs.
 
 mod common;
-use common::{generated, mallard, p, results, text};
+use common::{
+    allocator, exits, generated, generated_threads, mallard, p, refused, repetitions, results,
+    run_args, run_once, text,
+};
 use std::path::Path;
 
 /// The settings the worker read back, per contender label.
 fn read_back(r: &serde_json::Value, label: &str) -> serde_json::Value {
-    r["repetitions"]
-        .as_array()
-        .unwrap()
+    repetitions(r)
         .iter()
         .find(|x| x["allocator"] == label)
         .unwrap_or_else(|| panic!("no repetition of {label}"))["allocator_stats"]["settings"]
         .clone()
 }
 
+/// The installed libtcmalloc_minimal, if any (if not, says that the test is skipped).
 fn tcmalloc() -> Option<&'static str> {
-    [
+    let lib = [
         "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
         "/usr/lib/libtcmalloc_minimal.so.4",
     ]
     .into_iter()
-    .find(|p| Path::new(p).exists())
+    .find(|p| Path::new(p).exists());
+    if lib.is_none() {
+        eprintln!("skipped: libtcmalloc-minimal4 is not installed (.ci/run installs it)");
+    }
+    lib
 }
 
 #[test]
 fn every_setting_reaches_its_allocator() {
     let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("l.mtr");
-    let o = mallard(&[
-        "gen",
-        "larson",
-        "-o",
-        p(&t),
-        "--events",
-        "40000",
-        "--threads",
-        "4",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let t = generated_threads(dir.path(), "larson", "40000", "4");
     let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
+    let r = run_once(
         p(&t),
-        "-a",
         "glibc,one=glibc:arena_max=1,jemalloc:dirty_decay_ms=0:narenas=1:tcache=false,mimalloc:purge_delay=0,a4=arena:preset=cpython-3.9:pool_size=4K",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
+        &out,
+        &[],
+    );
     // mallopt has no getter: its effect is seen. Four replay threads spread over several
     // arenas by default, and stay on one with arena_max=1.
     let many = read_back(&r, "glibc")["arenas"].as_u64().unwrap();
@@ -68,13 +56,7 @@ fn every_setting_reaches_its_allocator() {
         read_back(&r, "mimalloc:purge_delay=0")["mi_option.purge_delay"],
         0
     );
-    let a4 = r["allocators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "a4")
-        .unwrap()
-        .clone();
+    let a4 = allocator(&r, "a4");
     assert!(a4["config"].as_str().unwrap().contains("pool=4K"), "{a4}");
     assert_eq!(a4["spec"], "a4=arena:preset=cpython-3.9:pool_size=4K");
 }
@@ -103,26 +85,12 @@ fn an_unknown_setting_or_library_is_refused_before_any_worker() {
 #[test]
 fn a_preloaded_library_serves_the_replay_and_is_recorded() {
     let Some(lib) = tcmalloc() else {
-        eprintln!("skipped: libtcmalloc-minimal4 is not installed (.ci/run installs it)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "uniform", "5000");
     let out = dir.path().join("r");
-    let spec = format!("tc={lib}");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "-a",
-        &format!("glibc,{spec},tcmalloc"),
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
+    let r = run_once(p(&t), &format!("glibc,tc={lib},tcmalloc"), &out, &[]);
     for label in ["tc", "tcmalloc"] {
         let back = read_back(&r, label);
         let served = back["malloc_served_by"].as_str().unwrap();
@@ -130,13 +98,7 @@ fn a_preloaded_library_serves_the_replay_and_is_recorded() {
             served.contains("tcmalloc"),
             "{label}: malloc served by {served}"
         );
-        let a = r["allocators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == label)
-            .unwrap()
-            .clone();
+        let a = allocator(&r, label);
         assert_eq!(a["library_sha256"].as_str().unwrap().len(), 64, "{a}");
         assert!(
             a["library"].as_str().unwrap().contains("libtcmalloc"),
@@ -154,19 +116,7 @@ fn a_preloaded_library_serves_the_replay_and_is_recorded() {
     .find(|p| Path::new(p).exists());
     if let Some(z) = not_malloc {
         let out2 = dir.path().join("r2");
-        let o = mallard(&[
-            "run",
-            p(&t),
-            "-a",
-            &format!("z={z}"),
-            "--repeat",
-            "1",
-            "--out",
-            p(&out2),
-            "-q",
-        ]);
-        let s = text(&o);
-        assert_eq!(o.status.code(), Some(3), "{s}");
+        exits(3, &run_args(p(&t), &format!("z={z}"), &out2, &[]));
         let r = results(&out2);
         let f = r["repetitions"][0]["failure"]
             .as_str()
@@ -179,7 +129,6 @@ fn a_preloaded_library_serves_the_replay_and_is_recorded() {
 #[test]
 fn the_gate_judges_two_specs() {
     let Some(lib) = tcmalloc() else {
-        eprintln!("skipped: libtcmalloc-minimal4 is not installed (.ci/run installs it)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -210,19 +159,21 @@ fn the_gate_judges_two_specs() {
         "{s}"
     );
     // The older side options cannot be mixed with whole specs.
-    let o = mallard(&[
-        "gate",
-        p(&t),
-        "--baseline",
-        "glibc",
-        "--candidate",
-        "arena",
-        "--candidate-arena",
-        "cpython-3.9",
-        "--out",
-        p(&dir.path().join("g2")),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exits(
+        2,
+        &[
+            "gate",
+            p(&t),
+            "--baseline",
+            "glibc",
+            "--candidate",
+            "arena",
+            "--candidate-arena",
+            "cpython-3.9",
+            "--out",
+            p(&dir.path().join("g2")),
+        ],
+    );
 }
 
 /// Runs `mallard run TRACE -a SPEC --repeat 1 -q` plus `extra` into a fresh report, which must
@@ -231,23 +182,8 @@ fn the_gate_judges_two_specs() {
 #[cfg(any(feature = "snmalloc", feature = "rpmalloc"))]
 fn run_alone(trace: &str, spec: &str, extra: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("r");
-    let mut args = vec![
-        "run",
-        trace,
-        "-a",
-        spec,
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let o = mallard(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
-    for rep in r["repetitions"].as_array().unwrap() {
+    let r = run_once(trace, spec, &dir.path().join("r"), extra);
+    for rep in repetitions(&r) {
         assert!(rep["failure"].is_null(), "{rep}");
     }
     let version = r["allocators"][0]["version"].as_str().unwrap().to_string();
@@ -269,15 +205,18 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
     assert!(!rep["memory"]["footprint"].is_null(), "{rep}");
     // snmalloc takes env.* settings only.
     let dir = tempfile::tempdir().unwrap();
-    let o = mallard(&[
-        "run",
-        "gen:uniform:5000",
-        "-a",
-        "snmalloc:x=1",
-        "--out",
-        p(&dir.path().join("r2")),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = dir.path().join("r2");
+    exits(
+        2,
+        &[
+            "run",
+            "gen:uniform:5000",
+            "-a",
+            "snmalloc:x=1",
+            "--out",
+            p(&out),
+        ],
+    );
 }
 
 #[cfg(feature = "rpmalloc")]
@@ -311,17 +250,14 @@ fn rpmalloc_is_built_in_and_serves_every_replay_thread() {
     );
     // rpmalloc has no runtime option interface: env.* settings only.
     let dir = tempfile::tempdir().unwrap();
-    let o = mallard(&[
-        "run",
-        "gen:uniform:5000",
-        "-a",
-        "rpmalloc:span_size=4096",
-        "--out",
-        p(&dir.path().join("r2")),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("env.NAME"), "{}", text(&o));
-    assert!(!dir.path().join("r2").exists());
+    let out = dir.path().join("r2");
+    let spec = "rpmalloc:span_size=4096";
+    refused(
+        2,
+        &["run", "gen:uniform:5000", "-a", spec, "--out", p(&out)],
+        &["env.NAME"],
+        &out,
+    );
 }
 
 /// A build without an optional allocator refuses it before any worker, naming the feature.
@@ -335,12 +271,11 @@ fn an_allocator_left_out_of_the_build_exits_2_naming_its_feature() {
         "snmalloc"
     };
     let out = dir.path().join("r");
-    let o = mallard(&["run", "gen:uniform:2000", "-a", name, "--out", p(&out)]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains(&format!("--features {name}")),
-        "{}",
-        text(&o)
+    let want = format!("--features {name}");
+    refused(
+        2,
+        &["run", "gen:uniform:2000", "-a", name, "--out", p(&out)],
+        &[&want],
+        &out,
     );
-    assert!(!out.exists());
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
-use common::{generated, mallard, ok, p, text};
+use common::{gate_stored, generated, mallard, ok, p, read_json, text};
 
 fn tiny_trace(dir: &Path) -> PathBuf {
     generated(dir, "python-objects", "5000")
@@ -19,19 +19,6 @@ fn metric<'a>(v: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|m| m["metric"] == name)
         .unwrap_or_else(|| panic!("{name} not judged: {v}"))
-}
-
-/// Runs the gate on two stored results.json files, writing into `out`.
-fn gate_stored(baseline: &Path, current: &Path, out: &Path) -> Output {
-    mallard(&[
-        "gate",
-        "--baseline",
-        p(baseline),
-        "--current",
-        p(current),
-        "--out",
-        p(out),
-    ])
 }
 
 /// Runs the gate side by side on trace `t` with `extra` options, four repetitions exactly,
@@ -48,11 +35,6 @@ fn pass_or_inconclusive(o: &Output) -> i32 {
     let code = o.status.code().unwrap();
     assert!(code == 0 || code == 3, "got {code}\n{}", text(o));
     code
-}
-
-fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// A small well-formedness check: every tag closes in order, attributes are quoted, entities

@@ -4,76 +4,25 @@
 //! and unknown (never compared) under a preloaded malloc; mimalloc's version reads as mimalloc
 //! numbers it.
 //!
-//! `MALLARD_TEST_BIN=/path/to/mallard` runs these tests against another build (to check that
+//! `MALLARD_UNDER_TEST=/path/to/mallard` runs these tests against another build (to check that
 //! they fail on one without the fixes).
 
+mod common;
+use common::{
+    gate_stored, generated, mallard, mallard_env, ok, p, read_json, repeated_run_args, repetitions,
+    results, run_args, run_once, text,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn bin() -> PathBuf {
-    std::env::var_os("MALLARD_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mallard")))
-}
-
-fn mallard(args: &[&str]) -> Output {
-    mallard_env(args, &[])
-}
-
-fn mallard_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run mallard")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn read_json(p: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// A generated trace of 5000 events and `mallard run --repeat 3` of it on two allocators:
-/// the report directory.
+/// A generated trace of 5000 events (python-objects, seed 3, named `t`) and `mallard run
+/// --repeat 3` of it on two allocators: the report directory.
 fn stored_run(dir: &Path) -> PathBuf {
     let t = dir.join("t.mtr");
-    let o = mallard(&[
-        "gen",
-        "python-objects",
-        "-o",
-        p(&t),
-        "--events",
-        "5000",
-        "--seed",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    std::fs::rename(generated(dir, "python-objects", "5000"), &t).unwrap();
     let out = dir.join("A");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "--allocators",
-        "arena,glibc",
-        "--repeat",
-        "3",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&repeated_run_args(p(&t), "arena,glibc", "3", &out, &[]));
     out
 }
 
@@ -151,15 +100,7 @@ fn stored_results_that_make_no_sense_are_refused_naming_file_and_field() {
         let bp = b.join("results.json");
         std::fs::write(&bp, serde_json::to_string(&v).unwrap()).unwrap();
         let out = dir.path().join(format!("gate-{name}"));
-        let o = mallard(&[
-            "gate",
-            "--baseline",
-            p(&a),
-            "--current",
-            p(&b),
-            "--out",
-            p(&out),
-        ]);
+        let o = gate_stored(&a, &b, &out);
         let all = text(&o);
         assert_eq!(o.status.code(), Some(2), "{name}: {all}");
         assert!(!all.contains("PASS"), "{name}: {all}");
@@ -171,16 +112,7 @@ fn stored_results_that_make_no_sense_are_refused_naming_file_and_field() {
         assert!(!out.exists(), "{name}: a report of nonsense was written");
     }
     // The untouched set against itself is read (the code's own results.json are valid).
-    let out = dir.path().join("gate-same");
-    let o = mallard(&[
-        "gate",
-        "--baseline",
-        p(&a),
-        "--current",
-        p(&a),
-        "--out",
-        p(&out),
-    ]);
+    let o = gate_stored(&a, &a, &dir.path().join("gate-same"));
     let code = o.status.code().unwrap();
     assert!(code == 0 || code == 3, "{}", text(&o));
 }
@@ -197,8 +129,7 @@ fn one_tiny_live_object(dir: &Path, pairs: usize) -> PathBuf {
     let c = dir.join("one.csv");
     std::fs::write(&c, csv).unwrap();
     let t = dir.join("one.mtr");
-    let o = mallard(&["convert", p(&c), "-o", p(&t)]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&["convert", p(&c), "-o", p(&t)]);
     t
 }
 
@@ -206,21 +137,8 @@ fn one_tiny_live_object(dir: &Path, pairs: usize) -> PathBuf {
 fn glibc_footprint_is_net_of_the_harness_heap() {
     let dir = tempfile::tempdir().unwrap();
     let t = one_tiny_live_object(dir.path(), 250_000);
-    let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "--allocators",
-        "glibc,jemalloc,arena",
-        "--repeat",
-        "1",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let v = read_json(&out.join("results.json"));
-    for r in v["repetitions"].as_array().unwrap() {
+    let v = run_once(p(&t), "glibc,jemalloc,arena", &dir.path().join("r"), &[]);
+    for r in repetitions(&v) {
         let m = &r["memory"];
         let fp = m["footprint"].as_u64().expect("a known footprint");
         // One 0-byte object is live at the end: whatever the allocator keeps for it (a page,
@@ -268,8 +186,7 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
     };
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("t.mtr");
-    let o = mallard(&["gen", "python-objects", "-o", p(&t), "--events", "5000"]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&["gen", "python-objects", "-o", p(&t), "--events", "5000"]);
     let out = dir.path().join("gate");
     let o = mallard(&[
         "gate",
@@ -334,7 +251,7 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
         .find(|l| l.starts_with("glibc "))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(row.trim_end().ends_with("unknown"), "{row}");
-    let r = read_json(&rep.join("results.json"));
+    let r = results(&rep);
     let m = &r["repetitions"][0]["memory"];
     assert!(m["footprint"].is_null(), "{m}");
     assert!(
@@ -359,21 +276,11 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
     }
     let rep = dir.path().join("run-shim");
     let o = mallard_env(
-        &[
-            "run",
-            p(&t),
-            "--allocators",
-            "glibc",
-            "--repeat",
-            "1",
-            "-q",
-            "--out",
-            p(&rep),
-        ],
+        &run_args(p(&t), "glibc", &rep, &[]),
         &[("LD_PRELOAD", p(&shim))],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let r = read_json(&rep.join("results.json"));
+    let r = results(&rep);
     let fp = &r["repetitions"][0]["memory"]["footprint"];
     assert!(fp.as_u64().is_some_and(|f| f > 0), "{fp}");
 }
@@ -382,22 +289,8 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
 fn mimalloc_version_reads_as_mimalloc_numbers_it() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("t.mtr");
-    let o = mallard(&["gen", "lifo", "-o", p(&t), "--events", "200"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "--allocators",
-        "mimalloc",
-        "--repeat",
-        "1",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let v = read_json(&out.join("results.json"));
+    ok(&["gen", "lifo", "-o", p(&t), "--events", "200"]);
+    let v = run_once(p(&t), "mimalloc", &dir.path().join("r"), &[]);
     let version = v["allocators"][0]["version"].as_str().unwrap();
     let nums: Vec<u32> = version
         .strip_prefix("mimalloc ")

@@ -7,21 +7,13 @@
 
 mod common;
 
-use common::{p, text};
-use mallard_trace::{AllocKind, Event, Form, Header, Record, TraceWriter};
+use common::{alloc, bin, free, p, run_args, text};
+use mallard_trace::{Form, Header, TraceWriter};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The binary under test (`MALLARD_UNDER_TEST` points the suite at another build, e.g. to show
-/// that a test fails on an older one).
-fn exe() -> PathBuf {
-    std::env::var_os("MALLARD_UNDER_TEST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mallard")))
-}
 
 /// What a finished child did, with its peak resident set.
 struct Run {
@@ -43,7 +35,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 // The child is reaped by waitpid (for its status while sampling /proc), which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 fn mallard_for(args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::new(exe())
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -99,15 +91,6 @@ fn mallard(args: &[&str]) -> Output {
     mallard_for(args, Duration::from_secs(60)).out
 }
 
-fn alloc(id: u64, size: u64) -> Record {
-    Record::new(Event::Alloc {
-        id,
-        size,
-        align: 0,
-        kind: AllocKind::Malloc,
-    })
-}
-
 /// A binary trace of `pairs` malloc/free pairs of one object at a time.
 fn one_live_object(path: &Path, pairs: u64) {
     let mut h = Header::default();
@@ -115,7 +98,7 @@ fn one_live_object(path: &Path, pairs: u64) {
     let mut w = TraceWriter::create(path, &h, Form::Binary).unwrap();
     for id in 0..pairs {
         w.push(&alloc(id, 16)).unwrap();
-        w.push(&Record::new(Event::Free { id })).unwrap();
+        w.push(&free(id)).unwrap();
     }
     w.finish().unwrap();
 }
@@ -124,6 +107,13 @@ fn one_live_object(path: &Path, pairs: u64) {
 fn small_trace(dir: &Path, name: &str, n: u64) -> PathBuf {
     let path = dir.join(name);
     one_live_object(&path, n);
+    path
+}
+
+/// A file `dir/NAME` holding `bytes`.
+fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
     path
 }
 
@@ -323,21 +313,8 @@ fn a_fifo_reads_like_a_file_for_inspect_convert_and_run() {
 
     let fifo = Fifo::new(dir.path().join("run"), bytes.clone());
     let report = dir.path().join("report");
-    let o = mallard_for(
-        &[
-            "run",
-            p(&fifo.path),
-            "-r",
-            "1",
-            "-a",
-            "bump",
-            "--out",
-            p(&report),
-            "-q",
-        ],
-        Duration::from_secs(120),
-    )
-    .out;
+    let args = run_args(p(&fifo.path), "bump", &report, &[]);
+    let o = mallard_for(&args, Duration::from_secs(120)).out;
     assert!(o.status.success(), "run of a FIFO: {}", text(&o));
     assert!(report.join("results.json").exists());
 
@@ -404,20 +381,21 @@ fn a_zip_of_many_entries_gets_a_short_message() {
 fn control_bytes_of_the_input_are_escaped_in_messages() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.mtr");
-    let csv = dir.path().join("ctl.csv");
-    std::fs::write(
-        &csv,
+    let csv = file(
+        dir.path(),
+        "ctl.csv",
         b"# mallard-trace v1\nthread,timestamp_ns,op,id,new_id,size,align\n0,,mal\x1b[2J\x00\rloc,0,,16,\n",
-    )
-    .unwrap();
-    let mtrace = dir.path().join("ctl.mtrace");
-    std::fs::write(&mtrace, b"= Start\n@ x + 0x1\x1b]0;pwned\x07 0x5\r\x00\n").unwrap();
-    let android = dir.path().join("ctl.txt");
-    std::fs::write(
-        &android,
+    );
+    let mtrace = file(
+        dir.path(),
+        "ctl.mtrace",
+        b"= Start\n@ x + 0x1\x1b]0;pwned\x07 0x5\r\x00\n",
+    );
+    let android = file(
+        dir.path(),
+        "ctl.txt",
         b"1: malloc 0x10 8\n1: m\x1b[31malloc\x00 0x20 8\n",
-    )
-    .unwrap();
+    );
     for (args, must) in [
         (vec!["inspect", p(&csv)], "line 3"),
         (
@@ -472,8 +450,7 @@ fn detection_says_why_each_format_was_rejected() {
             ],
         );
     }
-    let junk = dir.path().join("junk.bin");
-    std::fs::write(&junk, b"hello world\n").unwrap();
+    let junk = file(dir.path(), "junk.bin", b"hello world\n");
     let o = mallard(&["convert", p(&junk), "-o", p(&out)]);
     assert_bad_input(
         &o,
@@ -510,12 +487,11 @@ fn a_directory_given_as_a_trace_says_so() {
 #[test]
 fn an_mtrace_caller_that_is_not_utf8_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("latin1.mtrace");
-    std::fs::write(
-        &log,
+    let log = file(
+        dir.path(),
+        "latin1.mtrace",
         b"= Start\n@ ./caf\xe9:[0x11c0] + 0x10 0x20\n@ ./caf\xe9:(f\xff+0x1)[0x11e8] - 0x10\n= End\n",
-    )
-    .unwrap();
+    );
     let out = dir.path().join("o.mtr");
     let o = mallard(&["convert", p(&log), "--from", "mtrace", "-o", p(&out)]);
     assert!(o.status.success(), "{}", text(&o));

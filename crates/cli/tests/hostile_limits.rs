@@ -8,7 +8,7 @@
 //! not fill the machine either.
 
 mod common;
-use common::{mallard, p, text};
+use common::{exits, ok, p, run_args};
 use std::io::Write;
 use std::path::Path;
 
@@ -31,16 +31,8 @@ fn mem_available() -> u64 {
 
 /// `run ARGS` refused up front: exit 2, every `want` in the message, no report.
 fn refused(args: &[&str], out: &Path, want: &[&str]) -> String {
-    let mut all = args.to_vec();
-    all.extend(["--out", p(out), "--quiet", "--repeat", "1"]);
-    let o = mallard(&all);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    for w in want {
-        assert!(t.contains(w), "missing {w:?} in: {t}");
-    }
-    assert!(!out.exists(), "a report was written: {t}");
-    t
+    let all = [args, &["--out", p(out), "--quiet", "--repeat", "1"]].concat();
+    common::refused(2, &all, want, out)
 }
 
 #[test]
@@ -63,22 +55,9 @@ fn an_object_no_machine_can_hold_is_refused_up_front() {
         ],
     );
     // The override skips the refusal: the workers run, and fail as they must (exit 3).
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "-a",
-        "glibc",
-        "--touch",
-        "none",
-        "--repeat",
-        "1",
-        "--ignore-memory-limit",
-        "--out",
-        p(&out),
-        "--quiet",
-    ]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("out of memory"), "{}", text(&o));
+    let extra = ["--touch", "none", "--ignore-memory-limit"];
+    let said = exits(3, &run_args(p(&t), "glibc", &out, &extra));
+    assert!(said.contains("out of memory"), "{said}");
 }
 
 #[test]
@@ -107,31 +86,20 @@ fn a_live_set_larger_than_the_machine_is_refused_up_front_with_its_figures() {
         ],
     );
     // The gate holds two workers at once and says so; sweep's measure mode refuses too.
-    let o = mallard(&[
-        "gate",
-        p(&t),
-        "-a",
-        "glibc",
-        "--touch",
-        "none",
-        "--out",
-        p(&out),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("2 workers at once"), "{}", text(&o));
     let csv_out = dir.path().join("s.csv");
-    let o = mallard(&[
-        "sweep",
-        p(&t),
-        "--mode",
-        "measure",
-        "--touch",
-        "none",
-        "-o",
-        p(&csv_out),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("of memory available"), "{}", text(&o));
+    for (args, want) in [
+        (
+            vec!["gate", p(&t), "-a", "glibc", "--out", p(&out)],
+            "2 workers at once",
+        ),
+        (
+            vec!["sweep", p(&t), "--mode", "measure", "-o", p(&csv_out)],
+            "of memory available",
+        ),
+    ] {
+        let said = exits(2, &[&args[..], &["--touch", "none"]].concat());
+        assert!(said.contains(want), "{args:?}: {said}");
+    }
     assert!(!out.exists() && !csv_out.exists());
 }
 
@@ -163,20 +131,7 @@ fn more_threads_than_a_process_may_start_are_refused_with_the_serial_hint() {
         );
     }
     // As the message says: serially it replays.
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "-a",
-        "glibc",
-        "--threads",
-        "serial",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "--quiet",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&run_args(p(&t), "glibc", &out, &["--threads", "serial"]));
 }
 
 #[test]
@@ -207,10 +162,7 @@ fn option_values_no_worker_can_use_are_refused_at_parse_time() {
             let mut args = cmd.to_vec();
             args.extend(bad);
             args.extend(["-o", p(&out)]);
-            let o = mallard(&args);
-            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
-            assert!(text(&o).contains(bad[0]), "{args:?}: {}", text(&o));
-            assert!(!out.exists());
+            common::refused(2, &args, &[bad[0]], &out);
         }
     }
 }
@@ -257,9 +209,7 @@ fn a_cross_thread_free_before_its_allocation_names_the_line_of_the_allocation() 
     );
     assert!(!msg.contains("never allocated"), "{msg}");
     // inspect reads front to back and cannot see ahead: it says what it knows, not "never".
-    let o = mallard(&["inspect", p(&t)]);
-    let s = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{s}");
+    let s = exits(2, &["inspect", p(&t)]);
     assert!(
         s.contains("line 4: free of object 1") && !s.contains("never allocated"),
         "{s}"

@@ -13,22 +13,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
-use common::{generated, p, text};
-
-fn bin() -> PathBuf {
-    std::env::var_os("MALLARD_UNDER_TEST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mallard")))
-}
+use common::{
+    assert_has, bin, exits, gate_stored, gate_stored_args, generated, mallard, names_in, ok, p,
+    text,
+};
 
 fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(args);
     c
-}
-
-fn mallard(args: &[&str]) -> Output {
-    cmd(args).output().expect("run mallard")
 }
 
 /// `mallard` with files limited to `bytes` (RLIMIT_FSIZE) and SIGXFSZ ignored, so a write past
@@ -58,6 +51,8 @@ fn trace(dir: &Path) -> PathBuf {
     generated(dir, "uniform", "2000")
 }
 
+/// `mallard run` of `t` into `out`, not quiet: it announces its workers (see
+/// `assert_refused_up_front`).
 fn run_args<'a>(t: &'a Path, out: &'a Path) -> Vec<&'a str> {
     vec!["run", p(t), "--out", p(out), "--repeat", "1", "-a", "glibc"]
 }
@@ -146,47 +141,22 @@ fn run_and_gate_leave_a_users_directory_whole() {
 
     // The gate, in stored mode on a report of our own: the same refusal.
     let rep = dir.path().join("rep");
-    let o = mallard(&[&run_args(&t, &rep)[..], &["-q"]].concat());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&common::run_args(p(&t), "glibc", &rep, &[]));
     let before = snapshot(dir.path());
-    let o = mallard(&[
-        "gate",
-        "--baseline",
-        p(&rep),
-        "--current",
-        p(&rep),
-        "--out",
-        p(&mydata),
-    ]);
+    let o = gate_stored(&rep, &rep, &mydata);
     assert_refused_up_front(&o, &["mydata", "did not write"]);
     assert_eq!(snapshot(dir.path()), before);
     // Its own output it replaces.
     let gate_out = dir.path().join("gate");
     for _ in 0..2 {
-        let o = mallard(&[
-            "gate",
-            "--baseline",
-            p(&rep),
-            "--current",
-            p(&rep),
-            "--out",
-            p(&gate_out),
-        ]);
+        let o = gate_stored(&rep, &rep, &gate_out);
         assert!(matches!(o.status.code(), Some(0 | 3)), "{}", text(&o));
     }
     let marker = fs::read_to_string(gate_out.join(".mallard-report")).unwrap();
     assert!(marker.contains("\"kind\": \"gate\""), "{marker}");
     // Never the report it compared: a gate's output does not replace a report.
     let before = snapshot(&rep);
-    let o = mallard(&[
-        "gate",
-        "--baseline",
-        p(&rep),
-        "--current",
-        p(&rep),
-        "--out",
-        p(&rep),
-    ]);
+    let o = gate_stored(&rep, &rep, &rep);
     assert_refused_up_front(&o, &["not a gate output"]);
     assert_eq!(snapshot(&rep), before);
 }
@@ -219,8 +189,7 @@ fn dot_root_and_a_linked_directory_are_refused_before_any_worker() {
     assert_refused_up_front(&o, &["root directory"]);
     // A symbolic link to a directory, even one Mallard wrote: refused, link and target kept.
     let rep = dir.path().join("rep");
-    let o = mallard(&[&run_args(&t, &rep)[..], &["-q"]].concat());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&common::run_args(p(&t), "glibc", &rep, &[]));
     let link = dir.path().join("latest");
     symlink("rep", &link).unwrap();
     let before = snapshot(dir.path());
@@ -267,8 +236,7 @@ fn an_unwritable_or_impossible_location_is_refused_up_front() {
     assert_eq!(snapshot(dir.path()), before);
     // A missing parent is fine: created when the report is written.
     let deep = dir.path().join("a").join("b").join("rep");
-    let o = mallard(&[&run_args(&t, &deep)[..], &["-q"]].concat());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&common::run_args(p(&t), "glibc", &deep, &[]));
     assert!(deep.join("results.json").is_file());
 }
 
@@ -281,35 +249,30 @@ fn record_checks_its_output_before_the_program_runs() {
     let ran = dir.path().join("the-program-ran");
     let target = dir.path().join("a-directory");
     fs::create_dir(&target).unwrap();
-    let o = cmd(&["record", "-o", p(&target), "--", "touch", p(&ran)])
-        .env("MALLARD_RECORDER", &lib)
-        .output()
-        .unwrap();
-    let t = text(&o);
-    assert!(
-        !ran.exists(),
-        "the program ran before the output was checked:\n{t}"
-    );
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(
-        t.contains("a-directory") && t.contains("is a directory"),
-        "{t}"
-    );
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "{t}");
-    // `-o -` is refused too: the program's own output goes to stdout.
-    let o = cmd(&["record", "-o", "-", "--", "touch", p(&ran)])
-        .env("MALLARD_RECORDER", &lib)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let t = text(&o);
-    assert!(
-        !ran.exists(),
-        "the program ran before the output was checked:\n{t}"
-    );
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("standard output"), "{t}");
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "{t}");
+    // A directory, and `-o -` too: the program's own output goes to stdout.
+    let cases: [(&str, &[&str]); 2] = [
+        (p(&target), &["a-directory", "is a directory"]),
+        ("-", &["standard output"]),
+    ];
+    for (out, wants) in cases {
+        let o = cmd(&["record", "-o", out, "--", "touch", p(&ran)])
+            .env("MALLARD_RECORDER", &lib)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(
+            !ran.exists(),
+            "-o {out}: the program ran before the output was checked:\n{t}"
+        );
+        assert_eq!(o.status.code(), Some(2), "-o {out}: {t}");
+        assert_has(&t, wants);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "-o {out}: {t}"
+        );
+    }
 }
 
 #[test]
@@ -324,8 +287,7 @@ fn convert_streams_into_a_fifo_and_leaves_it_a_fifo() {
         let fifo = fifo.clone();
         std::thread::spawn(move || fs::read(fifo).unwrap())
     };
-    let o = mallard(&["convert", p(&t), "-o", p(&fifo), "--to", "csv"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&["convert", p(&t), "-o", p(&fifo), "--to", "csv"]);
     let is_fifo = fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo();
     assert!(is_fifo, "the FIFO was replaced by a regular file");
     // Unblock the reader if nothing ever opened the FIFO for writing (it then reads nothing).
@@ -335,15 +297,13 @@ fn convert_streams_into_a_fifo_and_leaves_it_a_fifo() {
         .open(&fifo);
     let streamed = reader.join().unwrap();
     let file = dir.path().join("t.csv");
-    let o = mallard(&["convert", p(&t), "-o", p(&file)]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&["convert", p(&t), "-o", p(&file)]);
     assert_eq!(
         String::from_utf8_lossy(&streamed),
         fs::read_to_string(&file).unwrap()
     );
     // `-o -` streams to stdout.
-    let o = mallard(&["convert", p(&t), "-o", "-", "--to", "csv"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = common::succeeds(&["convert", p(&t), "-o", "-", "--to", "csv"]);
     assert_eq!(o.stdout, fs::read(&file).unwrap());
     // A directory is refused, saying so.
     let o = mallard(&["convert", p(&t), "-o", p(dir.path())]);
@@ -360,8 +320,7 @@ fn a_character_device_is_written_into_not_replaced() {
         vec!["convert", p(&t), "-o", p(&null)],
         vec!["gen", "uniform", "--events", "500", "-o", p(&null)],
     ] {
-        let o = mallard(&args);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        ok(&args);
         assert!(
             is_char_device(&null),
             "{} is no longer a device",
@@ -378,8 +337,7 @@ fn a_symlink_to_a_file_is_written_through() {
     fs::write(&real, "old").unwrap();
     let link = dir.path().join("link.csv");
     symlink("real.csv", &link).unwrap();
-    let o = mallard(&["convert", p(&t), "-o", p(&link)]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&["convert", p(&t), "-o", p(&link)]);
     assert!(
         fs::symlink_metadata(&link)
             .unwrap()
@@ -398,7 +356,7 @@ fn a_failed_final_write_prints_the_table_and_exits_4() {
     let t = trace(dir.path());
     // run: every worker succeeds; the report cannot be written (EFBIG).
     let out = dir.path().join("rep");
-    let o = mallard_fsize(&[&run_args(&t, &out)[..], &["-q"]].concat(), 64);
+    let o = mallard_fsize(&common::run_args(p(&t), "glibc", &out, &[]), 64);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
@@ -409,21 +367,9 @@ fn a_failed_final_write_prints_the_table_and_exits_4() {
     assert!(!out.exists());
     // The gate (stored mode): its table too.
     let good = dir.path().join("good");
-    let o = mallard(&[&run_args(&t, &good)[..], &["-q"]].concat());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    ok(&common::run_args(p(&t), "glibc", &good, &[]));
     let gate = dir.path().join("gate");
-    let o = mallard_fsize(
-        &[
-            "gate",
-            "--baseline",
-            p(&good),
-            "--current",
-            p(&good),
-            "--out",
-            p(&gate),
-        ],
-        64,
-    );
+    let o = mallard_fsize(&gate_stored_args(&good, &good, &gate), 64);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("Mallard gate"),
@@ -450,16 +396,12 @@ fn a_failed_final_write_prints_the_table_and_exits_4() {
     assert!(!csv.exists());
     // A streamed output that refuses the bytes (a full device): exit 4, the device stays.
     let full = char_device(dir.path(), "full", 7);
-    let o = mallard(&["convert", p(&t), "-o", p(&full)]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
-    assert!(text(&o).contains("could not write"), "{}", text(&o));
+    let said = exits(4, &["convert", p(&t), "-o", p(&full)]);
+    assert!(said.contains("could not write"), "{said}");
     assert!(is_char_device(&full));
     // Nothing half-written is left beside the outputs.
-    let names: Vec<String> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let mut names = names_in(dir.path());
+    names.retain(|n| n.starts_with('.'));
     assert!(names.is_empty(), "{names:?}");
 }
 
@@ -469,18 +411,7 @@ fn a_report_mallard_wrote_is_replaced_on_the_next_run() {
     let t = trace(dir.path());
     let out = dir.path().join("rep");
     for allocator in ["glibc", "bump"] {
-        let o = mallard(&[
-            "run",
-            p(&t),
-            "--out",
-            p(&out),
-            "--repeat",
-            "1",
-            "-q",
-            "-a",
-            allocator,
-        ]);
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        ok(&common::run_args(p(&t), allocator, &out, &[]));
     }
     let marker = fs::read_to_string(out.join(".mallard-report")).unwrap();
     assert!(
@@ -488,19 +419,11 @@ fn a_report_mallard_wrote_is_replaced_on_the_next_run() {
         "{marker}"
     );
     // The second report replaced the first as a whole: no glibc file is left.
-    let glibc: Vec<_> = fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("glibc"))
-        .collect();
+    let mut glibc = names_in(&out);
+    glibc.retain(|n| n.contains("glibc"));
     assert!(glibc.is_empty(), "{glibc:?}");
     let r = fs::read_to_string(out.join("results.json")).unwrap();
     assert!(r.contains("bump") && !r.contains("\"glibc\""), "{r}");
     // And nothing is left beside it.
-    let mut names: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["rep", "uniform.mtr"]);
+    assert_eq!(names_in(dir.path()), ["rep", "uniform.mtr"]);
 }

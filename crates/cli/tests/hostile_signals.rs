@@ -3,9 +3,9 @@
 //! exits 128 + the signal; a worker whose parent is gone does not start.
 
 mod common;
-use common::{p, text};
+use common::{mallard_env, p, text};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,10 +79,24 @@ fn signal(child: &Child, sig: i32) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
-/// Starts `mallard ARGS` with TMPDIR set to `tmp`, output captured.
-fn start(args: &[&str], tmp: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(args)
+/// An empty directory `dir/tmp`, for the TMPDIR of a run.
+fn scratch(dir: &Path) -> PathBuf {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    tmp
+}
+
+/// Starts a long `mallard run TRACE -a ALLOCATORS --repeat 1000 -q --out REPORT` with
+/// TMPDIR set to `tmp`, output captured.
+fn start(trace: &str, allocators: &str, report: &Path, tmp: &Path) -> Child {
+    Command::new(common::bin())
+        .args(common::repeated_run_args(
+            trace,
+            allocators,
+            "1000",
+            report,
+            &[],
+        ))
         .env("TMPDIR", tmp)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -125,25 +139,11 @@ fn stop_and_check(mut child: Child, sig: i32, tmp: &Path, report: &Path) {
 #[test]
 fn sigint_during_a_run_of_an_imported_trace_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = scratch(dir.path());
     let log = dir.path().join("prog.mtrace");
     mtrace_log(&log, 200_000);
     let report = dir.path().join("report");
-    let child = start(
-        &[
-            "run",
-            p(&log),
-            "-a",
-            "glibc",
-            "--repeat",
-            "1000",
-            "--out",
-            p(&report),
-            "--quiet",
-        ],
-        &tmp,
-    );
+    let child = start(p(&log), "glibc", &report, &tmp);
     stop_and_check(child, libc::SIGINT, &tmp, &report);
 }
 
@@ -151,23 +151,9 @@ fn sigint_during_a_run_of_an_imported_trace_leaves_nothing_behind() {
 fn sigterm_and_sighup_during_a_run_of_generated_traces_leave_nothing_behind() {
     for sig in [libc::SIGTERM, libc::SIGHUP] {
         let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
+        let tmp = scratch(dir.path());
         let report = dir.path().join("report");
-        let child = start(
-            &[
-                "run",
-                "gen:uniform:200000",
-                "-a",
-                "glibc,arena",
-                "--repeat",
-                "1000",
-                "--out",
-                p(&report),
-                "--quiet",
-            ],
-            &tmp,
-        );
+        let child = start("gen:uniform:200000", "glibc,arena", &report, &tmp);
         stop_and_check(child, sig, &tmp, &report);
     }
 }
@@ -183,18 +169,13 @@ fn a_worker_whose_parent_is_gone_does_not_start() {
     });
     // A parent pid that is not ours: the worker's parent died before it could set
     // PR_SET_PDEATHSIG, and it must not go on as an orphan.
-    let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(["__worker", &spec.to_string()])
-        .env("MALLARD_PARENT_PID", "999999999")
-        .output()
-        .unwrap();
+    let spec = spec.to_string();
+    let worker =
+        |parent: &str| mallard_env(&["__worker", &spec], &[("MALLARD_PARENT_PID", parent)]);
+    let o = worker("999999999");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("has gone"), "{}", text(&o));
     // With its real parent's pid it runs.
-    let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(["__worker", &spec.to_string()])
-        .env("MALLARD_PARENT_PID", std::process::id().to_string())
-        .output()
-        .unwrap();
+    let o = worker(&std::process::id().to_string());
     assert!(o.status.success(), "{}", text(&o));
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{mallard, p, recorder, results, text};
+use common::{
+    exits, mallard_env, ok, p, recorder, refused, repetition, repetitions, results, run_args,
+    run_once, text,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,9 +48,7 @@ fn python311() -> PathBuf {
 /// The statistics text of the first repetition of each label.
 fn stats_of(dir: &Path, label: &str) -> String {
     let r = results(dir);
-    r["repetitions"]
-        .as_array()
-        .unwrap()
+    repetitions(&r)
         .iter()
         .filter(|rep| rep["allocator"] == label)
         .find_map(|rep| rep["allocator_stats"]["debugmallocstats"].as_str())
@@ -79,19 +80,7 @@ fn alignment(text: &str) -> Option<&str> {
 fn same_statistics(trace: &Path, preset: &str, py: &Path, dir: &Path) {
     let out = dir.join("r");
     let spec = format!("arena:preset={preset},pymalloc:python={}", py.display());
-    let o = mallard(&[
-        "run",
-        p(trace),
-        "-a",
-        &spec,
-        "--repeat",
-        "1",
-        "-q",
-        "--arena-stats",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let shown = ok(&run_args(p(trace), &spec, &out, &["--arena-stats"]));
     let label = format!("arena:preset={preset}");
     let a = stats_of(&out, &label);
     let m = stats_of(&out, &format!("pymalloc:python={}", py.display()));
@@ -107,7 +96,6 @@ fn same_statistics(trace: &Path, preset: &str, py: &Path, dir: &Path) {
         trace.display()
     );
     // --arena-stats prints both.
-    let shown = text(&o);
     assert!(shown.contains(&format!("{label} statistics")), "{shown}");
     assert!(shown.contains("pymalloc:python="), "{shown}");
 }
@@ -149,12 +137,13 @@ fn arena_statistics_equal_pymalloc_on_a_trace_recorded_here() {
     let trace = dir.path().join("py.mtr");
     // PYTHONMALLOC=malloc: every object allocation of the recorded program reaches malloc.
     let script = "d = {}\nfor i in range(20000):\n    d[i] = ('x' * (i % 300), [i] * (i % 7))\nkeep = [d[i] for i in range(0, 20000, 10)]\ndel d\n";
-    let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args(["record", "-o", p(&trace), "--", p(&py), "-c", script])
-        .env("MALLARD_RECORDER", recorder())
-        .env("PYTHONMALLOC", "malloc")
-        .output()
-        .unwrap();
+    let o = mallard_env(
+        &["record", "-o", p(&trace), "--", p(&py), "-c", script],
+        &[
+            ("MALLARD_RECORDER", p(recorder())),
+            ("PYTHONMALLOC", "malloc"),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     same_statistics(&trace, "cpython-3.11", &py, dir.path());
 }
@@ -165,21 +154,8 @@ fn pymalloc_replays_a_multi_threaded_trace_under_one_lock() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");
     let spec = format!("pymalloc:python={}", py.display());
-    let o = mallard(&[
-        "run",
-        "gen:producer-consumer:20000",
-        "--threads",
-        "4",
-        "-a",
-        &spec,
-        "--repeat",
-        "1",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
+    let trace = "gen:producer-consumer:20000";
+    let r = run_once(trace, &spec, &out, &["--threads", "4"]);
     let fp = r["repetitions"][0]["memory"]["footprint"].as_u64();
     assert!(
         fp.is_some(),
@@ -191,27 +167,14 @@ fn pymalloc_replays_a_multi_threaded_trace_under_one_lock() {
 fn a_missing_interpreter_fails_its_contender_and_the_others_still_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        "gen:uniform:5000",
-        "-a",
-        "glibc,pymalloc:python=/nonexistent/python3",
-        "--repeat",
-        "1",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{t}");
+    let spec = "glibc,pymalloc:python=/nonexistent/python3";
+    let t = exits(3, &run_args("gen:uniform:5000", spec, &out, &[]));
     assert!(
         t.contains("cannot run the interpreter '/nonexistent/python3'"),
         "{t}"
     );
     let r = results(&out);
-    let glibc_ok = r["repetitions"]
-        .as_array()
-        .unwrap()
+    let glibc_ok = repetitions(&r)
         .iter()
         .any(|rep| rep["allocator"] == "glibc" && rep["failure"].is_null());
     assert!(glibc_ok, "glibc still ran: {r}");
@@ -221,43 +184,26 @@ fn a_missing_interpreter_fails_its_contender_and_the_others_still_run() {
 fn an_unknown_pymalloc_setting_is_refused_listing_the_known_one() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        "gen:uniform:5000",
-        "-a",
-        "pymalloc:arena_size=1",
-        "--out",
-        p(&out),
-    ]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("known: python"), "{t}");
-    assert!(!out.exists());
+    let spec = "pymalloc:arena_size=1";
+    let args = ["run", "gen:uniform:5000", "-a", spec, "--out", p(&out)];
+    refused(2, &args, &["known: python"], &out);
 }
 
 #[test]
 fn the_arena_occupancy_is_sampled_and_its_end_state_agrees_with_the_statistics() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");
-    let o = mallard(&[
-        "run",
-        p(&bundled("python-objects.mtr")),
-        "-a",
+    let trace = bundled("python-objects.mtr");
+    let t = ok(&run_args(
+        p(&trace),
         "arena,glibc",
-        "--repeat",
-        "1",
-        "-q",
-        "--arena-stats",
-        "--out",
-        p(&out),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let t = text(&o);
+        &out,
+        &["--arena-stats"],
+    ));
     assert!(t.contains("occupancy: at the end, "), "{t}");
     let r = results(&out);
-    let reps = r["repetitions"].as_array().unwrap();
-    let arena = reps.iter().find(|x| x["allocator"] == "arena").unwrap();
-    let glibc = reps.iter().find(|x| x["allocator"] == "glibc").unwrap();
+    let arena = repetition(&r, "arena");
+    let glibc = repetition(&r, "glibc");
     assert!(
         glibc.get("arena_occupancy").is_none(),
         "only arena contenders have one"

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{mallard, p, results, text};
+use common::{p, repetitions, run_once};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -53,23 +53,9 @@ fn stats(dir: &Path, trace: &Path) -> (serde_json::Value, serde_json::Value) {
         "r-{}",
         trace.file_stem().unwrap().to_string_lossy()
     ));
-    let o = mallard(&[
-        "run",
-        p(trace),
-        "-a",
-        "arena,glibc",
-        "--repeat",
-        "1",
-        "--out",
-        p(&out),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let r = results(&out);
+    let r = run_once(p(trace), "arena,glibc", &out, &[]);
     let of = |label: &str| {
-        r["repetitions"]
-            .as_array()
-            .unwrap()
+        repetitions(&r)
             .iter()
             .find(|rep| rep["allocator"] == label && !rep["allocator_stats"].is_null())
             .map(|rep| rep["allocator_stats"].clone())

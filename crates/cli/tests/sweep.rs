@@ -2,8 +2,9 @@
 //! generated traces in a temporary directory.
 
 use std::fs;
+use std::path::Path;
 mod common;
-use common::{generated, mallard, p, text};
+use common::{assert_has, exits, generated, ok, p, refused, repeated_run_args};
 
 /// The CSV's lines without the one column that is a timing (`sim_ns_per_op`), which differs
 /// from run to run; everything else must be identical.
@@ -41,20 +42,26 @@ fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
     let t1 = generated(d, "python-objects", "30000");
     let t2 = generated(d, "fragmentation", "20000");
     let full = d.join("full.csv");
-    let mut args = vec!["sweep", p(&t1), p(&t2), "-o", p(&full), "-q"];
-    args.extend(GRID);
-    let o = mallard(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    let out = text(&o);
-    for want in [
-        "python-objects (30000 events",
-        "fragmentation (20000 events",
-        "best per objective",
-        "Pareto front, peak memory (arenas + raw blocks) against mmap + munmap calls",
-        "M events/s per core",
-    ] {
-        assert!(out.contains(want), "{want:?} missing:\n{out}");
-    }
+    // `mallard sweep T1 T2 -o OUT -q` over GRID and `extra`, which must succeed.
+    let sweep = |out: &Path, extra: &[&str]| {
+        ok(&[
+            &["sweep", p(&t1), p(&t2), "-o", p(out), "-q"],
+            &GRID[..],
+            extra,
+        ]
+        .concat())
+    };
+    let out = sweep(&full, &[]);
+    assert_has(
+        &out,
+        &[
+            "python-objects (30000 events",
+            "fragmentation (20000 events",
+            "best per objective",
+            "Pareto front, peak memory (arenas + raw blocks) against mmap + munmap calls",
+            "M events/s per core",
+        ],
+    );
     let csv = fs::read_to_string(&full).unwrap();
     // 2 arena sizes x 2 pool sizes x 2 class schemes x 2 traces, plus the header.
     assert_eq!(csv.lines().count(), 1 + 16, "{csv}");
@@ -68,9 +75,7 @@ fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
 
     // Deterministic: the same sweep again gives the same figures.
     let again = d.join("again.csv");
-    let mut args = vec!["sweep", p(&t1), p(&t2), "-o", p(&again), "-q"];
-    args.extend(GRID);
-    assert!(mallard(&args).status.success());
+    sweep(&again, &[]);
     assert_eq!(
         without_timing(&csv),
         without_timing(&fs::read_to_string(&again).unwrap())
@@ -80,33 +85,15 @@ fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
     let mut shards = Vec::new();
     for i in 1..=3 {
         let s = d.join(format!("s{i}.csv"));
-        let shard = format!("{i}/3");
-        let mut args = vec![
-            "sweep",
-            p(&t1),
-            p(&t2),
-            "-o",
-            p(&s),
-            "-q",
-            "--shard",
-            &shard,
-        ];
-        args.extend(GRID);
-        let o = mallard(&args);
-        assert!(o.status.success(), "{}", text(&o));
+        sweep(&s, &["--shard", &format!("{i}/3")]);
         shards.push(s);
     }
     let merged = d.join("merged.csv");
     let mut args = vec!["merge"];
     args.extend(shards.iter().map(|s| p(s)));
     args.extend(["-o", p(&merged)]);
-    let o = mallard(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("merged 16 rows from 3 file(s)"),
-        "{}",
-        text(&o)
-    );
+    let said = ok(&args);
+    assert!(said.contains("merged 16 rows from 3 file(s)"), "{said}");
     assert_eq!(
         without_timing(&csv),
         without_timing(&fs::read_to_string(&merged).unwrap())
@@ -114,23 +101,23 @@ fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
     assert!(d.join("merged.html").exists());
 
     // The same shard twice is refused, naming both places.
-    let o = mallard(&[
-        "merge",
-        p(&shards[0]),
-        p(&shards[0]),
-        "-o",
-        p(&d.join("x.csv")),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("already in"), "{}", text(&o));
-    assert!(!d.join("x.csv").exists());
+    let x = d.join("x.csv");
+    let args = ["merge", p(&shards[0]), p(&shards[0]), "-o", p(&x)];
+    refused(2, &args, &["already in"], &x);
 
     // A CSV of another layout is refused by its header.
     let other = d.join("other.csv");
     fs::write(&other, "trace,allocator,op\nt,a,malloc\n").unwrap();
-    let o = mallard(&["merge", p(&shards[0]), p(&other), "-o", p(&d.join("y.csv"))]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("header differs"), "{}", text(&o));
+    let said = exits(
+        2,
+        &["merge", p(&shards[0]), p(&other), "-o", p(&d.join("y.csv"))],
+    );
+    assert!(said.contains("header differs"), "{said}");
+}
+
+/// The arguments of `mallard sweep TRACE -o OUT` and `extra`.
+fn sweep_args<'a>(trace: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["sweep", p(trace), "-o", p(out)], extra].concat()
 }
 
 #[test]
@@ -140,58 +127,34 @@ fn invalid_configurations_are_skipped_and_an_all_invalid_grid_is_an_error() {
     let t = generated(d, "uniform", "5000");
     let out = d.join("s.csv");
     // An 8 KiB arena cannot hold two 16 KiB pools: skipped, with the allocator's reason.
-    let o = mallard(&[
-        "sweep",
-        p(&t),
-        "-o",
-        p(&out),
-        "-q",
-        "--arena-size",
-        "8K,1M",
-        "--pool-size",
-        "16K",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let grid = ["-q", "--arena-size", "8K,1M", "--pool-size", "16K"];
+    let said = ok(&sweep_args(&t, &out, &grid));
     assert!(
-        text(&o).contains("skipped 1 configuration(s):\n  1 x pool_size = 16K"),
-        "{}",
-        text(&o)
+        said.contains("skipped 1 configuration(s):\n  1 x pool_size = 16K"),
+        "{said}"
     );
     assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), 2);
 
     let bad = d.join("bad.csv");
-    let o = mallard(&[
-        "sweep",
-        p(&t),
-        "-o",
-        p(&bad),
-        "--arena-size",
-        "8K",
-        "--pool-size",
-        "16K",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("every configuration of the grid (1) is invalid"));
-    assert!(!bad.exists());
+    refused(
+        2,
+        &sweep_args(&t, &bad, &["--arena-size", "8K", "--pool-size", "16K"]),
+        &["every configuration of the grid (1) is invalid"],
+        &bad,
+    );
 
     for (args, want) in [
         (vec!["--quantum", "8,x"], "--quantum"),
         (vec!["--classes", "cubic"], "cubic"),
         (vec!["--shard", "3/2"], "--shard"),
     ] {
-        let mut a = vec!["sweep", p(&t), "-o", p(&bad)];
-        a.extend(args);
-        let o = mallard(&a);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+        let said = exits(2, &sweep_args(&t, &bad, &args));
+        assert!(said.contains(want), "{want}: {said}");
     }
     // A corrupt trace is named, and nothing is written.
     let junk = d.join("junk.mtr");
     fs::write(&junk, b"not a trace at all").unwrap();
-    let o = mallard(&["sweep", p(&junk), "-o", p(&bad)]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("junk.mtr"), "{}", text(&o));
-    assert!(!bad.exists());
+    refused(2, &["sweep", p(&junk), "-o", p(&bad)], &["junk.mtr"], &bad);
 }
 
 #[test]
@@ -200,7 +163,7 @@ fn measure_mode_times_each_configuration_in_workers() {
     let d = tmp.path();
     let t = generated(d, "python-objects", "5000");
     let out = d.join("m.csv");
-    let o = mallard(&[
+    let said = ok(&[
         "sweep",
         p(&t),
         "-o",
@@ -215,11 +178,9 @@ fn measure_mode_times_each_configuration_in_workers() {
         "--arena-size",
         "256K,1M",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("Pareto front, peak RSS against time per operation"),
-        "{}",
-        text(&o)
+        said.contains("Pareto front, peak RSS against time per operation"),
+        "{said}"
     );
     let csv = fs::read_to_string(&out).unwrap();
     let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
@@ -252,18 +213,7 @@ fn every_run_writes_a_page_and_report_regenerates_it() {
     let d = tmp.path();
     let t = generated(d, "python-objects", "5000");
     let rep = d.join("r");
-    let o = mallard(&[
-        "run",
-        p(&t),
-        "--allocators",
-        "arena,glibc",
-        "--repeat",
-        "2",
-        "--out",
-        p(&rep),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&repeated_run_args(p(&t), "arena,glibc", "2", &rep, &[]));
     let html = fs::read_to_string(rep.join("index.html")).unwrap();
     // Throughput, RSS, one latency plot per operation kind the trace has (python-objects:
     // malloc, calloc, aligned, realloc, free), and the arena's occupancy (heat map, bytes).
@@ -280,15 +230,12 @@ fn every_run_writes_a_page_and_report_regenerates_it() {
 
     fs::remove_file(rep.join("index.html")).unwrap();
     fs::remove_file(rep.join("report.md")).unwrap();
-    let o = mallard(&["report", p(&rep)]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&["report", p(&rep)]);
     assert_eq!(fs::read_to_string(rep.join("index.html")).unwrap(), html);
     assert_eq!(fs::read_to_string(rep.join("report.md")).unwrap(), md);
     // The results.json itself is accepted too.
-    let o = mallard(&["report", p(&rep.join("results.json"))]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(&["report", p(&rep.join("results.json"))]);
 
-    let o = mallard(&["report", p(d)]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("results.json"), "{}", text(&o));
+    let said = exits(2, &["report", p(d)]);
+    assert!(said.contains("results.json"), "{said}");
 }

@@ -4,10 +4,12 @@
 
 mod common;
 
-use common::{generated, mallard, p, results, text};
+use common::{
+    generated, generated_threads, mallard_env, ok, p, refused, repeated_run_args, repetitions,
+    results, run_args, run_once, text,
+};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 /// summary.csv as one map column -> value per row.
 fn summary(dir: &Path) -> Vec<HashMap<String, String>> {
@@ -37,34 +39,17 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
-fn run(args: &[&str]) -> String {
-    let o = mallard(args);
-    assert!(o.status.success(), "{}", text(&o));
-    text(&o)
-}
-
 #[test]
 fn three_iterations_keep_the_cold_one_apart_from_the_warm_ones() {
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "python-objects", "20000");
     let out = dir.path().join("r");
-    let table = run(&[
-        "run",
-        p(&t),
-        "-a",
-        "glibc,arena",
-        "-r",
-        "2",
-        "--iterations",
-        "3",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
+    let args = repeated_run_args(p(&t), "glibc,arena", "2", &out, &["--iterations", "3"]);
+    let table = ok(&args);
     assert!(table.contains("warm ns/op"), "{table}");
     let r = results(&out);
     assert_eq!(r["settings"]["iterations"], "3");
-    let reps = r["repetitions"].as_array().unwrap();
+    let reps = repetitions(&r);
     assert_eq!(reps.len(), 4);
     for rep in reps {
         let th = &rep["throughput"];
@@ -120,24 +105,14 @@ fn one_iteration_leaves_the_warm_columns_empty_and_samples_memory_after_the_work
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "python-objects", "20000");
     let out = dir.path().join("r");
-    let table = run(&[
-        "run",
-        p(&t),
-        "-a",
-        "glibc,jemalloc",
-        "-r",
-        "2",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
+    let table = ok(&repeated_run_args(p(&t), "glibc,jemalloc", "2", &out, &[]));
     assert!(!table.contains("warm ns/op"), "{table}");
     assert!(
         table.contains("above base") && table.contains("RSS freed 0ms/1s"),
         "{table}"
     );
     let r = results(&out);
-    for rep in r["repetitions"].as_array().unwrap() {
+    for rep in repetitions(&r) {
         assert_eq!(
             rep["throughput"]["iterations_ns_per_op"]
                 .as_array()
@@ -190,32 +165,9 @@ fn one_iteration_leaves_the_warm_columns_empty_and_samples_memory_after_the_work
 #[test]
 fn a_multi_threaded_trace_replays_warm_too() {
     let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("larson.mtr");
-    run(&[
-        "gen",
-        "larson",
-        "-o",
-        p(&t),
-        "--events",
-        "20000",
-        "--threads",
-        "3",
-    ]);
+    let t = generated_threads(dir.path(), "larson", "20000", "3");
     let out = dir.path().join("r");
-    run(&[
-        "run",
-        p(&t),
-        "-a",
-        "jemalloc",
-        "-r",
-        "1",
-        "--iterations",
-        "2",
-        "-q",
-        "--out",
-        p(&out),
-    ]);
-    let r = results(&out);
+    let r = run_once(p(&t), "jemalloc", &out, &["--iterations", "2"]);
     let rep = &r["repetitions"][0];
     assert_eq!(rep["threads"]["mode"], "faithful", "{rep}");
     assert_eq!(
@@ -240,21 +192,10 @@ fn jemalloc_without_decay_hands_freed_memory_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "fragmentation", "50000");
     let out = dir.path().join("r");
-    let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args([
-            "run",
-            p(&t),
-            "-a",
-            "jemalloc",
-            "-r",
-            "1",
-            "-q",
-            "--out",
-            p(&out),
-        ])
-        .env("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
-        .output()
-        .unwrap();
+    let o = mallard_env(
+        &run_args(p(&t), "jemalloc", &out, &[]),
+        &[("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let row = &summary(&out)[0];
     let end = num(row, "footprint_bytes");
@@ -271,8 +212,6 @@ fn zero_iterations_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let t = generated(dir.path(), "uniform", "1000");
     let out = dir.path().join("r");
-    let o = mallard(&["run", p(&t), "--iterations", "0", "-q", "--out", p(&out)]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--iterations"), "{}", text(&o));
-    assert!(!out.exists());
+    let args = ["run", p(&t), "--iterations", "0", "-q", "--out", p(&out)];
+    refused(2, &args, &["--iterations"], &out);
 }
