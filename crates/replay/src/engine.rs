@@ -77,6 +77,8 @@ pub struct OpFailed {
     pub op: Op,
 }
 
+impl std::error::Error for OpFailed {}
+
 impl std::fmt::Display for OpFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -359,22 +359,32 @@ impl Drop for PerfCounter {
     }
 }
 
+/// A CPU the calling thread cannot be pinned to.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("cannot pin to CPU {0}: beyond the largest CPU number")]
+    Beyond(usize),
+    #[error("cannot pin to CPU {cpu}: {source}")]
+    Refused {
+        cpu: usize,
+        source: std::io::Error,
+    },
+}
+
 /// Pins the calling thread to one CPU.
-pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
+pub fn pin_to_cpu(cpu: usize) -> Result<(), PinError> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(format!(
-            "cannot pin to CPU {cpu}: beyond the largest CPU number"
-        ));
+        return Err(PinError::Beyond(cpu));
     }
     // SAFETY: set is a valid cpu_set_t, zeroed then filled by CPU_SET.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "cannot pin to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(PinError::Refused {
+                cpu,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     Ok(())

@@ -201,6 +201,25 @@ unsafe impl Sync for Loaded {}
 
 static LOADED: OnceLock<Loaded> = OnceLock::new();
 
+/// Why pymalloc cannot be loaded into this worker.
+#[derive(Debug, thiserror::Error)]
+pub enum PymallocError {
+    /// The interpreter could not serve when the run was prepared (the reason found then, as
+    /// carried in the worker's spec).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{}: a path with a NUL byte", .0.display())]
+    NulInPath(PathBuf),
+    #[error("pymalloc: cannot load {}: {reason}", .library.display())]
+    Load { library: PathBuf, reason: String },
+    #[error("pymalloc: {} has no {symbol}", .library.display())]
+    NoSymbol { library: PathBuf, symbol: String },
+    #[error("pymalloc: memfd_create: {0}")]
+    Memfd(#[source] std::io::Error),
+    #[error("pymalloc: fdopen: {0}")]
+    Fdopen(#[source] std::io::Error),
+}
+
 /// CPython's pymalloc, loaded into this process.
 pub struct Pymalloc {
     lib: &'static Loaded,
@@ -210,9 +229,9 @@ pub struct Pymalloc {
 
 impl Pymalloc {
     /// Loads the library (once per process) and checks it has every function needed.
-    pub fn load(lib: &PythonLib) -> Result<Pymalloc, String> {
+    pub fn load(lib: &PythonLib) -> Result<Pymalloc, PymallocError> {
         if let Some(why) = &lib.unavailable {
-            return Err(why.clone());
+            return Err(PymallocError::Unavailable(why.clone()));
         }
         if let Some(l) = LOADED.get() {
             return Ok(Pymalloc::on(l));
@@ -270,24 +289,26 @@ pub fn stats_figure(text: &str, marker: &str) -> Option<u64> {
         .ok()
 }
 
-fn open(lib: &PythonLib) -> Result<Loaded, String> {
+fn open(lib: &PythonLib) -> Result<Loaded, PymallocError> {
     let path = CString::new(lib.library.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("{}: a path with a NUL byte", lib.library.display()))?;
+        .map_err(|_| PymallocError::NulInPath(lib.library.clone()))?;
     // SAFETY: dlopen with a NUL-terminated path; the handle is kept for the process's life.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if h.is_null() {
-        return Err(format!(
-            "pymalloc: cannot load {}: {}",
-            lib.library.display(),
-            dl_error()
-        ));
+        return Err(PymallocError::Load {
+            library: lib.library.clone(),
+            reason: dl_error(),
+        });
     }
-    let sym = |name: &str| -> Result<*mut c_void, String> {
+    let sym = |name: &str| -> Result<*mut c_void, PymallocError> {
         let c = CString::new(name).expect("symbol names have no NUL");
         // SAFETY: h is a live handle from dlopen.
         let p = unsafe { libc::dlsym(h, c.as_ptr()) };
         if p.is_null() {
-            Err(format!("pymalloc: {} has no {name}", lib.library.display()))
+            Err(PymallocError::NoSymbol {
+                library: lib.library.clone(),
+                symbol: name.into(),
+            })
         } else {
             Ok(p)
         }
@@ -314,18 +335,12 @@ fn open(lib: &PythonLib) -> Result<Loaded, String> {
     let (fd, out) = unsafe {
         let fd = libc::memfd_create(c"mallard-pymalloc-stats".as_ptr(), libc::MFD_CLOEXEC);
         if fd < 0 {
-            return Err(format!(
-                "pymalloc: memfd_create: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(PymallocError::Memfd(std::io::Error::last_os_error()));
         }
         (fd, libc::fdopen(fd, c"w+".as_ptr()))
     };
     if out.is_null() {
-        return Err(format!(
-            "pymalloc: fdopen: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PymallocError::Fdopen(std::io::Error::last_os_error()));
     }
     Ok(Loaded {
         malloc,

@@ -60,15 +60,32 @@ pub const STACK_SIZE: usize = 64 << 10;
 pub enum MtFailed {
     /// An allocator returned null.
     Op(OpFailed),
-    /// A replay thread could not be started.
-    Spawn(String),
+    /// A replay thread could not be started: the `thread`-th (from 1) of `of`.
+    Spawn {
+        thread: usize,
+        of: usize,
+        source: std::io::Error,
+    },
 }
 
 impl std::fmt::Display for MtFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MtFailed::Op(e) => e.fmt(f),
-            MtFailed::Spawn(e) => f.write_str(e),
+            MtFailed::Spawn { thread, of, source } => write!(
+                f,
+                "cannot start replay thread {thread} of {of}: {source} (replay the trace with \
+                 --threads serial)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MtFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MtFailed::Op(e) => Some(e),
+            MtFailed::Spawn { source, .. } => Some(source),
         }
     }
 }
@@ -228,11 +245,11 @@ where
                     for h in handles {
                         let _ = h.join();
                     }
-                    return Err(MtFailed::Spawn(format!(
-                        "cannot start replay thread {} of {n}: {e} (replay the trace with \
-                         --threads serial)",
-                        t + 1
-                    )));
+                    return Err(MtFailed::Spawn {
+                        thread: t + 1,
+                        of: n,
+                        source: e,
+                    });
                 }
             }
         }
