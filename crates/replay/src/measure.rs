@@ -14,8 +14,25 @@
 //!   limit less its usage), [`thread_limit`] (`vm.max_map_count`, `kernel.threads-max`,
 //!   `RLIMIT_NPROC`), [`cpus_allowed`] (the affinity mask) and [`oom_kills`] (the kernel's count
 //!   of OOM kills, to tell an OOM kill from another SIGKILL).
+//! - Latency histograms: [`latency_histogram`] and [`record_ps`], recording in picoseconds
+//!   within the bounds of the stored form (`mallard_report::hist`, which reads them back).
 
+use hdrhistogram::Histogram;
+use mallard_report::hist::{MAX_PS, SIGFIG};
 use std::time::Instant;
+
+/// A latency histogram for the replay to record into: picoseconds, 1 ps to `MAX_PS`, `SIGFIG`
+/// significant digits (the bounds results.json's distributions are stored and read back with).
+/// Allocated whole here, before the replay; it never resizes, so recording never allocates.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_PS, SIGFIG).expect("constant bounds are valid")
+}
+
+/// Records `n` operations of `ps` picoseconds each; a value beyond the top saturates there.
+#[inline(always)]
+pub fn record_ps(h: &mut Histogram<u64>, ps: u64, n: u64) {
+    h.saturating_record_n(ps.min(MAX_PS), n);
+}
 
 /// The cycle counter, or the monotonic clock where there is none.
 #[derive(Clone, Copy, Debug)]

@@ -31,25 +31,11 @@
 //! as it goes, and only when there are any flips the marks once at the end.
 
 use mallard_trace::{AllocKind, Domain, Event, Record, TraceError, TraceReader};
+/// The operation kinds and their counts are the trace model's (one byte each in an [`Op`]).
+pub use mallard_trace::{OpCounts, OpKind};
 
-/// Operation kinds, numbered as `mallard_report::OP_KINDS`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum OpKind {
-    Malloc = 0,
-    Calloc = 1,
-    Aligned = 2,
-    Realloc = 3,
-    Free = 4,
-}
-
-pub const KINDS: usize = 5;
-
-impl OpKind {
-    pub fn name(self) -> &'static str {
-        mallard_report::OP_KINDS[self as usize]
-    }
-}
+/// How many operation kinds there are (per-kind tables are this long).
+pub const KINDS: usize = OpKind::COUNT;
 
 /// One operation of the replay. For `Free`, `size` is unused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +72,7 @@ pub struct Program {
     pub ops: Vec<Op>,
     /// Size of the slot table: the peak number of live objects.
     pub slots: usize,
-    pub counts: [u64; KINDS],
+    pub counts: OpCounts,
     /// Sum of all requested sizes (allocations and realloc targets).
     pub bytes_requested: u64,
     pub max_align: u64,
@@ -318,7 +304,7 @@ impl Compiler {
             op.flags = Op::SYSTEM;
             self.python_ops += 1;
         }
-        self.prog.counts[op.kind as usize] += 1;
+        self.prog.counts.add(op.kind);
         self.prog.ops.push(op);
         Ok(())
     }
@@ -484,7 +470,9 @@ mod tests {
         assert_eq!(p.peak_live_bytes, 50);
         assert_eq!(p.peak_live_objects, 2);
         assert_eq!(p.final_live_bytes, 35);
-        assert_eq!(p.counts, [3, 0, 0, 1, 1]);
+        let counts: Vec<u64> = p.counts.iter().map(|(_, n)| n).collect();
+        assert_eq!(counts, [3, 0, 0, 1, 1]);
+        assert_eq!((p.counts[OpKind::Free], p.counts.allocations()), (1, 4));
         assert_eq!(p.live_bytes_at(&[0, 1, 3, 5]), vec![0, 10, 20, 35]);
     }
 

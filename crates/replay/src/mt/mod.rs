@@ -409,7 +409,7 @@ mod tests {
         let total: usize = mt.threads.iter().map(|t| t.ops.len()).sum();
         assert_eq!(total, prog.ops.len());
         // Every free/realloc in this program is of another thread's object.
-        let cross = prog.counts[OpKind::Free as usize] + prog.counts[OpKind::Realloc as usize];
+        let cross = prog.counts[OpKind::Free] + prog.counts[OpKind::Realloc];
         assert_eq!(mt.cross_thread_frees, cross);
         assert_eq!(mt.handoffs as u64, cross);
         let waits: usize = mt
@@ -451,7 +451,7 @@ mod tests {
         // 8 threads on however few cores: many hand-offs; bounded in time.
         let prog = cross_thread_program(8, 400);
         let mt = split(&prog);
-        let allocs = prog.counts[0] + prog.counts[1] + prog.counts[2] + prog.counts[3];
+        let allocs = prog.counts.allocations();
         for (pass, how) in [
             (MtPass::Throughput, Waiting::Spin),
             (MtPass::Batched { batch: 64 }, Waiting::Spin),

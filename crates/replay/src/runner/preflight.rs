@@ -6,7 +6,7 @@
 use super::{RunError, RunOptions};
 use crate::measure;
 use crate::program;
-use mallard_report::{EventCounts, TraceInfo};
+use mallard_report::TraceInfo;
 use mallard_trace::stats::TraceStats;
 use mallard_trace::TraceError;
 use sha2::{Digest, Sha256};
@@ -183,7 +183,6 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
     let mut stats = TraceStats::new();
     let prog = program::compile(&mut reader, |r| stats.add(r))?;
     let stats = stats.finish();
-    let c = prog.counts;
     let name = mallard_trace::trace_name(path);
     Ok(CheckedTrace {
         demand: Demand::of(&path.display().to_string(), &prog),
@@ -194,13 +193,7 @@ pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
             sha256,
             file_bytes,
             events: prog.ops.len() as u64,
-            counts: EventCounts {
-                malloc: c[0],
-                calloc: c[1],
-                aligned: c[2],
-                realloc: c[3],
-                free: c[4],
-            },
+            counts: prog.counts.into(),
             threads: stats.threads,
             peak_live_bytes: prog.peak_live_bytes,
             peak_live_objects: prog.peak_live_objects,

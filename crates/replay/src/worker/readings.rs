@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::engine::KindHists;
 use crate::measure::{self, Rss, Timer};
 use crate::mt;
-use crate::program::{Program, KINDS};
+use crate::program::{OpKind, Program, KINDS};
 use mallard_report::hist::{quantile_ns, HistData};
 use mallard_report::DRAIN_AFTER_MS;
 use mallard_report::{DrainSample, LatencyFigures, Memory, Throughput, TimerFloor};
@@ -37,14 +37,10 @@ pub(super) fn finish_iterations(
 
 /// Per-kind figures of every kind the trace has.
 pub(super) fn kind_figures(h: &KindHists, prog: &Program, timer: &Timer) -> BTreeMap<String, LatencyFigures> {
-    (0..KINDS)
-        .filter(|&k| prog.counts[k] > 0)
-        .map(|k| {
-            (
-                mallard_report::OP_KINDS[k].to_string(),
-                figures_of(h, k, timer),
-            )
-        })
+    prog.counts
+        .iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(k, _)| (k.name().to_string(), figures_of(h, k as usize, timer)))
         .collect()
 }
 
@@ -213,7 +209,7 @@ pub(super) fn thread_figures(thread: u32, s: &mt::ThreadSamples, timer: &Timer) 
             v.last().map_or(0.0, |e| e.0 as f64 / 1000.0)
         };
         kinds.insert(
-            mallard_report::OP_KINDS[k].to_string(),
+            OpKind::ALL[k].name().to_string(),
             ThreadKind {
                 count,
                 mean_ns: timer.ns(s.sum_ticks[k]) / count as f64,
