@@ -106,25 +106,78 @@ pub fn resolve(python: &str) -> PythonLib {
     lib
 }
 
-fn probe(python: &str) -> Result<(String, PathBuf), String> {
+/// An interpreter whose pymalloc cannot serve, found when the run is prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "cannot run the interpreter '{python}' ({source}); name one with \
+         pymalloc:python=/path/to/python3"
+    )]
+    Run {
+        python: String,
+        source: std::io::Error,
+    },
+    /// The probe failed; `stderr` holds its non-empty lines, joined with `; `.
+    #[error("'{python}' is not a CPython 3 interpreter that Mallard can ask ({status}): {stderr}")]
+    Failed {
+        python: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("'{python}' is {implementation} {version}, not CPython: pymalloc is CPython's allocator")]
+    NotCpython {
+        python: String,
+        implementation: String,
+        version: String,
+    },
+    #[error("'{python}' is CPython {version}; pymalloc needs 3.8 or later")]
+    TooOld { python: String, version: String },
+    #[error("'{python}' (CPython {version}) was built without pymalloc (--without-pymalloc)")]
+    NoPymalloc { python: String, version: String },
+    #[error(
+        "'{python}' (CPython {version}) has no shared libpython (built without --enable-shared); \
+         install the distribution's libpython{major}.{minor} package or pick another interpreter \
+         with pymalloc:python=PATH"
+    )]
+    NotShared {
+        python: String,
+        version: String,
+        major: u32,
+        minor: u32,
+    },
+    #[error(
+        "'{python}' (CPython {version}) says its shared library is {soname} in {}, but it is not \
+         there",
+        .dir.display()
+    )]
+    NoLibrary {
+        python: String,
+        version: String,
+        soname: String,
+        dir: PathBuf,
+    },
+}
+
+fn probe(python: &str) -> Result<(String, PathBuf), ProbeError> {
     let out = std::process::Command::new(python)
         .args(["-I", "-S", "-c", PROBE])
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| {
-            format!("cannot run the interpreter '{python}' ({e}); name one with pymalloc:python=/path/to/python3")
+        .map_err(|source| ProbeError::Run {
+            python: python.into(),
+            source,
         })?;
     if !out.status.success() {
-        return Err(format!(
-            "'{python}' is not a CPython 3 interpreter that Mallard can ask ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        return Err(ProbeError::Failed {
+            python: python.into(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
-                .join("; ")
-        ));
+                .join("; "),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let get = |k: &str| {
@@ -135,28 +188,32 @@ fn probe(python: &str) -> Result<(String, PathBuf), String> {
     };
     let version = get("version");
     if get("implementation") != "cpython" {
-        return Err(format!(
-            "'{python}' is {} {version}, not CPython: pymalloc is CPython's allocator",
-            get("implementation")
-        ));
+        return Err(ProbeError::NotCpython {
+            python: python.into(),
+            implementation: get("implementation"),
+            version,
+        });
     }
     let (major, minor) = minor_of(&version);
     if (major, minor) < (3, 8) {
-        return Err(format!(
-            "'{python}' is CPython {version}; pymalloc needs 3.8 or later"
-        ));
+        return Err(ProbeError::TooOld {
+            python: python.into(),
+            version,
+        });
     }
     if get("pymalloc") == "0" {
-        return Err(format!(
-            "'{python}' (CPython {version}) was built without pymalloc (--without-pymalloc)"
-        ));
+        return Err(ProbeError::NoPymalloc {
+            python: python.into(),
+            version,
+        });
     }
     if get("shared") != "1" {
-        return Err(format!(
-            "'{python}' (CPython {version}) has no shared libpython (built without --enable-shared); \
-             install the distribution's libpython{}.{} package or pick another interpreter with pymalloc:python=PATH",
-            major, minor
-        ));
+        return Err(ProbeError::NotShared {
+            python: python.into(),
+            version,
+            major,
+            minor,
+        });
     }
     let dir = PathBuf::from(get("libdir"));
     for name in [get("instsoname"), get("ldlibrary")] {
@@ -165,11 +222,12 @@ fn probe(python: &str) -> Result<(String, PathBuf), String> {
             return Ok((version, p));
         }
     }
-    Err(format!(
-        "'{python}' (CPython {version}) says its shared library is {} in {}, but it is not there",
-        get("instsoname"),
-        dir.display()
-    ))
+    Err(ProbeError::NoLibrary {
+        python: python.into(),
+        version,
+        soname: get("instsoname"),
+        dir,
+    })
 }
 
 type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;

@@ -26,7 +26,6 @@ mod single;
 mod threaded;
 
 pub use protocol::main;
-use protocol::hold;
 
 use crate::backend::{
     self, AllocatorName, ArenaBackend, Backend, Bump, Glibc, Jemalloc, Mimalloc, Rpmalloc, Snmalloc,

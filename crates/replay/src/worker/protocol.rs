@@ -2,7 +2,38 @@
 //! `ready` on stdout and one byte on stdin to start (when it holds), its output as one line of
 //! JSON on stdout, its error as the last line of stderr and exit code 1 (2 for a bad spec).
 
-use super::{run, WorkerError, WorkerSpec};
+use super::{run, Pass, WorkerError, WorkerSpec};
+use crate::engine::TickScale;
+use crate::measure::{self, Timer};
+
+/// The timer the parent measured (so every worker converts alike), else one calibrated here.
+pub(super) fn timer(spec: &WorkerSpec) -> Timer {
+    if spec.timer_hz > 0.0 {
+        Timer { hz: spec.timer_hz }
+    } else {
+        Timer::calibrate(50)
+    }
+}
+
+/// Waits for the start signal ([`hold`]), then measures the timer floor: the floor is measured
+/// at the same moment of the machine as the replay it is subtracted from. The throughput pass
+/// reads no timer per operation and needs no floor.
+pub(super) fn start(
+    spec: &WorkerSpec,
+    timer: &Timer,
+) -> Result<(measure::Floor, TickScale), WorkerError> {
+    hold(spec)?;
+    let floor = if spec.pass == Pass::Throughput {
+        measure::Floor::default()
+    } else {
+        measure::floor(200_000)
+    };
+    let scale = TickScale {
+        floor: floor.mean,
+        ps_per_tick: 1e12 / timer.hz,
+    };
+    Ok((floor, scale))
+}
 
 
 /// The worker's entry point for `mallard __worker SPEC_JSON`: prints the output as JSON and

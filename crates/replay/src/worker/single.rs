@@ -6,10 +6,10 @@ use super::readings::{
     drain, finish_iterations, floor_figures, kind_figures, routed, throughput_figures,
     with_settings, Around, Held,
 };
-use super::{hold, Pass, WorkerError, WorkerOutput, WorkerSpec};
+use super::{Pass, WorkerError, WorkerOutput, WorkerSpec};
 use crate::backend::Backend;
-use crate::engine::{self, KindHists, Sampler, Slots, TickScale};
-use crate::measure::{self, Rss, Timer};
+use crate::engine::{self, KindHists, Sampler, Slots};
+use crate::measure::{self, Rss};
 use crate::program::Program;
 use mallard_report::RssSample;
 
@@ -45,11 +45,7 @@ pub(super) fn run_with<B: Backend>(
     prog: &Program,
     mut b: B,
 ) -> Result<WorkerOutput, WorkerError> {
-    let timer = if spec.timer_hz > 0.0 {
-        Timer { hz: spec.timer_hz }
-    } else {
-        Timer::calibrate(50)
-    };
+    let timer = super::protocol::timer(spec);
     let mut slots = Slots::new(prog.slots);
     let mut hists = KindHists::new();
     let iterations = spec.iterations.max(1) as usize;
@@ -68,19 +64,7 @@ pub(super) fn run_with<B: Backend>(
         .flatten();
     let mut out = WorkerOutput::default();
 
-    // The start signal comes before the floor: the timer floor is measured at the same
-    // moment of the machine as the replay it is subtracted from.
-    // The throughput pass reads no timer per operation and needs no floor.
-    hold(spec)?;
-    let floor = if spec.pass == Pass::Throughput {
-        measure::Floor::default()
-    } else {
-        measure::floor(200_000)
-    };
-    let scale = TickScale {
-        floor: floor.mean,
-        ps_per_tick: 1e12 / timer.hz,
-    };
+    let (floor, scale) = super::protocol::start(spec, &timer)?;
 
     let around = Around::begin(&rss, &mut b);
     let held_before = around.held_before;

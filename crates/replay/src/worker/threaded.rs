@@ -6,10 +6,10 @@ use super::readings::{
     drain, finish_iterations, floor_figures, kind_figures, routed, thread_figures,
     throughput_figures, with_settings, Around, Held,
 };
-use super::{hold, Pass, WorkerError, WorkerOutput, WorkerSpec};
+use super::{Pass, WorkerError, WorkerOutput, WorkerSpec};
 use crate::backend::Backend;
-use crate::engine::{KindHists, Slots, TickScale};
-use crate::measure::{self, Rss, Timer};
+use crate::engine::{KindHists, Slots};
+use crate::measure::{self, Rss};
 use crate::mt;
 use crate::program::Program;
 use mallard_report::{RssSample, ThreadInfo};
@@ -20,11 +20,7 @@ pub(super) fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     mt: &mt::MtProgram,
     make: F,
 ) -> Result<WorkerOutput, WorkerError> {
-    let timer = if spec.timer_hz > 0.0 {
-        Timer { hz: spec.timer_hz }
-    } else {
-        Timer::calibrate(50)
-    };
+    let timer = super::protocol::timer(spec);
     let mut slots = Slots::new(mt.slots);
     let rss = Rss::open().ok_or(WorkerError::Statm)?;
     let n = prog.ops.len() as u64;
@@ -45,19 +41,7 @@ pub(super) fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     let mut timeline: Vec<RssSample> = Vec::with_capacity(points.len() + 1);
     let mut per_iteration: Vec<f64> = Vec::with_capacity(iterations);
     let mut warm = (iterations > 1 && spec.pass != Pass::Throughput).then(KindHists::new);
-    // The start signal comes before the floor: the timer floor is measured at the same
-    // moment of the machine as the replay it is subtracted from.
-    // The throughput pass reads no timer per operation and needs no floor.
-    hold(spec)?;
-    let floor = if spec.pass == Pass::Throughput {
-        measure::Floor::default()
-    } else {
-        measure::floor(200_000)
-    };
-    let scale = TickScale {
-        floor: floor.mean,
-        ps_per_tick: 1e12 / timer.hz,
-    };
+    let (floor, scale) = super::protocol::start(spec, &timer)?;
     let pass = match spec.pass {
         Pass::Throughput => mt::MtPass::Throughput,
         Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
