@@ -149,7 +149,7 @@ fn run_reps(
                                 pair.name,
                                 pass.name()
                             ),
-                            msg,
+                            msg: msg.to_string(),
                         })?;
                         runner::merge(&mut reps[s], pass, out);
                     }
@@ -255,7 +255,7 @@ fn count_instructions(
                 res.map_err(|e| GateError::Worker {
                     side: side_name,
                     what: format!("{} {} under callgrind", t.info.name, pair.name),
-                    msg: e,
+                    msg: e.to_string(),
                 })?;
                 let total = callgrind_total(&text).ok_or_else(|| GateError::Worker {
                     side: side_name,

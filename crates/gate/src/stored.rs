@@ -33,7 +33,7 @@ use crate::metrics::{Samples, Side};
 use crate::report::{GateReport, Mode, Settings, TraceRef, GATE_SCHEMA};
 use crate::GateError;
 use mallard_report::{
-    EventCounts, LatencyFigures, Repetition, RunResults, OLDEST_SCHEMA_READ, OP_KINDS,
+    EventCounts, LatencyFigures, OpKind, Repetition, RunResults, OLDEST_SCHEMA_READ, OP_KINDS,
     SCHEMA_VERSION,
 };
 use std::collections::BTreeMap;
@@ -393,25 +393,23 @@ fn validate_figures(
     };
     positive("memory.baseline_rss", m.baseline_rss as f64, "size")?;
     positive("memory.peak_rss", m.peak_rss as f64, "size")?;
-    let wanted = [
-        counts.malloc,
-        counts.calloc,
-        counts.aligned,
-        counts.realloc,
-        counts.free,
-    ];
     for (pass, figures) in [("batched", &r.batched), ("tail", &r.tail)] {
-        for (kind, &n) in OP_KINDS.iter().zip(&wanted) {
-            if n > 0 && !figures.contains_key(*kind) {
+        for kind in OpKind::ALL {
+            let n = counts.get(kind);
+            if n > 0 && !figures.contains_key(kind.name()) {
                 return Err(invalid(
                     path,
                     &at(pass),
-                    format!("no figures for {kind}, of which trace {} has {n}", r.trace),
+                    format!(
+                        "no figures for {}, of which trace {} has {n}",
+                        kind.name(),
+                        r.trace
+                    ),
                 ));
             }
         }
         for (kind, f) in figures {
-            let Some(i) = OP_KINDS.iter().position(|k| k == kind) else {
+            let Some(wanted) = OpKind::from_name(kind).map(|k| counts.get(k)) else {
                 return Err(invalid(
                     path,
                     &at(&format!("{pass}.{kind}")),
@@ -422,13 +420,13 @@ fn validate_figures(
                 ));
             };
             let field = |name: &str| format!("{pass}.{kind}.{name}");
-            if f.count != wanted[i] {
+            if f.count != wanted {
                 return Err(invalid(
                     path,
                     &at(&field("count")),
                     format!(
                         "{}, but trace {} has {} {kind} calls",
-                        f.count, r.trace, wanted[i]
+                        f.count, r.trace, wanted
                     ),
                 ));
             }

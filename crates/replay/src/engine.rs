@@ -28,7 +28,7 @@
 //! every other backend the test compiles away).
 
 use crate::backend::{Backend, Glibc};
-use crate::measure::{read_start, read_stop};
+use crate::measure::{self, read_start, read_stop};
 use crate::program::{Op, OpKind, Program, GROUP, KINDS};
 use hdrhistogram::Histogram;
 use std::cell::UnsafeCell;
@@ -76,6 +76,8 @@ pub struct OpFailed {
     pub index: usize,
     pub op: Op,
 }
+
+impl std::error::Error for OpFailed {}
 
 impl std::fmt::Display for OpFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -436,9 +438,7 @@ pub struct KindHists {
 impl KindHists {
     pub fn new() -> Self {
         KindHists {
-            hists: (0..KINDS)
-                .map(|_| mallard_report::hist::new_histogram())
-                .collect(),
+            hists: (0..KINDS).map(|_| measure::latency_histogram()).collect(),
             sum_ticks: [0.0; KINDS],
             runs: [0; KINDS],
         }
@@ -453,7 +453,7 @@ impl KindHists {
         self.sum_ticks[k] += ticks;
         self.runs[k] += 1;
         let ps = (ticks.max(0.0) * scale.ps_per_tick / n as f64) as u64;
-        self.hists[k].saturating_record_n(ps.min(mallard_report::hist::MAX_PS), n);
+        measure::record_ps(&mut self.hists[k], ps, n);
     }
 
     /// Adds another set of histograms (another thread's) to this one.
@@ -741,7 +741,7 @@ mod tests {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let prog = program();
-        let allocs = prog.counts[0] + prog.counts[1] + prog.counts[2] + prog.counts[3];
+        let allocs = prog.counts.allocations();
         let scale = TickScale {
             floor: 0.0,
             ps_per_tick: 1.0,
@@ -783,9 +783,10 @@ mod tests {
                 assert_eq!(recorded, prog.ops.len() as u64);
             }
             if pass == 2 {
-                for k in 0..KINDS {
-                    assert_eq!(h.hists[k].len(), prog.counts[k]);
-                    assert_eq!(h.runs[k], prog.counts[k]);
+                for (k, n) in prog.counts.iter() {
+                    let k = k as usize;
+                    assert_eq!(h.hists[k].len(), n);
+                    assert_eq!(h.runs[k], n);
                 }
             }
         }

@@ -15,8 +15,9 @@
 //!
 //! Modules: [`program`] (compile), [`backend`] (one adapter per allocator), [`engine`] (the
 //! replay loop and its three passes), [`mt`] (the faithful multi-threaded replay: one OS thread
-//! per recorded thread, hand-offs between them), [`measure`] (timers, RSS, faults), [`worker`]
-//! (the child process), [`runner`] (the parent). It formats nothing for people; that is `mallard-report`.
+//! per recorded thread, hand-offs between them), [`measure`] (timers, RSS, faults, latency
+//! histograms), [`contender`] (allocator specs), [`worker`] (the child process), [`runner`] (the
+//! parent). It formats nothing for people; that is `mallard-report`.
 //!
 //! ```no_run
 //! use mallard_replay::{backend::Glibc, engine::{self, Slots, Touch}, program};

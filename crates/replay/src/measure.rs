@@ -14,8 +14,25 @@
 //!   limit less its usage), [`thread_limit`] (`vm.max_map_count`, `kernel.threads-max`,
 //!   `RLIMIT_NPROC`), [`cpus_allowed`] (the affinity mask) and [`oom_kills`] (the kernel's count
 //!   of OOM kills, to tell an OOM kill from another SIGKILL).
+//! - Latency histograms: [`latency_histogram`] and [`record_ps`], recording in picoseconds
+//!   within the bounds of the stored form (`mallard_report::hist`, which reads them back).
 
+use hdrhistogram::Histogram;
+use mallard_report::hist::{MAX_PS, SIGFIG};
 use std::time::Instant;
+
+/// A latency histogram for the replay to record into: picoseconds, 1 ps to `MAX_PS`, `SIGFIG`
+/// significant digits (the bounds results.json's distributions are stored and read back with).
+/// Allocated whole here, before the replay; it never resizes, so recording never allocates.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_PS, SIGFIG).expect("constant bounds are valid")
+}
+
+/// Records `n` operations of `ps` picoseconds each; a value beyond the top saturates there.
+#[inline(always)]
+pub fn record_ps(h: &mut Histogram<u64>, ps: u64, n: u64) {
+    h.saturating_record_n(ps.min(MAX_PS), n);
+}
 
 /// The cycle counter, or the monotonic clock where there is none.
 #[derive(Clone, Copy, Debug)]
@@ -359,22 +376,32 @@ impl Drop for PerfCounter {
     }
 }
 
+/// A CPU the calling thread cannot be pinned to.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("cannot pin to CPU {0}: beyond the largest CPU number")]
+    Beyond(usize),
+    #[error("cannot pin to CPU {cpu}: {source}")]
+    Refused {
+        cpu: usize,
+        source: std::io::Error,
+    },
+}
+
 /// Pins the calling thread to one CPU.
-pub fn pin_to_cpu(cpu: usize) -> Result<(), String> {
+pub fn pin_to_cpu(cpu: usize) -> Result<(), PinError> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(format!(
-            "cannot pin to CPU {cpu}: beyond the largest CPU number"
-        ));
+        return Err(PinError::Beyond(cpu));
     }
     // SAFETY: set is a valid cpu_set_t, zeroed then filled by CPU_SET.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "cannot pin to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(PinError::Refused {
+                cpu,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     Ok(())

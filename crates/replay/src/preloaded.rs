@@ -17,13 +17,38 @@ use crate::backend::{Backend, Glibc};
 use crate::contender::{Family, Library, WorkerSettings};
 use std::ffi::{c_char, c_int, c_void, CStr};
 
+/// A setting the worker could not apply, or a preloaded library that is not in charge.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{key}={value} does not fit mallopt")]
+    TooLarge { key: String, value: i64 },
+    #[error("glibc refused mallopt({key}, {value})")]
+    Refused { key: String, value: i64 },
+    #[error("cannot tell which library serves malloc")]
+    Unknown,
+    #[error(
+        "malloc is served by {served}, not by the preloaded {} (is it a library that replaces malloc?)",
+        .wanted.display()
+    )]
+    NotInCharge {
+        served: String,
+        wanted: std::path::PathBuf,
+    },
+}
+
 /// Applies the settings a worker must apply itself; checks a preloaded library is in charge.
-pub fn apply(s: &WorkerSettings) -> Result<(), String> {
+pub fn apply(s: &WorkerSettings) -> Result<(), SettingsError> {
     for (key, param, value) in &s.mallopt {
-        let v = i32::try_from(*value).map_err(|_| format!("{key}={value} does not fit mallopt"))?;
+        let v = i32::try_from(*value).map_err(|_| SettingsError::TooLarge {
+            key: key.clone(),
+            value: *value,
+        })?;
         // SAFETY: mallopt takes any parameter/value pair and reports failure by returning 0.
         if unsafe { libc::mallopt(*param, v) } == 0 {
-            return Err(format!("glibc refused mallopt({key}, {value})"));
+            return Err(SettingsError::Refused {
+                key: key.clone(),
+                value: *value,
+            });
         }
     }
     for (_, opt, value) in &s.mimalloc {
@@ -31,15 +56,14 @@ pub fn apply(s: &WorkerSettings) -> Result<(), String> {
         unsafe { libmimalloc_sys::mi_option_set(*opt, *value as libc::c_long) };
     }
     if let Some(lib) = &s.preloaded {
-        let served =
-            crate::backend::malloc_library().ok_or("cannot tell which library serves malloc")?;
+        let served = crate::backend::malloc_library().ok_or(SettingsError::Unknown)?;
         let want = std::fs::canonicalize(&lib.resolved).unwrap_or(lib.resolved.clone());
         let got = std::fs::canonicalize(&served).unwrap_or(served.clone().into());
         if got != want {
-            return Err(format!(
-                "malloc is served by {served}, not by the preloaded {} (is it a library that replaces malloc?)",
-                lib.resolved.display()
-            ));
+            return Err(SettingsError::NotInCharge {
+                served,
+                wanted: lib.resolved.clone(),
+            });
         }
     }
     Ok(())

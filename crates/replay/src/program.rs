@@ -31,25 +31,11 @@
 //! as it goes, and only when there are any flips the marks once at the end.
 
 use mallard_trace::{AllocKind, Domain, Event, Record, TraceError, TraceReader};
+/// The operation kinds and their counts are the trace model's (one byte each in an [`Op`]).
+pub use mallard_trace::{OpCounts, OpKind};
 
-/// Operation kinds, numbered as `mallard_report::OP_KINDS`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum OpKind {
-    Malloc = 0,
-    Calloc = 1,
-    Aligned = 2,
-    Realloc = 3,
-    Free = 4,
-}
-
-pub const KINDS: usize = 5;
-
-impl OpKind {
-    pub fn name(self) -> &'static str {
-        mallard_report::OP_KINDS[self as usize]
-    }
-}
+/// How many operation kinds there are (per-kind tables are this long).
+pub const KINDS: usize = OpKind::COUNT;
 
 /// One operation of the replay. For `Free`, `size` is unused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +72,7 @@ pub struct Program {
     pub ops: Vec<Op>,
     /// Size of the slot table: the peak number of live objects.
     pub slots: usize,
-    pub counts: [u64; KINDS],
+    pub counts: OpCounts,
     /// Sum of all requested sizes (allocations and realloc targets).
     pub bytes_requested: u64,
     pub max_align: u64,
@@ -160,29 +146,45 @@ pub struct Compiler {
 
 const DEAD: u32 = u32::MAX;
 
+/// An event the compiler refuses (the trace reader adds the file and the place).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("object id {id} out of order (the next new object must be {expected})")]
+    OutOfOrder { id: u64, expected: u64 },
+    #[error("object {id} requests {size} bytes, more than any address space holds")]
+    TooLarge { id: u64, size: u64 },
+    #[error("more than 4 billion live objects")]
+    TooManyLive,
+    /// `what` is `free` or `realloc`.
+    #[error("{what} of object {id}, which was already freed")]
+    AlreadyFreed { what: &'static str, id: u64 },
+    #[error("{what} of object {id}, which was never allocated")]
+    NeverAllocated { what: &'static str, id: u64 },
+    #[error("object {id}: alignment {align} is not a power of two")]
+    AlignNotPowerOfTwo { id: u64, align: u64 },
+    #[error("object {id}: alignment {align} is beyond 1 GiB")]
+    AlignTooLarge { id: u64, align: u64 },
+}
+
 impl Compiler {
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn new_object(&mut self, id: u64, size: u64) -> Result<u32, String> {
+    fn new_object(&mut self, id: u64, size: u64) -> Result<u32, CompileError> {
         let expected = self.id_slot.len() as u64;
         if id != expected {
-            return Err(format!(
-                "object id {id} out of order (the next new object must be {expected})"
-            ));
+            return Err(CompileError::OutOfOrder { id, expected });
         }
         if size > MAX_REQUEST {
-            return Err(format!(
-                "object {id} requests {size} bytes, more than any address space holds"
-            ));
+            return Err(CompileError::TooLarge { id, size });
         }
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None => {
                 let s = self.prog.slots;
                 if s >= DEAD as usize {
-                    return Err("more than 4 billion live objects".into());
+                    return Err(CompileError::TooManyLive);
                 }
                 self.prog.slots += 1;
                 self.slot_size.push(0);
@@ -201,13 +203,13 @@ impl Compiler {
         Ok(slot)
     }
 
-    fn end_object(&mut self, id: u64, what: &str) -> Result<u32, String> {
+    fn end_object(&mut self, id: u64, what: &'static str) -> Result<u32, CompileError> {
         let slot = match self.id_slot.get(id as usize) {
             Some(&s) if s != DEAD => s,
-            Some(_) => return Err(format!("{what} of object {id}, which was already freed")),
+            Some(_) => return Err(CompileError::AlreadyFreed { what, id }),
             None => {
                 self.unborn = Some(id);
-                return Err(format!("{what} of object {id}, which was never allocated"));
+                return Err(CompileError::NeverAllocated { what, id });
             }
         };
         self.id_slot[id as usize] = DEAD;
@@ -217,7 +219,7 @@ impl Compiler {
     }
 
     /// Adds one record (its event and its thread); the error says what is wrong with it.
-    pub fn push_record(&mut self, rec: &Record) -> Result<(), String> {
+    pub fn push_record(&mut self, rec: &Record) -> Result<(), CompileError> {
         let python = matches!(rec.domain, Domain::Mem | Domain::Object);
         self.push_in(&rec.event, python)?;
         let t = rec.thread;
@@ -232,13 +234,13 @@ impl Compiler {
     }
 
     /// Adds one event on thread 0 (of the `c` domain); the error says what is wrong with it.
-    pub fn push(&mut self, ev: &Event) -> Result<(), String> {
+    pub fn push(&mut self, ev: &Event) -> Result<(), CompileError> {
         self.push_in(ev, false)
     }
 
     /// Adds one event; `python` says that an allocation's object is of CPython's `mem` or
     /// `object` domain (a free's is its object's, whatever the record says).
-    pub fn push_in(&mut self, ev: &Event, python: bool) -> Result<(), String> {
+    pub fn push_in(&mut self, ev: &Event, python: bool) -> Result<(), CompileError> {
         let mut op = match *ev {
             Event::Alloc {
                 id,
@@ -252,12 +254,10 @@ impl Compiler {
                     AllocKind::Calloc => (OpKind::Calloc, 0),
                     AllocKind::Aligned => {
                         if align > 1 && !align.is_power_of_two() {
-                            return Err(format!(
-                                "object {id}: alignment {align} is not a power of two"
-                            ));
+                            return Err(CompileError::AlignNotPowerOfTwo { id, align });
                         }
                         if align > 1 << 30 {
-                            return Err(format!("object {id}: alignment {align} is beyond 1 GiB"));
+                            return Err(CompileError::AlignTooLarge { id, align });
                         }
                         let a = align.max(8);
                         self.prog.max_align = self.prog.max_align.max(a);
@@ -304,7 +304,7 @@ impl Compiler {
             op.flags = Op::SYSTEM;
             self.python_ops += 1;
         }
-        self.prog.counts[op.kind as usize] += 1;
+        self.prog.counts.add(op.kind);
         self.prog.ops.push(op);
         Ok(())
     }
@@ -335,7 +335,9 @@ pub fn compile(
     while let Some(rec) = reader.next() {
         let rec = rec?;
         each(&rec);
-        if let Err(msg) = c.push_record(&rec) {
+        if let Err(e) = c.push_record(&rec) {
+            // The trace's error carries the message with the file and the place.
+            let msg = e.to_string();
             let Some(id) = c.unborn else {
                 return Err(TraceError::invalid(reader, msg));
             };
@@ -468,7 +470,9 @@ mod tests {
         assert_eq!(p.peak_live_bytes, 50);
         assert_eq!(p.peak_live_objects, 2);
         assert_eq!(p.final_live_bytes, 35);
-        assert_eq!(p.counts, [3, 0, 0, 1, 1]);
+        let counts: Vec<u64> = p.counts.iter().map(|(_, n)| n).collect();
+        assert_eq!(counts, [3, 0, 0, 1, 1]);
+        assert_eq!((p.counts[OpKind::Free], p.counts.allocations()), (1, 4));
         assert_eq!(p.live_bytes_at(&[0, 1, 3, 5]), vec![0, 10, 20, 35]);
     }
 
@@ -476,14 +480,14 @@ mod tests {
     fn bad_frees_are_named() {
         let mut c = Compiler::new();
         c.push(&alloc(0, 8)).unwrap();
-        assert!(c
-            .push(&Event::Free { id: 7 })
-            .unwrap_err()
-            .contains("object 7, which was never allocated"));
+        let e = c.push(&Event::Free { id: 7 }).unwrap_err();
+        assert_eq!(e, CompileError::NeverAllocated { what: "free", id: 7 });
+        assert_eq!(e.to_string(), "free of object 7, which was never allocated");
         c.push(&Event::Free { id: 0 }).unwrap();
         assert!(c
             .push(&Event::Free { id: 0 })
             .unwrap_err()
+            .to_string()
             .contains("already freed"));
         assert!(c
             .push(&Event::Realloc {
@@ -492,9 +496,17 @@ mod tests {
                 size: 1
             })
             .unwrap_err()
+            .to_string()
             .contains("realloc of object 0"));
-        assert!(c.push(&alloc(5, 1)).unwrap_err().contains("out of order"));
-        assert!(c.push(&alloc(1, 1 << 50)).unwrap_err().contains("bytes"));
+        assert_eq!(
+            c.push(&alloc(5, 1)).unwrap_err(),
+            CompileError::OutOfOrder { id: 5, expected: 1 }
+        );
+        assert!(c
+            .push(&alloc(1, 1 << 50))
+            .unwrap_err()
+            .to_string()
+            .contains("bytes"));
     }
 
     #[test]

@@ -106,25 +106,78 @@ pub fn resolve(python: &str) -> PythonLib {
     lib
 }
 
-fn probe(python: &str) -> Result<(String, PathBuf), String> {
+/// An interpreter whose pymalloc cannot serve, found when the run is prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "cannot run the interpreter '{python}' ({source}); name one with \
+         pymalloc:python=/path/to/python3"
+    )]
+    Run {
+        python: String,
+        source: std::io::Error,
+    },
+    /// The probe failed; `stderr` holds its non-empty lines, joined with `; `.
+    #[error("'{python}' is not a CPython 3 interpreter that Mallard can ask ({status}): {stderr}")]
+    Failed {
+        python: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("'{python}' is {implementation} {version}, not CPython: pymalloc is CPython's allocator")]
+    NotCpython {
+        python: String,
+        implementation: String,
+        version: String,
+    },
+    #[error("'{python}' is CPython {version}; pymalloc needs 3.8 or later")]
+    TooOld { python: String, version: String },
+    #[error("'{python}' (CPython {version}) was built without pymalloc (--without-pymalloc)")]
+    NoPymalloc { python: String, version: String },
+    #[error(
+        "'{python}' (CPython {version}) has no shared libpython (built without --enable-shared); \
+         install the distribution's libpython{major}.{minor} package or pick another interpreter \
+         with pymalloc:python=PATH"
+    )]
+    NotShared {
+        python: String,
+        version: String,
+        major: u32,
+        minor: u32,
+    },
+    #[error(
+        "'{python}' (CPython {version}) says its shared library is {soname} in {}, but it is not \
+         there",
+        .dir.display()
+    )]
+    NoLibrary {
+        python: String,
+        version: String,
+        soname: String,
+        dir: PathBuf,
+    },
+}
+
+fn probe(python: &str) -> Result<(String, PathBuf), ProbeError> {
     let out = std::process::Command::new(python)
         .args(["-I", "-S", "-c", PROBE])
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| {
-            format!("cannot run the interpreter '{python}' ({e}); name one with pymalloc:python=/path/to/python3")
+        .map_err(|source| ProbeError::Run {
+            python: python.into(),
+            source,
         })?;
     if !out.status.success() {
-        return Err(format!(
-            "'{python}' is not a CPython 3 interpreter that Mallard can ask ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+        return Err(ProbeError::Failed {
+            python: python.into(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
-                .join("; ")
-        ));
+                .join("; "),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let get = |k: &str| {
@@ -135,28 +188,32 @@ fn probe(python: &str) -> Result<(String, PathBuf), String> {
     };
     let version = get("version");
     if get("implementation") != "cpython" {
-        return Err(format!(
-            "'{python}' is {} {version}, not CPython: pymalloc is CPython's allocator",
-            get("implementation")
-        ));
+        return Err(ProbeError::NotCpython {
+            python: python.into(),
+            implementation: get("implementation"),
+            version,
+        });
     }
     let (major, minor) = minor_of(&version);
     if (major, minor) < (3, 8) {
-        return Err(format!(
-            "'{python}' is CPython {version}; pymalloc needs 3.8 or later"
-        ));
+        return Err(ProbeError::TooOld {
+            python: python.into(),
+            version,
+        });
     }
     if get("pymalloc") == "0" {
-        return Err(format!(
-            "'{python}' (CPython {version}) was built without pymalloc (--without-pymalloc)"
-        ));
+        return Err(ProbeError::NoPymalloc {
+            python: python.into(),
+            version,
+        });
     }
     if get("shared") != "1" {
-        return Err(format!(
-            "'{python}' (CPython {version}) has no shared libpython (built without --enable-shared); \
-             install the distribution's libpython{}.{} package or pick another interpreter with pymalloc:python=PATH",
-            major, minor
-        ));
+        return Err(ProbeError::NotShared {
+            python: python.into(),
+            version,
+            major,
+            minor,
+        });
     }
     let dir = PathBuf::from(get("libdir"));
     for name in [get("instsoname"), get("ldlibrary")] {
@@ -165,11 +222,12 @@ fn probe(python: &str) -> Result<(String, PathBuf), String> {
             return Ok((version, p));
         }
     }
-    Err(format!(
-        "'{python}' (CPython {version}) says its shared library is {} in {}, but it is not there",
-        get("instsoname"),
-        dir.display()
-    ))
+    Err(ProbeError::NoLibrary {
+        python: python.into(),
+        version,
+        soname: get("instsoname"),
+        dir,
+    })
 }
 
 type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
@@ -201,6 +259,25 @@ unsafe impl Sync for Loaded {}
 
 static LOADED: OnceLock<Loaded> = OnceLock::new();
 
+/// Why pymalloc cannot be loaded into this worker.
+#[derive(Debug, thiserror::Error)]
+pub enum PymallocError {
+    /// The interpreter could not serve when the run was prepared (the reason found then, as
+    /// carried in the worker's spec).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{}: a path with a NUL byte", .0.display())]
+    NulInPath(PathBuf),
+    #[error("pymalloc: cannot load {}: {reason}", .library.display())]
+    Load { library: PathBuf, reason: String },
+    #[error("pymalloc: {} has no {symbol}", .library.display())]
+    NoSymbol { library: PathBuf, symbol: String },
+    #[error("pymalloc: memfd_create: {0}")]
+    Memfd(#[source] std::io::Error),
+    #[error("pymalloc: fdopen: {0}")]
+    Fdopen(#[source] std::io::Error),
+}
+
 /// CPython's pymalloc, loaded into this process.
 pub struct Pymalloc {
     lib: &'static Loaded,
@@ -210,9 +287,9 @@ pub struct Pymalloc {
 
 impl Pymalloc {
     /// Loads the library (once per process) and checks it has every function needed.
-    pub fn load(lib: &PythonLib) -> Result<Pymalloc, String> {
+    pub fn load(lib: &PythonLib) -> Result<Pymalloc, PymallocError> {
         if let Some(why) = &lib.unavailable {
-            return Err(why.clone());
+            return Err(PymallocError::Unavailable(why.clone()));
         }
         if let Some(l) = LOADED.get() {
             return Ok(Pymalloc::on(l));
@@ -270,24 +347,26 @@ pub fn stats_figure(text: &str, marker: &str) -> Option<u64> {
         .ok()
 }
 
-fn open(lib: &PythonLib) -> Result<Loaded, String> {
+fn open(lib: &PythonLib) -> Result<Loaded, PymallocError> {
     let path = CString::new(lib.library.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("{}: a path with a NUL byte", lib.library.display()))?;
+        .map_err(|_| PymallocError::NulInPath(lib.library.clone()))?;
     // SAFETY: dlopen with a NUL-terminated path; the handle is kept for the process's life.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if h.is_null() {
-        return Err(format!(
-            "pymalloc: cannot load {}: {}",
-            lib.library.display(),
-            dl_error()
-        ));
+        return Err(PymallocError::Load {
+            library: lib.library.clone(),
+            reason: dl_error(),
+        });
     }
-    let sym = |name: &str| -> Result<*mut c_void, String> {
+    let sym = |name: &str| -> Result<*mut c_void, PymallocError> {
         let c = CString::new(name).expect("symbol names have no NUL");
         // SAFETY: h is a live handle from dlopen.
         let p = unsafe { libc::dlsym(h, c.as_ptr()) };
         if p.is_null() {
-            Err(format!("pymalloc: {} has no {name}", lib.library.display()))
+            Err(PymallocError::NoSymbol {
+                library: lib.library.clone(),
+                symbol: name.into(),
+            })
         } else {
             Ok(p)
         }
@@ -314,18 +393,12 @@ fn open(lib: &PythonLib) -> Result<Loaded, String> {
     let (fd, out) = unsafe {
         let fd = libc::memfd_create(c"mallard-pymalloc-stats".as_ptr(), libc::MFD_CLOEXEC);
         if fd < 0 {
-            return Err(format!(
-                "pymalloc: memfd_create: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(PymallocError::Memfd(std::io::Error::last_os_error()));
         }
         (fd, libc::fdopen(fd, c"w+".as_ptr()))
     };
     if out.is_null() {
-        return Err(format!(
-            "pymalloc: fdopen: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PymallocError::Fdopen(std::io::Error::last_os_error()));
     }
     Ok(Loaded {
         malloc,

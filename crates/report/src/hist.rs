@@ -3,6 +3,10 @@
 //!
 //! Values are stored in **picoseconds** so that batched figures (a batch's time divided by
 //! its size) keep their sub-nanosecond part; every writer presents nanoseconds.
+//!
+//! This module reads stored distributions back (merging them, taking percentiles, writing
+//! `.hgrm`); the replay records them (`mallard_replay::measure`), within [`MAX_PS`] and
+//! [`SIGFIG`].
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -13,8 +17,8 @@ pub const MAX_PS: u64 = 10_000_000_000_000;
 /// Significant decimal digits kept by every latency histogram.
 pub const SIGFIG: u8 = 3;
 
-/// A new, fully allocated latency histogram (1 ps .. 10 s, 3 significant digits).
-/// It never resizes, so recording into it never allocates.
+/// A new, fully allocated latency histogram (1 ps .. 10 s, 3 significant digits), to read
+/// stored distributions back into.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_PS, SIGFIG).expect("constant bounds are valid")
 }

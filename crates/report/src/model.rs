@@ -6,6 +6,7 @@
 //! it never re-measures anything.
 
 use crate::hist::HistData;
+pub use mallard_trace::{OpCounts, OpKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -83,7 +84,30 @@ pub struct EventCounts {
     pub free: u64,
 }
 
+impl From<OpCounts> for EventCounts {
+    fn from(c: OpCounts) -> EventCounts {
+        EventCounts {
+            malloc: c[OpKind::Malloc],
+            calloc: c[OpKind::Calloc],
+            aligned: c[OpKind::Aligned],
+            realloc: c[OpKind::Realloc],
+            free: c[OpKind::Free],
+        }
+    }
+}
+
 impl EventCounts {
+    /// The count of one kind.
+    pub fn get(&self, kind: OpKind) -> u64 {
+        match kind {
+            OpKind::Malloc => self.malloc,
+            OpKind::Calloc => self.calloc,
+            OpKind::Aligned => self.aligned,
+            OpKind::Realloc => self.realloc,
+            OpKind::Free => self.free,
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.malloc + self.calloc + self.aligned + self.realloc + self.free
     }
@@ -106,8 +130,8 @@ pub struct AllocatorInfo {
     pub library_sha256: Option<String>,
 }
 
-/// The operation kinds latency is reported for.
-pub const OP_KINDS: [&str; 5] = ["malloc", "calloc", "aligned", "realloc", "free"];
+/// The operation kinds latency is reported for: the trace model's [`OpKind`] names.
+pub const OP_KINDS: [&str; OpKind::COUNT] = OpKind::NAMES;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Repetition {

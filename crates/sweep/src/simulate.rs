@@ -26,7 +26,8 @@
 //! (randomised by ASLR). Sweep `--alignment arena` for figures that never vary.
 
 use mallard_arena::{Arena, Config, Stats};
-use mallard_replay::program::{OpKind, Program};
+use mallard_replay::program::Program;
+use mallard_trace::OpKind;
 use serde::{Deserialize, Serialize};
 use std::ptr;
 use std::time::Duration;

@@ -135,6 +135,103 @@ pub enum Event {
     },
 }
 
+/// What one operation does, in the order every per-kind figure is listed: an allocation of one
+/// of the three [`AllocKind`]s, a realloc, or a free. The names are the keys of the per-kind
+/// figures in results.json and the reports. Numbered, so that a compiled operation stores it
+/// in a byte and per-kind tables index by it ([`OpCounts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum OpKind {
+    Malloc = 0,
+    Calloc = 1,
+    Aligned = 2,
+    Realloc = 3,
+    Free = 4,
+}
+
+impl OpKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 5;
+    pub const ALL: [OpKind; OpKind::COUNT] = [
+        OpKind::Malloc,
+        OpKind::Calloc,
+        OpKind::Aligned,
+        OpKind::Realloc,
+        OpKind::Free,
+    ];
+    /// Every kind's name, in [`OpKind::ALL`] order.
+    pub const NAMES: [&'static str; OpKind::COUNT] =
+        ["malloc", "calloc", "aligned", "realloc", "free"];
+
+    pub const fn name(self) -> &'static str {
+        OpKind::NAMES[self as usize]
+    }
+
+    /// The kind named `name`, if one is.
+    pub fn from_name(name: &str) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind of an event.
+    pub fn of(event: &Event) -> OpKind {
+        match event {
+            Event::Alloc { kind, .. } => OpKind::from(*kind),
+            Event::Realloc { .. } => OpKind::Realloc,
+            Event::Free { .. } => OpKind::Free,
+        }
+    }
+}
+
+impl From<AllocKind> for OpKind {
+    fn from(k: AllocKind) -> OpKind {
+        match k {
+            AllocKind::Malloc => OpKind::Malloc,
+            AllocKind::Calloc => OpKind::Calloc,
+            AllocKind::Aligned => OpKind::Aligned,
+        }
+    }
+}
+
+/// Operations counted by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCounts([u64; OpKind::COUNT]);
+
+impl OpCounts {
+    /// Counts one more operation of `kind`.
+    #[inline]
+    pub fn add(&mut self, kind: OpKind) {
+        self.0[kind as usize] += 1;
+    }
+
+    pub fn get(&self, kind: OpKind) -> u64 {
+        self.0[kind as usize]
+    }
+
+    /// Every kind with its count, in [`OpKind::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (OpKind, u64)> + '_ {
+        OpKind::ALL.into_iter().map(|k| (k, self.get(k)))
+    }
+
+    /// The allocations: every kind but the free (a realloc makes a new object).
+    pub fn allocations(&self) -> u64 {
+        self.iter()
+            .filter(|(k, _)| *k != OpKind::Free)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl std::ops::Index<OpKind> for OpCounts {
+    type Output = u64;
+    fn index(&self, kind: OpKind) -> &u64 {
+        &self.0[kind as usize]
+    }
+}
+
 /// An event with its context: the thread that made the call (a dense index, 0 for the first
 /// thread seen), an optional timestamp in nanoseconds since the start of the recording, and the
 /// allocator domain of its object ([`Domain::C`] unless the producer knows better).

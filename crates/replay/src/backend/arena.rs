@@ -9,10 +9,8 @@ pub struct ArenaBackend {
 }
 
 impl ArenaBackend {
-    pub fn new(config: ArenaConfig) -> Result<Self, String> {
-        Arena::new(config)
-            .map(|arena| ArenaBackend { arena })
-            .map_err(|e| e.to_string())
+    pub fn new(config: ArenaConfig) -> Result<Self, mallard_arena::ConfigError> {
+        Arena::new(config).map(|arena| ArenaBackend { arena })
     }
 }
 

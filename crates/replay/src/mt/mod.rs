@@ -60,15 +60,32 @@ pub const STACK_SIZE: usize = 64 << 10;
 pub enum MtFailed {
     /// An allocator returned null.
     Op(OpFailed),
-    /// A replay thread could not be started.
-    Spawn(String),
+    /// A replay thread could not be started: the `thread`-th (from 1) of `of`.
+    Spawn {
+        thread: usize,
+        of: usize,
+        source: std::io::Error,
+    },
 }
 
 impl std::fmt::Display for MtFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MtFailed::Op(e) => e.fmt(f),
-            MtFailed::Spawn(e) => f.write_str(e),
+            MtFailed::Spawn { thread, of, source } => write!(
+                f,
+                "cannot start replay thread {thread} of {of}: {source} (replay the trace with \
+                 --threads serial)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MtFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MtFailed::Op(e) => Some(e),
+            MtFailed::Spawn { source, .. } => Some(source),
         }
     }
 }
@@ -228,11 +245,11 @@ where
                     for h in handles {
                         let _ = h.join();
                     }
-                    return Err(MtFailed::Spawn(format!(
-                        "cannot start replay thread {} of {n}: {e} (replay the trace with \
-                         --threads serial)",
-                        t + 1
-                    )));
+                    return Err(MtFailed::Spawn {
+                        thread: t + 1,
+                        of: n,
+                        source: e,
+                    });
                 }
             }
         }
@@ -392,7 +409,7 @@ mod tests {
         let total: usize = mt.threads.iter().map(|t| t.ops.len()).sum();
         assert_eq!(total, prog.ops.len());
         // Every free/realloc in this program is of another thread's object.
-        let cross = prog.counts[OpKind::Free as usize] + prog.counts[OpKind::Realloc as usize];
+        let cross = prog.counts[OpKind::Free] + prog.counts[OpKind::Realloc];
         assert_eq!(mt.cross_thread_frees, cross);
         assert_eq!(mt.handoffs as u64, cross);
         let waits: usize = mt
@@ -434,7 +451,7 @@ mod tests {
         // 8 threads on however few cores: many hand-offs; bounded in time.
         let prog = cross_thread_program(8, 400);
         let mt = split(&prog);
-        let allocs = prog.counts[0] + prog.counts[1] + prog.counts[2] + prog.counts[3];
+        let allocs = prog.counts.allocations();
         for (pass, how) in [
             (MtPass::Throughput, Waiting::Spin),
             (MtPass::Batched { batch: 64 }, Waiting::Spin),

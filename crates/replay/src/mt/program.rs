@@ -1,7 +1,7 @@
 //! Per-thread programs: [`split`] turns the global order into one operation list per recorded
 //! thread, tying an object's operations on two threads by a hand-off (see `mt`'s module docs).
 
-use crate::program::{Op, OpKind, Program, KINDS};
+use crate::program::{Op, OpCounts, OpKind, Program};
 
 /// An operation of one thread, with its hand-off flags (0: none; k + 1: flag k).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct MtOp {
 #[derive(Clone, Debug, Default)]
 pub struct ThreadProgram {
     pub ops: Vec<MtOp>,
-    pub counts: [u64; KINDS],
+    pub counts: OpCounts,
 }
 
 /// A program split by thread.
@@ -74,7 +74,7 @@ pub fn split(prog: &Program) -> MtProgram {
         last[m as usize] = (t, idx);
         mop.op.slot = m;
         let tp = &mut threads[t as usize];
-        tp.counts[op.kind as usize] += 1;
+        tp.counts.add(op.kind);
         tp.ops.push(mop);
     }
     MtProgram {
