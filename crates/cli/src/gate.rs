@@ -2,14 +2,14 @@
 //! 1 (regression), 2 (error) or 3 (inconclusive / runner too noisy). The work is in
 //! `mallard-gate`; this module turns arguments into a plan and prints the outcome.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use mallard_gate::config::{parse_margin, parse_percent, GateConfig, Margin};
+use mallard_gate::config::{parse_margin, parse_percent, GateConfig, Margin, Overrides};
+use mallard_gate::given::SideOptions;
 use mallard_gate::live::{self, LivePlan, DEFAULT_TOGGLE};
 use mallard_gate::{output, sides};
-use mallard_replay::backend::AllocatorName;
-use mallard_replay::contender::{self, Contender};
 use mallard_replay::engine::Touch;
+use mallard_replay::options::Limits;
 use mallard_replay::worker::Pass;
 use mallard_report::stats::Correction;
 use std::path::{Path, PathBuf};
@@ -138,49 +138,21 @@ pub struct GateArgs {
     quiet: bool,
 }
 
-fn config(a: &GateArgs) -> Result<GateConfig> {
-    let mut c = match &a.config {
-        Some(p) => GateConfig::load(p)?,
-        None => GateConfig::default(),
-    };
-    if let Some(t) = a.threshold {
-        c.threshold = t;
-    }
-    if let Some(x) = a.alpha {
-        c.alpha = x;
-    }
-    if let Some(s) = a.correction {
-        c.correction = s;
-    }
-    if let Some(v) = a.min_reps {
-        c.min_reps = v;
-        if a.max_reps.is_none() && c.max_reps < v {
-            c.max_reps = v;
-        }
-    }
-    if let Some(v) = a.max_reps {
-        c.max_reps = v;
-    }
-    if let Some(v) = a.step {
-        c.step = v;
-    }
-    if let Some(m) = a.memory_margin {
-        c.memory_margin = m;
-    }
-    if !a.only.is_empty() {
-        c.only = a.only.clone();
-    }
-    if let Some(v) = a.inconclusive_exit {
-        c.inconclusive_exit = v;
-    }
-    c.validate().map_err(|e| anyhow!("gate settings: {e}"))?;
-    Ok(c)
-}
-
 pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     // Before any worker or comparison: may the outputs go there (exit 2 if not)?
     mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::GATE)?;
-    let cfg = config(&a)?;
+    let overrides = Overrides {
+        threshold: a.threshold,
+        alpha: a.alpha,
+        correction: a.correction,
+        min_reps: a.min_reps,
+        max_reps: a.max_reps,
+        step: a.step,
+        memory_margin: a.memory_margin,
+        inconclusive_exit: a.inconclusive_exit,
+        only: a.only.clone(),
+    };
+    let cfg = GateConfig::build(a.config.as_deref(), &overrides)?;
     let quiet = a.quiet;
     let mut progress = |s: &str| {
         if !quiet {
@@ -210,86 +182,37 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
     }
     // gen:NAME[:EVENTS] inputs are generated, other tools' recordings (zipped AOSP traces,
     // mtrace, heaptrack) imported, as for `mallard run`.
-    let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
-    let _gen_dir_guard = mallard_io::interrupt::register_temp(gen_dir.path());
-    let (traces, _) = crate::run::prepare_inputs(&a.traces, &[], gen_dir.path())?;
-    let default_arena = mallard_arena::Config::default();
-    let older = a.baseline_arena.is_some()
-        || a.candidate_arena.is_some()
-        || a.baseline_preload.is_some()
-        || a.candidate_preload.is_some()
-        || !a.allocators.is_empty();
-    let (mut base_side, mut cand_side, mut base_label, mut cand_label) =
-        match (&a.baseline, &a.candidate) {
-            (Some(b), Some(c)) => {
-                if older {
-                    bail!("--baseline SPEC --candidate SPEC name both sides whole: leave out --allocators, --*-arena and --*-preload (write arena:pool_size=4K, tc=/path/lib.so)");
-                }
-                let b = contender::parse(b, &default_arena).context("--baseline")?;
-                let c = contender::parse(c, &default_arena).context("--candidate")?;
-                let (bl, cl) = (vec![b.spec.clone()], vec![c.spec.clone()]);
-                (vec![b], vec![c], bl, cl)
-            }
-            (Some(_), None) | (None, Some(_)) => bail!(
-                "--baseline SPEC and --candidate SPEC go together (or --baseline RESULTS --current RESULTS)"
-            ),
-            (None, None) => {
-                let mut allocators = crate::opts::allocators(&a.allocators, &default_arena)?;
-                if allocators.is_empty() {
-                    let name = if a.baseline_preload.is_some() || a.candidate_preload.is_some() {
-                        AllocatorName::Glibc
-                    } else {
-                        AllocatorName::Arena
-                    };
-                    allocators.push(Contender::builtin(name, &default_arena));
-                }
-                let (b, bl) = sides::older_side(
-                    "baseline",
-                    &allocators,
-                    a.baseline_arena.as_deref(),
-                    a.baseline_preload.as_deref(),
-                )?;
-                let (c, cl) = sides::older_side(
-                    "candidate",
-                    &allocators,
-                    a.candidate_arena.as_deref(),
-                    a.candidate_preload.as_deref(),
-                )?;
-                (b, c, bl, cl)
-            }
-        };
-    base_label.extend(sides::side_extras(
-        "baseline",
-        a.baseline_exe.as_deref(),
-        &a.baseline_env,
-        &mut base_side,
-    )?);
-    cand_label.extend(sides::side_extras(
-        "candidate",
-        a.candidate_exe.as_deref(),
-        &a.candidate_env,
-        &mut cand_side,
-    )?);
-    let pairs = sides::pairs(base_side, cand_side);
+    let inputs = crate::traces::prepare(&a.traces, &[])?;
+    let sides = SideOptions {
+        specs: a.baseline.as_deref().zip(a.candidate.as_deref()),
+        allocators: &a.allocators,
+        baseline_arena: a.baseline_arena.as_deref(),
+        candidate_arena: a.candidate_arena.as_deref(),
+        baseline_preload: a.baseline_preload.as_deref(),
+        candidate_preload: a.candidate_preload.as_deref(),
+        baseline_exe: a.baseline_exe.as_deref(),
+        candidate_exe: a.candidate_exe.as_deref(),
+        baseline_env: &a.baseline_env,
+        candidate_env: &a.candidate_env,
+    }
+    .build()?;
     let mut passes = Vec::new();
     for &pass in &a.passes {
         if !passes.contains(&pass) {
             passes.push(pass);
         }
     }
-    crate::opts::batch(a.batch)?;
-    let timeout = crate::opts::timeout(a.timeout)?;
-    let cpu = crate::opts::cpu(a.cpu)?;
+    let limits = Limits::check(a.batch, a.timeout, a.cpu)?;
     let plan = LivePlan {
-        traces,
-        pairs,
-        baseline_label: base_label.join(" "),
-        candidate_label: cand_label.join(" "),
+        traces: inputs.traces,
+        pairs: sides.pairs,
+        baseline_label: sides.baseline_label,
+        candidate_label: sides.candidate_label,
         passes,
         touch: a.touch,
-        batch: a.batch,
-        cpu,
-        timeout,
+        batch: limits.batch,
+        cpu: limits.cpu,
+        timeout: limits.timeout,
         count_instructions: a.count_instructions,
         callgrind_toggle: a.callgrind_toggle.clone(),
         valgrind: a.valgrind.clone(),

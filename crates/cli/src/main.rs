@@ -11,8 +11,6 @@
 //! remount, `EFBIG`): a `mallard_io::atomic::OutputError::Write` anywhere in the error's chain.
 
 mod gate;
-mod opts;
-mod progress;
 mod record;
 mod report;
 mod run;

@@ -1,12 +1,11 @@
 //! `mallard run`: replay traces against allocators, print the table, write the report.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use mallard_replay::engine::Touch;
+use mallard_replay::options::{self, Limits, Threads};
 use mallard_replay::runner::{self, RunOptions};
-use mallard_replay::worker::ThreadMode;
-use mallard_report::writer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -62,7 +61,7 @@ pub struct RunArgs {
     /// recorded thread, a free waits for its allocation on another thread) or serial (the
     /// global order on one thread). A list of counts (`1,2,4`) generates every `gen:` input
     /// with each thread count, replays them faithfully and prints a scaling table.
-    #[arg(long, default_value = "faithful", value_parser = parse_threads)]
+    #[arg(long, default_value = "faithful")]
     threads: Threads,
     /// Pin every worker to this CPU (one this process may run on).
     #[arg(long)]
@@ -83,20 +82,16 @@ pub struct RunArgs {
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
     // Before anything is generated, imported or run: may the report go there (exit 2 if not)?
     mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::REPORT)?;
-    crate::opts::batch(a.batch)?;
-    let timeout = crate::opts::timeout(a.timeout)?;
-    let cpu = crate::opts::cpu(a.cpu)?;
-    if a.repeat == 0 {
-        bail!("--repeat must be at least 1");
-    }
+    let limits = Limits::check(a.batch, a.timeout, a.cpu)?;
+    options::repeat(a.repeat)?;
     let mut arena = mallard_arena::Config::preset(&a.arena_preset).context("--arena-preset")?;
     if let Some(spec) = &a.arena {
         arena.apply_overrides(spec).context("--arena")?;
     }
     arena.validate().context("--arena")?;
-    let mut allocators = crate::opts::allocators(&a.allocators, &arena)?;
+    let mut allocators = options::allocators(&a.allocators, &arena)?;
     if allocators.is_empty() {
-        allocators = crate::opts::default_allocators(&arena);
+        allocators = options::default_allocators(&arena);
     }
     if let Some(b) = &a.baseline {
         if !allocators.iter().any(|c| &c.label == b) {
@@ -107,157 +102,38 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
             );
         }
     }
-    let Threads { mode, counts } = a.threads;
-    let gen_dir = tempfile::tempdir().context("creating a directory for generated traces")?;
-    // Removed by the signal handler if the run is interrupted (dropped before gen_dir).
-    let _gen_dir_guard = mallard_io::interrupt::register_temp(gen_dir.path());
-    let (traces, generated) = prepare_inputs(&a.traces, &counts, gen_dir.path())?;
-    if !counts.is_empty() && generated.is_empty() {
-        let list: Vec<String> = counts.iter().map(u32::to_string).collect();
-        bail!("--threads {}: thread counts apply to generated inputs (gen:NAME); give one, or use --threads faithful|serial", list.join(","));
-    }
+    let counts = &a.threads.counts;
+    let inputs = crate::traces::prepare(&a.traces, counts)?;
+    a.threads.check_generated(&inputs.generated)?;
     let exe =
         std::env::current_exe().context("cannot find the mallard executable to start workers")?;
     let opts = RunOptions {
-        traces,
+        traces: inputs.traces,
         contenders: allocators,
         repeat: a.repeat,
         touch: a.touch,
-        batch: a.batch,
+        batch: limits.batch,
         rss_samples: a.rss_samples,
         arena,
-        cpu,
-        timeout,
+        cpu: limits.cpu,
+        timeout: limits.timeout,
         worker_exe: exe,
         worker_args: vec!["__worker".into()],
         worker_env: Vec::new(),
-        threads: mode,
+        threads: a.threads.mode,
         ignore_memory_limit: a.ignore_memory_limit,
         iterations: a.iterations,
         baseline: a.baseline.clone(),
     };
-    let mut progress = crate::progress::workers(a.quiet);
-    let results = runner::run(&opts, &mut progress)?;
-    // A report that cannot be written now (a full disk) does not lose the results: the table
-    // is printed first, then the error (exit 4).
-    let view = mallard_report::View::new(&results);
-    let written = mallard_report::write_report_dir(&view, &a.out);
-    let rows = &view.rows;
-    print!("{}", writer::text(&writer::Terminal, &view)?);
-    print!(
-        "{}",
-        mallard_report::scaling::table(&results, rows, &generated, &counts)
-    );
-    if a.arena_stats {
-        print!("{}", mallard_report::arena_stats::render(&results));
-    }
-    if written.is_ok() {
-        println!("\nreport: {}", a.out.display());
-    }
-    let failed = results
-        .repetitions
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .count();
-    if failed > 0 {
-        for r in results.repetitions.iter().filter(|r| r.failure.is_some()) {
-            eprintln!(
-                "mallard: {} on {} repetition {} failed: {}",
-                r.allocator,
-                r.trace,
-                r.index + 1,
-                r.failure.as_deref().unwrap_or("")
-            );
-        }
-    }
-    written?;
-    Ok(if failed > 0 { 3 } else { 0 })
-}
-
-/// `--threads`: a mode, or thread counts for generated inputs (replayed faithfully).
-#[derive(Clone)]
-struct Threads {
-    mode: ThreadMode,
-    counts: Vec<u32>,
-}
-
-fn parse_threads(s: &str) -> Result<Threads, String> {
-    if let Ok(mode) = s.parse() {
-        return Ok(Threads {
-            mode,
-            counts: Vec::new(),
-        });
-    }
-    let mut counts = Vec::new();
-    for part in s.split(',') {
-        let n: u32 = part
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&n| (1..=1024).contains(&n))
-            .ok_or_else(|| {
-                format!(
-                    "'{s}' is neither faithful, serial nor a list of thread counts from 1 to 1024"
-                )
-            })?;
-        if !counts.contains(&n) {
-            counts.push(n);
-        }
-    }
-    Ok(Threads {
-        mode: ThreadMode::Faithful,
+    let results = runner::run(&opts, &mut mallard_replay::progress::workers(a.quiet))?;
+    // The table is printed before a report that could not be written is reported (exit 4).
+    let done = mallard_report::console::finish_run(
+        &results,
+        &a.out,
+        &inputs.generated,
         counts,
-    })
-}
-
-/// Every input as a Mallard trace the workers can read by path: a `gen:NAME[:EVENTS]` input
-/// generated into `dir` (seed 1; once per thread count in `counts`, or once), another tool's
-/// recording (or a piped input) imported or copied into `dir`, a Mallard trace file as it is.
-/// Also returns the names of the traces generated. `run` and `gate` take inputs alike through
-/// this.
-pub fn prepare_inputs(
-    inputs: &[PathBuf],
-    counts: &[u32],
-    dir: &Path,
-) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    let mut traces = Vec::new();
-    let mut generated = Vec::new();
-    for t in inputs {
-        if let Some(spec) = t.to_str().and_then(|s| s.strip_prefix("gen:")) {
-            let (name, events) = match spec.split_once(':') {
-                Some((n, e)) => (
-                    n,
-                    e.parse::<u64>()
-                        .map_err(|_| anyhow!("{}: EVENTS must be a number", t.display()))?,
-                ),
-                None => (spec, 200_000),
-            };
-            for &n in if counts.is_empty() {
-                &[1u32][..]
-            } else {
-                counts
-            } {
-                let file = if counts.is_empty() {
-                    format!("{name}.mtr")
-                } else {
-                    format!("{name}-t{n}.mtr")
-                };
-                let path = dir.join(file);
-                let params = mallard_trace::gen::GenParams {
-                    events,
-                    seed: 1,
-                    threads: n,
-                };
-                mallard_trace::gen::write(name, &params, &path, mallard_trace::Form::Binary)?;
-                generated.push(mallard_trace::trace_name(&path));
-                traces.push(path);
-            }
-        } else if !t.exists() {
-            bail!("{}: no such trace file", t.display());
-        } else {
-            // Opened once; a pipe is copied (or imported) into gen_dir for the workers.
-            traces.push(crate::traces::for_run(t, dir)?);
-        }
-    }
-    Ok((traces, generated))
+        a.arena_stats,
+    )?;
+    done.written?;
+    Ok(if done.failed > 0 { 3 } else { 0 })
 }

@@ -1,13 +1,14 @@
 //! `mallard sweep` and `mallard merge`: tune the arena allocator over a grid of configurations
 //! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps.
 
-use crate::progress::Bar;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use mallard_sweep::grid::{Grid, Shard, DIMENSIONS};
+use mallard_replay::options;
 use mallard_sweep::output::Outputs;
+use mallard_sweep::plan::{self, Mode, Plan};
 use mallard_sweep::rows;
-use mallard_sweep::run::{self as sweep_run, MeasureOptions};
+use mallard_sweep::run::MeasureOptions;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -41,8 +42,9 @@ pub struct SweepArgs {
     base: String,
     /// simulate: the allocator's bookkeeping, no timing, configurations in parallel;
     /// measure: timed in worker processes as `mallard run` does, one configuration at a time.
-    #[arg(long, default_value = "simulate", value_parser = ["simulate", "measure"])]
-    mode: String,
+    #[arg(long, default_value = "simulate",
+        value_parser = PossibleValuesParser::new(Mode::NAMES).try_map(|s| s.parse::<Mode>()))]
+    mode: Mode,
     /// The CSV to write (one row per trace x configuration); the page goes beside it (.html).
     #[arg(short, long, default_value = "reports/sweep.csv")]
     output: PathBuf,
@@ -88,7 +90,6 @@ fn command_line() -> String {
 pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     // Before any replay: may the CSV and its page go there (exit 2 if not)?
     let out = preflight(&a.output)?;
-    let mut grid = Grid::default();
     let lists = [
         &a.arena_size,
         &a.pool_size,
@@ -98,112 +99,38 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         &a.alignment,
         &a.kept,
     ];
-    for ((option, _), list) in DIMENSIONS.iter().zip(lists) {
-        if let Some(l) = list {
-            grid.set(option, l)?;
-        }
-    }
-    let base = mallard_arena::Config::preset(&a.base).context("--base")?;
-    let shard = match &a.shard {
-        Some(s) => Shard::parse(s)?,
-        None => Shard::ALL,
+    let plan = Plan::new(lists.map(Option::as_deref), &a.base, a.shard.as_deref())?;
+    options::repeat(a.repeat)?;
+    let mo = MeasureOptions {
+        repeat: a.repeat,
+        iterations: a.iterations,
+        touch: a.touch,
+        timeout: options::timeout(a.timeout)?,
+        cpu: options::cpu(a.cpu)?,
+        ignore_memory_limit: a.ignore_memory_limit,
     };
-    let (_, all_skipped) = grid.expand(&base, Shard::ALL);
-    let total = grid.points(&base).len();
-    if all_skipped.len() == total {
-        let mut reasons: Vec<&str> = all_skipped.iter().map(|s| s.reason.as_str()).collect();
-        reasons.dedup();
-        bail!(
-            "every configuration of the grid ({total}) is invalid; for example: {}",
-            reasons[..reasons.len().min(3)].join("; ")
-        );
-    }
-    let (points, skipped) = grid.expand(&base, shard);
-    if a.repeat == 0 {
-        bail!("--repeat must be at least 1");
-    }
-    let timeout = crate::opts::timeout(a.timeout)?;
-    let cpu = crate::opts::cpu(a.cpu)?;
-    for t in &a.traces {
-        if !t.exists() {
-            bail!("{}: no such trace file", t.display());
-        }
-    }
-    let traces = sweep_run::load_traces(&a.traces)?;
+    let traces = plan::load_traces(&a.traces)?;
     if !a.quiet {
-        eprintln!(
-            "mallard: sweep of {} configuration(s){} ({} skipped as invalid) x {} trace(s), {} mode",
-            points.len(),
-            if shard == Shard::ALL {
-                String::new()
-            } else {
-                format!(" in shard {shard} of a {total}-point grid")
-            },
-            skipped.len(),
-            traces.len(),
-            a.mode
-        );
+        eprintln!("{}", plan.headline(traces.len(), a.mode));
     }
-    let mut failures = 0;
-    let mut note = None;
-    let (rows_out, skipped) = if a.mode == "simulate" {
-        let jobs = (points.len() * traces.len()) as u64;
-        let progress = Bar::new(jobs, "replays", a.quiet);
-        let (rows_out, failed, cost) =
-            sweep_run::run_simulate(&traces, &points, a.jobs, &|| progress.inc(""))?;
-        progress.finish();
-        let line = format!(
-            "simulated {} events in {:.2} s on {} thread(s): {:.1} M events/s per core ({:.2} s of CPU time in replays)",
-            cost.events,
-            cost.wall.as_secs_f64(),
-            cost.threads,
-            cost.events_per_s_per_thread() / 1e6,
-            cost.busy.as_secs_f64()
-        );
-        note = Some(line);
-        (rows_out, [skipped, failed].concat())
-    } else {
-        let mo = MeasureOptions {
-            repeat: a.repeat,
-            iterations: a.iterations,
-            touch: a.touch,
-            timeout,
-            cpu,
-            ignore_memory_limit: a.ignore_memory_limit,
-        };
-        let workers = (points.len() * traces.len() * a.repeat as usize * 3) as u64;
-        let progress = Bar::new(workers, "workers", a.quiet);
-        let swept = grid.swept();
-        let (rows_out, f) = sweep_run::run_measure(&traces, &points, &mo, &mut |p| {
-            let msg = format!(
-                "rep {} {} {} [{}]",
-                p.rep + 1,
-                p.trace,
-                p.pass.name(),
-                mallard_sweep::grid::label(p.config, &swept)
-            );
-            progress.set(p.done as u64, &msg);
-            if !p.ok {
-                progress.println(&format!("worker failed: {msg}"));
-            }
-        })?;
-        progress.finish();
-        failures = f;
-        (rows_out, skipped)
-    };
+    let swept = plan::run(plan, &traces, a.mode, a.jobs, &mo, a.quiet)?;
     // Outputs that cannot be written now (a full disk) do not lose the results: the summary is
     // printed first, then the error (exit 4).
-    let (summary, written) = out.write(rows_out, skipped, &command_line(), note.as_deref());
+    let note = swept.note.as_deref();
+    let (summary, written) = out.write(swept.rows, swept.skipped, &command_line(), note);
     print!("{}", summary.text());
-    if let Some(n) = &note {
+    if let Some(n) = note {
         println!("\n{n}");
     }
-    if failures > 0 {
-        eprintln!("mallard: {failures} worker repetition(s) failed; their rows have empty measured columns");
+    if swept.failures > 0 {
+        eprintln!(
+            "mallard: {} worker repetition(s) failed; their rows have empty measured columns",
+            swept.failures
+        );
     }
     written?;
     println!("\nwrote {}{}", a.output.display(), out.and_page());
-    Ok(if failures > 0 { 3 } else { 0 })
+    Ok(if swept.failures > 0 { 3 } else { 0 })
 }
 
 /// The pre-flight check of a sweep's or merge's outputs; `-` is refused: the summary goes to

@@ -1,9 +1,10 @@
 //! The trace commands: `inspect`, `convert`, `gen`, and the inputs `run` and `gate` take. The
 //! formats, the importers and the generators are `mallard_trace`'s.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use mallard_trace::import::{self, Format};
+use mallard_trace::prepare::{self, Prepared};
 use mallard_trace::{Form, Input};
 use std::path::{Path, PathBuf};
 
@@ -27,63 +28,21 @@ pub struct GenArgs {
     pub threads: u32,
 }
 
-/// An input for `mallard run`, whose workers each read the trace again: the path itself if it
-/// is a Mallard trace in a regular file; a Mallard trace arriving through a pipe or FIFO copied
-/// to one file in `dir` (removed with it); another tool's recording (an Android .zip, an mtrace
-/// log, a heaptrack file, a raw recording) imported into `dir`, as `mallard convert` would,
-/// saying so on stderr. The path is opened once; input no format matches is refused at once,
-/// saying why for each format.
-pub fn for_run(t: &Path, dir: &Path) -> Result<PathBuf> {
-    let mut input = Input::open(t)?;
-    let format = detect(&mut input)?;
-    let stem = mallard_trace::trace_name(t);
-    let path = dir.join(format!("{stem}.mtr"));
-    if format == Format::Mallard && input.is_seekable() {
-        return Ok(t.to_path_buf());
-    }
-    if path.exists() {
-        bail!("{}: two inputs named {stem}; rename one", t.display());
-    }
-    if format == Format::Mallard {
-        let mut out =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        input
-            .copy_to(&mut out)
-            .with_context(|| format!("copying {} to {}", t.display(), path.display()))?;
-        return Ok(path);
-    }
-    eprintln!(
-        "importing {} ({format}; `mallard convert {} -o {stem}.mtr` keeps a copy):",
-        t.display(),
-        t.display()
-    );
-    convert_to(input, format, &path, Form::Binary, false)?;
-    Ok(path)
+/// The inputs of `run` and `gate` as trace files the workers can read
+/// ([`prepare::prepare_inputs`]), saying on stderr what is imported.
+pub fn prepare(inputs: &[PathBuf], counts: &[u32]) -> Result<Prepared> {
+    Ok(prepare::prepare_inputs(inputs, counts, &mut note)?)
 }
 
-/// The format of `input`, or an error that says for each format why it is not that.
-fn detect(input: &mut Input) -> Result<Format> {
-    import::detect_input(input).map_err(|why| anyhow::anyhow!("{}: {why}", input.path().display()))
-}
-
-/// [`import::convert_to`], printing the importer's summary.
-fn convert_to(input: Input, format: Format, out: &Path, form: Form, lenient: bool) -> Result<u64> {
-    let (n, summary) = import::convert_to(input, format, out, form, lenient)?;
-    if let Some(s) = summary {
-        eprintln!("{s}");
-    }
-    Ok(n)
+fn note(s: &str) {
+    eprintln!("{s}");
 }
 
 pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     let mut input = Input::open(path)?;
-    let format = detect(&mut input)?;
+    let format = prepare::detect(&mut input)?;
     if format != Format::Mallard {
-        eprintln!(
-            "importing {} ({format}; `mallard convert {} -o FILE.mtr` keeps a copy):",
-            path.display(),
-            path.display()
-        );
+        note(&prepare::importing(path, format, "FILE.mtr"));
     }
     let mut stats = mallard_trace::stats::TraceStats::new();
     let (header, summary) = import::convert(input, format, false, &mut |rec| {
@@ -91,7 +50,7 @@ pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
         Ok(())
     })?;
     if let Some(s) = summary {
-        eprintln!("{s}");
+        note(&s);
     }
     let stats = stats.finish();
     if json {
@@ -126,9 +85,9 @@ pub fn cmd_convert(
     let mut input = Input::open(input)?;
     let from = match from {
         Some(f) => f,
-        None => detect(&mut input)?,
+        None => prepare::detect(&mut input)?,
     };
-    let n = convert_to(input, from, output, form, lenient)?;
+    let n = prepare::convert_to(input, from, output, form, lenient, &mut note)?;
     eprintln!("wrote {n} events to {}", output.display());
     Ok(())
 }

@@ -392,6 +392,53 @@ struct FileRule {
     required: Option<bool>,
 }
 
+/// Values given on the command line, each over `gate.toml` (unset: the file's, else the
+/// default). [`GateConfig::build`] applies them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub threshold: Option<f64>,
+    pub alpha: Option<f64>,
+    pub correction: Option<Correction>,
+    pub min_reps: Option<u32>,
+    pub max_reps: Option<u32>,
+    pub step: Option<u32>,
+    pub memory_margin: Option<Margin>,
+    pub inconclusive_exit: Option<i32>,
+    /// Empty: the file's list.
+    pub only: Vec<String>,
+}
+
+impl GateConfig {
+    /// The settings of one gate: `file` (a `gate.toml`) over the defaults, `o` over both,
+    /// checked together. A `min_reps` given above the budget raises the budget with it, unless
+    /// `max_reps` is given too.
+    pub fn build(file: Option<&Path>, o: &Overrides) -> Result<GateConfig, GateError> {
+        let mut c = match file {
+            Some(p) => GateConfig::load(p)?,
+            None => GateConfig::default(),
+        };
+        c.threshold = o.threshold.unwrap_or(c.threshold);
+        c.alpha = o.alpha.unwrap_or(c.alpha);
+        c.correction = o.correction.unwrap_or(c.correction);
+        if let Some(v) = o.min_reps {
+            c.min_reps = v;
+            if o.max_reps.is_none() && c.max_reps < v {
+                c.max_reps = v;
+            }
+        }
+        c.max_reps = o.max_reps.unwrap_or(c.max_reps);
+        c.step = o.step.unwrap_or(c.step);
+        c.memory_margin = o.memory_margin.unwrap_or(c.memory_margin);
+        if !o.only.is_empty() {
+            c.only = o.only.clone();
+        }
+        c.inconclusive_exit = o.inconclusive_exit.unwrap_or(c.inconclusive_exit);
+        c.validate()
+            .map_err(|e| GateError::Input(format!("gate settings: {e}")))?;
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +520,37 @@ margin = "1MiB"
         assert!(e.contains("max_reps"), "{e}");
         let e = GateConfig::parse("[metrics.time]\nmargin = \"2 furlongs\"").unwrap_err();
         assert!(e.contains("metrics.\"time\".margin"), "{e}");
+    }
+
+    #[test]
+    fn command_line_values_go_over_the_file_and_are_checked_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gate.toml");
+        std::fs::write(&file, "threshold = \"7%\"\nmax_reps = 20\nstep = 4\n").unwrap();
+        let c = GateConfig::build(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!((c.threshold, c.max_reps, c.step), (0.07, 20, 4));
+        let o = Overrides {
+            threshold: Some(0.02),
+            min_reps: Some(30),
+            only: vec!["time".into()],
+            ..Overrides::default()
+        };
+        let c = GateConfig::build(Some(&file), &o).unwrap();
+        // min_reps above the file's budget raises the budget with it.
+        assert_eq!(
+            (c.threshold, c.min_reps, c.max_reps, c.step),
+            (0.02, 30, 30, 4)
+        );
+        assert_eq!(c.only, ["time"]);
+        let o = Overrides {
+            min_reps: Some(30),
+            max_reps: Some(12),
+            ..Overrides::default()
+        };
+        let e = GateConfig::build(None, &o).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "gate settings: max_reps (12) is smaller than min_reps (30)"
+        );
     }
 }

@@ -43,6 +43,7 @@
 //! worth a red build at a 5% threshold), or fail on an effect alone (noise makes effects).
 
 pub mod config;
+pub mod given;
 pub mod judge;
 pub mod live;
 pub mod metrics;

@@ -17,7 +17,8 @@
 //! replay loop and its three passes), [`mt`] (the faithful multi-threaded replay: one OS thread
 //! per recorded thread, hand-offs between them), [`measure`] (timers, RSS, faults, latency
 //! histograms), [`contender`] (allocator specs), [`worker`] (the child process), [`runner`] (the
-//! parent). It formats nothing for people; that is `mallard-report`.
+//! parent), [`options`] (the replay options, checked once). It formats nothing for people but
+//! [`progress`] (its workers' progress lines): that is `mallard-report`'s.
 //!
 //! ```no_run
 //! use mallard_replay::{backend::Glibc, engine::{self, Slots, Touch}, program};
@@ -35,8 +36,10 @@ pub mod engine;
 pub mod measure;
 pub mod mt;
 pub mod occupancy;
+pub mod options;
 pub mod preloaded;
 pub mod program;
+pub mod progress;
 pub mod pymalloc;
 pub mod runner;
 pub mod worker;

@@ -16,6 +16,7 @@
 //! (carrying the `.mallard-report` marker); anything else at the path is refused.
 
 pub mod arena_stats;
+pub mod console;
 pub mod csv_out;
 pub mod format;
 pub mod hist;
@@ -23,6 +24,7 @@ pub mod html;
 pub mod markdown;
 pub mod model;
 pub mod occupancy;
+pub mod progress;
 pub mod scaling;
 pub mod stats;
 pub mod summary;

@@ -43,6 +43,7 @@ pub mod html;
 pub mod output;
 pub mod pareto;
 pub mod pareto_plot;
+pub mod plan;
 pub mod rows;
 pub mod run;
 pub mod simulate;

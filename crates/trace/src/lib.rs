@@ -37,6 +37,7 @@ pub mod import;
 pub mod input;
 pub mod live;
 pub mod model;
+pub mod prepare;
 pub mod stats;
 pub mod validate;
 

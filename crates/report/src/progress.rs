@@ -1,7 +1,8 @@
-//! Progress of the long-running commands: [`Bar`], and the lines `run` prints per worker.
+//! Progress of the long-running commands (`run`, `sweep`), on standard error: [`Bar`]. The
+//! lines `run` prints per worker are `mallard_replay::progress`'s, built on it. Progress is
+//! presentation, so it is here; what a step is, the caller says.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mallard_replay::runner::Progress;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -99,59 +100,6 @@ impl Bar {
         match &self.bar {
             Some(b) if *self.shown.lock().unwrap_or_else(|e| e.into_inner()) => b.println(line),
             _ => eprintln!("{line}"),
-        }
-    }
-}
-
-/// `run`'s progress: nothing if `quiet`; on a terminal an indicatif bar (shown once the run has
-/// taken a second), in CI one plain line per worker.
-pub fn workers(quiet: bool) -> impl FnMut(Progress) {
-    let tty = std::io::stderr().is_terminal();
-    let mut bar: Option<Bar> = None;
-    move |p: Progress| {
-        if quiet {
-            return;
-        }
-        match p {
-            Progress::Started { total_workers } => {
-                eprintln!("mallard: {total_workers} worker processes (allocators x repetitions x 3 passes)");
-                if tty {
-                    bar = Some(Bar::new(total_workers as u64, "workers", false));
-                }
-            }
-            Progress::Worker {
-                done,
-                total,
-                trace,
-                allocator,
-                rep,
-                pass,
-                elapsed,
-                ok,
-            } => {
-                let line = format!(
-                    "[{done:>3}/{total}] {trace} {allocator:<8} rep {} {:<10} {:>8.1} ms{}",
-                    rep + 1,
-                    pass.name(),
-                    elapsed.as_secs_f64() * 1e3,
-                    if ok { "" } else { "  FAILED" }
-                );
-                match &bar {
-                    Some(b) => {
-                        b.set(
-                            done as u64,
-                            &format!("{trace} {allocator} rep {} {}", rep + 1, pass.name()),
-                        );
-                        if !ok {
-                            b.println(&line);
-                        }
-                        if done == total {
-                            b.finish();
-                        }
-                    }
-                    None => eprintln!("{line}"),
-                }
-            }
         }
     }
 }
