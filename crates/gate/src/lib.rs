@@ -104,7 +104,7 @@ pub fn headline(r: &GateReport) -> String {
         ),
         Overall::Inconclusive => {
             let open = r.required_with(Verdict::Inconclusive);
-            let noisy = open.iter().any(|m| m.reason.contains("too noisy"));
+            let noisy = open.iter().any(|m| m.too_noisy());
             format!(
                 "inconclusive after {} repetitions per side: {}{}{tail}",
                 r.repetitions,
