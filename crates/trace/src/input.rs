@@ -158,7 +158,7 @@ impl Input {
         let path = self.path.clone();
         let mut r = self
             .into_reader()
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            .map_err(io::Error::other)?;
         io::copy(&mut r, out)
             .map_err(|e| io::Error::new(e.kind(), format!("copying {}: {e}", path.display())))
     }

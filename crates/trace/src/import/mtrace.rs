@@ -190,7 +190,7 @@ pub fn convert_from(
         } else {
             // The caller part may hold any bytes; the call at the end must be ASCII, and
             // anything else there fails to parse (quoted, escaped).
-            parse(&String::from_utf8_lossy(&buf)).map_err(bad)
+            parse(&String::from_utf8_lossy(&buf)).map_err(|e| bad(e.to_string()))
         };
         let call = match parsed {
             Ok(c) => c,
@@ -336,8 +336,25 @@ pub fn convert_from(
     Ok(sum)
 }
 
+/// What is wrong with one line of an mtrace log (the reader adds the file and line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum LineError {
+    #[error("expected `@ CALLER` before the call, found `{}`", quote(.0))]
+    NoCaller(String),
+    #[error(
+        "expected `+ ADDR SIZE`, `- ADDR`, `< ADDR`, `> ADDR SIZE` or `! ADDR SIZE` at the end, \
+         found `{}`",
+        quote(.0)
+    )]
+    NoCall(String),
+    #[error("address `{}` is not hexadecimal", quote(.0))]
+    Address(String),
+    #[error("size `{}` is not a 0x hexadecimal number", quote(.0))]
+    Size(String),
+}
+
 /// Parses one line from its end: `... OP ADDR [SIZE]`.
-fn parse(line: &str) -> Result<Call, String> {
+fn parse(line: &str) -> Result<Call, LineError> {
     let line = line.trim_end_matches(['\n', '\r']);
     let t = line.trim();
     if t.is_empty() || t.starts_with("= ") || t == "=" {
@@ -351,34 +368,23 @@ fn parse(line: &str) -> Result<Call, String> {
     let (op, args): (&str, Vec<&str>) = if matches!(word(1), "-" | "<") {
         let rest = t.rsplitn(3, ' ').nth(2);
         if !prefix_ok(rest) {
-            return Err(format!(
-                "expected `@ CALLER` before the call, found `{}`",
-                quote(line)
-            ));
+            return Err(LineError::NoCaller(line.into()));
         }
         (word(1), vec![word(0)])
     } else if matches!(word(2), "+" | ">" | "!") {
         if !prefix_ok(words.get(3).copied()) {
-            return Err(format!(
-                "expected `@ CALLER` before the call, found `{}`",
-                quote(line)
-            ));
+            return Err(LineError::NoCaller(line.into()));
         }
         (word(2), vec![word(1), word(0)])
     } else {
-        return Err(format!(
-            "expected `+ ADDR SIZE`, `- ADDR`, `< ADDR`, `> ADDR SIZE` or `! ADDR SIZE` at the \
-             end, found `{}`",
-            quote(line)
-        ));
+        return Err(LineError::NoCall(line.into()));
     };
-    let addr = address(args[0])
-        .ok_or_else(|| format!("address `{}` is not hexadecimal", quote(args[0])))?;
+    let addr = address(args[0]).ok_or_else(|| LineError::Address(args[0].into()))?;
     let size = match args.get(1) {
         Some(s) => Some(
             s.strip_prefix("0x")
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("size `{}` is not a 0x hexadecimal number", quote(s)))?,
+                .ok_or_else(|| LineError::Size(s.to_string()))?,
         ),
         None => None,
     };
