@@ -57,9 +57,7 @@ pub fn load_traces(paths: &[PathBuf]) -> Result<Vec<Trace>, SweepError> {
     for (i, p) in paths.iter().enumerate() {
         let checked = runner::check_trace(p)?;
         let mut info = checked.info;
-        if out.iter().any(|t| t.info.name == info.name) {
-            info.name = format!("{}-{}", info.name, i + 1);
-        }
+        info.name = mallard_trace::distinct_name(info.name, i, out.iter().map(|t| &t.info.name));
         let mut reader = mallard_trace::open(Path::new(p))?;
         let program = program::compile(&mut reader, |_| {})?;
         let peak_at = peak_live_index(&program);

@@ -95,6 +95,22 @@ pub fn trace_name(path: &Path) -> String {
         .unwrap_or_else(|| "trace".into())
 }
 
+/// The name of the trace at `position` (from 0) among one command's traces, given the names
+/// of those before it: `name` itself, or `name-N` (N = `position + 1`) when an earlier trace
+/// has that name already. `mallard run`, `gate` and `sweep` tell same-named traces apart by
+/// this one rule, so their rows agree.
+pub fn distinct_name<S: AsRef<str>>(
+    name: String,
+    position: usize,
+    earlier: impl IntoIterator<Item = S>,
+) -> String {
+    if earlier.into_iter().any(|e| e.as_ref() == name) {
+        format!("{name}-{}", position + 1)
+    } else {
+        name
+    }
+}
+
 /// Opens a trace file, detecting Mallard binary (by its magic) or Mallard CSV (by its first
 /// line). Streaming: nothing past the header (and, for a binary trace in a regular file, the
 /// trailer) is read yet. The path is opened once, so a pipe or FIFO works as well ([`Input`]).
@@ -1242,5 +1258,8 @@ mod tests {
             "heaptrack.py.123"
         );
         assert_eq!(trace_name(Path::new("/")), "trace");
+        let earlier = ["a", "b"];
+        assert_eq!(distinct_name("c".into(), 2, earlier), "c");
+        assert_eq!(distinct_name("a".into(), 2, earlier), "a-3");
     }
 }

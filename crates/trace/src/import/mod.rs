@@ -431,20 +431,16 @@ fn looks_like_android(start: &[u8]) -> bool {
         })
 }
 
-/// The header of a trace imported by `importer` from `path`: `program` is the file's stem,
-/// `source` says how it was made.
+/// The header of a trace imported by `importer` from `path`: `program` is the trace's name
+/// ([`crate::trace_name`]), `source` says how it was made.
 pub(crate) fn import_header(importer: &str, path: &Path, lenient: bool) -> Header {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = path
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let flag = if lenient { " --lenient" } else { "" };
     let mut h = Header::default();
-    h.set("program", stem)
+    h.set("program", crate::trace_name(path))
         .set(
             "source",
             format!("mallard convert --from {importer}{flag} {name}"),
