@@ -38,6 +38,8 @@ pub mod input;
 pub mod live;
 pub mod model;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod validate;
 
 pub use error::{quote, Location, TraceError, QUOTE_MAX};
