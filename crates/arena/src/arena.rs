@@ -15,6 +15,7 @@ use crate::os;
 use crate::raw::RawBlocks;
 
 mod check;
+pub use check::Inconsistency;
 mod occupancy;
 mod stats;
 

@@ -154,7 +154,7 @@ mod os;
 mod raw;
 mod stats;
 
-pub use arena::{Arena, INITIAL_ARENA_OBJECTS};
+pub use arena::{Arena, Inconsistency, INITIAL_ARENA_OBJECTS};
 pub use config::{
     format_size, parse_size, ArenaAlignment, ClassScheme, Config, ConfigError, KEYS,
     MAX_ARENA_SIZE, MAX_GEOMETRIC_STEPS, MAX_LOOKUP_ENTRIES, MAX_POOLS_PER_ARENA, PRESETS,

@@ -303,7 +303,7 @@ impl Model {
         prop_assert_eq!(s.raw_bytes, raw_bytes);
         prop_assert_eq!(self.arena.footprint(), s.mapped_bytes + raw_bytes);
         if let Err(e) = self.arena.check_consistency() {
-            return Err(TestCaseError::fail(e));
+            return Err(TestCaseError::fail(e.to_string()));
         }
         Ok(())
     }

@@ -122,8 +122,97 @@ pub struct MetricResult {
     #[serde(default)]
     pub resolvable: bool,
     pub verdict: Verdict,
-    /// Why, in words.
+    /// Why, in words (for an open metric, the words of [`MetricResult::open`]).
     pub reason: String,
+    /// Why the metric is still open, as a value: set exactly when the verdict is inconclusive.
+    /// Not in `verdict.json` (the words in `reason` are).
+    #[serde(skip)]
+    pub open: Option<Open>,
+}
+
+impl MetricResult {
+    /// Whether the runner is too noisy for this metric's threshold with the full budget.
+    pub fn too_noisy(&self) -> bool {
+        matches!(
+            self.open,
+            Some(Open::Straddles {
+                too_noisy: Some(_),
+                ..
+            })
+        )
+    }
+
+    /// Marks the metric inconclusive for `why`, and words the reason from it.
+    fn set_open(&mut self, why: Open) {
+        self.verdict = Verdict::Inconclusive;
+        self.reason = why.to_string();
+        self.open = Some(why);
+    }
+}
+
+/// Why a metric is inconclusive. Its `Display` is the metric's `reason`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Open {
+    /// The baseline is zero: there is no ratio to judge.
+    NoRatio,
+    /// Too few repetitions for an interval at the per-look confidence.
+    TooFewRepetitions,
+    /// The interval reaches past the limit. `above`: the estimate itself is above the limit
+    /// (but not significantly).
+    Straddles {
+        /// Upper bound of the ratio's interval, and the limit (ratios).
+        high: f64,
+        limit: f64,
+        above: bool,
+        /// Set when the full budget cannot detect a change the size of the limit.
+        too_noisy: Option<TooNoisy>,
+    },
+}
+
+/// The runner's noise against a metric's threshold: the smallest change `budget` repetitions
+/// detect (`None`: none at all) is larger than the limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TooNoisy {
+    pub threshold: f64,
+    pub budget: u32,
+    pub detectable: Option<f64>,
+}
+
+impl std::fmt::Display for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Open::NoRatio => f.write_str("no ratio: the baseline is zero"),
+            Open::TooFewRepetitions => {
+                f.write_str("too few repetitions for an interval at this confidence")
+            }
+            Open::Straddles {
+                high,
+                limit,
+                above,
+                too_noisy,
+            } => {
+                write!(
+                    f,
+                    "interval reaches {} (limit {})",
+                    pct(high - 1.0),
+                    pct(limit - 1.0)
+                )?;
+                if above {
+                    f.write_str(" and the estimate is above the limit, but not significantly")?;
+                }
+                if let Some(n) = too_noisy {
+                    write!(
+                        f,
+                        "; runner too noisy for a {} threshold on this metric (smallest change detectable with {} repetitions: {})",
+                        pct(n.threshold),
+                        n.budget,
+                        n.detectable.map(pct).unwrap_or_else(|| "none".into())
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Options of one judgement.
@@ -225,6 +314,7 @@ fn judge_one(
         resolvable: true,
         verdict: Verdict::Inconclusive,
         reason: String::new(),
+        open: None,
     };
     let constant = |v: &[f64]| v.iter().all(|&x| x == v[0]);
     let repeated = (b.len() >= 2 && c.len() >= 2) || key.metric == "instructions";
@@ -323,8 +413,7 @@ fn decide(r: &mut MetricResult, alpha: f64, n_tested: usize, cfg: &GateConfig, c
     r.detectable = det.is_finite().then_some(det);
     r.resolvable = detectable_change(sigma, ctx.budget, level, 0.5) <= r.limit - 1.0;
     let (Some(ratio), Some(pa)) = (r.ratio, r.p_adjusted) else {
-        r.verdict = Verdict::Inconclusive;
-        r.reason = "no ratio: the baseline is zero".into();
+        r.set_open(Open::NoRatio);
         return;
     };
     if pa < alpha && ratio > r.limit {
@@ -355,30 +444,19 @@ fn decide(r: &mut MetricResult, alpha: f64, n_tested: usize, cfg: &GateConfig, c
             };
         }
         Some(hi) => {
-            r.verdict = Verdict::Inconclusive;
-            r.reason = format!(
-                "interval reaches {} (limit {}){}",
-                pct(hi - 1.0),
-                pct(r.limit - 1.0),
-                if ratio > r.limit {
-                    " and the estimate is above the limit, but not significantly"
-                } else {
-                    ""
-                }
-            );
-            if det > r.limit - 1.0 {
-                r.reason.push_str(&format!(
-                    "; runner too noisy for a {} threshold on this metric (smallest change detectable with {} repetitions: {})",
-                    pct(r.threshold),
-                    ctx.budget,
-                    if det.is_finite() { pct(det) } else { "none".into() }
-                ));
-            }
+            let too_noisy = (det > r.limit - 1.0).then(|| TooNoisy {
+                threshold: r.threshold,
+                budget: ctx.budget,
+                detectable: det.is_finite().then_some(det),
+            });
+            r.set_open(Open::Straddles {
+                high: hi,
+                limit: r.limit,
+                above: ratio > r.limit,
+                too_noisy,
+            });
         }
-        None => {
-            r.verdict = Verdict::Inconclusive;
-            r.reason = "too few repetitions for an interval at this confidence".into();
-        }
+        None => r.set_open(Open::TooFewRepetitions),
     }
 }
 
@@ -713,7 +791,7 @@ mod tests {
             let c = normal(&mut rng, 10, 100.0, 0.2);
             let r = one(b, c, &cfg);
             fails += (r.verdict == Verdict::Fail) as u32;
-            noisy += r.reason.contains("too noisy") as u32;
+            noisy += r.too_noisy() as u32;
         }
         // alpha_per_look = 0.01 / 4: about one expected failure in 400.
         assert!(fails <= 4, "{fails} false alarms in {trials}");
@@ -872,6 +950,7 @@ mod tests {
         let r = one(b, c, &cfg);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(!r.resolvable && !worth_more(std::slice::from_ref(&r)));
+        assert!(r.too_noisy(), "{}", r.reason);
         assert!(r.reason.contains("too noisy"), "{}", r.reason);
         // A required failure ends the run whatever else is open.
         let mut f = r.clone();
@@ -879,6 +958,41 @@ mod tests {
         let mut open = r;
         open.resolvable = true;
         assert!(!worth_more(&[open, f]));
+    }
+
+    #[test]
+    fn an_open_metric_carries_why_and_its_words_come_from_it() {
+        let noisy = Open::Straddles {
+            high: 1.2,
+            limit: 1.05,
+            above: true,
+            too_noisy: Some(TooNoisy {
+                threshold: 0.05,
+                budget: 40,
+                detectable: None,
+            }),
+        };
+        assert_eq!(
+            noisy.to_string(),
+            "interval reaches 20.0% (limit 5.0%) and the estimate is above the limit, but not \
+             significantly; runner too noisy for a 5.0% threshold on this metric (smallest change \
+             detectable with 40 repetitions: none)"
+        );
+        let cfg = GateConfig::default();
+        let mut r = one(vec![1.0, 2.0, 3.0], vec![1.5, 2.5, 3.5], &cfg);
+        r.set_open(noisy);
+        assert!(r.too_noisy());
+        assert_eq!(r.verdict, Verdict::Inconclusive);
+        assert_eq!(r.reason, noisy.to_string());
+        // Not in verdict.json: the words are.
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("open").is_none(), "{json}");
+        r.set_open(Open::TooFewRepetitions);
+        assert!(!r.too_noisy());
+        assert_eq!(
+            r.reason,
+            "too few repetitions for an interval at this confidence"
+        );
     }
 
     #[test]

@@ -67,6 +67,18 @@ pub enum GateError {
     Config { path: PathBuf, msg: String },
     #[error("mismatched inputs: {0}")]
     Mismatch(String),
+    /// The replay refused the sides or the traces before anything ran.
+    #[error(transparent)]
+    Run(#[from] mallard_replay::runner::RunError),
+    /// `--count-instructions` and valgrind cannot be started.
+    #[error(
+        "--count-instructions needs valgrind ({}: {source}); install it (apt-get install valgrind)",
+        path.display()
+    )]
+    Valgrind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the {side}'s worker failed ({what}): {msg}")]
     Worker {
         side: &'static str,
@@ -105,7 +117,7 @@ pub fn headline(r: &GateReport) -> String {
         ),
         Overall::Inconclusive => {
             let open = r.required_with(Verdict::Inconclusive);
-            let noisy = open.iter().any(|m| m.reason.contains("too noisy"));
+            let noisy = open.iter().any(|m| m.too_noisy());
             format!(
                 "inconclusive after {} repetitions per side: {}{}{tail}",
                 r.repetitions,

@@ -98,8 +98,7 @@ fn options(plan: &LivePlan) -> Result<RunOptions, GateError> {
             [b, c]
         })
         .collect();
-    let mut o = RunOptions::new(plan.traces.clone(), contenders)
-        .map_err(|e| GateError::Input(e.to_string()))?;
+    let mut o = RunOptions::new(plan.traces.clone(), contenders)?;
     o.touch = plan.touch;
     o.batch = plan.batch;
     o.cpu = plan.cpu;
@@ -112,7 +111,7 @@ fn options(plan: &LivePlan) -> Result<RunOptions, GateError> {
 
 /// Baseline and candidate are prepared and held together: two workers at once.
 fn prepare<'a>(opts: &'a RunOptions) -> Result<Session<'a>, GateError> {
-    Session::prepare(opts, 2, 0).map_err(|e| GateError::Input(e.to_string()))
+    Ok(Session::prepare(opts, 2, 0)?)
 }
 
 /// Runs repetitions `from..to` of both sides, ABBA, filing every metric into `samples`.
@@ -195,11 +194,9 @@ fn check_valgrind(v: &Path) -> Result<String, GateError> {
     let out = std::process::Command::new(v)
         .arg("--version")
         .output()
-        .map_err(|e| {
-            GateError::Input(format!(
-                "--count-instructions needs valgrind ({}: {e}); install it (apt-get install valgrind)",
-                v.display()
-            ))
+        .map_err(|source| GateError::Valgrind {
+            path: v.to_path_buf(),
+            source,
         })?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -456,14 +456,19 @@ pub enum Correction {
     None,
 }
 
+/// A correction name [`Correction`] does not know: the name as given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown correction '{0}' (known: holm, bh, none)")]
+pub struct UnknownCorrection(pub String);
+
 impl std::str::FromStr for Correction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCorrection;
+    fn from_str(s: &str) -> Result<Self, UnknownCorrection> {
         match s.to_ascii_lowercase().as_str() {
             "holm" => Ok(Correction::Holm),
             "bh" | "benjamini-hochberg" | "fdr" => Ok(Correction::Bh),
             "none" => Ok(Correction::None),
-            _ => Err(format!("unknown correction '{s}' (known: holm, bh, none)")),
+            _ => Err(UnknownCorrection(s.into())),
         }
     }
 }

@@ -11,25 +11,33 @@ use mallard_replay::program::{self, Program};
 use mallard_replay::runner::{self, RunError, RunOptions, Session};
 use mallard_replay::worker::Pass;
 use mallard_report::{RunResults, TraceInfo};
+use mallard_trace::TraceError;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A sweep could not run.
+/// A sweep could not run. Each variant keeps its cause as the error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     /// A trace could not be read or is invalid (names the file and location).
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// A trace was refused before the sweep started, or a measurement run failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The parallel pool could not start.
+    #[error("cannot start worker threads: {0}")]
+    Pool(#[source] rayon::ThreadPoolBuildError),
+    /// A configuration's simulated figures of one trace (the measured rows carry them too).
+    #[error("{trace}: {source}")]
+    Simulate {
+        trace: String,
+        #[source]
+        source: SimError,
+    },
+    /// The options make no sweep.
     #[error("{0}")]
-    Trace(String),
-    /// The parallel pool could not start, or a measurement run could not.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<RunError> for SweepError {
-    fn from(e: RunError) -> Self {
-        SweepError::Trace(e.to_string())
-    }
+    Usage(&'static str),
 }
 
 /// A trace, checked, described and compiled once for the whole sweep.
@@ -49,13 +57,9 @@ pub fn load_traces(paths: &[PathBuf]) -> Result<Vec<Trace>, SweepError> {
     for (i, p) in paths.iter().enumerate() {
         let checked = runner::check_trace(p)?;
         let mut info = checked.info;
-        if out.iter().any(|t| t.info.name == info.name) {
-            info.name = format!("{}-{}", info.name, i + 1);
-        }
-        let mut reader =
-            mallard_trace::open(Path::new(p)).map_err(|e| SweepError::Trace(e.to_string()))?;
-        let program =
-            program::compile(&mut reader, |_| {}).map_err(|e| SweepError::Trace(e.to_string()))?;
+        info.name = mallard_trace::distinct_name(info.name, i, out.iter().map(|t| &t.info.name));
+        let mut reader = mallard_trace::open(Path::new(p))?;
+        let program = program::compile(&mut reader, |_| {})?;
         let peak_at = peak_live_index(&program);
         out.push(Trace {
             info,
@@ -109,7 +113,7 @@ pub fn run_simulate(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| SweepError::Other(format!("cannot start worker threads: {e}")))?;
+        .map_err(SweepError::Pool)?;
     let jobs: Vec<(usize, usize)> = (0..points.len())
         .flat_map(|p| (0..traces.len()).map(move |t| (p, t)))
         .collect();
@@ -203,7 +207,7 @@ pub fn run_measure(
     progress: &mut dyn FnMut(MeasureProgress),
 ) -> Result<(Vec<Row>, usize), SweepError> {
     if mo.repeat == 0 {
-        return Err(SweepError::Other("--repeat must be at least 1".into()));
+        return Err(SweepError::Usage("--repeat must be at least 1"));
     }
     // One contender per configuration, labelled by its index in the grid.
     let contenders: Vec<Contender> = points
@@ -296,8 +300,12 @@ pub fn run_measure(
     for (point, res) in points.iter().zip(&results) {
         let summary = mallard_report::summarize(res);
         for t in traces {
-            let f = simulate(&t.program, &point.config, t.peak_at)
-                .map_err(|e| SweepError::Other(format!("{}: {e}", t.info.name)))?;
+            let f = simulate(&t.program, &point.config, t.peak_at).map_err(|source| {
+                SweepError::Simulate {
+                    trace: t.info.name.clone(),
+                    source,
+                }
+            })?;
             let mut row = base_row(point, t, &f);
             row.mode = "measure".into();
             let name = &t.info.name;

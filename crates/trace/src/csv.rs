@@ -32,7 +32,7 @@
 
 use crate::error::{quote, Location, TraceError};
 use crate::format::check_header;
-use crate::model::{AllocKind, Domain, Event, Header, Record};
+use crate::model::{AllocKind, Domain, Event, Header, Record, UnknownDomain};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -105,7 +105,42 @@ fn escape(value: &str) -> String {
     out
 }
 
-fn unescape(value: &str) -> Result<String, String> {
+/// What is wrong with one line of a CSV trace. The reader places it (file and line) in a
+/// [`TraceError::Corrupt`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LineError {
+    #[error("unknown escape `\\{}` in a metadata value", quote(.0.to_string()))]
+    UnknownEscape(char),
+    #[error("metadata value ends in a lone backslash")]
+    LoneBackslash,
+    #[error("expected `# key: value` metadata or the column line `{COLUMNS}`")]
+    NotMetadata,
+    /// A metadata key the format refuses ([`crate::format::check_key`]'s words).
+    #[error("{0}")]
+    Key(String),
+    #[error("expected 7 or 8 comma-separated fields ({COLUMNS}), found {0}")]
+    Fields(usize),
+    #[error("expected 7 comma-separated fields ({COLUMNS_NO_DOMAIN}), found {0}")]
+    FieldsNoDomain(usize),
+    #[error(transparent)]
+    Domain(#[from] UnknownDomain),
+    #[error("`{}` needs a value for {name}", quote(op))]
+    Missing { op: String, name: &'static str },
+    #[error("{name} `{}` is not a whole number below 2^64", quote(value))]
+    NotANumber { name: &'static str, value: String },
+    #[error("thread `{}` exceeds 2^32-1", quote(.0))]
+    Thread(String),
+    #[error("`{}` takes no {name}, found `{}`", quote(op), quote(value))]
+    Extra {
+        op: String,
+        name: &'static str,
+        value: String,
+    },
+    #[error("unknown op `{}` (expected malloc, calloc, aligned, free or realloc)", quote(.0))]
+    UnknownOp(String),
+}
+
+fn unescape(value: &str) -> Result<String, LineError> {
     let mut out = String::with_capacity(value.len());
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
@@ -117,13 +152,8 @@ fn unescape(value: &str) -> Result<String, String> {
             Some('\\') => out.push('\\'),
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
-            Some(c) => {
-                return Err(format!(
-                    "unknown escape `\\{}` in a metadata value",
-                    quote(c.to_string())
-                ))
-            }
-            None => return Err("metadata value ends in a lone backslash".into()),
+            Some(c) => return Err(LineError::UnknownEscape(c)),
+            None => return Err(LineError::LoneBackslash),
         }
     }
     Ok(out)
@@ -179,7 +209,7 @@ impl Decoder {
             if line.trim().is_empty() {
                 continue;
             }
-            let (key, value) = parse_metadata_line(line).map_err(|msg| d.corrupt(msg))?;
+            let (key, value) = parse_metadata_line(line).map_err(|e| d.corrupt(e.to_string()))?;
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(d.corrupt(format!("metadata key `{key}` appears twice")));
             }
@@ -206,7 +236,7 @@ impl Decoder {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let rec = parse_record(line, with_domain).map_err(|msg| self.corrupt(msg))?;
+            let rec = parse_record(line, with_domain).map_err(|e| self.corrupt(e.to_string()))?;
             self.record_line = self.line;
             return Ok(Some(rec));
         }
@@ -248,71 +278,62 @@ impl Decoder {
 }
 
 /// `# key: value` (or `# key:` for an empty value).
-fn parse_metadata_line(line: &str) -> Result<(String, String), String> {
-    let body = line.strip_prefix("# ").ok_or_else(|| {
-        format!("expected `# key: value` metadata or the column line `{COLUMNS}`")
-    })?;
-    let (key, rest) = body.split_once(':').ok_or_else(|| {
-        format!("expected `# key: value` metadata or the column line `{COLUMNS}`")
-    })?;
-    crate::format::check_key(key)?;
+fn parse_metadata_line(line: &str) -> Result<(String, String), LineError> {
+    let body = line.strip_prefix("# ").ok_or(LineError::NotMetadata)?;
+    let (key, rest) = body.split_once(':').ok_or(LineError::NotMetadata)?;
+    crate::format::check_key(key).map_err(LineError::Key)?;
     let value = rest.strip_prefix(' ').unwrap_or(rest);
     Ok((key.to_string(), unescape(value)?))
 }
 
 /// One event line; `with_domain`: the column line has the `domain` column, so the line may
 /// have an eighth field.
-pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, String> {
+pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, LineError> {
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
     let (thread, ts, op, id, new_id, size, align, domain) = match fields[..] {
         [thread, ts, op, id, new_id, size, align] => (thread, ts, op, id, new_id, size, align, ""),
         [thread, ts, op, id, new_id, size, align, domain] if with_domain => {
             (thread, ts, op, id, new_id, size, align, domain)
         }
-        _ if with_domain => {
-            return Err(format!(
-                "expected 7 or 8 comma-separated fields ({COLUMNS}), found {}",
-                fields.len()
-            ))
-        }
-        _ => {
-            return Err(format!(
-                "expected 7 comma-separated fields ({COLUMNS_NO_DOMAIN}), found {}",
-                fields.len()
-            ))
-        }
+        _ if with_domain => return Err(LineError::Fields(fields.len())),
+        _ => return Err(LineError::FieldsNoDomain(fields.len())),
     };
     let domain = if domain.is_empty() {
         Domain::C
     } else {
         domain.parse::<Domain>()?
     };
-    let num = |name: &str, s: &str| -> Result<u64, String> {
+    let num = |name: &'static str, s: &str| -> Result<u64, LineError> {
         if s.is_empty() {
-            return Err(format!("`{}` needs a value for {name}", quote(op)));
+            return Err(LineError::Missing {
+                op: op.into(),
+                name,
+            });
         }
-        s.parse::<u64>()
-            .map_err(|_| format!("{name} `{}` is not a whole number below 2^64", quote(s)))
+        s.parse::<u64>().map_err(|_| LineError::NotANumber {
+            name,
+            value: s.into(),
+        })
     };
-    let empty = |name: &str, s: &str| -> Result<(), String> {
+    let empty = |name: &'static str, s: &str| -> Result<(), LineError> {
         if s.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "`{}` takes no {name}, found `{}`",
-                quote(op),
-                quote(s)
-            ))
+            Err(LineError::Extra {
+                op: op.into(),
+                name,
+                value: s.into(),
+            })
         }
     };
-    let thread = u32::try_from(num("thread", thread)?)
-        .map_err(|_| format!("thread `{}` exceeds 2^32-1", quote(thread)))?;
+    let thread =
+        u32::try_from(num("thread", thread)?).map_err(|_| LineError::Thread(thread.into()))?;
     let timestamp_ns = if ts.is_empty() {
         None
     } else {
         Some(num("timestamp_ns", ts)?)
     };
-    let alloc = |kind| -> Result<Event, String> {
+    let alloc = |kind| -> Result<Event, LineError> {
         empty("new_id", new_id)?;
         let align = if align.is_empty() {
             0
@@ -344,12 +365,7 @@ pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, Stri
                 size: num("size", size)?,
             }
         }
-        _ => {
-            return Err(format!(
-                "unknown op `{}` (expected malloc, calloc, aligned, free or realloc)",
-                quote(op)
-            ))
-        }
+        _ => return Err(LineError::UnknownOp(op.into())),
     };
     Ok(Record {
         thread,
@@ -473,13 +489,27 @@ mod tests {
 
     #[test]
     fn bad_lines_say_what_is_wrong() {
-        let err = |l| parse_record(l, false).unwrap_err();
+        let err = |l| parse_record(l, false).unwrap_err().to_string();
         assert!(err("0,,free,1,,16,").contains("`free` takes no size"));
         assert!(err("0,,malloc,1,,,").contains("`malloc` needs a value for size"));
         assert!(err("0,,munmap,1,,,").contains("unknown op `munmap`"));
         assert!(err("0,,free,1").contains("expected 7"));
         assert!(err("0,,malloc,x,,8,").contains("id `x` is not a whole number"));
         assert!(err("4294967296,,free,1,,,").contains("exceeds 2^32-1"));
+        assert_eq!(
+            parse_record("0,,malloc,1,,8,,heap", true)
+                .unwrap_err()
+                .to_string(),
+            "unknown domain \"heap\" (expected c, raw, mem or object)"
+        );
+        assert_eq!(
+            parse_record("0,,malloc,1,,8,,heap", true).unwrap_err(),
+            LineError::Domain(UnknownDomain("heap".into()))
+        );
+        assert_eq!(
+            unescape("a\\qb").unwrap_err().to_string(),
+            "unknown escape `\\q` in a metadata value"
+        );
     }
 
     #[test]

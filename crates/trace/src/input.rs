@@ -156,9 +156,7 @@ impl Input {
     /// as they come (the caller knows which file is which).
     pub fn copy_to(self, out: &mut impl Write) -> io::Result<u64> {
         let path = self.path.clone();
-        let mut r = self
-            .into_reader()
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut r = self.into_reader().map_err(io::Error::other)?;
         io::copy(&mut r, out)
             .map_err(|e| io::Error::new(e.kind(), format!("copying {}: {e}", path.display())))
     }

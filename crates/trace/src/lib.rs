@@ -39,6 +39,8 @@ pub mod live;
 pub mod model;
 pub mod prepare;
 pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod validate;
 
 pub use error::{quote, Location, TraceError, QUOTE_MAX};
@@ -94,6 +96,22 @@ pub fn trace_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "trace".into())
+}
+
+/// The name of the trace at `position` (from 0) among one command's traces, given the names
+/// of those before it: `name` itself, or `name-N` (N = `position + 1`) when an earlier trace
+/// has that name already. `mallard run`, `gate` and `sweep` tell same-named traces apart by
+/// this one rule, so their rows agree.
+pub fn distinct_name<S: AsRef<str>>(
+    name: String,
+    position: usize,
+    earlier: impl IntoIterator<Item = S>,
+) -> String {
+    if earlier.into_iter().any(|e| e.as_ref() == name) {
+        format!("{name}-{}", position + 1)
+    } else {
+        name
+    }
 }
 
 /// Opens a trace file, detecting Mallard binary (by its magic) or Mallard CSV (by its first
@@ -1243,5 +1261,8 @@ mod tests {
             "heaptrack.py.123"
         );
         assert_eq!(trace_name(Path::new("/")), "trace");
+        let earlier = ["a", "b"];
+        assert_eq!(distinct_name("c".into(), 2, earlier), "c");
+        assert_eq!(distinct_name("a".into(), 2, earlier), "a-3");
     }
 }

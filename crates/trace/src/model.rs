@@ -97,18 +97,18 @@ impl std::fmt::Display for Domain {
     }
 }
 
+/// A domain name [`Domain`] does not know: the name as given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown domain \"{}\" (expected c, raw, mem or object)", crate::quote(.0))]
+pub struct UnknownDomain(pub String);
+
 impl std::str::FromStr for Domain {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Domain, String> {
+    type Err = UnknownDomain;
+    fn from_str(s: &str) -> Result<Domain, UnknownDomain> {
         Domain::ALL
             .into_iter()
             .find(|d| d.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown domain \"{}\" (expected c, raw, mem or object)",
-                    crate::quote(s)
-                )
-            })
+            .ok_or_else(|| UnknownDomain(s.into()))
     }
 }
 

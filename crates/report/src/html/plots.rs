@@ -28,15 +28,18 @@ pub const PLOT_SIZE: (u32, u32) = (640, 400);
 /// The font family of every label.
 pub const FONT: &str = "sans-serif";
 
+/// What a drawing returns: its error keeps plotters' own (and that one's source).
+pub type Drawn = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
 /// Draws one SVG plot of [`PLOT_SIZE`]; a drawing error becomes a visible note instead.
-pub fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), String>) -> String {
+pub fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Drawn) -> String {
     let mut s = String::new();
     let res = {
         let root = SVGBackend::with_string(&mut s, PLOT_SIZE).into_drawing_area();
         root.fill(&WHITE)
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
             .and_then(|_| draw(&root))
-            .and_then(|_| root.present().map_err(|e| e.to_string()))
+            .and_then(|_| root.present().map_err(Into::into))
     };
     match res {
         // Inline SVG in HTML needs no namespace declaration; dropping it keeps the page free of
@@ -44,7 +47,7 @@ pub fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), Stri
         Ok(()) => s.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1),
         Err(e) => format!(
             "<p class=\"fail\">plot failed: {}</p>",
-            crate::format::esc(&e)
+            crate::format::esc(&e.to_string())
         ),
     }
 }

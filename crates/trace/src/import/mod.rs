@@ -87,17 +87,20 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// A format name [`Format`] does not know: the name as given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format '{0}' (known: {known})", known = Format::NAMES.join(", "))]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Format, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
         match s {
             "csv" => Ok(Format::Mallard),
             _ => Format::ALL
                 .into_iter()
                 .find(|f| f.name() == s)
-                .ok_or_else(|| {
-                    format!("unknown format '{s}' (known: {})", Format::NAMES.join(", "))
-                }),
+                .ok_or_else(|| UnknownFormat(s.into())),
         }
     }
 }
@@ -252,8 +255,8 @@ pub fn detect_input(input: &mut Input) -> Result<Format, Undetected> {
         };
         let android = match inner {
             Ok(inner) => match why_not_android(&inner) {
-                Ok(()) => return Ok(Format::Android),
-                Err(why) => format!("a zip archive, but its trace entry {why}"),
+                None => return Ok(Format::Android),
+                Some(why) => format!("a zip archive, but its trace entry {why}"),
             },
             Err(why) => format!("a zip archive, but {why}"),
         };
@@ -306,7 +309,7 @@ fn why_not(format: Format, start: &[u8]) -> String {
         Format::Mtrace => {
             format!("the first line, `{first}`, is neither `= Start` nor `@ CALLER OP ADDR [SIZE]`")
         }
-        Format::Android => why_not_android(start).err().unwrap_or_default(),
+        Format::Android => why_not_android(start).unwrap_or_default(),
         Format::Memray => {
             "does not start with memray's magic `memray\\0` (plain or LZ4-compressed)".into()
         }
@@ -322,13 +325,14 @@ fn first_line(start: &[u8]) -> String {
     quote(&start[..end])
 }
 
-fn why_not_android(start: &[u8]) -> Result<(), String> {
+/// Why `start` is not the start of a memory_replay trace, in words; `None` when it is.
+fn why_not_android(start: &[u8]) -> Option<String> {
     if looks_like_android(start) {
-        Ok(())
+        None
     } else {
         let text = String::from_utf8_lossy(start);
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        Err(format!(
+        Some(format!(
             "the first line, `{}`, is not `TID: CALL ADDR ...` (a memory_replay trace)",
             quote(first)
         ))
@@ -427,20 +431,16 @@ fn looks_like_android(start: &[u8]) -> bool {
         })
 }
 
-/// The header of a trace imported by `importer` from `path`: `program` is the file's stem,
-/// `source` says how it was made.
+/// The header of a trace imported by `importer` from `path`: `program` is the trace's name
+/// ([`crate::trace_name`]), `source` says how it was made.
 pub(crate) fn import_header(importer: &str, path: &Path, lenient: bool) -> Header {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = path
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let flag = if lenient { " --lenient" } else { "" };
     let mut h = Header::default();
-    h.set("program", stem)
+    h.set("program", crate::trace_name(path))
         .set(
             "source",
             format!("mallard convert --from {importer}{flag} {name}"),
@@ -493,7 +493,7 @@ mod tests {
         for f in Format::ALL {
             assert_eq!(f.to_string().parse::<Format>(), Ok(f));
         }
-        let e = "gzip".parse::<Format>().unwrap_err();
+        let e = "gzip".parse::<Format>().unwrap_err().to_string();
         assert!(
             e.contains("unknown format 'gzip'") && e.contains("heaptrack"),
             "{e}"
