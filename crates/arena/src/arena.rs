@@ -583,6 +583,15 @@ mod tests {
     use super::*;
     use crate::config::ArenaAlignment;
 
+    /// An arena aligned to its size, so that pool offsets are the same on every run.
+    fn arena_size_aligned() -> Arena {
+        Arena::new(Config {
+            alignment: ArenaAlignment::ArenaSize,
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
     #[test]
     fn header_is_48_bytes() {
         assert_eq!(POOL_HEADER_SIZE, 48);
@@ -609,11 +618,7 @@ mod tests {
 
     #[test]
     fn lazy_carving_touches_two_blocks() {
-        let c = Config {
-            alignment: ArenaAlignment::ArenaSize,
-            ..Config::default()
-        };
-        let mut a = Arena::new(c).unwrap();
+        let mut a = arena_size_aligned();
         // SAFETY: blocks are used within their size and freed once.
         unsafe {
             let p = a.malloc(32);
@@ -634,11 +639,7 @@ mod tests {
 
     #[test]
     fn emptied_pool_keeps_its_class() {
-        let c = Config {
-            alignment: ArenaAlignment::ArenaSize,
-            ..Config::default()
-        };
-        let mut a = Arena::new(c).unwrap();
+        let mut a = arena_size_aligned();
         // SAFETY: blocks are used within their size and freed once.
         unsafe {
             let ps: Vec<_> = (0..5).map(|_| a.malloc(64)).collect();
