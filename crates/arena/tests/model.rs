@@ -363,31 +363,28 @@ fn run(config: Config, ops: &[Op], seed: u64) -> Result<(), TestCaseError> {
     m.drain(seed.rotate_left(17))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+/// One property: `cases` random runs of (configuration, operations, seed) checked against the
+/// model by [`run`].
+macro_rules! model_property {
+    ($name:ident, $cases:expr, $config:expr, $op:expr, $len:expr) => {
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: $cases, ..ProptestConfig::default() })]
 
-    #[test]
-    fn random_configurations(
-        config in random_config(),
-        ops in prop::collection::vec(op(), 1..400),
-        seed in any::<u64>(),
-    ) {
-        run(config, &ops, seed)?;
-    }
+            #[test]
+            fn $name(
+                config in $config,
+                ops in prop::collection::vec($op, $len),
+                seed in any::<u64>(),
+            ) {
+                run(config, &ops, seed)?;
+            }
+        }
+    };
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+model_property!(random_configurations, 300, random_config(), op(), 1..400);
 
-    #[test]
-    fn presets(
-        config in preset_config(),
-        ops in prop::collection::vec(op(), 1..600),
-        seed in any::<u64>(),
-    ) {
-        run(config, &ops, seed)?;
-    }
-}
+model_property!(presets, 48, preset_config(), op(), 1..600);
 
 /// Allocation-heavy sequences (few frees) so that many arenas are mapped, then drained.
 fn growth_op() -> impl Strategy<Value = Op> {
@@ -398,18 +395,7 @@ fn growth_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    #[test]
-    fn many_arenas(
-        config in random_config(),
-        ops in prop::collection::vec(growth_op(), 200..1500),
-        seed in any::<u64>(),
-    ) {
-        run(config, &ops, seed)?;
-    }
-}
+model_property!(many_arenas, 64, random_config(), growth_op(), 200..1500);
 
 /// Tiny pools and arenas (including pools larger than a page under page alignment, where an
 /// unaligned arena of two pools keeps only one) so that thousands of operations map, fill,
