@@ -51,20 +51,22 @@ pub fn heatmap_svg(o: &ArenaOccupancy, name: &str) -> String {
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end, 0f64..rows));
         // No mesh lines: the light lines' style does nothing here.
-        mesh(chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("operations done")
-            .y_desc("arena (descriptor index)")
-            .y_labels((rows as usize).min(10) + 1)
-            .x_label_formatter(&|v| ops_label(*v))
-            .y_label_formatter(&|v| {
-                if (v - v.round()).abs() < 1e-6 {
-                    format!("{v:.0}")
-                } else {
-                    String::new()
-                }
-            }))?;
+        mesh(
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("operations done")
+                .y_desc("arena (descriptor index)")
+                .y_labels((rows as usize).min(10) + 1)
+                .x_label_formatter(&|v| ops_label(*v))
+                .y_label_formatter(&|v| {
+                    if (v - v.round()).abs() < 1e-6 {
+                        format!("{v:.0}")
+                    } else {
+                        String::new()
+                    }
+                }),
+        )?;
         let mut prev = 0f64;
         for s in &o.samples {
             let x1 = s.ops_done as f64;
