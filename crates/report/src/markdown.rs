@@ -223,11 +223,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             }
         }
     }
-    let failures: Vec<_> = results
-        .repetitions
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .collect();
+    let failures: Vec<_> = results.failed().collect();
     if !failures.is_empty() {
         let _ = writeln!(out, "\n## Failures\n");
         for r in failures {

@@ -172,6 +172,11 @@ impl RunResults {
             .unwrap_or_default()
     }
 
+    /// The repetitions that failed, in the order they ran.
+    pub fn failed(&self) -> impl Iterator<Item = &Repetition> {
+        self.repetitions.iter().filter(|r| r.failure.is_some())
+    }
+
     /// The arena occupancy of `allocator` on `trace`: its first successful repetition's that
     /// has one.
     pub fn occupancy_of(&self, trace: &str, allocator: &str) -> Option<&ArenaOccupancy> {
@@ -402,5 +407,6 @@ mod tests {
         assert_eq!(r.occupancy_of("t", "arena").map(|o| o.arena_size), Some(2));
         assert_eq!(r.occupancy_of("u", "arena").map(|o| o.arena_size), Some(3));
         assert!(r.occupancy_of("t", "glibc").is_none());
+        assert_eq!(r.failed().count(), 1);
     }
 }

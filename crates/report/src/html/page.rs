@@ -218,11 +218,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         b.push_str("</div>\n");
         b.push_str(&occupancy_section(results, &t.name));
     }
-    let failures: Vec<_> = results
-        .repetitions
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .collect();
+    let failures: Vec<_> = results.failed().collect();
     if !failures.is_empty() {
         b.push_str("<h2>Failures</h2>\n<ul>\n");
         for r in failures {
