@@ -706,68 +706,70 @@ mod tests {
 
     #[test]
     fn validate_names_the_value_and_the_reason() {
-        let e = invalid(|c| c.quantum = 24);
-        assert!(
-            e.starts_with("quantum = 24") && e.contains("power of two"),
-            "{e}"
-        );
-        let e = invalid(|c| c.quantum = 4);
-        assert!(e.starts_with("quantum = 4") && e.contains("pointer"), "{e}");
-        let e = invalid(|c| c.threshold = 500);
-        assert!(
-            e.starts_with("threshold = 500") && e.contains("multiple"),
-            "{e}"
-        );
-        let e = invalid(|c| c.pool_size = 12 << 10);
-        assert!(
-            e.starts_with("pool_size = 12K") && e.contains("power of two"),
-            "{e}"
-        );
-        let e = invalid(|c| c.arena_size = 3 << 20);
-        assert!(
-            e.starts_with("arena_size = 3M") && e.contains("power of two"),
-            "{e}"
-        );
-        let e = invalid(|c| c.pool_size = 2 << 20);
-        assert!(
-            e.starts_with("pool_size = 2M") && e.contains("larger than the arena"),
-            "{e}"
-        );
-        let e = invalid(|c| c.pool_size = 1 << 20);
-        assert!(
-            e.starts_with("arena_size = 1M") && e.contains("at least 2"),
-            "{e}"
-        );
-        let e = invalid(|c| c.threshold = 8192);
-        assert!(
-            e.starts_with("threshold = 8192") && e.contains("holds 1 block") && e.contains("8160"),
-            "{e}"
-        );
-        let e = invalid(|c| c.arena_size = 2 << 30);
-        assert!(e.starts_with("arena_size = 2G"), "{e}");
-        let e = invalid(|c| c.classes = ClassScheme::Geometric(0));
-        assert!(e.starts_with("classes = geometric:0"), "{e}");
-        let e = invalid(|c| {
-            c.quantum = 8;
-            c.pool_size = 1 << 20;
-            c.arena_size = 1 << 21;
-            c.threshold = 1 << 20;
-        });
-        assert!(
-            e.starts_with("threshold = 1048576") && e.contains("131072"),
-            "{e}"
-        );
-        let e = invalid(|c| c.arena_size = 1024);
-        assert!(e.starts_with("arena_size = 1K"), "{e}");
-        let e = invalid(|c| {
-            c.pool_size = 128;
-            c.threshold = 32;
-            c.arena_size = 16 << 20;
-        });
-        assert!(
-            e.starts_with("arena_size = 16M") && e.contains("131072 pools"),
-            "{e}"
-        );
+        type Case = (fn(&mut Config), &'static str, &'static [&'static str]);
+        let cases: [Case; 13] = [
+            (|c| c.quantum = 24, "quantum = 24", &["power of two"]),
+            (|c| c.quantum = 4, "quantum = 4", &["pointer"]),
+            (|c| c.threshold = 500, "threshold = 500", &["multiple"]),
+            (
+                |c| c.pool_size = 12 << 10,
+                "pool_size = 12K",
+                &["power of two"],
+            ),
+            (
+                |c| c.arena_size = 3 << 20,
+                "arena_size = 3M",
+                &["power of two"],
+            ),
+            (
+                |c| c.pool_size = 2 << 20,
+                "pool_size = 2M",
+                &["larger than the arena"],
+            ),
+            (
+                |c| c.pool_size = 1 << 20,
+                "arena_size = 1M",
+                &["at least 2"],
+            ),
+            (
+                |c| c.threshold = 8192,
+                "threshold = 8192",
+                &["holds 1 block", "8160"],
+            ),
+            (|c| c.arena_size = 2 << 30, "arena_size = 2G", &[]),
+            (
+                |c| c.classes = ClassScheme::Geometric(0),
+                "classes = geometric:0",
+                &[],
+            ),
+            (
+                |c| {
+                    c.quantum = 8;
+                    c.pool_size = 1 << 20;
+                    c.arena_size = 1 << 21;
+                    c.threshold = 1 << 20;
+                },
+                "threshold = 1048576",
+                &["131072"],
+            ),
+            (|c| c.arena_size = 1024, "arena_size = 1K", &[]),
+            (
+                |c| {
+                    c.pool_size = 128;
+                    c.threshold = 32;
+                    c.arena_size = 16 << 20;
+                },
+                "arena_size = 16M",
+                &["131072 pools"],
+            ),
+        ];
+        for (change, starts, says) in cases {
+            let e = invalid(change);
+            assert!(e.starts_with(starts), "{starts}: {e}");
+            for part in says {
+                assert!(e.contains(part), "{starts}, {part}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -146,53 +146,72 @@ impl fmt::Display for Stats {
                 c.class, c.size, c.pools, c.blocks_in_use, c.avail_blocks
             )?;
         }
-        writeln!(f)?;
-        printone(f, "# arenas allocated total", self.arenas_allocated_total)?;
-        printone(f, "# arenas reclaimed", self.arenas_reclaimed)?;
-        printone(f, "# arenas highwater mark", self.arenas_highwater)?;
-        printone(
-            f,
-            "# arenas allocated current",
-            self.arenas_allocated_current,
-        )?;
-        printone(
-            f,
-            &format!(
-                "{} arenas * {} bytes/arena",
-                self.arenas_allocated_current, self.arena_size
+        let arenas = format!(
+            "{} arenas * {} bytes/arena",
+            self.arenas_allocated_current, self.arena_size
+        );
+        let unused = format!(
+            "{} unused pools * {} bytes",
+            self.unused_pools, self.pool_size
+        );
+        // Each group after a blank line and its heading, if it has one.
+        type Group<'a> = (Option<&'a str>, &'a [(&'a str, usize)]);
+        let groups: [Group; 5] = [
+            (
+                None,
+                &[
+                    ("# arenas allocated total", self.arenas_allocated_total),
+                    ("# arenas reclaimed", self.arenas_reclaimed),
+                    ("# arenas highwater mark", self.arenas_highwater),
+                    ("# arenas allocated current", self.arenas_allocated_current),
+                    (&arenas, self.mapped_bytes),
+                ],
             ),
-            self.mapped_bytes,
-        )?;
-        writeln!(f)?;
-        printone(f, "# bytes in allocated blocks", self.allocated_bytes)?;
-        printone(f, "# bytes in available blocks", self.available_bytes)?;
-        printone(
-            f,
-            &format!(
-                "{} unused pools * {} bytes",
-                self.unused_pools, self.pool_size
+            (
+                None,
+                &[
+                    ("# bytes in allocated blocks", self.allocated_bytes),
+                    ("# bytes in available blocks", self.available_bytes),
+                    (&unused, self.unused_pool_bytes),
+                    ("# bytes lost to pool headers", self.pool_header_bytes),
+                    ("# bytes lost to quantization", self.quantization_bytes),
+                    (
+                        "# bytes lost to arena alignment",
+                        self.arena_alignment_bytes,
+                    ),
+                    ("Total", self.accounted_bytes()),
+                ],
             ),
-            self.unused_pool_bytes,
-        )?;
-        printone(f, "# bytes lost to pool headers", self.pool_header_bytes)?;
-        printone(f, "# bytes lost to quantization", self.quantization_bytes)?;
-        printone(
-            f,
-            "# bytes lost to arena alignment",
-            self.arena_alignment_bytes,
-        )?;
-        printone(f, "Total", self.accounted_bytes())?;
-        writeln!(f)?;
-        writeln!(f, "arena map counts")?;
-        printone(f, "# arena map leaf nodes", self.map_leaves)?;
-        writeln!(f)?;
-        printone(f, "# bytes lost to arena map root", self.map_top_bytes)?;
-        printone(f, "# bytes lost to arena map leaves", self.map_leaf_bytes)?;
-        printone(f, "Total", self.map_top_bytes + self.map_leaf_bytes)?;
-        writeln!(f)?;
-        writeln!(f, "raw allocator")?;
-        printone(f, "# raw blocks live", self.raw_blocks)?;
-        printone(f, "# raw bytes requested live", self.raw_bytes)
+            (
+                Some("arena map counts"),
+                &[("# arena map leaf nodes", self.map_leaves)],
+            ),
+            (
+                None,
+                &[
+                    ("# bytes lost to arena map root", self.map_top_bytes),
+                    ("# bytes lost to arena map leaves", self.map_leaf_bytes),
+                    ("Total", self.map_top_bytes + self.map_leaf_bytes),
+                ],
+            ),
+            (
+                Some("raw allocator"),
+                &[
+                    ("# raw blocks live", self.raw_blocks),
+                    ("# raw bytes requested live", self.raw_bytes),
+                ],
+            ),
+        ];
+        for (heading, rows) in groups {
+            writeln!(f)?;
+            if let Some(h) = heading {
+                writeln!(f, "{h}")?;
+            }
+            for (label, value) in rows {
+                printone(f, label, *value)?;
+            }
+        }
+        Ok(())
     }
 }
 

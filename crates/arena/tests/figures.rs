@@ -275,8 +275,20 @@ Total                              =            1,048,576
         text.contains("# raw blocks live                  =                    2\n"),
         "{text}"
     );
+    // The map's and the raw allocator's groups follow, each after a blank line and a heading.
     assert!(
-        text.contains("# raw bytes requested live         =                1,001\n"),
+        text.contains("=            1,048,576\n\narena map counts\n# arena map leaf nodes "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n\n# bytes lost to arena map root "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "\n\nraw allocator\n# raw blocks live                  =                    2\n\
+             # raw bytes requested live         =                1,001\n"
+        ),
         "{text}"
     );
     free_all(&mut a, small.into_iter().chain(big).chain(raw));

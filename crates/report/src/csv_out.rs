@@ -1,7 +1,10 @@
 //! The report's CSV files, both through the `csv` crate (so a trace or allocator name with a
 //! comma, a quote or a line break stays one field):
 //! - `summary.csv`: one row per trace x allocator x operation kind (the [`SummaryRow`]s);
-//! - `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition).
+//! - `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition);
+//! - `occupancy.csv`: the arena occupancy timeline of every arena contender.
+//!
+//! Each is one [`Csv`] writer: a name and a function of the view.
 
 use crate::model::RunResults;
 use crate::summary::SummaryRow;
@@ -72,85 +75,88 @@ pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
     )
 }
 
-/// `summary.csv` as a [`Writer`].
-pub struct SummaryCsv;
+/// `occupancy.csv`: the arena occupancy timeline of every arena contender (one row per sample
+/// x mapped arena); `None` (no file) where no contender has one.
+pub fn occupancy_csv(results: &RunResults) -> Result<Option<Vec<u8>>, ReportError> {
+    let reps: Vec<_> = results
+        .repetitions
+        .iter()
+        .filter_map(|r| Some((r, r.arena_occupancy.as_ref()?)))
+        .collect();
+    if reps.is_empty() {
+        return Ok(None);
+    }
+    let rows = reps.into_iter().flat_map(|(r, o)| {
+        o.samples.iter().flat_map(move |s| {
+            s.arenas.iter().map(move |a| {
+                vec![
+                    r.trace.clone(),
+                    r.allocator.clone(),
+                    r.index.to_string(),
+                    s.ops_done.to_string(),
+                    a.index.to_string(),
+                    a.pools_in_use.to_string(),
+                    a.total_pools.to_string(),
+                    a.blocks_in_use.to_string(),
+                    a.block_bytes.to_string(),
+                    o.arena_size.to_string(),
+                ]
+            })
+        })
+    });
+    table(
+        "occupancy.csv",
+        &[
+            "trace",
+            "allocator",
+            "repetition",
+            "ops_done",
+            "arena",
+            "pools_in_use",
+            "total_pools",
+            "blocks_in_use",
+            "block_bytes",
+            "arena_bytes",
+        ],
+        rows,
+    )
+    .map(Some)
+}
 
-impl Writer<View<'_>> for SummaryCsv {
+/// A report CSV file as a [`Writer`]: its name and how its bytes come from the view (`None`:
+/// nothing to write, so no file).
+pub struct Csv {
+    pub name: &'static str,
+    pub render: fn(&View<'_>) -> Result<Option<Vec<u8>>, ReportError>,
+}
+
+impl Writer<View<'_>> for Csv {
     fn name(&self) -> &'static str {
-        "summary.csv"
+        self.name
     }
     fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
-        Ok(vec![Doc::new(self.name(), summary_csv(&view.rows)?)])
+        let bytes = (self.render)(view)?;
+        Ok(bytes.map(|b| Doc::new(self.name, b)).into_iter().collect())
     }
 }
+
+/// `summary.csv` as a [`Writer`].
+pub const SUMMARY_CSV: Csv = Csv {
+    name: "summary.csv",
+    render: |v| summary_csv(&v.rows).map(Some),
+};
 
 /// `rss.csv` as a [`Writer`].
-pub struct RssCsv;
+pub const RSS_CSV: Csv = Csv {
+    name: "rss.csv",
+    render: |v| rss_csv(&v.results).map(Some),
+};
 
-impl Writer<View<'_>> for RssCsv {
-    fn name(&self) -> &'static str {
-        "rss.csv"
-    }
-    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
-        Ok(vec![Doc::new(self.name(), rss_csv(&view.results)?)])
-    }
-}
-
-/// `occupancy.csv`: the arena occupancy timeline of every arena contender (one row per sample
-/// x mapped arena); no file where no contender has one.
-pub struct OccupancyCsv;
-
-impl Writer<View<'_>> for OccupancyCsv {
-    fn name(&self) -> &'static str {
-        "occupancy.csv"
-    }
-    fn render(&self, view: &View<'_>) -> Result<Vec<Doc>, ReportError> {
-        let reps: Vec<_> = view
-            .results
-            .repetitions
-            .iter()
-            .filter_map(|r| Some((r, r.arena_occupancy.as_ref()?)))
-            .collect();
-        if reps.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = reps.into_iter().flat_map(|(r, o)| {
-            o.samples.iter().flat_map(move |s| {
-                s.arenas.iter().map(move |a| {
-                    vec![
-                        r.trace.clone(),
-                        r.allocator.clone(),
-                        r.index.to_string(),
-                        s.ops_done.to_string(),
-                        a.index.to_string(),
-                        a.pools_in_use.to_string(),
-                        a.total_pools.to_string(),
-                        a.blocks_in_use.to_string(),
-                        a.block_bytes.to_string(),
-                        o.arena_size.to_string(),
-                    ]
-                })
-            })
-        });
-        let bytes = table(
-            self.name(),
-            &[
-                "trace",
-                "allocator",
-                "repetition",
-                "ops_done",
-                "arena",
-                "pools_in_use",
-                "total_pools",
-                "blocks_in_use",
-                "block_bytes",
-                "arena_bytes",
-            ],
-            rows,
-        )?;
-        Ok(vec![Doc::new(self.name(), bytes)])
-    }
-}
+/// [`occupancy_csv`] as a [`Writer`].
+pub const OCCUPANCY_CSV: Csv = Csv {
+    name: "occupancy.csv",
+    render: |v| occupancy_csv(&v.results),
+};
 
 #[cfg(test)]
 mod tests {

@@ -115,6 +115,33 @@ fn ns_with(v: f64, micro: &str) -> String {
     }
 }
 
+/// A trace's figures as the trace tables show them, after its name: events, the five
+/// operation counts, peak live bytes and peak live objects.
+pub fn trace_figures(t: &crate::model::TraceInfo) -> [String; 8] {
+    let c = &t.counts;
+    [
+        t.events.to_string(),
+        c.malloc.to_string(),
+        c.calloc.to_string(),
+        c.aligned.to_string(),
+        c.realloc.to_string(),
+        c.free.to_string(),
+        bytes(t.peak_live_bytes),
+        t.peak_live_objects.to_string(),
+    ]
+}
+
+/// The RSS once everything was freed, 0 ms, 100 ms and 1 s after: `1.2 MiB / 1.0 MiB / -`.
+pub fn drain_text(r: &crate::summary::SummaryRow) -> String {
+    let b = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "-".into());
+    format!(
+        "{} / {} / {}",
+        b(r.rss_after_drain_0ms_bytes),
+        b(r.rss_after_drain_100ms_bytes),
+        b(r.rss_after_drain_1s_bytes)
+    )
+}
+
 /// Human form of a byte count (binary units).
 pub fn bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

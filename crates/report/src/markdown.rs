@@ -46,20 +46,11 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for t in &results.traces {
-        let c = &t.counts;
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            cell(&t.name),
-            t.events,
-            c.malloc,
-            c.calloc,
-            c.aligned,
-            c.realloc,
-            c.free,
-            bytes(t.peak_live_bytes),
-            t.peak_live_objects
-        );
+        let _ = write!(out, "| {} |", cell(&t.name));
+        for f in crate::format::trace_figures(t) {
+            let _ = write!(out, " {f} |");
+        }
+        out.push('\n');
     }
     let _ = writeln!(out, "\n## Allocators\n");
     let _ = writeln!(
@@ -122,12 +113,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 continue;
             };
             if r.repetitions_ok == 0 {
-                let why = results
-                    .repetitions
-                    .iter()
-                    .find(|x| x.trace == t.name && x.allocator == a.name)
-                    .and_then(|x| x.failure.clone())
-                    .unwrap_or_default();
+                let why = results.failure_of(&t.name, &a.name);
                 let _ = writeln!(
                     out,
                     "| {} | FAILED: {} | | |{}{}{} | | | 0 | {} |",
@@ -151,13 +137,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 String::new()
             };
             let drain_c = if drained {
-                let b = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "-".into());
-                format!(
-                    " {} / {} / {} |",
-                    b(r.rss_after_drain_0ms_bytes),
-                    b(r.rss_after_drain_100ms_bytes),
-                    b(r.rss_after_drain_1s_bytes)
-                )
+                format!(" {} |", crate::format::drain_text(r))
             } else {
                 String::new()
             };
@@ -188,11 +168,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             )
         );
         for a in &results.allocators {
-            let occupancy = results
-                .repetitions
-                .iter()
-                .filter(|r| r.trace == t.name && r.allocator == a.name && r.failure.is_none())
-                .find_map(|r| r.arena_occupancy.as_ref());
+            let occupancy = results.occupancy_of(&t.name, &a.name);
             if let Some(s) = occupancy.and_then(crate::occupancy::sentence) {
                 let _ = writeln!(out, "\nArena occupancy of {}: {}.", cell(&a.name), cell(&s));
             }
@@ -247,11 +223,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
             }
         }
     }
-    let failures: Vec<_> = results
-        .repetitions
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .collect();
+    let failures: Vec<_> = results.failed().collect();
     if !failures.is_empty() {
         let _ = writeln!(out, "\n## Failures\n");
         for r in failures {

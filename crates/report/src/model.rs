@@ -185,6 +185,32 @@ pub struct ArenaOccupancy {
     pub samples: Vec<OccupancySample>,
 }
 
+impl RunResults {
+    /// Why `allocator` failed on `trace`: the failure of its first repetition there, or "" when
+    /// none is recorded.
+    pub fn failure_of(&self, trace: &str, allocator: &str) -> String {
+        self.repetitions
+            .iter()
+            .find(|r| r.trace == trace && r.allocator == allocator)
+            .and_then(|r| r.failure.clone())
+            .unwrap_or_default()
+    }
+
+    /// The repetitions that failed, in the order they ran.
+    pub fn failed(&self) -> impl Iterator<Item = &Repetition> {
+        self.repetitions.iter().filter(|r| r.failure.is_some())
+    }
+
+    /// The arena occupancy of `allocator` on `trace`: its first successful repetition's that
+    /// has one.
+    pub fn occupancy_of(&self, trace: &str, allocator: &str) -> Option<&ArenaOccupancy> {
+        self.repetitions
+            .iter()
+            .filter(|r| r.trace == trace && r.allocator == allocator && r.failure.is_none())
+            .find_map(|r| r.arena_occupancy.as_ref())
+    }
+}
+
 /// One moment of [`ArenaOccupancy`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OccupancySample {
@@ -369,4 +395,42 @@ pub struct RssSample {
     /// The allocator's footprint at this point, net of what it held before the replay (as
     /// [`Memory::footprint`]).
     pub footprint_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_and_an_occupancy_are_found_per_trace_and_allocator() {
+        let rep =
+            |trace: &str, allocator: &str, failure: Option<&str>, arenas: Option<u64>| Repetition {
+                trace: trace.into(),
+                allocator: allocator.into(),
+                failure: failure.map(Into::into),
+                arena_occupancy: arenas.map(|arena_size| ArenaOccupancy {
+                    arena_size,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+        let r = RunResults {
+            repetitions: vec![
+                rep("t", "arena", Some("signal 11"), Some(1)),
+                rep("t", "arena", None, None),
+                rep("t", "arena", None, Some(2)),
+                rep("u", "arena", None, Some(3)),
+                rep("t", "glibc", None, None),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(r.failure_of("t", "arena"), "signal 11");
+        assert_eq!(r.failure_of("t", "glibc"), "");
+        assert_eq!(r.failure_of("t", "mimalloc"), "");
+        // Not the failed repetition's: the first successful one that has it.
+        assert_eq!(r.occupancy_of("t", "arena").map(|o| o.arena_size), Some(2));
+        assert_eq!(r.occupancy_of("u", "arena").map(|o| o.arena_size), Some(3));
+        assert!(r.occupancy_of("t", "glibc").is_none());
+        assert_eq!(r.failed().count(), 1);
+    }
 }

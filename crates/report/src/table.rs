@@ -26,18 +26,13 @@ fn tail_ns(v: f64, noise: f64) -> String {
 pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     let mut out = String::new();
     for t in &results.traces {
+        let [events, malloc, calloc, aligned, realloc, free, live, objects] =
+            crate::format::trace_figures(t);
         let _ = writeln!(
             out,
-            "\n{} ({} events: {} malloc, {} calloc, {} aligned, {} realloc, {} free; peak live {} in {} objects)",
-            t.name,
-            t.events,
-            t.counts.malloc,
-            t.counts.calloc,
-            t.counts.aligned,
-            t.counts.realloc,
-            t.counts.free,
-            bytes(t.peak_live_bytes),
-            t.peak_live_objects
+            "\n{} ({events} events: {malloc} malloc, {calloc} calloc, {aligned} aligned, {realloc} realloc, \
+             {free} free; peak live {live} in {objects} objects)",
+            t.name
         );
         for line in thread_lines(results, &t.name) {
             let _ = writeln!(out, "{line}");
@@ -82,12 +77,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
                 .find(|r| r.trace == t.name && r.allocator == a.name);
             let Some(any) = any else { continue };
             if any.repetitions_ok == 0 {
-                let why = results
-                    .repetitions
-                    .iter()
-                    .find(|r| r.trace == t.name && r.allocator == a.name)
-                    .and_then(|r| r.failure.clone())
-                    .unwrap_or_default();
+                let why = results.failure_of(&t.name, &a.name);
                 let mut l = vec![a.name.clone(), format!("FAILED: {why}")];
                 l.resize(header.len(), String::new());
                 lines.push(l);

@@ -8,7 +8,7 @@
 //! - the run report's writers read a [`View`]: the [`RunResults`] and their summary rows,
 //!   computed once ([`summarize`] runs once per report, not once per writer). They are
 //!   [`Terminal`] (the table on standard output), [`Json`] (`results.json`),
-//!   [`SummaryCsv`](crate::csv_out::SummaryCsv), [`RssCsv`](crate::csv_out::RssCsv),
+//!   the [`Csv`](crate::csv_out::Csv) files (`summary.csv`, `rss.csv`, `occupancy.csv`),
 //!   [`Hgrm`](crate::hist::Hgrm), and the two [`Page`]s,
 //!   [`HTML`](crate::html::HTML) and [`MARKDOWN`](crate::markdown::MARKDOWN); [`REPORT_DIR`] lists those that go into a report
 //!   directory, and `mallard report DIR` rewrites the ones that say [`Writer::is_page`];
@@ -81,9 +81,9 @@ impl<'a> View<'a> {
 /// The writers of a report directory, in the order they are written.
 pub const REPORT_DIR: &[&dyn for<'a> Writer<View<'a>>] = &[
     &Json,
-    &crate::csv_out::SummaryCsv,
-    &crate::csv_out::RssCsv,
-    &crate::csv_out::OccupancyCsv,
+    &crate::csv_out::SUMMARY_CSV,
+    &crate::csv_out::RSS_CSV,
+    &crate::csv_out::OCCUPANCY_CSV,
     &crate::hist::Hgrm,
     &crate::html::HTML,
     &crate::markdown::MARKDOWN,

@@ -1,7 +1,7 @@
 //! [`Arena::stats`]: the figures of CPython's `sys._debugmallocstats()`, computed by walking
 //! every arena and pool, so the fast paths keep no extra counters.
 
-use super::Arena;
+use super::{Arena, ArenaObject, PoolHeader};
 use crate::stats::{ArenaUsage, ClassStats, Stats};
 
 impl Arena {
@@ -77,5 +77,23 @@ impl Arena {
             s.quantization_bytes += c.pools * (usable % c.size);
         }
         s
+    }
+}
+
+impl Arena {
+    /// The carved pools of `ao` that hold at least one block in use, as (blocks in use, size
+    /// class): the walk behind [`Arena::stats`] and [`Arena::occupancy`].
+    pub(super) fn pools_in_use(&self, ao: &ArenaObject) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let first = (ao.address + self.pool_mask) & !self.pool_mask;
+        (first..ao.pool_address)
+            .step_by(self.pool_size)
+            .filter_map(|base| {
+                let pool = base as *const PoolHeader;
+                // SAFETY: pools below pool_address have been carved, so their headers were
+                // written and lie in the live arena.
+                let (count, szidx) = unsafe { ((*pool).count, (*pool).szidx as usize) };
+                // An empty pool is on the arena's free list, counted in nfreepools.
+                (count > 0).then_some((count, szidx))
+            })
     }
 }

@@ -1,43 +1,19 @@
 //! glibc's malloc, the process's own, and how to tell whether another library has taken its place.
 
-use super::Backend;
-use std::ffi::{c_void, CStr};
-use std::ptr;
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
 /// The process's own malloc (glibc).
 pub struct Glibc;
 
-// SAFETY: forwards to the C allocator, which has exactly the contract the trait requires.
-unsafe impl Backend for Glibc {
-    #[inline(always)]
-    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain malloc call.
-        unsafe { libc::malloc(size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain calloc call.
-        unsafe { libc::calloc(1, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
-        let mut p: *mut c_void = ptr::null_mut();
-        // SAFETY: align is a power of two and a multiple of sizeof(void*) (the engine ensures it).
-        if unsafe { libc::posix_memalign(&mut p, align, size) } != 0 {
-            return ptr::null_mut();
-        }
-        p as *mut u8
-    }
-    #[inline(always)]
-    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: p is null or live from this allocator (caller contract).
-        unsafe { libc::realloc(p as *mut c_void, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: p is null or live from this allocator (caller contract).
-        unsafe { libc::free(p as *mut c_void) }
+// SAFETY (of the calls): glibc's own malloc family, the C allocator contract itself.
+c_backend! {
+    Glibc {
+        malloc: libc::malloc,
+        calloc: libc::calloc,
+        aligned(align, size) => super::posix_aligned(libc::posix_memalign, align, size),
+        realloc: libc::realloc,
+        free: libc::free,
     }
     fn footprint(&mut self) -> Option<u64> {
         if malloc_interposer().is_some() {

@@ -1,6 +1,5 @@
 //! jemalloc, built from source by tikv-jemalloc-sys.
 
-use super::Backend;
 use std::ffi::c_void;
 use std::ptr;
 
@@ -63,36 +62,15 @@ impl Jemalloc {
     }
 }
 
-// SAFETY: forwards to jemalloc's C API, which has the C allocator contract.
-unsafe impl Backend for Jemalloc {
-    #[inline(always)]
-    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain malloc call.
-        unsafe { tikv_jemalloc_sys::malloc(size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain calloc call.
-        unsafe { tikv_jemalloc_sys::calloc(1, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
-        let mut p: *mut c_void = ptr::null_mut();
-        // SAFETY: align is a power of two and a multiple of sizeof(void*).
-        if unsafe { tikv_jemalloc_sys::posix_memalign(&mut p, align, size) } != 0 {
-            return ptr::null_mut();
-        }
-        p as *mut u8
-    }
-    #[inline(always)]
-    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: p is null or live from jemalloc (caller contract).
-        unsafe { tikv_jemalloc_sys::realloc(p as *mut c_void, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: p is null or live from jemalloc (caller contract).
-        unsafe { tikv_jemalloc_sys::free(p as *mut c_void) }
+// SAFETY (of the calls): jemalloc's prefixed C API (`_rjem_*`), the C allocator contract;
+// its free takes the blocks its posix_memalign returns.
+c_backend! {
+    Jemalloc {
+        malloc: tikv_jemalloc_sys::malloc,
+        calloc: tikv_jemalloc_sys::calloc,
+        aligned(align, size) => super::posix_aligned(tikv_jemalloc_sys::posix_memalign, align, size),
+        realloc: tikv_jemalloc_sys::realloc,
+        free: tikv_jemalloc_sys::free,
     }
     fn footprint(&mut self) -> Option<u64> {
         Self::refresh();

@@ -1,8 +1,5 @@
 //! mimalloc, built from source by libmimalloc-sys.
 
-use super::Backend;
-use std::ffi::c_void;
-
 /// mimalloc through libmimalloc-sys.
 pub struct Mimalloc;
 
@@ -25,32 +22,15 @@ impl Mimalloc {
     }
 }
 
-// SAFETY: forwards to mimalloc's C API, which has the C allocator contract.
-unsafe impl Backend for Mimalloc {
-    #[inline(always)]
-    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain malloc call.
-        unsafe { libmimalloc_sys::mi_malloc(size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain calloc call.
-        unsafe { libmimalloc_sys::mi_calloc(1, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
-        // SAFETY: align is a power of two.
-        unsafe { libmimalloc_sys::mi_malloc_aligned(size, align) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: p is null or live from mimalloc (caller contract).
-        unsafe { libmimalloc_sys::mi_realloc(p as *mut c_void, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: p is null or live from mimalloc (caller contract).
-        unsafe { libmimalloc_sys::mi_free(p as *mut c_void) }
+// SAFETY (of the calls): mimalloc's C API, the C allocator contract; `mi_free` takes the
+// blocks `mi_malloc_aligned` returns.
+c_backend! {
+    Mimalloc {
+        malloc: libmimalloc_sys::mi_malloc,
+        calloc: libmimalloc_sys::mi_calloc,
+        aligned(align, size) => libmimalloc_sys::mi_malloc_aligned(size, align),
+        realloc: libmimalloc_sys::mi_realloc,
+        free: libmimalloc_sys::mi_free,
     }
     fn footprint(&mut self) -> Option<u64> {
         // elapsed, user, system, current_rss, peak_rss, current_commit, peak_commit, page_faults

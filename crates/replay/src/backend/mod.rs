@@ -21,7 +21,80 @@
 
 //!
 //! One file per allocator under `backend/`; this module holds what they share (the names, the
-//! trait, the version strings).
+//! trait, the version strings, and [`c_backend!`]: the five calls of a C allocator, written once).
+//! Each allocator's file keeps what is its own: its footprint, statistics, versions and thread
+//! set-up.
+
+/// The [`Backend`] impl of a C allocator: its five allocation calls forwarded as they are (the
+/// same `#[inline(always)]` direct calls the replay loop needs, expanded in place, so nothing
+/// changes in the loop), followed by the allocator's own items (`footprint`, `stats`, ...).
+/// `aligned(align, size) => expr` names how the allocator takes an aligned request
+/// ([`posix_aligned`] for one with `posix_memalign` only). The call site states, in a
+/// `// SAFETY:` comment, why its functions have the C allocator contract.
+macro_rules! c_backend {
+    (
+        $ty:ty {
+            malloc: $malloc:path,
+            calloc: $calloc:path,
+            aligned($align:ident, $size:ident) => $aligned:expr,
+            realloc: $realloc:path,
+            free: $free:path $(,)?
+        }
+        $($own:tt)*
+    ) => {
+        // SAFETY: the call site names the allocator's own malloc, calloc, realloc and free, and
+        // an aligned allocation whose blocks that free and realloc take; C allocator functions
+        // have exactly the trait's contract, and each call passes its arguments on unchanged.
+        unsafe impl $crate::backend::Backend for $ty {
+            #[inline(always)]
+            unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
+                // SAFETY: the allocator's malloc takes any size.
+                unsafe { $malloc(size).cast::<u8>() }
+            }
+            #[inline(always)]
+            unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
+                // SAFETY: the allocator's calloc, one element of `size` bytes.
+                unsafe { $calloc(1, size).cast::<u8>() }
+            }
+            #[inline(always)]
+            unsafe fn aligned(&mut self, $align: usize, $size: usize) -> *mut u8 {
+                // SAFETY: align is a power of two and a multiple of sizeof(void*) (the engine
+                // ensures it), which every aligned allocation function accepts.
+                unsafe { ($aligned).cast::<u8>() }
+            }
+            #[inline(always)]
+            unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
+                // SAFETY: p is null or live from this allocator (caller contract).
+                unsafe { $realloc(p.cast(), size).cast::<u8>() }
+            }
+            #[inline(always)]
+            unsafe fn free(&mut self, p: *mut u8) {
+                // SAFETY: p is null or live from this allocator (caller contract).
+                unsafe { $free(p.cast()) }
+            }
+            $($own)*
+        }
+    };
+}
+
+/// The signature of `posix_memalign` (glibc's, jemalloc's).
+type PosixMemalign = unsafe extern "C" fn(*mut *mut std::ffi::c_void, usize, usize) -> libc::c_int;
+
+/// An aligned block from a `posix_memalign`, or null where it fails (its out-pointer form as
+/// the pointer-or-null the other calls return). Inlined with the function named, so the call
+/// stays direct.
+///
+/// # Safety
+/// `align` is a power of two and a multiple of the pointer size.
+#[inline(always)]
+unsafe fn posix_aligned(f: PosixMemalign, align: usize, size: usize) -> *mut u8 {
+    let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: p is a valid out-pointer; align meets posix_memalign's rule (caller contract).
+    if unsafe { f(&mut p, align, size) } != 0 {
+        return std::ptr::null_mut();
+    }
+    p.cast()
+}
 
 mod arena;
 mod bump;

@@ -20,8 +20,6 @@
 //! has 64 span classes where the binding has 32 (the C function clears the whole struct: the
 //! binding's is too small). Both are declared here as the C header has them.
 
-use super::Backend;
-use std::ffi::c_void;
 use std::marker::PhantomData;
 
 /// `rpmalloc_thread_statistics_t` of rpmalloc 1.4 (`rpmalloc.h`): four counters, then 64 span
@@ -72,33 +70,16 @@ impl Drop for Rpmalloc {
     }
 }
 
-// SAFETY: forwards to rpmalloc's C allocation functions, which have the trait's contract on a
-// thread whose heap is initialised (`new`); `rpfree` takes aligned blocks too.
-unsafe impl Backend for Rpmalloc {
-    #[inline(always)]
-    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain allocation call on an initialised thread.
-        unsafe { rpmalloc_sys::rpmalloc(size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain allocation call on an initialised thread.
-        unsafe { rpmalloc_sys::rpcalloc(1, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
-        // SAFETY: align is a power of two (the engine ensures it).
-        unsafe { rpmalloc_sys::rpaligned_alloc(align, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: p is null or live from rpmalloc (caller contract).
-        unsafe { rpmalloc_sys::rprealloc(p as *mut c_void, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: p is null or live from rpmalloc (caller contract).
-        unsafe { rpmalloc_sys::rpfree(p as *mut c_void) }
+// SAFETY (of the calls): rpmalloc's C allocation functions have the C allocator contract on
+// a thread whose heap is initialised, which a value of this type guarantees (`new`, and it is
+// not Send); `rpfree` takes aligned blocks too.
+c_backend! {
+    Rpmalloc {
+        malloc: rpmalloc_sys::rpmalloc,
+        calloc: rpmalloc_sys::rpcalloc,
+        aligned(align, size) => rpmalloc_sys::rpaligned_alloc(align, size),
+        realloc: rpmalloc_sys::rprealloc,
+        free: rpmalloc_sys::rpfree,
     }
     fn footprint(&mut self) -> Option<u64> {
         None

@@ -1,37 +1,18 @@
 //! snmalloc, built from source by snmalloc-sys.
 
-use super::Backend;
-
 /// snmalloc through snmalloc-sys's `sn_` symbols (its own heap, not the process's malloc).
 pub struct Snmalloc;
 
-// SAFETY: forwards to snmalloc's C allocation functions, which have the trait's contract;
-// `sn_free` takes any pointer snmalloc returned, aligned ones included.
-unsafe impl Backend for Snmalloc {
-    #[inline(always)]
-    unsafe fn malloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain allocation call.
-        unsafe { snmalloc_sys::sn_malloc(size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn calloc(&mut self, size: usize) -> *mut u8 {
-        // SAFETY: plain allocation call.
-        unsafe { snmalloc_sys::sn_calloc(1, size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn aligned(&mut self, align: usize, size: usize) -> *mut u8 {
-        // SAFETY: align is a power of two (the engine ensures it).
-        unsafe { snmalloc_sys::sn_rust_alloc(align, size.max(1)) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn realloc(&mut self, p: *mut u8, size: usize) -> *mut u8 {
-        // SAFETY: p is null or live from this allocator (caller contract).
-        unsafe { snmalloc_sys::sn_realloc(p.cast(), size) as *mut u8 }
-    }
-    #[inline(always)]
-    unsafe fn free(&mut self, p: *mut u8) {
-        // SAFETY: p is null or live from this allocator (caller contract).
-        unsafe { snmalloc_sys::sn_free(p.cast()) }
+// SAFETY (of the calls): snmalloc's C allocation functions have the C allocator contract;
+// `sn_free` takes any pointer snmalloc returned, aligned ones included (`sn_rust_alloc` wants
+// a non-zero size, hence the `max(1)`).
+c_backend! {
+    Snmalloc {
+        malloc: snmalloc_sys::sn_malloc,
+        calloc: snmalloc_sys::sn_calloc,
+        aligned(align, size) => snmalloc_sys::sn_rust_alloc(align, size.max(1)),
+        realloc: snmalloc_sys::sn_realloc,
+        free: snmalloc_sys::sn_free,
     }
     fn footprint(&mut self) -> Option<u64> {
         let (mut current, mut peak) = (0usize, 0usize);

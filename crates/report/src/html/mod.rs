@@ -11,10 +11,11 @@
 //! - per operation kind, the per-call latency percentile curve of each allocator on log-log
 //!   axes (HdrHistogram's classic plot), with the timer's noise level dashed.
 //!
-//! The page shell ([`page`]) and the plotting helpers ([`plots`]) are public so other pages (the
-//! sweep's) look the same; the labels come from [`crate::format`]. Like every writer here, this reads
+//! The page shell ([`page`]) and the plotting helpers ([`plots`], [`chart`]) are public so other
+//! pages (the sweep's) look the same; the labels come from [`crate::format`]. Like every writer here, this reads
 //! [`RunResults`] and never measures.
 
+pub mod chart;
 mod occupancy;
 mod page;
 pub mod plots;

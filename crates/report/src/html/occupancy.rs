@@ -2,6 +2,7 @@
 //! descriptor, one column per sample, the colour the fraction of the arena's bytes in live
 //! blocks) and the bytes in mapped arenas beside the bytes in live small objects.
 
+use super::chart::{frame, labelled_line, legend, mesh};
 use super::plots::{svg, FONT};
 use crate::format::{mib_tick, ops_label};
 use crate::model::ArenaOccupancy;
@@ -49,23 +50,23 @@ pub fn heatmap_svg(o: &ArenaOccupancy, name: &str) -> String {
             .x_label_area_size(44)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..end, 0f64..rows));
-        t!(chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("operations done")
-            .y_desc("arena (descriptor index)")
-            .y_labels((rows as usize).min(10) + 1)
-            .x_label_formatter(&|v| ops_label(*v))
-            .y_label_formatter(&|v| {
-                if (v - v.round()).abs() < 1e-6 {
-                    format!("{v:.0}")
-                } else {
-                    String::new()
-                }
-            })
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .draw());
+        // No mesh lines: the light lines' style does nothing here.
+        mesh(
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("operations done")
+                .y_desc("arena (descriptor index)")
+                .y_labels((rows as usize).min(10) + 1)
+                .x_label_formatter(&|v| ops_label(*v))
+                .y_label_formatter(&|v| {
+                    if (v - v.round()).abs() < 1e-6 {
+                        format!("{v:.0}")
+                    } else {
+                        String::new()
+                    }
+                }),
+        )?;
         let mut prev = 0f64;
         for s in &o.samples {
             let x1 = s.ops_done as f64;
@@ -122,48 +123,27 @@ pub fn bytes_svg(o: &ArenaOccupancy, name: &str) -> String {
     let end = mapped.last().map_or(1.0, |p| p.0.max(1.0));
     let ymax = mapped.iter().map(|p| p.1).fold(0.1f64, f64::max);
     svg(|root| {
-        let mut chart = t!(ChartBuilder::on(root)
-            .caption(
-                format!("Mapped arenas and what they hold: {name}"),
-                (FONT, 18)
-            )
-            .margin(12)
-            .margin_right(28)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0f64..end, 0f64..ymax * 1.1));
-        t!(chart
-            .configure_mesh()
-            .x_desc("operations done")
-            .y_desc("MiB")
-            .x_label_formatter(&|v| ops_label(*v))
-            .y_label_formatter(&|v| mib_tick(*v))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(RGBColor(240, 240, 240))
-            .draw());
-        let blue = RGBColor(8, 48, 107);
-        let orange = RGBColor(255, 127, 14);
-        t!(chart
-            .draw_series(LineSeries::new(mapped.clone(), blue.stroke_width(2)))
-            .map(|s| s.label("bytes in mapped arenas").legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
-            })));
-        t!(chart
-            .draw_series(LineSeries::new(live.clone(), orange.stroke_width(2)))
-            .map(|s| s
-                .label("bytes in live small objects (blocks)")
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], orange.stroke_width(2))
-                })));
-        t!(chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .draw());
-        Ok(())
+        let caption = format!("Mapped arenas and what they hold: {name}");
+        let mut chart = frame(root, caption, 0f64..end, 0f64..ymax * 1.1)?;
+        mesh(
+            chart
+                .configure_mesh()
+                .x_desc("operations done")
+                .y_desc("MiB")
+                .x_label_formatter(&|v| ops_label(*v))
+                .y_label_formatter(&|v| mib_tick(*v)),
+        )?;
+        let blue = RGBColor(8, 48, 107).stroke_width(2);
+        let orange = RGBColor(255, 127, 14).stroke_width(2);
+        labelled_line(&mut chart, mapped.clone(), blue, "bytes in mapped arenas")?;
+        let live = live.clone();
+        labelled_line(
+            &mut chart,
+            live,
+            orange,
+            "bytes in live small objects (blocks)",
+        )?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
 

@@ -3,7 +3,7 @@
 //! summary table, its legend and the plots; failures; how each figure was measured.
 
 use super::plots::{latency_svg, plotted_kinds, rss_svg, throughput_svg, PALETTE};
-use crate::format::{below_noise, esc, ns_text, utc};
+use crate::format::{below_noise, drain_text, esc, ns_text, trace_figures, utc};
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::SummaryRow;
 use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
@@ -66,12 +66,7 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
             .collect();
         let Some(any) = mine.first() else { continue };
         if any.repetitions_ok == 0 {
-            let why = results
-                .repetitions
-                .iter()
-                .find(|r| r.trace == trace && r.allocator == a.name)
-                .and_then(|r| r.failure.clone())
-                .unwrap_or_default();
+            let why = results.failure_of(trace, &a.name);
             let _ = writeln!(
                 s,
                 "<tr><td>{}</td><td class=\"l fail\" colspan=\"{}\">FAILED: {}</td></tr>",
@@ -109,13 +104,7 @@ fn summary_table(results: &RunResults, rows: &[SummaryRow], trace: &str) -> Stri
             }
         }
         let drain = if drained {
-            let b = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "-".into());
-            format!(
-                "<td>{} / {} / {}</td>",
-                b(any.rss_after_drain_0ms_bytes),
-                b(any.rss_after_drain_100ms_bytes),
-                b(any.rss_after_drain_1s_bytes)
-            )
+            format!("<td>{}</td>", drain_text(any))
         } else {
             String::new()
         };
@@ -159,19 +148,13 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
     );
     b.push_str("<h2>Traces</h2>\n<table>\n<tr><th>trace</th><th>events</th><th>malloc</th><th>calloc</th><th>aligned</th><th>realloc</th><th>free</th><th>peak live</th><th>peak live objects</th><th class=\"l\">SHA-256</th></tr>\n");
     for t in &results.traces {
-        let c = &t.counts;
+        let _ = write!(b, "<tr><td>{}</td>", esc(&t.name));
+        for f in trace_figures(t) {
+            let _ = write!(b, "<td>{f}</td>");
+        }
         let _ = writeln!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\"><code>{}</code></td></tr>",
-            esc(&t.name),
-            t.events,
-            c.malloc,
-            c.calloc,
-            c.aligned,
-            c.realloc,
-            c.free,
-            bytes(t.peak_live_bytes),
-            t.peak_live_objects,
+            "<td class=\"l\"><code>{}</code></td></tr>",
             esc(&t.sha256.chars().take(16).collect::<String>())
         );
     }
@@ -235,11 +218,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         b.push_str("</div>\n");
         b.push_str(&occupancy_section(results, &t.name));
     }
-    let failures: Vec<_> = results
-        .repetitions
-        .iter()
-        .filter(|r| r.failure.is_some())
-        .collect();
+    let failures: Vec<_> = results.failed().collect();
     if !failures.is_empty() {
         b.push_str("<h2>Failures</h2>\n<ul>\n");
         for r in failures {
@@ -278,12 +257,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
 fn occupancy_section(results: &RunResults, trace: &str) -> String {
     let mut b = String::new();
     for a in &results.allocators {
-        let Some(o) = results
-            .repetitions
-            .iter()
-            .filter(|r| r.trace == trace && r.allocator == a.name && r.failure.is_none())
-            .find_map(|r| r.arena_occupancy.as_ref())
-        else {
+        let Some(o) = results.occupancy_of(trace, &a.name) else {
             continue;
         };
         let _ = writeln!(b, "<h3>Arena occupancy: {}</h3>", esc(&a.name));

@@ -3,6 +3,7 @@
 //! operation kind the per-call latency percentile curve. [`svg`], [`range`], [`PALETTE`] and
 //! [`FONT`] are public so other pages' plots (the sweep's Pareto plot) look the same.
 
+use super::chart::{frame, labelled_line, legend, mesh};
 use crate::format::{mib_tick, ns_label, ops_label, pct_label};
 use crate::hist::{merge, quantile_ns};
 use crate::model::{RunResults, OP_KINDS};
@@ -85,6 +86,18 @@ pub fn range(vals: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
 /// One allocator's line: its index in `RunResults::allocators` (its colour), name and points.
 type Line = (usize, String, Vec<(f64, f64)>);
 
+/// One line per allocator, in its colour, named in the legend.
+fn allocator_lines<CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
+    lines: &[Line],
+) -> Result<(), String> {
+    for (ai, name, pts) in lines {
+        let c = PALETTE[ai % PALETTE.len()];
+        labelled_line(chart, pts.clone(), c.stroke_width(2), name)?;
+    }
+    Ok(())
+}
+
 /// Per-call latency percentile curves of one operation kind, one line per allocator.
 pub(crate) fn latency_svg(
     results: &RunResults,
@@ -137,24 +150,18 @@ pub(crate) fn latency_svg(
         .fold(10.0f64, f64::max);
     let xmax = xmax.ceil();
     svg(|root| {
-        let mut chart = t!(ChartBuilder::on(root)
-            .caption(format!("{op}: per-call latency percentiles"), (FONT, 18))
-            .margin(12)
-            .margin_right(28)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0f64..xmax, (1f64..ymax * 2.0).log_scale()));
-        t!(chart
-            .configure_mesh()
-            .x_desc("percentile")
-            .y_desc("latency (timer floor subtracted)")
-            .x_labels(xmax as usize + 1)
-            .x_label_formatter(&|v| pct_label(*v))
-            .y_label_formatter(&|v| ns_label(*v))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(RGBColor(240, 240, 240))
-            .draw());
+        let caption = format!("{op}: per-call latency percentiles");
+        let y = (1f64..ymax * 2.0).log_scale();
+        let mut chart = frame(root, caption, 0f64..xmax, y)?;
+        mesh(
+            chart
+                .configure_mesh()
+                .x_desc("percentile")
+                .y_desc("latency (timer floor subtracted)")
+                .x_labels(xmax as usize + 1)
+                .x_label_formatter(&|v| pct_label(*v))
+                .y_label_formatter(&|v| ns_label(*v)),
+        )?;
         if noise > 1.0 {
             let grey = RGBColor(120, 120, 120);
             t!(chart
@@ -168,25 +175,8 @@ pub(crate) fn latency_svg(
                     .label("timer noise")
                     .legend(move |(x, y)| { PathElement::new(vec![(x, y), (x + 20, y)], grey) })));
         }
-        for (ai, name, pts) in &curves {
-            let c = PALETTE[ai % PALETTE.len()];
-            t!(chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map(|s| s
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(
-                        vec![(x, y), (x + 20, y)],
-                        c.stroke_width(2)
-                    ))));
-        }
-        t!(chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .draw());
-        Ok(())
+        allocator_lines(&mut chart, &curves)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
 
@@ -288,34 +278,16 @@ pub(crate) fn rss_svg(results: &RunResults, trace: &str) -> String {
         .chain(drained.iter().flat_map(|d| d.1.iter().map(|p| p.1)))
         .fold(1.0f64, f64::max);
     svg(|root| {
-        let mut chart = t!(ChartBuilder::on(root)
-            .caption("RSS over the replay", (FONT, 18))
-            .margin(12)
-            .margin_right(28)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax * 1.08));
-        t!(chart
-            .configure_mesh()
-            .x_desc("operations done")
-            .y_desc("resident memory (MiB)")
-            .x_label_formatter(&|v| ops_label(*v))
-            .y_label_formatter(&|v| mib_tick(*v))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(RGBColor(240, 240, 240))
-            .draw());
-        for (ai, name, pts) in &lines {
-            let c = PALETTE[ai % PALETTE.len()];
-            t!(chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map(|s| s
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(
-                        vec![(x, y), (x + 20, y)],
-                        c.stroke_width(2)
-                    ))));
-        }
+        let mut chart = frame(root, "RSS over the replay", 0f64..xmax, 0f64..ymax * 1.08)?;
+        mesh(
+            chart
+                .configure_mesh()
+                .x_desc("operations done")
+                .y_desc("resident memory (MiB)")
+                .x_label_formatter(&|v| ops_label(*v))
+                .y_label_formatter(&|v| mib_tick(*v)),
+        )?;
+        allocator_lines(&mut chart, &lines)?;
         if !drained.is_empty() {
             let grey = RGBColor(150, 150, 150);
             t!(chart.draw_series(LineSeries::new(
@@ -337,22 +309,15 @@ pub(crate) fn rss_svg(results: &RunResults, trace: &str) -> String {
         if !ideal.is_empty() {
             // Solid and thin: the live bytes change at every operation, and dashes over a
             // jagged line read as noise.
-            t!(chart
-                .draw_series(LineSeries::new(ideal.clone(), BLACK.stroke_width(1)))
-                .map(
-                    |s| s.label("ideal: baseline + live bytes").legend(|(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1))
-                    })
-                ));
+            let ideal = ideal.clone();
+            labelled_line(
+                &mut chart,
+                ideal,
+                BLACK.stroke_width(1),
+                "ideal: baseline + live bytes",
+            )?;
         }
-        t!(chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .draw());
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -373,13 +338,8 @@ pub(crate) fn throughput_svg(results: &RunResults, trace: &str) -> String {
     let ymax = reps.iter().flatten().copied().fold(1.0f64, f64::max) * 1.12;
     let n = names.len().max(1);
     svg(|root| {
-        let mut chart = t!(ChartBuilder::on(root)
-            .caption("Throughput per repetition", (FONT, 18))
-            .margin(12)
-            .margin_right(28)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax));
+        let x = -0.5f64..(n as f64 - 0.5);
+        let mut chart = frame(root, "Throughput per repetition", x, 0f64..ymax)?;
         let label = |v: &f64| {
             let i = v.round();
             if (v - i).abs() < 1e-6 && i >= 0.0 {
@@ -388,17 +348,15 @@ pub(crate) fn throughput_svg(results: &RunResults, trace: &str) -> String {
                 String::new()
             }
         };
-        t!(chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n)
-            .x_label_formatter(&label)
-            .y_desc("Mops/s (whole replay, no per-call timer)")
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(RGBColor(240, 240, 240))
-            .draw());
+        mesh(
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n)
+                .x_label_formatter(&label)
+                .y_desc("Mops/s (whole replay, no per-call timer)")
+                .y_label_formatter(&|v| format!("{v:.0}")),
+        )?;
         for (i, vals) in reps.iter().enumerate() {
             if vals.is_empty() {
                 continue;
