@@ -36,7 +36,8 @@
 //! against the file's size before anything is read).
 //!
 //! [`write_trace`] writes a recording as a trace with the metadata `mallard record` gives it
-//! (`write.rs`).
+//! (`write.rs`, in one pass); [`session`] is `mallard record` itself (running the program
+//! under the preload, then the conversion); the live map is `addr_map.rs`.
 
 use crate::error::{Location, TraceError};
 use crate::format::EventCounts;
@@ -47,7 +48,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::path::Path;
 
+mod addr_map;
+pub mod session;
 mod write;
+use addr_map::AddrMap;
 pub use write::{convert_file, recordings, write_trace, Provenance};
 
 pub const MAGIC: [u8; 8] = *b"MLRDRAW2";
@@ -337,7 +341,6 @@ struct ChunkRef {
 
 /// The merge cursor of one thread.
 struct Cursor {
-    thread: u32,
     chunks: Vec<ChunkRef>,
     next_chunk: usize,
     data: Vec<u8>,
@@ -518,7 +521,6 @@ pub fn convert_from(
                 }
                 let i = *by_thread.entry(thread).or_insert_with(|| {
                     cursors.push(Cursor {
-                        thread,
                         chunks: Vec::new(),
                         next_chunk: 0,
                         data: Vec::new(),
@@ -560,12 +562,15 @@ pub fn convert_from(
         scale.map(|s| (tsc.saturating_sub(start_tsc) as f64 * s) as u64)
     };
 
-    // Pass 2: merge by sequence number and convert.
+    // Pass 2: merge by sequence number and convert. The cursor of the record just taken keeps
+    // going while its next record comes before the heap's first (a single thread never touches
+    // the heap); the order is the heap's, (sequence number, cursor).
     let mut conv = Converter {
         path,
         live: AddrMap::default(),
-        pending: HashMap::new(),
-        threads: HashMap::new(),
+        pending: vec![None; cursors.len()],
+        dense: vec![None; cursors.len()],
+        threads: 0,
         next_id: 0,
         page: u64::from(sum.info.page_size.max(1)),
     };
@@ -575,13 +580,19 @@ pub fn convert_from(
             heap.push(Reverse((r.seq, i, Packed(r))));
         }
     }
-    while let Some(Reverse((_, i, Packed(r)))) = heap.pop() {
-        let thread = cursors[i].thread;
+    let mut current = heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r));
+    while let Some((i, r)) = current {
         sum.records += 1;
-        if let Some(event) = conv.event(&mut sum, thread, &r)? {
+        if let Some(event) = conv.event(&mut sum, i, &r)? {
             sum.counts.add(&event);
-            let n = conv.threads.len() as u32;
-            let dense = *conv.threads.entry(thread).or_insert(n);
+            let dense = match conv.dense[i] {
+                Some(d) => d,
+                None => {
+                    conv.dense[i] = Some(conv.threads);
+                    conv.threads += 1;
+                    conv.threads - 1
+                }
+            };
             sink(Record {
                 thread: dense,
                 timestamp_ns: to_ns(r.tsc),
@@ -589,12 +600,24 @@ pub fn convert_from(
                 event,
             })?;
         }
-        if let Some(r) = cursors[i].next(path, src)? {
-            heap.push(Reverse((r.seq, i, Packed(r))));
-        }
+        current = match cursors[i].next(path, src)? {
+            Some(next)
+                if heap
+                    .peek()
+                    .is_none_or(|Reverse((s, j, _))| (next.seq, i) < (*s, *j)) =>
+            {
+                Some((i, next))
+            }
+            Some(next) => {
+                heap.push(Reverse((next.seq, i, Packed(next))));
+                heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
+            }
+            None => heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r)),
+        };
     }
-    sum.threads = conv.threads.len() as u32;
-    sum.live_at_end = conv.live.len() as u64 + conv.pending.values().flatten().count() as u64;
+    sum.threads = conv.threads;
+    sum.live_at_end =
+        conv.live.len() as u64 + conv.pending.iter().flatten().flatten().count() as u64;
     Ok(sum)
 }
 
@@ -618,37 +641,17 @@ impl Ord for Packed {
     }
 }
 
-/// A fast hasher for addresses (the standard SipHash is a third of the conversion's time).
-/// Not resistant to chosen keys: a hostile recording can make lookups slow, not wrong.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        // Fibonacci hashing, high bits folded down: block addresses differ in their middle bits.
-        let h = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 29);
-    }
-}
-
-type AddrMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AddrHasher>>;
-
 struct Converter<'p> {
     path: &'p Path,
     /// Live address -> object id.
-    live: AddrMap<ObjectId>,
-    /// Per thread: a realloc whose begin was seen, with the object it releases (None: the
-    /// address was not live).
-    pending: HashMap<u32, Option<ObjectId>>,
-    threads: HashMap<u32, u32>,
+    live: AddrMap,
+    /// Per cursor (thread): a realloc whose begin was seen, with the object it releases (None:
+    /// the address was not live).
+    pending: Vec<Option<Option<ObjectId>>>,
+    /// Per cursor: its dense thread index, once it made a call that became a record.
+    dense: Vec<Option<u32>>,
+    /// Dense thread indices given so far.
+    threads: u32,
     next_id: ObjectId,
     page: u64,
 }
@@ -687,7 +690,7 @@ impl Converter<'_> {
     fn event(
         &mut self,
         sum: &mut RecordingSummary,
-        thread: u32,
+        cursor: usize,
         r: &Raw,
     ) -> Result<Option<Event>, TraceError> {
         let corrupt = |msg: String| {
@@ -744,7 +747,7 @@ impl Converter<'_> {
                 if a == 0 {
                     return Ok(None);
                 }
-                match self.live.remove(&a) {
+                match self.live.remove(a) {
                     Some(id) => Some(Event::Free { id }),
                     None => {
                         sum.unknown_frees += 1;
@@ -753,8 +756,8 @@ impl Converter<'_> {
                 }
             }
             OP_REALLOC_BEGIN => {
-                let old = self.live.remove(&a);
-                if self.pending.insert(thread, old).is_some() {
+                let old = self.live.remove(a);
+                if self.pending[cursor].replace(old).is_some() {
                     return Err(corrupt(
                         "a realloc begins inside another on one thread".into(),
                     ));
@@ -776,9 +779,8 @@ impl Converter<'_> {
                     sum.realloc_from_null += 1;
                     return Ok(self.alloc(sum, new_addr, size, 0, AllocKind::Malloc));
                 }
-                let old = self
-                    .pending
-                    .remove(&thread)
+                let old = self.pending[cursor]
+                    .take()
                     .ok_or_else(|| corrupt("a realloc without its begin record".into()))?;
                 match (old, new_addr) {
                     (Some(id), 0) if size > 0 => {
