@@ -380,21 +380,76 @@ fn fields(op: u8) -> Option<(usize, u8)> {
 
 impl Cursor {
     /// The next record of this thread, loading its next chunk when needed.
+    ///
+    /// The fast path decodes without building an error (`fast`); a record it cannot decode
+    /// is decoded again by `checked`, from the same state, for the message.
+    #[inline]
     fn next(&mut self, path: &Path, src: &dyn Source) -> Result<Option<Raw>, TraceError> {
-        if self.pos >= self.data.len() {
-            let Some(c) = self.chunks.get(self.next_chunk).copied() else {
-                return Ok(None);
-            };
-            self.next_chunk += 1;
-            self.data.resize(c.len as usize, 0);
-            src.read_exact_at(&mut self.data, c.offset)
-                .map_err(|e| TraceError::io(path, e))?;
-            self.pos = 0;
-            self.base = c.offset;
-            self.prev_seq = 0;
-            self.prev_tsc = 0;
-            self.prev_addr = 0;
+        if self.pos >= self.data.len() && !self.load(path, src)? {
+            return Ok(None);
         }
+        match self.fast() {
+            Some(r) => Ok(Some(r)),
+            None => self.checked(path).map(Some),
+        }
+    }
+
+    /// Decodes the record at `pos`, or `None` (nothing changed) if it is malformed.
+    #[inline]
+    fn fast(&mut self) -> Option<Raw> {
+        let data = &self.data[..];
+        let mut pos = self.pos;
+        let byte = *data.get(pos)?;
+        let (op, domain) = (byte & OP_BITS, byte >> DOMAIN_SHIFT);
+        pos += 1;
+        let (n, addr) = fields(op)?;
+        let seq = self.prev_seq.wrapping_add(varint_at(data, &mut pos)?);
+        let tsc = self
+            .prev_tsc
+            .wrapping_add(unzigzag(varint_at(data, &mut pos)?) as u64);
+        let mut prev_addr = self.prev_addr;
+        let mut f = [0u64; 3];
+        for (i, slot) in f.iter_mut().enumerate().take(n) {
+            let v = varint_at(data, &mut pos)?;
+            *slot = if addr & (1 << i) != 0 {
+                prev_addr = prev_addr.wrapping_add(unzigzag(v) as u64);
+                prev_addr
+            } else {
+                v
+            };
+        }
+        let offset = self.base + self.pos as u64;
+        (self.pos, self.prev_seq, self.prev_tsc, self.prev_addr) = (pos, seq, tsc, prev_addr);
+        Some(Raw {
+            seq,
+            tsc,
+            op,
+            domain,
+            f,
+            offset,
+        })
+    }
+
+    /// Reads the next chunk into `data`; false when there is none.
+    fn load(&mut self, path: &Path, src: &dyn Source) -> Result<bool, TraceError> {
+        let Some(c) = self.chunks.get(self.next_chunk).copied() else {
+            return Ok(false);
+        };
+        self.next_chunk += 1;
+        self.data.resize(c.len as usize, 0);
+        src.read_exact_at(&mut self.data, c.offset)
+            .map_err(|e| TraceError::io(path, e))?;
+        self.pos = 0;
+        self.base = c.offset;
+        self.prev_seq = 0;
+        self.prev_tsc = 0;
+        self.prev_addr = 0;
+        Ok(true)
+    }
+
+    /// As `fast`, naming what is wrong with a malformed record (the cold path).
+    #[cold]
+    fn checked(&mut self, path: &Path) -> Result<Raw, TraceError> {
         let offset = self.base + self.pos as u64;
         let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset }, msg);
         let byte = self.data[self.pos];
@@ -418,14 +473,14 @@ impl Cursor {
                 v
             };
         }
-        Ok(Some(Raw {
+        Ok(Raw {
             seq,
             tsc,
             op,
             domain,
             f,
             offset,
-        }))
+        })
     }
 
     fn varint(&mut self, corrupt: &dyn Fn(String) -> TraceError) -> Result<u64, TraceError> {
@@ -445,6 +500,24 @@ impl Cursor {
         }
         Err(corrupt("a number is longer than 64 bits".into()))
     }
+}
+
+/// A varint at `*pos` (as `Cursor::varint`), or `None` if it runs past `data` or 64 bits.
+#[inline(always)]
+fn varint_at(data: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *data.get(*pos)?;
+        *pos += 1;
+        if i == 9 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 fn unzigzag(v: u64) -> i64 {
