@@ -3,13 +3,14 @@
 //! One pass over the raw file. The metadata says how many frees were dropped and whether the
 //! recording is complete, which is known only at the end, and the header that carries it comes
 //! first: so the records go to a spool as they are converted (the binary form's finished blocks,
-//! or the CSV lines, in an unnamed temporary file beside the raw file, which the system removes
-//! however the process ends), and at the end the output gets the header, the spool's bytes and
-//! the last block with the trailer: the same bytes as a writer that knew the header first. (It
+//! or the CSV lines, in an unnamed temporary file beside the raw file, else in `$TMPDIR`, which
+//! the system removes however the process ends), and at the end the output gets the header, the
+//! spool's bytes and the last block with the trailer: what a writer that knew the header first
+//! writes. (It
 //! was two passes, the first only counting: twice the conversion's time for the same file.)
 //!
 //! The blocks are compressed at zstd level [`ZSTD_LEVEL`], not the writers' usual 9: on a
-//! recording of CPython (41 MB of event bytes) level 1 is 10-15 times faster and the file 8%
+//! recording of CPython (41 MB of event bytes) level 1 is 10-15 times faster and the file 8-11%
 //! larger (18.9 MB against 17.6; `zstd -b1 -e9 -B1MiB` on the decoded blocks), and at level
 //! 9 zstd was half of the conversion's time. The events are the same; `mallard convert
 //! in.mtr -o out.mtr` writes them again at level 9.
@@ -93,7 +94,11 @@ struct Spool<'a> {
 
 impl<'a> Spool<'a> {
     fn new(dir: &'a Path, out: &'a Path, form: Form) -> Result<Spool<'a>, TraceError> {
-        let file = tempfile::tempfile_in(dir).map_err(|e| TraceError::write(dir, e))?;
+        // Beside the raw file (a recording's directory has room for it), else in $TMPDIR (a
+        // raw file kept in a directory one may not write to).
+        let file = tempfile::tempfile_in(dir)
+            .or_else(|_| tempfile::tempfile())
+            .map_err(|e| TraceError::write(dir, e))?;
         let encoder = match form {
             Form::Binary => Some(
                 Encoder::body(format::BLOCK_TARGET, ZSTD_LEVEL)
