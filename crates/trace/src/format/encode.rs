@@ -33,6 +33,29 @@ impl Encoder {
         w: &mut impl Write,
         block_target: usize,
     ) -> io::Result<Encoder> {
+        Encoder::write_header(header, w)?;
+        Encoder::body(block_target, ZSTD_LEVEL)
+    }
+
+    /// An encoder for the blocks alone: their header is written apart ([`Encoder::write_header`]), before
+    /// them. A writer that learns its metadata only at the end (a recording's conversion)
+    /// spools the blocks, then writes the header, the blocks and [`Encoder::finish`]'s trailer.
+    /// `level` is zstd's ([`ZSTD_LEVEL`] unless the writer has a reason).
+    pub(crate) fn body(block_target: usize, level: i32) -> io::Result<Encoder> {
+        Ok(Encoder {
+            state: CodecState::default(),
+            raw: Vec::with_capacity(block_target.min(MAX_BLOCK_RAW) + 64),
+            raw_events: 0,
+            packed: Vec::new(),
+            zstd: zstd::bulk::Compressor::new(level)?,
+            block_target: block_target.clamp(1, MAX_BLOCK_RAW - 64),
+            counts: EventCounts::default(),
+            blocks: 0,
+        })
+    }
+
+    /// Writes a binary trace's header: magic, version, flags, metadata and their CRC.
+    pub(crate) fn write_header(header: &Header, w: &mut impl Write) -> io::Result<()> {
         let mut bytes = Vec::with_capacity(HEADER_FIXED_LEN + metadata_len(header) + 4);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -41,17 +64,7 @@ impl Encoder {
         encode_metadata(header, &mut bytes);
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
-        w.write_all(&bytes)?;
-        Ok(Encoder {
-            state: CodecState::default(),
-            raw: Vec::with_capacity(block_target.min(MAX_BLOCK_RAW) + 64),
-            raw_events: 0,
-            packed: Vec::new(),
-            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
-            block_target: block_target.clamp(1, MAX_BLOCK_RAW - 64),
-            counts: EventCounts::default(),
-            blocks: 0,
-        })
+        w.write_all(&bytes)
     }
 
     /// Encodes one (valid) record, writing a block when the current one is full.

@@ -36,7 +36,8 @@
 //! against the file's size before anything is read).
 //!
 //! [`write_trace`] writes a recording as a trace with the metadata `mallard record` gives it
-//! (`write.rs`).
+//! (`write.rs`, in one pass); [`session`] is `mallard record` itself (running the program
+//! under the preload, then the conversion); the live map is `addr_map.rs`.
 
 use crate::error::{Location, TraceError};
 use crate::format::EventCounts;
@@ -47,7 +48,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::path::Path;
 
+mod addr_map;
+pub mod session;
 mod write;
+use addr_map::AddrMap;
 pub use write::{convert_file, recordings, write_trace, Provenance};
 
 pub const MAGIC: [u8; 8] = *b"MLRDRAW2";
@@ -337,7 +341,6 @@ struct ChunkRef {
 
 /// The merge cursor of one thread.
 struct Cursor {
-    thread: u32,
     chunks: Vec<ChunkRef>,
     next_chunk: usize,
     data: Vec<u8>,
@@ -377,21 +380,76 @@ fn fields(op: u8) -> Option<(usize, u8)> {
 
 impl Cursor {
     /// The next record of this thread, loading its next chunk when needed.
+    ///
+    /// The fast path decodes without building an error (`fast`); a record it cannot decode
+    /// is decoded again by `checked`, from the same state, for the message.
+    #[inline]
     fn next(&mut self, path: &Path, src: &dyn Source) -> Result<Option<Raw>, TraceError> {
-        if self.pos >= self.data.len() {
-            let Some(c) = self.chunks.get(self.next_chunk).copied() else {
-                return Ok(None);
-            };
-            self.next_chunk += 1;
-            self.data.resize(c.len as usize, 0);
-            src.read_exact_at(&mut self.data, c.offset)
-                .map_err(|e| TraceError::io(path, e))?;
-            self.pos = 0;
-            self.base = c.offset;
-            self.prev_seq = 0;
-            self.prev_tsc = 0;
-            self.prev_addr = 0;
+        if self.pos >= self.data.len() && !self.load(path, src)? {
+            return Ok(None);
         }
+        match self.fast() {
+            Some(r) => Ok(Some(r)),
+            None => self.checked(path).map(Some),
+        }
+    }
+
+    /// Decodes the record at `pos`, or `None` (nothing changed) if it is malformed.
+    #[inline]
+    fn fast(&mut self) -> Option<Raw> {
+        let data = &self.data[..];
+        let mut pos = self.pos;
+        let byte = *data.get(pos)?;
+        let (op, domain) = (byte & OP_BITS, byte >> DOMAIN_SHIFT);
+        pos += 1;
+        let (n, addr) = fields(op)?;
+        let seq = self.prev_seq.wrapping_add(varint_at(data, &mut pos)?);
+        let tsc = self
+            .prev_tsc
+            .wrapping_add(unzigzag(varint_at(data, &mut pos)?) as u64);
+        let mut prev_addr = self.prev_addr;
+        let mut f = [0u64; 3];
+        for (i, slot) in f.iter_mut().enumerate().take(n) {
+            let v = varint_at(data, &mut pos)?;
+            *slot = if addr & (1 << i) != 0 {
+                prev_addr = prev_addr.wrapping_add(unzigzag(v) as u64);
+                prev_addr
+            } else {
+                v
+            };
+        }
+        let offset = self.base + self.pos as u64;
+        (self.pos, self.prev_seq, self.prev_tsc, self.prev_addr) = (pos, seq, tsc, prev_addr);
+        Some(Raw {
+            seq,
+            tsc,
+            op,
+            domain,
+            f,
+            offset,
+        })
+    }
+
+    /// Reads the next chunk into `data`; false when there is none.
+    fn load(&mut self, path: &Path, src: &dyn Source) -> Result<bool, TraceError> {
+        let Some(c) = self.chunks.get(self.next_chunk).copied() else {
+            return Ok(false);
+        };
+        self.next_chunk += 1;
+        self.data.resize(c.len as usize, 0);
+        src.read_exact_at(&mut self.data, c.offset)
+            .map_err(|e| TraceError::io(path, e))?;
+        self.pos = 0;
+        self.base = c.offset;
+        self.prev_seq = 0;
+        self.prev_tsc = 0;
+        self.prev_addr = 0;
+        Ok(true)
+    }
+
+    /// As `fast`, naming what is wrong with a malformed record (the cold path).
+    #[cold]
+    fn checked(&mut self, path: &Path) -> Result<Raw, TraceError> {
         let offset = self.base + self.pos as u64;
         let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset }, msg);
         let byte = self.data[self.pos];
@@ -415,14 +473,14 @@ impl Cursor {
                 v
             };
         }
-        Ok(Some(Raw {
+        Ok(Raw {
             seq,
             tsc,
             op,
             domain,
             f,
             offset,
-        }))
+        })
     }
 
     fn varint(&mut self, corrupt: &dyn Fn(String) -> TraceError) -> Result<u64, TraceError> {
@@ -442,6 +500,24 @@ impl Cursor {
         }
         Err(corrupt("a number is longer than 64 bits".into()))
     }
+}
+
+/// A varint at `*pos` (as `Cursor::varint`), or `None` if it runs past `data` or 64 bits.
+#[inline(always)]
+fn varint_at(data: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *data.get(*pos)?;
+        *pos += 1;
+        if i == 9 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 fn unzigzag(v: u64) -> i64 {
@@ -518,7 +594,6 @@ pub fn convert_from(
                 }
                 let i = *by_thread.entry(thread).or_insert_with(|| {
                     cursors.push(Cursor {
-                        thread,
                         chunks: Vec::new(),
                         next_chunk: 0,
                         data: Vec::new(),
@@ -560,12 +635,15 @@ pub fn convert_from(
         scale.map(|s| (tsc.saturating_sub(start_tsc) as f64 * s) as u64)
     };
 
-    // Pass 2: merge by sequence number and convert.
+    // Pass 2: merge by sequence number and convert. The cursor of the record just taken keeps
+    // going while its next record comes before the heap's first (a single thread never touches
+    // the heap); the order is the heap's, (sequence number, cursor).
     let mut conv = Converter {
         path,
         live: AddrMap::default(),
-        pending: HashMap::new(),
-        threads: HashMap::new(),
+        pending: vec![None; cursors.len()],
+        dense: vec![None; cursors.len()],
+        threads: 0,
         next_id: 0,
         page: u64::from(sum.info.page_size.max(1)),
     };
@@ -575,13 +653,19 @@ pub fn convert_from(
             heap.push(Reverse((r.seq, i, Packed(r))));
         }
     }
-    while let Some(Reverse((_, i, Packed(r)))) = heap.pop() {
-        let thread = cursors[i].thread;
+    let mut current = heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r));
+    while let Some((i, r)) = current {
         sum.records += 1;
-        if let Some(event) = conv.event(&mut sum, thread, &r)? {
+        if let Some(event) = conv.event(&mut sum, i, &r)? {
             sum.counts.add(&event);
-            let n = conv.threads.len() as u32;
-            let dense = *conv.threads.entry(thread).or_insert(n);
+            let dense = match conv.dense[i] {
+                Some(d) => d,
+                None => {
+                    conv.dense[i] = Some(conv.threads);
+                    conv.threads += 1;
+                    conv.threads - 1
+                }
+            };
             sink(Record {
                 thread: dense,
                 timestamp_ns: to_ns(r.tsc),
@@ -589,12 +673,24 @@ pub fn convert_from(
                 event,
             })?;
         }
-        if let Some(r) = cursors[i].next(path, src)? {
-            heap.push(Reverse((r.seq, i, Packed(r))));
-        }
+        current = match cursors[i].next(path, src)? {
+            Some(next)
+                if heap
+                    .peek()
+                    .is_none_or(|Reverse((s, j, _))| (next.seq, i) < (*s, *j)) =>
+            {
+                Some((i, next))
+            }
+            Some(next) => {
+                heap.push(Reverse((next.seq, i, Packed(next))));
+                heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
+            }
+            None => heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r)),
+        };
     }
-    sum.threads = conv.threads.len() as u32;
-    sum.live_at_end = conv.live.len() as u64 + conv.pending.values().flatten().count() as u64;
+    sum.threads = conv.threads;
+    sum.live_at_end =
+        conv.live.len() as u64 + conv.pending.iter().flatten().flatten().count() as u64;
     Ok(sum)
 }
 
@@ -618,37 +714,17 @@ impl Ord for Packed {
     }
 }
 
-/// A fast hasher for addresses (the standard SipHash is a third of the conversion's time).
-/// Not resistant to chosen keys: a hostile recording can make lookups slow, not wrong.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        // Fibonacci hashing, high bits folded down: block addresses differ in their middle bits.
-        let h = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 29);
-    }
-}
-
-type AddrMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AddrHasher>>;
-
 struct Converter<'p> {
     path: &'p Path,
     /// Live address -> object id.
-    live: AddrMap<ObjectId>,
-    /// Per thread: a realloc whose begin was seen, with the object it releases (None: the
-    /// address was not live).
-    pending: HashMap<u32, Option<ObjectId>>,
-    threads: HashMap<u32, u32>,
+    live: AddrMap,
+    /// Per cursor (thread): a realloc whose begin was seen, with the object it releases (None:
+    /// the address was not live).
+    pending: Vec<Option<Option<ObjectId>>>,
+    /// Per cursor: its dense thread index, once it made a call that became a record.
+    dense: Vec<Option<u32>>,
+    /// Dense thread indices given so far.
+    threads: u32,
     next_id: ObjectId,
     page: u64,
 }
@@ -687,7 +763,7 @@ impl Converter<'_> {
     fn event(
         &mut self,
         sum: &mut RecordingSummary,
-        thread: u32,
+        cursor: usize,
         r: &Raw,
     ) -> Result<Option<Event>, TraceError> {
         let corrupt = |msg: String| {
@@ -744,7 +820,7 @@ impl Converter<'_> {
                 if a == 0 {
                     return Ok(None);
                 }
-                match self.live.remove(&a) {
+                match self.live.remove(a) {
                     Some(id) => Some(Event::Free { id }),
                     None => {
                         sum.unknown_frees += 1;
@@ -753,8 +829,8 @@ impl Converter<'_> {
                 }
             }
             OP_REALLOC_BEGIN => {
-                let old = self.live.remove(&a);
-                if self.pending.insert(thread, old).is_some() {
+                let old = self.live.remove(a);
+                if self.pending[cursor].replace(old).is_some() {
                     return Err(corrupt(
                         "a realloc begins inside another on one thread".into(),
                     ));
@@ -776,9 +852,8 @@ impl Converter<'_> {
                     sum.realloc_from_null += 1;
                     return Ok(self.alloc(sum, new_addr, size, 0, AllocKind::Malloc));
                 }
-                let old = self
-                    .pending
-                    .remove(&thread)
+                let old = self.pending[cursor]
+                    .take()
                     .ok_or_else(|| corrupt("a realloc without its begin record".into()))?;
                 match (old, new_addr) {
                     (Some(id), 0) if size > 0 => {

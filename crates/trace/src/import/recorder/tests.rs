@@ -97,8 +97,8 @@ fn malloc(id: u64, size: u64) -> Event {
     }
 }
 
-#[test]
-fn threads_merge_by_sequence_and_calls_map_as_documented() {
+/// Two threads making every kind of call the mapping table names.
+fn two_threads() -> Raw {
     let mut raw = Raw::new(42, 0);
     // Thread 7: malloc A, realloc A -> B (begin 3, end 5), free of an unknown address,
     // realloc(NULL) and realloc(p, 0).
@@ -128,6 +128,12 @@ fn threads_merge_by_sequence_and_calls_map_as_documented() {
         ],
     );
     raw.end();
+    raw
+}
+
+#[test]
+fn threads_merge_by_sequence_and_calls_map_as_documented() {
+    let raw = two_threads();
     let (sum, recs) = run(&raw.bytes).unwrap();
     let mut v = Validator::new();
     for r in &recs {
@@ -278,4 +284,52 @@ proptest! {
         }
         let _ = run(&tail);
     }
+}
+
+/// The one-pass writer (records spooled, header last) writes what a header-first writer would:
+/// the CSV form byte for byte, the binary form the same records and metadata.
+#[test]
+fn write_trace_spools_the_records_and_writes_the_header_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw_path = dir.path().join("rec.42");
+    std::fs::write(&raw_path, two_threads().bytes).unwrap();
+    let (_, expected) = run(&two_threads().bytes).unwrap();
+    let p = Provenance {
+        program: "prog",
+        command: "prog -x",
+        source: "test",
+    };
+    for form in [crate::Form::Binary, crate::Form::Csv] {
+        let out = dir.path().join(if form == crate::Form::Csv {
+            "t.csv"
+        } else {
+            "t.mtr"
+        });
+        let sum = write_trace(&raw_path, &out, form, &p, true, &|| false).unwrap();
+        let back = crate::read_all(&out).unwrap();
+        assert_eq!(back.records, expected, "{form:?}");
+        let meta = |k: &str| back.header.get(k).map(str::to_string);
+        assert_eq!(meta("unknown_frees").as_deref(), Some("1"));
+        assert_eq!(meta("calls").as_deref(), Some("11"));
+        assert_eq!(meta("threads").as_deref(), Some("2"));
+        assert_eq!(meta("complete").as_deref(), Some("yes"));
+        assert_eq!(sum.counts.events(), expected.len() as u64);
+        if form == crate::Form::Csv {
+            let again = dir.path().join("again.csv");
+            crate::write(&again, &back.header, expected.clone(), form).unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+        }
+    }
+    // Nothing but the raw file and the traces: the spool left nothing behind.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["again.csv", "rec.42", "t.csv", "t.mtr"]);
+    // Stopped: nothing written.
+    let out = dir.path().join("stopped.mtr");
+    let e = write_trace(&raw_path, &out, crate::Form::Binary, &p, true, &|| true).unwrap_err();
+    assert!(matches!(e, TraceError::Write { .. }), "{e}");
+    assert!(!out.exists());
 }
