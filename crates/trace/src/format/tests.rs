@@ -17,7 +17,7 @@ fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, String> {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < bytes.len() {
-        out.push(decode_event(&mut state, bytes, &mut pos)?);
+        out.push(decode_event(&mut state, bytes, &mut pos).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
