@@ -189,7 +189,8 @@ impl Decoder {
                 let Some(raw) = raw_trailer else {
                     unreachable!("a file this long had its trailer read")
                 };
-                let trailer = Trailer::decode(&raw).map_err(|msg| corrupt(data_end, msg))?;
+                let trailer =
+                    Trailer::decode(&raw).map_err(|e| corrupt(data_end, e.to_string()))?;
                 (Some(data_end), Some(trailer))
             }
             None => (None, None),
@@ -525,8 +526,9 @@ impl Decoder {
         if got < TRAILER_LEN - 4 {
             return Err(self.truncated(at + 4 + got as u64, "inside its trailer"));
         }
-        let trailer = Trailer::decode(&raw)
-            .map_err(|msg| TraceError::corrupt(&self.path, Location::Offset { offset: at }, msg))?;
+        let trailer = Trailer::decode(&raw).map_err(|e| {
+            TraceError::corrupt(&self.path, Location::Offset { offset: at }, e.to_string())
+        })?;
         let mut extra = [0u8; 1];
         if self.read_some(&mut extra)? != 0 {
             return Err(TraceError::corrupt(
