@@ -1,4 +1,4 @@
-//! Criterion benchmarks of reading a binary v1 trace (issue 16 §3).
+//! Criterion benchmarks of reading a binary trace (issue 16 §3).
 //!
 //! - `decode/unchecked`: the decoder alone (CRCs, zstd, event decoding, its own checks, the
 //!   trailer check), through [`TraceReader::unchecked`], a batch at a time
