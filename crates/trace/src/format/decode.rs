@@ -307,7 +307,7 @@ impl Decoder {
         let block = &self.block[..];
         let domain_bits = self.domain_bits;
         // The codec state, the read position and the counters in locals for the loop, written
-        // back once: through `self` they would be reloaded after every store into the batch.
+        // back once, so that the loop's only stores through `self` are into the batch.
         let (mut state, mut pos, mut by_op) = (self.state, self.pos, self.by_op);
         let mut done = 0;
         for slot in &mut self.batch[..n] {
