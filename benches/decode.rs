@@ -1,10 +1,13 @@
-//! Criterion benchmarks of reading a binary v1 trace (issue 16 §3).
+//! Criterion benchmarks of reading a binary trace (issue 16 §3).
 //!
 //! - `decode/unchecked`: the decoder alone (CRCs, zstd, event decoding, its own checks, the
-//!   trailer check), through [`TraceReader::unchecked`]. Target: 100 M events/s or more.
-//! - `decode/checked`: the same plus the model check every reader does by default (liveness).
-//! - `decode/inspect`: checked, plus [`TraceStats`]: what `mallard inspect` computes. Target:
-//!   50 M events/s or more.
+//!   trailer check), through [`TraceReader::unchecked`], a batch at a time
+//!   ([`TraceReader::for_each_batch`]). Target: 100 M events/s or more.
+//! - `decode/unchecked_iter`: the same through the iterator (a `Result<Record, _>` per event).
+//! - `decode/checked`: the decoder plus the model check every reader does by default
+//!   (liveness), a batch at a time.
+//! - `decode/inspect`: checked, plus [`TraceStats`]: what `mallard inspect` computes (which
+//!   reads a batch at a time too). Target: 50 M events/s or more.
 //!
 //! The trace is generated once (python-objects, uniform), written to a temporary file, read back
 //! into memory, and decoded from memory, so the figures are the decoder's, not the disk's.
@@ -16,7 +19,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mallard_trace::stats::TraceStats;
-use mallard_trace::{Form, TraceReader, TraceWriter};
+use mallard_trace::{Form, Record, TraceError, TraceReader, TraceWriter};
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,8 +68,31 @@ fn decode(c: &mut Criterion) {
         let events = 2_000_000;
         let bytes = trace_bytes(generator, events);
         g.throughput(Throughput::Elements(events));
+        let batched = |reader: &mut TraceReader, f: &mut dyn FnMut(&[Record])| {
+            reader
+                .for_each_batch(|recs| {
+                    f(recs);
+                    Ok::<(), TraceError>(())
+                })
+                .expect("valid");
+        };
         g.bench_with_input(
             BenchmarkId::new("unchecked", generator),
+            &bytes,
+            |b, bytes| {
+                b.iter_custom(|iters| {
+                    cpu_timed(iters, || {
+                        let mut n = 0u64;
+                        batched(&mut reader(bytes).unchecked(), &mut |recs| {
+                            n += recs.len() as u64
+                        });
+                        assert_eq!(n, events);
+                    })
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("unchecked_iter", generator),
             &bytes,
             |b, bytes| {
                 b.iter_custom(|iters| {
@@ -88,10 +114,7 @@ fn decode(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     cpu_timed(iters, || {
                         let mut n = 0u64;
-                        for rec in reader(bytes) {
-                            rec.expect("valid");
-                            n += 1;
-                        }
+                        batched(&mut reader(bytes), &mut |recs| n += recs.len() as u64);
                         assert_eq!(n, events);
                     })
                 })
@@ -104,9 +127,9 @@ fn decode(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     cpu_timed(iters, || {
                         let mut stats = TraceStats::new();
-                        for rec in reader(bytes) {
-                            stats.add(&rec.expect("valid"));
-                        }
+                        batched(&mut reader(bytes), &mut |recs| {
+                            recs.iter().for_each(|rec| stats.add(rec))
+                        });
                         assert_eq!(stats.finish().events, events);
                     })
                 })

@@ -13,8 +13,10 @@
 //! object is checked in a few kilobytes), with direct indexing for the young objects that make
 //! up most of a trace. An id that is not the next one is refused *before* the table grows.
 
+use crate::error::TraceError;
 use crate::live::LiveTable;
 use crate::model::{Event, ObjectId, Record};
+use crate::{Decoder, TraceReader};
 
 /// Checks records one at a time against the model's invariants.
 ///
@@ -118,6 +120,80 @@ impl Validator {
     }
 }
 
+impl TraceReader {
+    /// Reads the rest of the trace, handing `f` its records a batch at a time, in order: up to
+    /// 128 (the decoder's batch) for a binary trace, one for CSV. Each record is checked as the
+    /// iterator checks it, and an error names the same place; `f` sees every record before the
+    /// one at fault. Stops at the first error, the reader's or `f`'s; afterwards the iterator
+    /// returns `None`.
+    ///
+    /// For consumers that loop over a whole trace: no record goes through the iterator's
+    /// `Option<Result<Record, _>>` (for the decoder alone, a third of its time).
+    ///
+    /// ```
+    /// # let bytes = {
+    /// #     let mut w = mallard_trace::TraceWriter::create(&std::env::temp_dir().join("fe.mtr"),
+    /// #         &Default::default(), mallard_trace::Form::Binary).unwrap();
+    /// #     for id in 0..300 {
+    /// #         w.push(&mallard_trace::Record::new(mallard_trace::Event::Alloc { id, size: 8, align: 0,
+    /// #             kind: mallard_trace::AllocKind::Malloc })).unwrap();
+    /// #     }
+    /// #     w.finish().unwrap();
+    /// #     std::fs::read(std::env::temp_dir().join("fe.mtr")).unwrap()
+    /// # };
+    /// let mut reader = mallard_trace::TraceReader::from_bytes("t.mtr".as_ref(), bytes)?;
+    /// let mut events = 0;
+    /// reader.for_each_batch(|records| {
+    ///     events += records.len();
+    ///     Ok::<(), mallard_trace::TraceError>(())
+    /// })?;
+    /// assert_eq!(events, 300);
+    /// # Ok::<(), mallard_trace::TraceError>(())
+    /// ```
+    pub fn for_each_batch<E: From<TraceError>>(
+        &mut self,
+        mut f: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !matches!(self.decoder, Decoder::Binary(_)) {
+            for rec in self.by_ref() {
+                f(std::slice::from_ref(&rec?))?;
+            }
+            return Ok(());
+        }
+        if self.done {
+            return Ok(());
+        }
+        // Done whatever happens below: the iterator must not resume in the middle of a batch.
+        self.done = true;
+        let Decoder::Binary(d) = &mut self.decoder else {
+            unreachable!("tested above")
+        };
+        loop {
+            if d.decoded().is_empty() && !d.fill()? {
+                return Ok(());
+            }
+            let recs = d.decoded();
+            let fault = match &mut self.validator {
+                Some(v) => recs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(k, rec)| v.check(rec).err().map(|msg| (k, msg))),
+                None => None,
+            };
+            let Some((k, msg)) = fault else {
+                let n = recs.len();
+                f(recs)?;
+                d.consume(n);
+                continue;
+            };
+            f(&recs[..k])?;
+            // The record at fault counts as reached, so that the error names it.
+            d.consume(k + 1);
+            return Err(TraceError::invalid(self, msg).into());
+        }
+    }
+}
+
 /// Alignment 0 (the default) or a power of two.
 pub fn check_align(align: u64) -> Result<(), String> {
     if align == 0 || align.is_power_of_two() {
@@ -199,5 +275,72 @@ mod tests {
         assert!(v.is_live(1));
         assert_eq!(v.live_objects(), 1);
         assert_eq!(v.next_id(), 2);
+    }
+
+    /// The records and the error a reader gives, through the iterator and through
+    /// `for_each_batch` (with the batch sizes it handed out).
+    fn both_ways(bytes: &[u8]) -> [(Vec<Record>, Option<String>, Vec<usize>); 2] {
+        let open = || TraceReader::from_bytes(std::path::Path::new("t.mtr"), bytes.to_vec());
+        let (mut recs, mut err) = (Vec::new(), None);
+        for rec in open().unwrap() {
+            match rec {
+                Ok(r) => recs.push(r),
+                Err(e) => err = Some(e.to_string()),
+            }
+        }
+        let iterated = (recs, err, vec![]);
+        let (mut recs, mut sizes) = (Vec::new(), Vec::new());
+        let mut reader = open().unwrap();
+        let err = reader
+            .for_each_batch(|batch| {
+                recs.extend_from_slice(batch);
+                sizes.push(batch.len());
+                Ok::<(), TraceError>(())
+            })
+            .err()
+            .map(|e| e.to_string());
+        assert!(reader.next().is_none(), "the iterator does not resume");
+        [iterated, (recs, err, sizes)]
+    }
+
+    fn written(recs: &[Record], form: crate::Form) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut w = crate::TraceWriter::create(&path, &Default::default(), form).unwrap();
+        for r in recs {
+            w.push(r).unwrap();
+        }
+        w.finish().unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn batches_hold_the_iterators_records_and_errors() {
+        // 300 objects, then a double free of object 5 at event 301 (in the third batch).
+        let mut recs: Vec<Record> = (0..300).map(alloc).collect();
+        recs.push(Record::new(Event::Free { id: 5 }));
+        let valid = recs.clone();
+        recs.push(Record::new(Event::Free { id: 5 }));
+        recs.push(Record::new(Event::Free { id: 6 }));
+
+        let [iterated, batched] = both_ways(&written(&valid, crate::Form::Binary));
+        assert_eq!(iterated.0, valid);
+        assert_eq!((&batched.0, &batched.1), (&iterated.0, &iterated.1));
+        assert_eq!(batched.2, [128, 128, 45], "the decoder's batches");
+
+        let [iterated, batched] = both_ways(&written(&recs, crate::Form::Binary));
+        assert_eq!(iterated.0, valid);
+        let msg = "t.mtr: byte 20 (event 301): free of object 5, which is not live (it was freed \
+                   before)";
+        assert_eq!(iterated.1.as_deref(), Some(msg));
+        assert_eq!((&batched.0, &batched.1), (&iterated.0, &iterated.1));
+        assert_eq!(batched.2, [128, 128, 45]);
+
+        // CSV: a record at a time, the same records and error.
+        let [iterated, batched] = both_ways(&written(&recs, crate::Form::Csv));
+        assert_eq!(iterated.0, valid);
+        assert!(iterated.1.as_deref().unwrap().contains("which is not live"));
+        assert_eq!((&batched.0, &batched.1), (&iterated.0, &iterated.1));
+        assert!(batched.2.iter().all(|&n| n == 1));
     }
 }

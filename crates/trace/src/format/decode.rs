@@ -46,7 +46,7 @@ pub(crate) struct Decoder {
     batch_len: usize,
     /// What was wrong with the event after the last one in `batch`, to be reported when the
     /// caller reaches it (so the error names the same event it would without batching).
-    pending: Option<String>,
+    pending: Option<EventError>,
     block_offset: u64,
     /// Reused buffer for a block's payload as stored in the file.
     payload: Vec<u8>,
@@ -55,7 +55,9 @@ pub(crate) struct Decoder {
     /// The tag bits that hold the domain: [`F_DOMAIN`] in v2, none in v1 (where they are
     /// reserved, so a v1 file decodes as all `c`).
     domain_bits: u8,
-    counts: EventCounts,
+    /// Events decoded so far by op (indexed by the tag's op bits; 5 to 7 stay 0): a counter
+    /// picked by the op instead of a branch on it.
+    by_op: [u64; 8],
     blocks: u64,
     /// Events returned so far.
     events: u64,
@@ -187,7 +189,8 @@ impl Decoder {
                 let Some(raw) = raw_trailer else {
                     unreachable!("a file this long had its trailer read")
                 };
-                let trailer = Trailer::decode(&raw).map_err(|msg| corrupt(data_end, msg))?;
+                let trailer =
+                    Trailer::decode(&raw).map_err(|e| corrupt(data_end, e.to_string()))?;
                 (Some(data_end), Some(trailer))
             }
             None => (None, None),
@@ -211,7 +214,7 @@ impl Decoder {
             zstd: None,
             state: CodecState::default(),
             domain_bits,
-            counts: EventCounts::default(),
+            by_op: [0; 8],
             blocks: 0,
             events: 0,
         };
@@ -237,10 +240,14 @@ impl Decoder {
     /// The next record, `None` at the (checked) end.
     #[inline]
     pub(crate) fn next_record(&mut self) -> Result<Option<Record>, TraceError> {
-        match self.next_decoded() {
-            Some(&rec) => Ok(Some(rec)),
-            None => self.refill(),
+        if let Some(&rec) = self.next_decoded() {
+            return Ok(Some(rec));
         }
+        Ok(if self.fill()? {
+            self.next_decoded().copied()
+        } else {
+            None
+        })
     }
 
     /// The next record if it is already decoded (the fast path: no error, no block to load);
@@ -256,19 +263,40 @@ impl Decoder {
         Some(rec)
     }
 
+    /// The records decoded and not yet returned, in order (empty: call [`Decoder::fill`]). They
+    /// count as returned only once [`Decoder::consume`]d.
+    #[inline]
+    pub(crate) fn decoded(&self) -> &[Record] {
+        &self.batch[self.batch_pos..self.batch_len]
+    }
+
+    /// Marks the first `n` records of [`Decoder::decoded`] as returned (so that
+    /// [`Decoder::location`] names the last of them).
+    #[inline]
+    pub(crate) fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.batch_len - self.batch_pos);
+        self.batch_pos += n;
+        self.events += n as u64;
+    }
+
     /// The batch is used up: reports the error that ended it, or decodes the next batch
-    /// (loading the next block first if this one is done) and returns its first record.
+    /// (loading the next block first if this one is done); `false` at the (checked) end.
     #[cold]
     #[inline(never)]
-    fn refill(&mut self) -> Result<Option<Record>, TraceError> {
-        if let Some(msg) = self.pending.take() {
-            return Err(self.corrupt_here(msg));
+    pub(crate) fn fill(&mut self) -> Result<bool, TraceError> {
+        if let Some(e) = self.pending.take() {
+            return Err(self.corrupt_here(e.to_string()));
         }
         if self.left_in_block == 0 && !self.next_block()? {
-            return Ok(None);
+            return Ok(false);
         }
         self.decode_batch();
-        self.next_record()
+        // A batch ends early only at an error, which then waits in `pending`: an empty batch
+        // means the error is at its first event.
+        if self.batch_len == 0 {
+            return self.fill();
+        }
+        Ok(true)
     }
 
     /// Decodes up to [`BATCH`] events of the current block into `batch` in one tight loop; an
@@ -276,25 +304,47 @@ impl Decoder {
     fn decode_batch(&mut self) {
         let n = self.left_in_block.min(BATCH as u32) as usize;
         self.batch_pos = 0;
-        self.batch_len = 0;
-        let (state, block, pos) = (&mut self.state, &self.block[..], &mut self.pos);
+        let block = &self.block[..];
         let domain_bits = self.domain_bits;
+        // The codec state, the read position and the counters in locals for the loop, written
+        // back once, so that the loop's only stores through `self` are into the batch.
+        let (mut state, mut pos, mut by_op) = (self.state, self.pos, self.by_op);
+        let mut done = 0;
         for slot in &mut self.batch[..n] {
-            if let Err(msg) = decode_into(state, block, pos, slot, domain_bits) {
-                self.pending = Some(msg);
-                self.left_in_block = 0;
-                return;
+            match decode_into(&mut state, block, &mut pos, slot, domain_bits) {
+                Ok(op) => by_op[(op & OP_MASK) as usize] += 1,
+                Err(e) => {
+                    self.pending = Some(e);
+                    break;
+                }
             }
-            self.counts.add(&slot.event);
-            self.batch_len += 1;
+            done += 1;
+        }
+        (self.state, self.pos, self.by_op) = (state, pos, by_op);
+        self.batch_len = done;
+        if self.pending.is_some() {
+            self.left_in_block = 0;
+            return;
         }
         self.left_in_block -= n as u32;
-        if self.left_in_block == 0 && *pos != block.len() {
+        if self.left_in_block == 0 && self.pos != self.block.len() {
             // The block's last event decoded but is followed by stray bytes: the error names
             // that event, which is therefore not returned.
-            let extra = block.len() - *pos;
+            let extra = self.block.len() - self.pos;
             self.batch_len -= 1;
-            self.pending = Some(format!("block has {extra} bytes left after its last event"));
+            self.pending = Some(EventError::StrayBytes(extra));
+        }
+    }
+
+    /// The events decoded so far, by kind.
+    fn counts(&self) -> EventCounts {
+        let n = &self.by_op;
+        EventCounts {
+            malloc: n[OP_MALLOC as usize],
+            calloc: n[OP_CALLOC as usize],
+            aligned: n[OP_ALIGNED as usize],
+            frees: n[OP_FREE as usize],
+            reallocs: n[OP_REALLOC as usize],
         }
     }
 
@@ -476,8 +526,9 @@ impl Decoder {
         if got < TRAILER_LEN - 4 {
             return Err(self.truncated(at + 4 + got as u64, "inside its trailer"));
         }
-        let trailer = Trailer::decode(&raw)
-            .map_err(|msg| TraceError::corrupt(&self.path, Location::Offset { offset: at }, msg))?;
+        let trailer = Trailer::decode(&raw).map_err(|e| {
+            TraceError::corrupt(&self.path, Location::Offset { offset: at }, e.to_string())
+        })?;
         let mut extra = [0u8; 1];
         if self.read_some(&mut extra)? != 0 {
             return Err(TraceError::corrupt(
@@ -499,8 +550,8 @@ impl Decoder {
         let Some(t) = &self.trailer else {
             unreachable!("the trailer is read before it is checked")
         };
-        if t.counts != self.counts || t.blocks != self.blocks {
-            let c = &self.counts;
+        let c = &self.counts();
+        if t.counts != *c || t.blocks != self.blocks {
             return Err(TraceError::corrupt(
                 &self.path,
                 at,
@@ -529,21 +580,46 @@ impl Decoder {
     }
 }
 
-/// Decodes one v2 event at `*pos`. The error says what was wrong with the bytes.
+/// What is wrong with the bytes of one event (the decoder adds the file and the event's place).
+/// Small and `Copy`, so the per-event `Result` stays in registers; the message is built only
+/// when the error is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EventError {
+    /// A varint (or the tag, or the alignment byte) did not decode.
+    #[error(transparent)]
+    Varint(#[from] VarintError),
+    #[error("bad event tag {0:#04x}")]
+    BadTag(u8),
+    #[error("event tag {0:#04x} gives an alignment to a free or realloc")]
+    AlignOnFree(u8),
+    #[error("alignment 2^{0} exceeds 2^63")]
+    AlignTooLarge(u8),
+    #[error("thread index {0} exceeds 2^32-1")]
+    ThreadTooLarge(u64),
+    #[error("event switches to thread {0}, which is already current")]
+    SameThread(u32),
+    /// A distance back `d` (the event names the object `d + 1` objects back) past object 0.
+    #[error("event refers {} objects back, but only {next_id} exist", *.distance as u128 + 1)]
+    TooFarBack { distance: u64, next_id: u64 },
+    /// The block's last event is followed by this many bytes.
+    #[error("block has {0} bytes left after its last event")]
+    StrayBytes(usize),
+}
+
+/// Decodes one v2 event at `*pos`.
 #[cfg(test)]
 pub(crate) fn decode_event(
     state: &mut CodecState,
     buf: &[u8],
     pos: &mut usize,
-) -> Result<Record, String> {
+) -> Result<Record, EventError> {
     let mut rec = Record::new(Event::Free { id: 0 });
     decode_into(state, buf, pos, &mut rec, F_DOMAIN)?;
     Ok(rec)
 }
 
-/// Decodes one event at `*pos` into `out` (untouched, or partly written, on error);
-/// `domain_bits` are the tag bits that hold the domain ([`F_DOMAIN`] in v2, 0 in v1). The error
-/// says what was wrong with the bytes.
+/// Decodes one event at `*pos` into `out` (untouched, or partly written, on error) and returns
+/// its op; `domain_bits` are the tag bits that hold the domain ([`F_DOMAIN`] in v2, 0 in v1).
 #[inline(always)]
 fn decode_into(
     state: &mut CodecState,
@@ -551,8 +627,8 @@ fn decode_into(
     pos: &mut usize,
     out: &mut Record,
     domain_bits: u8,
-) -> Result<(), String> {
-    let full_tag = *buf.get(*pos).ok_or(VarintError::Truncated.describe())?;
+) -> Result<u8, EventError> {
+    let full_tag = *buf.get(*pos).ok_or(VarintError::Truncated)?;
     *pos += 1;
     let domain = Domain::from_code((full_tag & domain_bits) >> DOMAIN_SHIFT);
     let tag = full_tag & !domain_bits;
@@ -570,7 +646,7 @@ fn decode_into(
         },
         OP_REALLOC => {
             let old = back(state, buf, pos)?;
-            let size = var(buf, pos)?;
+            let size = varint::get(buf, pos)?;
             let new = state.next_id;
             state.next_id += 1;
             Event::Realloc { old, new, size }
@@ -582,16 +658,16 @@ fn decode_into(
                 _ => AllocKind::Aligned,
             };
             let align = if tag & F_ALIGN != 0 {
-                let log2 = *buf.get(*pos).ok_or(VarintError::Truncated.describe())?;
+                let log2 = *buf.get(*pos).ok_or(VarintError::Truncated)?;
                 *pos += 1;
                 if log2 > 63 {
-                    return Err(format!("alignment 2^{log2} exceeds 2^63"));
+                    return Err(EventError::AlignTooLarge(log2));
                 }
                 1u64 << log2
             } else {
                 0
             };
-            let size = var(buf, pos)?;
+            let size = varint::get(buf, pos)?;
             let id = state.next_id;
             state.next_id += 1;
             Event::Alloc {
@@ -606,7 +682,7 @@ fn decode_into(
     out.timestamp_ns = timestamp_ns;
     out.domain = domain;
     out.event = event;
-    Ok(())
+    Ok(op)
 }
 
 /// The checks of a tag with flags or a bad op, then its thread and time fields, in the order
@@ -619,28 +695,24 @@ fn decode_context(
     pos: &mut usize,
     tag: u8,
     full_tag: u8,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, EventError> {
     let op = tag & OP_MASK;
     if tag & F_RESERVED != 0 || op > OP_REALLOC {
-        return Err(format!("bad event tag {full_tag:#04x}"));
+        return Err(EventError::BadTag(full_tag));
     }
     if tag & F_ALIGN != 0 && op >= OP_FREE {
-        return Err(format!(
-            "event tag {full_tag:#04x} gives an alignment to a free or realloc"
-        ));
+        return Err(EventError::AlignOnFree(full_tag));
     }
     if tag & F_THREAD != 0 {
-        let t = var(buf, pos)?;
-        let t = u32::try_from(t).map_err(|_| format!("thread index {t} exceeds 2^32-1"))?;
+        let t = varint::get(buf, pos)?;
+        let t = u32::try_from(t).map_err(|_| EventError::ThreadTooLarge(t))?;
         if t == state.thread {
-            return Err(format!(
-                "event switches to thread {t}, which is already current"
-            ));
+            return Err(EventError::SameThread(t));
         }
         state.thread = t;
     }
     Ok(if tag & F_TIME != 0 {
-        let delta = varint::unzigzag(var(buf, pos)?);
+        let delta = varint::unzigzag(varint::get(buf, pos)?);
         state.last_ts = state.last_ts.wrapping_add(delta as u64);
         Some(state.last_ts)
     } else {
@@ -648,27 +720,15 @@ fn decode_context(
     })
 }
 
-/// A varint operand.
-#[inline(always)]
-fn var(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
-    varint::get(buf, pos).map_err(|e| e.describe().into())
-}
-
 /// A distance back from the newest object, as the id it names.
 #[inline(always)]
-fn back(state: &CodecState, buf: &[u8], pos: &mut usize) -> Result<ObjectId, String> {
-    let d = var(buf, pos)?;
-    if d >= state.next_id {
-        return Err(too_far_back(d, state.next_id));
+fn back(state: &CodecState, buf: &[u8], pos: &mut usize) -> Result<ObjectId, EventError> {
+    let distance = varint::get(buf, pos)?;
+    if distance >= state.next_id {
+        return Err(EventError::TooFarBack {
+            distance,
+            next_id: state.next_id,
+        });
     }
-    Ok(state.next_id - 1 - d)
-}
-
-#[cold]
-fn too_far_back(d: u64, next_id: u64) -> String {
-    format!(
-        "event refers {} objects back, but only {} exist",
-        d as u128 + 1,
-        next_id
-    )
+    Ok(state.next_id - 1 - distance)
 }

@@ -14,24 +14,17 @@ pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Why a varint did not decode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum VarintError {
     /// The bytes ended in the middle of it.
+    #[error("block data ends in the middle of an event")]
     Truncated,
     /// It does not fit in 64 bits.
+    #[error("varint does not fit in 64 bits")]
     Overflow,
     /// It has needless trailing zero groups.
+    #[error("varint is not minimally encoded")]
     Overlong,
-}
-
-impl VarintError {
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            VarintError::Truncated => "block data ends in the middle of an event",
-            VarintError::Overflow => "varint does not fit in 64 bits",
-            VarintError::Overlong => "varint is not minimally encoded",
-        }
-    }
 }
 
 /// Reads a varint at `*pos`, advancing `*pos` past it.

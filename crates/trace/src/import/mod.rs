@@ -119,9 +119,7 @@ pub fn convert(
         // The reader checks every record against the model as it goes.
         let mut reader = crate::TraceReader::from_input(input)?;
         let header = reader.header().clone();
-        for rec in &mut reader {
-            sink(rec?)?;
-        }
+        reader.for_each_batch(|recs| recs.iter().try_for_each(|&rec| sink(rec)))?;
         return Ok((header, None));
     }
     let path = input.path().to_path_buf();
