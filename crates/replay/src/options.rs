@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const MAX_BATCH: usize = 0xffff;
 
 /// A replay option no worker could use.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum OptionError {
     #[error("--batch must be at least 1")]
     NoBatch,
@@ -213,16 +213,16 @@ mod tests {
 
     #[test]
     fn numbers_no_worker_could_use_are_refused() {
-        assert_eq!(timeout(0), Err(OptionError::Timeout));
+        assert!(matches!(timeout(0), Err(OptionError::Timeout)));
         assert_eq!(timeout(5).unwrap(), Duration::from_secs(5));
         assert!(cpu(Some(100_000)).is_err());
         let first = crate::measure::cpus_allowed()[0];
         assert_eq!(cpu(Some(first)).unwrap(), Some(first));
-        assert_eq!(batch(MAX_BATCH + 1), Err(OptionError::Batch(MAX_BATCH + 1)));
-        assert_eq!(batch(0), Err(OptionError::NoBatch));
-        assert_eq!(repeat(0), Err(OptionError::Repeat));
+        assert!(matches!(batch(MAX_BATCH + 1), Err(OptionError::Batch(n)) if n == MAX_BATCH + 1));
+        assert!(matches!(batch(0), Err(OptionError::NoBatch)));
+        assert!(matches!(repeat(0), Err(OptionError::Repeat)));
         // In order: the batch is refused before the timeout is looked at.
-        assert_eq!(Limits::check(0, 0, None), Err(OptionError::NoBatch));
+        assert!(matches!(Limits::check(0, 0, None), Err(OptionError::NoBatch)));
         assert_eq!(
             Limits::check(64, 9, Some(first)).unwrap(),
             Limits {

@@ -120,10 +120,7 @@ impl Plan {
 /// does not exist first, by name.
 pub fn load_traces(paths: &[PathBuf]) -> Result<Vec<Trace>, SweepError> {
     if let Some(t) = paths.iter().find(|t| !t.exists()) {
-        return Err(SweepError::Other(format!(
-            "{}: no such trace file",
-            t.display()
-        )));
+        return Err(SweepError::NoSuchTrace(t.clone()));
     }
     sweep_run::load_traces(paths)
 }

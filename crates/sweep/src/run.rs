@@ -38,6 +38,9 @@ pub enum SweepError {
     /// The options make no sweep.
     #[error("{0}")]
     Usage(&'static str),
+    /// A trace path that does not exist.
+    #[error("{}: no such trace file", .0.display())]
+    NoSuchTrace(PathBuf),
 }
 
 /// A trace, checked, described and compiled once for the whole sweep.

@@ -5,7 +5,7 @@
 //! look the same by calling them too. Each is the same plotters calls the plots made before, so
 //! an SVG drawn through them is byte for byte the one drawn without.
 
-use super::plots::FONT;
+use super::plots::{Drawn, FONT};
 use plotters::chart::MeshStyle;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::coord::Shift;
@@ -22,7 +22,7 @@ pub fn frame<'a, 'b, X: AsRangedCoord, Y: AsRangedCoord>(
     caption: impl AsRef<str>,
     x: X,
     y: Y,
-) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>, String>
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>, super::plots::DrawError>
 {
     ChartBuilder::on(root)
         .caption(caption, (FONT, 18))
@@ -31,12 +31,12 @@ pub fn frame<'a, 'b, X: AsRangedCoord, Y: AsRangedCoord>(
         .x_label_area_size(44)
         .y_label_area_size(72)
         .build_cartesian_2d(x, y)
-        .map_err(|e| e.to_string())
+        .map_err(Into::into)
 }
 
 /// Draws a mesh the caller has set up (descriptions, label counts and formatters) in the common
 /// look: labels in 13 px, axis descriptions in 14 px, light lines a pale grey.
-pub fn mesh<X, Y>(m: &mut MeshStyle<'_, '_, X, Y, SVGBackend<'_>>) -> Result<(), String>
+pub fn mesh<X, Y>(m: &mut MeshStyle<'_, '_, X, Y, SVGBackend<'_>>) -> Drawn
 where
     X: Ranged + ValueFormatter<<X as Ranged>::ValueType>,
     Y: Ranged + ValueFormatter<<Y as Ranged>::ValueType>,
@@ -45,7 +45,7 @@ where
         .axis_desc_style((FONT, 14))
         .light_line_style(RGBColor(240, 240, 240))
         .draw()
-        .map_err(|e| e.to_string())
+        .map_err(Into::into)
 }
 
 /// A line through `points` in `style`, named `label` in the legend by a short stroke of the
@@ -55,10 +55,10 @@ pub fn labelled_line<CT: CoordTranslate<From = (f64, f64)>>(
     points: Vec<(f64, f64)>,
     style: ShapeStyle,
     label: &str,
-) -> Result<(), String> {
+) -> Drawn {
     chart
         .draw_series(LineSeries::new(points, style))
-        .map_err(|e| e.to_string())?
+        .map_err(super::plots::DrawError::from)?
         .label(label)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     Ok(())
@@ -68,7 +68,7 @@ pub fn labelled_line<CT: CoordTranslate<From = (f64, f64)>>(
 pub fn legend<'a, 'b: 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
     at: SeriesLabelPosition,
-) -> Result<(), String> {
+) -> Drawn {
     chart
         .configure_series_labels()
         .label_font((FONT, 14))
@@ -76,5 +76,5 @@ pub fn legend<'a, 'b: 'a, CT: CoordTranslate>(
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(200, 200, 200))
         .draw()
-        .map_err(|e| e.to_string())
+        .map_err(Into::into)
 }

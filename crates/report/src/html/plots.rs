@@ -30,7 +30,10 @@ pub const PLOT_SIZE: (u32, u32) = (640, 400);
 pub const FONT: &str = "sans-serif";
 
 /// What a drawing returns: its error keeps plotters' own (and that one's source).
-pub type Drawn = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type Drawn = Result<(), DrawError>;
+
+/// A drawing's error: plotters' own, with its source.
+pub type DrawError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Draws one SVG plot of [`PLOT_SIZE`]; a drawing error becomes a visible note instead.
 pub fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Drawn) -> String {
@@ -90,7 +93,7 @@ type Line = (usize, String, Vec<(f64, f64)>);
 fn allocator_lines<CT: CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'_, SVGBackend<'_>, CT>,
     lines: &[Line],
-) -> Result<(), String> {
+) -> Drawn {
     for (ai, name, pts) in lines {
         let c = PALETTE[ai % PALETTE.len()];
         labelled_line(chart, pts.clone(), c.stroke_width(2), name)?;
