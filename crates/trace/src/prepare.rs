@@ -253,7 +253,7 @@ mod tests {
         );
         let gone = tmp.path().join("gone.mtr");
         assert_eq!(
-            err(&[gone.clone()]),
+            err(std::slice::from_ref(&gone)),
             format!("{}: no such trace file", gone.display())
         );
         let junk = tmp.path().join("junk.bin");
