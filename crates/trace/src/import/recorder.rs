@@ -677,7 +677,7 @@ pub fn convert_from(
             Some(next)
                 if heap
                     .peek()
-                    .is_none_or(|Reverse((s, j, _))| (next.seq, i) < (*s, *j)) =>
+                    .map_or(true, |Reverse((s, j, _))| (next.seq, i) < (*s, *j)) =>
             {
                 Some((i, next))
             }

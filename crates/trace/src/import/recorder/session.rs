@@ -372,7 +372,7 @@ fn check_python(
             )));
         }
     } else if let Some(i) = infos.iter().find(|i| i.cpython) {
-        if std::env::var_os("PYTHONMALLOC").is_none_or(|v| v != "malloc") {
+        if std::env::var_os("PYTHONMALLOC").map_or(true, |v| v != "malloc") {
             eprintln!(
                 "warning: `{}` is CPython, whose pymalloc serves most allocations without calling \
                  malloc: this trace holds only what reached malloc. Record with --python to get \
