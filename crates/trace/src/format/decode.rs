@@ -172,7 +172,7 @@ impl Decoder {
             return Err(corrupt(header_end - 4, "header checksum mismatch".into()));
         }
         let header = decode_metadata(meta)
-            .map_err(|(at, msg)| corrupt(HEADER_FIXED_LEN as u64 + at as u64, msg))?;
+            .map_err(|(at, e)| corrupt(HEADER_FIXED_LEN as u64 + at as u64, e.to_string()))?;
 
         let (data_end, trailer) = match file_len {
             Some(file_len) => {

@@ -209,40 +209,56 @@ fn encode_metadata(header: &Header, out: &mut Vec<u8>) {
     }
 }
 
+/// What is wrong with a metadata section (with the offset within it, the decoder adds the
+/// file and the section's place).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MetadataError {
+    #[error("metadata key runs past the end of the metadata")]
+    KeyPastEnd,
+    #[error("metadata key is not UTF-8")]
+    KeyNotUtf8,
+    /// [`check_key`]'s message.
+    #[error("{0}")]
+    BadKey(String),
+    #[error("metadata key `{0}` is out of order or repeated")]
+    OutOfOrder(String),
+    #[error("metadata value of `{0}` runs past the end")]
+    ValuePastEnd(String),
+    #[error("metadata value of `{0}` is not UTF-8")]
+    ValueNotUtf8(String),
+}
+
 /// Parses a metadata section; the error says what is wrong and at which offset within it.
-fn decode_metadata(mut bytes: &[u8]) -> Result<Header, (usize, String)> {
+fn decode_metadata(mut bytes: &[u8]) -> Result<Header, (usize, MetadataError)> {
     let total = bytes.len();
     let mut metadata = BTreeMap::new();
     let mut last_key: Option<String> = None;
     while !bytes.is_empty() {
         let at = total - bytes.len();
         let key_len = bytes[0] as usize;
-        let key = bytes.get(1..1 + key_len).ok_or((
-            at,
-            "metadata key runs past the end of the metadata".to_string(),
-        ))?;
+        let key = bytes
+            .get(1..1 + key_len)
+            .ok_or((at, MetadataError::KeyPastEnd))?;
         let key = std::str::from_utf8(key)
-            .map_err(|_| (at, "metadata key is not UTF-8".to_string()))?
+            .map_err(|_| (at, MetadataError::KeyNotUtf8))?
             .to_string();
-        check_key(&key).map_err(|e| (at, e))?;
+        check_key(&key).map_err(|e| (at, MetadataError::BadKey(e)))?;
         if last_key.as_ref().is_some_and(|last| *last >= key) {
-            return Err((
-                at,
-                format!("metadata key `{key}` is out of order or repeated"),
-            ));
+            return Err((at, MetadataError::OutOfOrder(key)));
         }
         let rest = &bytes[1 + key_len..];
+        let past_end = || (at, MetadataError::ValuePastEnd(key.clone()));
         let len_bytes: [u8; 4] = rest
             .get(..4)
             .and_then(|b| b.try_into().ok())
-            .ok_or((at, format!("metadata value of `{key}` runs past the end")))?;
+            .ok_or_else(past_end)?;
         let value_len = u32::from_le_bytes(len_bytes) as usize;
         let value = rest
             .get(4..)
             .and_then(|r| r.get(..value_len))
-            .ok_or((at, format!("metadata value of `{key}` runs past the end")))?;
+            .ok_or_else(past_end)?;
         let value = std::str::from_utf8(value)
-            .map_err(|_| (at, format!("metadata value of `{key}` is not UTF-8")))?
+            .map_err(|_| (at, MetadataError::ValueNotUtf8(key.clone())))?
             .to_string();
         bytes = &rest[4 + value_len..];
         last_key = Some(key.clone());
@@ -549,14 +565,15 @@ mod tests {
         assert!(decode_metadata(&swapped)
             .unwrap_err()
             .1
+            .to_string()
             .contains("out of order"));
         let repeated = [1, b'a', 0, 0, 0, 0, 1, b'a', 0, 0, 0, 0];
         assert!(decode_metadata(&repeated).is_err());
         assert!(decode_metadata(&[1, b' ', 0, 0, 0, 0]).is_err());
-        assert!(decode_metadata(&[1, b'a', 9, 0, 0, 0, b'x'])
-            .unwrap_err()
-            .1
-            .contains("runs past"));
+        assert_eq!(
+            decode_metadata(&[1, b'a', 9, 0, 0, 0, b'x']).unwrap_err(),
+            (0, MetadataError::ValuePastEnd("a".into()))
+        );
         assert!(decode_metadata(&[0]).is_err(), "empty key");
     }
 
