@@ -382,10 +382,7 @@ pub enum PinError {
     #[error("cannot pin to CPU {0}: beyond the largest CPU number")]
     Beyond(usize),
     #[error("cannot pin to CPU {cpu}: {source}")]
-    Refused {
-        cpu: usize,
-        source: std::io::Error,
-    },
+    Refused { cpu: usize, source: std::io::Error },
 }
 
 /// Pins the calling thread to one CPU.

@@ -481,7 +481,13 @@ mod tests {
         let mut c = Compiler::new();
         c.push(&alloc(0, 8)).unwrap();
         let e = c.push(&Event::Free { id: 7 }).unwrap_err();
-        assert_eq!(e, CompileError::NeverAllocated { what: "free", id: 7 });
+        assert_eq!(
+            e,
+            CompileError::NeverAllocated {
+                what: "free",
+                id: 7
+            }
+        );
         assert_eq!(e.to_string(), "free of object 7, which was never allocated");
         c.push(&Event::Free { id: 0 }).unwrap();
         assert!(c

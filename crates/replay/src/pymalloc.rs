@@ -124,7 +124,9 @@ pub enum ProbeError {
         status: std::process::ExitStatus,
         stderr: String,
     },
-    #[error("'{python}' is {implementation} {version}, not CPython: pymalloc is CPython's allocator")]
+    #[error(
+        "'{python}' is {implementation} {version}, not CPython: pymalloc is CPython's allocator"
+    )]
     NotCpython {
         python: String,
         implementation: String,

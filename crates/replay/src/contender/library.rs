@@ -107,37 +107,37 @@ pub(super) fn contender(
         msg,
     };
     let (path, fam, about) = if base.contains('/') {
-            let p = PathBuf::from(base);
-            if !p.is_file() {
-                return Err(bad(format!(
+        let p = PathBuf::from(base);
+        if !p.is_file() {
+            return Err(bad(format!(
                     "{} is not a file (a library that replaces malloc, e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)",
                     p.display()
                 )));
-            }
-            let fam = family_of(&p);
-            (
-                p,
-                fam,
-                "a library that replaces malloc, preloaded".to_string(),
-            )
-        } else if let Some(k) = KNOWN_LIBRARIES.iter().find(|k| k.name == base) {
-            let p = find_library(k.files).ok_or_else(|| SpecError::Missing {
-                spec: spec.into(),
-                package: k.package.into(),
-                msg: format!(
-                    "{} is not installed on this machine (looked for {} in ldconfig's cache and {}); \
+        }
+        let fam = family_of(&p);
+        (
+            p,
+            fam,
+            "a library that replaces malloc, preloaded".to_string(),
+        )
+    } else if let Some(k) = KNOWN_LIBRARIES.iter().find(|k| k.name == base) {
+        let p = find_library(k.files).ok_or_else(|| SpecError::Missing {
+            spec: spec.into(),
+            package: k.package.into(),
+            msg: format!(
+                "{} is not installed on this machine (looked for {} in ldconfig's cache and {}); \
                      it comes with the package {}, e.g. `apt-get install {}`",
-                    k.name,
-                    k.files.join(" or "),
-                    LIBRARY_DIRS.join(", "),
-                    k.package,
-                    k.package.split(' ').next().unwrap_or(k.package)
-                ),
-            })?;
-            (p, k.family, k.about.to_string())
-        } else {
-            return Err(bad(super::unknown_base(base)));
-        };
+                k.name,
+                k.files.join(" or "),
+                LIBRARY_DIRS.join(", "),
+                k.package,
+                k.package.split(' ').next().unwrap_or(k.package)
+            ),
+        })?;
+        (p, k.family, k.about.to_string())
+    } else {
+        return Err(bad(super::unknown_base(base)));
+    };
     let lib = describe_library(&path, fam).map_err(|source| SpecError::Library {
         spec: spec.into(),
         source,

@@ -109,10 +109,7 @@ pub enum SpecError {
     },
     /// A library path or known library that cannot be read as a shared library.
     #[error("allocator spec '{spec}': {source}")]
-    Library {
-        spec: String,
-        source: LibraryError,
-    },
+    Library { spec: String, source: LibraryError },
     /// A setting's value that its key does not take.
     #[error("allocator spec '{spec}': {key}: {source}")]
     Value {

@@ -460,7 +460,10 @@ mod tests {
     fn failures_read_as_before() {
         let g = 1u64 << 30;
         let oom = WorkerFailure::signalled(libc::SIGKILL, Some(g), None, Some(2), None);
-        assert!(matches!(oom, WorkerFailure::OomKilled { counted: true, .. }));
+        assert!(matches!(
+            oom,
+            WorkerFailure::OomKilled { counted: true, .. }
+        ));
         assert_eq!(
             oom.to_string(),
             "worker killed by signal 9 (SIGKILL), probably OOM-killed: the kernel counted an OOM \
@@ -468,7 +471,10 @@ mod tests {
         );
         let segv = WorkerFailure::signalled(libc::SIGSEGV, Some(g), None, None, Some("x".into()));
         assert!(matches!(segv, WorkerFailure::Killed { signal: 11, .. }));
-        assert_eq!(segv.to_string(), "worker killed by signal 11 (peak RSS 1.0 GiB): x");
+        assert_eq!(
+            segv.to_string(),
+            "worker killed by signal 11 (peak RSS 1.0 GiB): x"
+        );
         let exited = WorkerFailure::Exited {
             code: 1,
             stderr: Some("glibc (t.mtr, tail pass): no".into()),

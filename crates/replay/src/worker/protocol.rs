@@ -35,7 +35,6 @@ pub(super) fn start(
     Ok((floor, scale))
 }
 
-
 /// The worker's entry point for `mallard __worker SPEC_JSON`: prints the output as JSON and
 /// returns the process exit code.
 pub fn main(spec_json: &str) -> i32 {

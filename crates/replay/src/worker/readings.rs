@@ -36,7 +36,11 @@ pub(super) fn finish_iterations(
 }
 
 /// Per-kind figures of every kind the trace has.
-pub(super) fn kind_figures(h: &KindHists, prog: &Program, timer: &Timer) -> BTreeMap<String, LatencyFigures> {
+pub(super) fn kind_figures(
+    h: &KindHists,
+    prog: &Program,
+    timer: &Timer,
+) -> BTreeMap<String, LatencyFigures> {
     prog.counts
         .iter()
         .filter(|&(_, n)| n > 0)
@@ -64,7 +68,6 @@ pub(super) fn drain<B: Backend>(rss: &Rss, b: &mut B, before: Held) -> Vec<Drain
     }
     v
 }
-
 
 /// What the worker reads around the timed replay: before it (after trimming the harness's
 /// freed memory from glibc's heap, so an allocator sharing that heap cannot reuse pages the
@@ -253,7 +256,10 @@ pub(super) fn figures_of(h: &KindHists, k: usize, timer: &Timer) -> LatencyFigur
 }
 
 /// The allocator's statistics with the settings read back (`settings`), for the report.
-pub(super) fn with_settings(stats: Option<serde_json::Value>, spec: &WorkerSpec) -> Option<serde_json::Value> {
+pub(super) fn with_settings(
+    stats: Option<serde_json::Value>,
+    spec: &WorkerSpec,
+) -> Option<serde_json::Value> {
     let back = crate::preloaded::read_back(spec);
     if back.as_object().is_none_or(|m| m.is_empty()) {
         return stats;
