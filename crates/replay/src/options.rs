@@ -222,7 +222,10 @@ mod tests {
         assert!(matches!(batch(0), Err(OptionError::NoBatch)));
         assert!(matches!(repeat(0), Err(OptionError::Repeat)));
         // In order: the batch is refused before the timeout is looked at.
-        assert!(matches!(Limits::check(0, 0, None), Err(OptionError::NoBatch)));
+        assert!(matches!(
+            Limits::check(0, 0, None),
+            Err(OptionError::NoBatch)
+        ));
         assert_eq!(
             Limits::check(64, 9, Some(first)).unwrap(),
             Limits {

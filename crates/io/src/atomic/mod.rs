@@ -187,7 +187,8 @@ fn describe(m: &fs::Metadata) -> String {
         (FileTypeExt::is_socket, "a socket"),
     ];
     let kind = kinds.iter().find(|(is, _)| is(&ft));
-    kind.map_or("an unknown kind of file", |(_, name)| name).into()
+    kind.map_or("an unknown kind of file", |(_, name)| name)
+        .into()
 }
 
 fn list_dir(dir: &Path) -> io::Result<Vec<String>> {

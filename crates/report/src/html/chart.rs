@@ -22,8 +22,10 @@ pub fn frame<'a, 'b, X: AsRangedCoord, Y: AsRangedCoord>(
     caption: impl AsRef<str>,
     x: X,
     y: Y,
-) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>, super::plots::DrawError>
-{
+) -> Result<
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>,
+    super::plots::DrawError,
+> {
     ChartBuilder::on(root)
         .caption(caption, (FONT, 18))
         .margin(12)

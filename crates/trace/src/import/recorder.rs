@@ -37,492 +37,24 @@
 //!
 //! [`write_trace`] writes a recording as a trace with the metadata `mallard record` gives it
 //! (`write.rs`, in one pass); [`session`] is `mallard record` itself (running the program
-//! under the preload, then the conversion); the live map is `addr_map.rs`.
+//! under the preload, then the conversion); the live map is `addr_map.rs`; the raw file's header,
+//! chunks and per-thread record cursors are `raw.rs`.
 
 use crate::error::{Location, TraceError};
-use crate::format::EventCounts;
 use crate::model::{AllocKind, Domain, Event, ObjectId, Record};
-use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::path::Path;
 
 mod addr_map;
+mod raw;
 pub mod session;
 mod write;
 use addr_map::AddrMap;
+use raw::*;
+pub use raw::{is_raw, read_info, RawInfo, RecordingSummary, Source, MAGIC};
 pub use write::{convert_file, recordings, write_trace, Provenance};
-
-pub const MAGIC: [u8; 8] = *b"MLRDRAW2";
-const HEADER_SIZE: u64 = 128;
-const CHUNK_HEADER_SIZE: u64 = 32;
-const END_SIZE: u64 = 32;
-/// The recorder writes chunks of at most 128 KiB; anything above this is corrupt.
-const MAX_CHUNK: u64 = 16 << 20;
-const FLAG_FORKED: u32 = 1;
-const FLAG_NO_TIME: u32 = 2;
-const FLAG_CPYTHON: u32 = 4;
-const FLAG_PYTHON_HOOKED: u32 = 8;
-/// The op byte's domain bits (the rest is the call).
-const DOMAIN_SHIFT: u32 = 6;
-const OP_BITS: u8 = (1 << DOMAIN_SHIFT) - 1;
-
-const OP_MALLOC: u8 = 1;
-const OP_CALLOC: u8 = 2;
-const OP_REALLOC: u8 = 3;
-const OP_REALLOCARRAY: u8 = 4;
-const OP_FREE: u8 = 5;
-const OP_POSIX_MEMALIGN: u8 = 6;
-const OP_ALIGNED_ALLOC: u8 = 7;
-const OP_MEMALIGN: u8 = 8;
-const OP_VALLOC: u8 = 9;
-const OP_PVALLOC: u8 = 10;
-const OP_REALLOC_BEGIN: u8 = 11;
-
-/// Where bytes come from: a file (read at offsets) or memory (tests, fuzzing).
-pub trait Source {
-    fn len(&self) -> Result<u64, std::io::Error>;
-    fn is_empty(&self) -> Result<bool, std::io::Error> {
-        Ok(self.len()? == 0)
-    }
-    /// Fills `buf` from `offset`; the caller has checked that the range lies in the source.
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error>;
-}
-
-impl Source for File {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.metadata()?.len())
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error> {
-        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
-    }
-}
-
-impl Source for &[u8] {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(<[u8]>::len(self) as u64)
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        match self.get(start..).and_then(|s| s.get(..buf.len())) {
-            Some(src) => {
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-            None => Err(std::io::ErrorKind::UnexpectedEof.into()),
-        }
-    }
-}
-
-/// What a raw file's header says.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RawInfo {
-    pub pid: u32,
-    pub ppid: u32,
-    /// A child that `fork` made (it inherited the parent's heap).
-    pub forked: bool,
-    /// Recorded without times (`MALLARD_RECORD_TIME=0`): records get no timestamp.
-    pub timed: bool,
-    pub page_size: u32,
-    pub recorder_version: String,
-    /// The command line, truncated to 64 bytes.
-    pub command: String,
-    /// The process had CPython's allocator API (`PyMem_SetAllocator`): a Python interpreter.
-    pub cpython: bool,
-    /// Its allocator domains were hooked (`mallard record --python`).
-    pub python_hooked: bool,
-}
-
-/// What a conversion read and wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RecordingSummary {
-    pub info: RawInfo,
-    /// Raw records read (a `realloc` is two: its begin and its end).
-    pub records: u64,
-    /// Calls read, by function.
-    pub malloc: u64,
-    pub calloc: u64,
-    pub realloc: u64,
-    pub reallocarray: u64,
-    pub free: u64,
-    pub posix_memalign: u64,
-    pub aligned_alloc: u64,
-    pub memalign: u64,
-    pub valloc: u64,
-    pub pvalloc: u64,
-    /// Records written, by kind.
-    pub counts: EventCounts,
-    /// Calls that returned NULL: skipped.
-    pub failed_calls: u64,
-    /// `realloc(NULL, n)`, written as allocations.
-    pub realloc_from_null: u64,
-    /// `realloc(p, 0)` that freed `p`, written as frees.
-    pub realloc_to_zero: u64,
-    /// Frees of addresses not allocated while recording: dropped.
-    pub unknown_frees: u64,
-    /// Reallocs of addresses not allocated while recording: written as allocations.
-    pub unknown_reallocs: u64,
-    /// Allocations at an address still live; the old object was left live.
-    pub reused_live_addresses: u64,
-    /// Alignments rounded up to a power of two.
-    pub rounded_alignments: u64,
-    /// Threads that made at least one call that became a record.
-    pub threads: u32,
-    pub live_at_end: u64,
-    /// The file ends with the recorder's end chunk (the process exited through `exit`, and
-    /// every buffer was written).
-    pub complete: bool,
-    /// Records the recorder itself lost (per its end chunk); `u32::MAX` and above mean a chunk
-    /// could not be written at all.
-    pub dropped: u64,
-}
-
-impl RecordingSummary {
-    /// Calls read, all functions together.
-    pub fn calls(&self) -> u64 {
-        self.malloc
-            + self.calloc
-            + self.realloc
-            + self.reallocarray
-            + self.free
-            + self.posix_memalign
-            + self.aligned_alloc
-            + self.memalign
-            + self.valloc
-            + self.pvalloc
-    }
-}
-
-impl std::fmt::Display for RecordingSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::stats::thousands as n;
-        let c = &self.counts;
-        writeln!(
-            f,
-            "recorded {} calls on {} threads: {} malloc, {} calloc, {} realloc, {} reallocarray, \
-             {} free, {} posix_memalign, {} aligned_alloc, {} memalign, {} valloc, {} pvalloc",
-            n(self.calls()),
-            self.threads,
-            n(self.malloc),
-            n(self.calloc),
-            n(self.realloc),
-            n(self.reallocarray),
-            n(self.free),
-            n(self.posix_memalign),
-            n(self.aligned_alloc),
-            n(self.memalign),
-            n(self.valloc),
-            n(self.pvalloc)
-        )?;
-        writeln!(
-            f,
-            "  wrote:   {} events: {} malloc, {} calloc, {} aligned, {} realloc, {} free; {} \
-             objects live at the end",
-            n(c.events()),
-            n(c.malloc),
-            n(c.calloc),
-            n(c.aligned),
-            n(c.reallocs),
-            n(c.frees),
-            n(self.live_at_end)
-        )?;
-        write!(
-            f,
-            "  mapped:  {} realloc(NULL, n) as malloc, {} realloc(p, 0) as free; skipped {} \
-             failed calls, {} frees of addresses allocated before recording; {} reallocs of \
-             such addresses as malloc",
-            n(self.realloc_from_null),
-            n(self.realloc_to_zero),
-            n(self.failed_calls),
-            n(self.unknown_frees),
-            n(self.unknown_reallocs)
-        )?;
-        if self.reused_live_addresses + self.rounded_alignments > 0 {
-            write!(
-                f,
-                "\n  odd:     {} allocations at a live address (old object left live), {} \
-                 alignments rounded up",
-                n(self.reused_live_addresses),
-                n(self.rounded_alignments)
-            )?;
-        }
-        if !self.complete {
-            write!(
-                f,
-                "\n  note:    the recording has no end chunk: the process did not exit through \
-                 exit() (killed, crashed, _exit or exec), so its last buffered calls are missing"
-            )?;
-        }
-        if self.dropped > 0 {
-            write!(
-                f,
-                "\n  note:    the recorder dropped {} records",
-                n(self.dropped)
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn text(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).trim_end().to_string()
-}
-
-/// Whether `start` (a file's first bytes) is a raw recording.
-pub fn is_raw(start: &[u8]) -> bool {
-    start.starts_with(&MAGIC)
-}
-
-/// Reads the header of the raw recording at `path`.
-pub fn read_info(path: &Path) -> Result<RawInfo, TraceError> {
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    let mut h = [0u8; HEADER_SIZE as usize];
-    if file.len().map_err(|e| TraceError::io(path, e))? < HEADER_SIZE {
-        return Err(TraceError::corrupt(
-            path,
-            Location::None,
-            "not a recording: shorter than its 128-byte header",
-        ));
-    }
-    file.read_exact_at(&mut h, 0)
-        .map_err(|e| TraceError::io(path, e))?;
-    parse_header(path, &h).map(|(info, _, _)| info)
-}
-
-fn parse_header(path: &Path, h: &[u8]) -> Result<(RawInfo, u64, u64), TraceError> {
-    if !h.starts_with(&MAGIC) {
-        return Err(TraceError::corrupt(
-            path,
-            Location::Offset { offset: 0 },
-            "not a mallard-recorder recording (no MLRDRAW2 magic)",
-        ));
-    }
-    let version = u32_at(h, 8);
-    if version != 2 {
-        return Err(TraceError::unsupported(
-            path,
-            format!("recording format version {version} (this reader knows 2)"),
-        ));
-    }
-    let info = RawInfo {
-        pid: u32_at(h, 16),
-        ppid: u32_at(h, 20),
-        forked: u32_at(h, 24) & FLAG_FORKED != 0,
-        timed: u32_at(h, 24) & FLAG_NO_TIME == 0,
-        page_size: u32_at(h, 28),
-        recorder_version: text(&h[48..64]),
-        command: text(&h[64..128]),
-        cpython: u32_at(h, 24) & FLAG_CPYTHON != 0,
-        python_hooked: u32_at(h, 24) & FLAG_PYTHON_HOOKED != 0,
-    };
-    Ok((info, u64_at(h, 32), u64_at(h, 40)))
-}
-
-/// One chunk: where its payload is.
-#[derive(Clone, Copy)]
-struct ChunkRef {
-    offset: u64,
-    len: u32,
-}
-
-/// The merge cursor of one thread.
-struct Cursor {
-    chunks: Vec<ChunkRef>,
-    next_chunk: usize,
-    data: Vec<u8>,
-    pos: usize,
-    /// File offset of `data[0]`.
-    base: u64,
-    prev_seq: u64,
-    prev_tsc: u64,
-    prev_addr: u64,
-}
-
-/// A decoded record.
-#[derive(Clone, Copy, Debug)]
-struct Raw {
-    seq: u64,
-    tsc: u64,
-    /// The call (the op byte without its domain bits).
-    op: u8,
-    /// The op byte's domain bits, as [`Domain::code`].
-    domain: u8,
-    f: [u64; 3],
-    /// File offset of the record, for error messages.
-    offset: u64,
-}
-
-fn fields(op: u8) -> Option<(usize, u8)> {
-    // (number of fields, address mask)
-    Some(match op {
-        OP_MALLOC => (2, 0b1),
-        OP_CALLOC => (3, 0b1),
-        OP_REALLOC | OP_REALLOCARRAY => (3, 0b11),
-        OP_REALLOC_BEGIN | OP_FREE => (1, 0b1),
-        OP_POSIX_MEMALIGN | OP_ALIGNED_ALLOC | OP_MEMALIGN | OP_VALLOC | OP_PVALLOC => (3, 0b1),
-        _ => return None,
-    })
-}
-
-impl Cursor {
-    /// The next record of this thread, loading its next chunk when needed.
-    ///
-    /// The fast path decodes without building an error (`fast`); a record it cannot decode
-    /// is decoded again by `checked`, from the same state, for the message.
-    #[inline]
-    fn next(&mut self, path: &Path, src: &dyn Source) -> Result<Option<Raw>, TraceError> {
-        if self.pos >= self.data.len() && !self.load(path, src)? {
-            return Ok(None);
-        }
-        match self.fast() {
-            Some(r) => Ok(Some(r)),
-            None => self.checked(path).map(Some),
-        }
-    }
-
-    /// Decodes the record at `pos`, or `None` (nothing changed) if it is malformed.
-    #[inline]
-    fn fast(&mut self) -> Option<Raw> {
-        let data = &self.data[..];
-        let mut pos = self.pos;
-        let byte = *data.get(pos)?;
-        let (op, domain) = (byte & OP_BITS, byte >> DOMAIN_SHIFT);
-        pos += 1;
-        let (n, addr) = fields(op)?;
-        let seq = self.prev_seq.wrapping_add(varint_at(data, &mut pos)?);
-        let tsc = self
-            .prev_tsc
-            .wrapping_add(unzigzag(varint_at(data, &mut pos)?) as u64);
-        let mut prev_addr = self.prev_addr;
-        let mut f = [0u64; 3];
-        for (i, slot) in f.iter_mut().enumerate().take(n) {
-            let v = varint_at(data, &mut pos)?;
-            *slot = if addr & (1 << i) != 0 {
-                prev_addr = prev_addr.wrapping_add(unzigzag(v) as u64);
-                prev_addr
-            } else {
-                v
-            };
-        }
-        let offset = self.base + self.pos as u64;
-        (self.pos, self.prev_seq, self.prev_tsc, self.prev_addr) = (pos, seq, tsc, prev_addr);
-        Some(Raw {
-            seq,
-            tsc,
-            op,
-            domain,
-            f,
-            offset,
-        })
-    }
-
-    /// Reads the next chunk into `data`; false when there is none.
-    fn load(&mut self, path: &Path, src: &dyn Source) -> Result<bool, TraceError> {
-        let Some(c) = self.chunks.get(self.next_chunk).copied() else {
-            return Ok(false);
-        };
-        self.next_chunk += 1;
-        self.data.resize(c.len as usize, 0);
-        src.read_exact_at(&mut self.data, c.offset)
-            .map_err(|e| TraceError::io(path, e))?;
-        self.pos = 0;
-        self.base = c.offset;
-        self.prev_seq = 0;
-        self.prev_tsc = 0;
-        self.prev_addr = 0;
-        Ok(true)
-    }
-
-    /// As `fast`, naming what is wrong with a malformed record (the cold path).
-    #[cold]
-    fn checked(&mut self, path: &Path) -> Result<Raw, TraceError> {
-        let offset = self.base + self.pos as u64;
-        let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset }, msg);
-        let byte = self.data[self.pos];
-        let (op, domain) = (byte & OP_BITS, byte >> DOMAIN_SHIFT);
-        self.pos += 1;
-        let (n, addr) = fields(op).ok_or_else(|| corrupt(format!("unknown call code {op}")))?;
-        let seq = self.prev_seq.wrapping_add(self.varint(&corrupt)?);
-        let tsc = self
-            .prev_tsc
-            .wrapping_add(unzigzag(self.varint(&corrupt)?) as u64);
-        self.prev_seq = seq;
-        self.prev_tsc = tsc;
-        let mut f = [0u64; 3];
-        for (i, slot) in f.iter_mut().enumerate().take(n) {
-            let v = self.varint(&corrupt)?;
-            *slot = if addr & (1 << i) != 0 {
-                let a = self.prev_addr.wrapping_add(unzigzag(v) as u64);
-                self.prev_addr = a;
-                a
-            } else {
-                v
-            };
-        }
-        Ok(Raw {
-            seq,
-            tsc,
-            op,
-            domain,
-            f,
-            offset,
-        })
-    }
-
-    fn varint(&mut self, corrupt: &dyn Fn(String) -> TraceError) -> Result<u64, TraceError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let Some(&b) = self.data.get(self.pos) else {
-                return Err(corrupt("a record runs past the end of its chunk".into()));
-            };
-            self.pos += 1;
-            if i == 9 && b > 1 {
-                return Err(corrupt("a number is longer than 64 bits".into()));
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(corrupt("a number is longer than 64 bits".into()))
-    }
-}
-
-/// A varint at `*pos` (as `Cursor::varint`), or `None` if it runs past `data` or 64 bits.
-#[inline(always)]
-fn varint_at(data: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let b = *data.get(*pos)?;
-        *pos += 1;
-        if i == 9 && b > 1 {
-            return None;
-        }
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
 
 /// Converts the raw recording at `path`, sending each record to `sink`.
 pub fn convert(
@@ -890,4 +422,340 @@ impl Converter<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::Validator;
+    use proptest::prelude::*;
+
+    /// Builds raw recordings the way the recorder does (restated here on purpose: the recorder's
+    /// own test checks real recordings against this reader).
+    struct Raw {
+        bytes: Vec<u8>,
+    }
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn zz(v: i64) -> u64 {
+        ((v << 1) ^ (v >> 63)) as u64
+    }
+
+    impl Raw {
+        fn new(pid: u32, flags: u32) -> Raw {
+            let mut h = vec![0u8; 128];
+            h[..8].copy_from_slice(&MAGIC);
+            h[8..12].copy_from_slice(&2u32.to_le_bytes());
+            h[16..20].copy_from_slice(&pid.to_le_bytes());
+            h[20..24].copy_from_slice(&1u32.to_le_bytes());
+            h[24..28].copy_from_slice(&flags.to_le_bytes());
+            h[28..32].copy_from_slice(&4096u32.to_le_bytes());
+            h[32..40].copy_from_slice(&1000u64.to_le_bytes()); // start tsc
+            h[40..48].copy_from_slice(&5000u64.to_le_bytes()); // start ns
+            h[48..53].copy_from_slice(b"0.1.0");
+            h[64..71].copy_from_slice(b"prog -x");
+            Raw { bytes: h }
+        }
+
+        /// A chunk of `thread` with records (seq, tsc, op, fields); the last clock pair is
+        /// (tsc 3000, ns 6000): one tick is half a nanosecond.
+        fn chunk(&mut self, thread: u32, recs: &[(u64, u64, u8, &[u64])]) {
+            let mut p = Vec::new();
+            let (mut ps, mut pt, mut pa) = (0u64, 0u64, 0u64);
+            for &(seq, tsc, op, f) in recs {
+                p.push(op);
+                varint(&mut p, seq.wrapping_sub(ps));
+                varint(&mut p, zz(tsc.wrapping_sub(pt) as i64));
+                (ps, pt) = (seq, tsc);
+                let (_, mask) = fields(op).unwrap_or((0, 0));
+                for (i, &v) in f.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        varint(&mut p, zz(v.wrapping_sub(pa) as i64));
+                        pa = v;
+                    } else {
+                        varint(&mut p, v);
+                    }
+                }
+            }
+            self.bytes.extend_from_slice(b"CHNK");
+            self.bytes.extend_from_slice(&thread.to_le_bytes());
+            self.bytes
+                .extend_from_slice(&(p.len() as u32).to_le_bytes());
+            self.bytes.extend_from_slice(&0u32.to_le_bytes());
+            self.bytes.extend_from_slice(&3000u64.to_le_bytes());
+            self.bytes.extend_from_slice(&6000u64.to_le_bytes());
+            self.bytes.extend_from_slice(&p);
+        }
+
+        fn end(&mut self) {
+            self.bytes.extend_from_slice(b"END.");
+            self.bytes.extend_from_slice(&2u32.to_le_bytes());
+            self.bytes.extend_from_slice(&0u64.to_le_bytes());
+            self.bytes.extend_from_slice(&3000u64.to_le_bytes());
+            self.bytes.extend_from_slice(&6000u64.to_le_bytes());
+        }
+    }
+
+    fn run(bytes: &[u8]) -> Result<(RecordingSummary, Vec<Record>), TraceError> {
+        let mut recs = Vec::new();
+        let sum = convert_from(Path::new("rec.1"), &bytes, &mut |r| {
+            recs.push(r);
+            Ok(())
+        })?;
+        Ok((sum, recs))
+    }
+
+    fn ev(recs: &[Record]) -> Vec<(u32, Event)> {
+        recs.iter().map(|r| (r.thread, r.event)).collect()
+    }
+
+    fn malloc(id: u64, size: u64) -> Event {
+        Event::Alloc {
+            id,
+            size,
+            align: 0,
+            kind: AllocKind::Malloc,
+        }
+    }
+
+    /// Two threads making every kind of call the mapping table names.
+    fn two_threads() -> Raw {
+        let mut raw = Raw::new(42, 0);
+        // Thread 7: malloc A, realloc A -> B (begin 3, end 5), free of an unknown address,
+        // realloc(NULL) and realloc(p, 0).
+        raw.chunk(
+            7,
+            &[
+                (0, 1000, OP_MALLOC, &[0xa000, 24]),
+                (3, 1100, OP_REALLOC_BEGIN, &[0xa000]),
+                (5, 1200, OP_REALLOC, &[0xb000, 0xa000, 100]),
+                (6, 1300, OP_FREE, &[0x1234]),
+                (7, 1400, OP_REALLOC, &[0xc000, 0, 8]),
+                (8, 1500, OP_REALLOC_BEGIN, &[0xc000]),
+                (9, 1600, OP_REALLOC, &[0, 0xc000, 0]),
+            ],
+        );
+        // Thread 9: calloc, memalign, a failed malloc, then (after thread 7's realloc released A)
+        // a malloc that gets A's address again, and valloc/pvalloc.
+        raw.chunk(
+            9,
+            &[
+                (1, 1000, OP_CALLOC, &[0xd000, 4, 8]),
+                (2, 1050, OP_MEMALIGN, &[0xe000, 48, 100]),
+                (4, 1150, OP_MALLOC, &[0xa000, 16]),
+                (10, 1700, OP_MALLOC, &[0, 1 << 40]),
+                (11, 1800, OP_PVALLOC, &[0xf000, 4096, 5000]),
+                (12, 1900, OP_FREE, &[0xa000]),
+            ],
+        );
+        raw.end();
+        raw
+    }
+
+    #[test]
+    fn threads_merge_by_sequence_and_calls_map_as_documented() {
+        let raw = two_threads();
+        let (sum, recs) = run(&raw.bytes).unwrap();
+        let mut v = Validator::new();
+        for r in &recs {
+            v.check(r).unwrap();
+        }
+        assert_eq!(
+            ev(&recs),
+            vec![
+                (0, malloc(0, 24)),
+                (
+                    1,
+                    Event::Alloc {
+                        id: 1,
+                        size: 32,
+                        align: 0,
+                        kind: AllocKind::Calloc
+                    }
+                ),
+                (
+                    1,
+                    Event::Alloc {
+                        id: 2,
+                        size: 100,
+                        align: 64,
+                        kind: AllocKind::Aligned
+                    }
+                ),
+                (1, malloc(3, 16)),
+                (
+                    0,
+                    Event::Realloc {
+                        old: 0,
+                        new: 4,
+                        size: 100
+                    }
+                ),
+                (0, malloc(5, 8)),
+                (0, Event::Free { id: 5 }),
+                (
+                    1,
+                    Event::Alloc {
+                        id: 6,
+                        size: 8192,
+                        align: 4096,
+                        kind: AllocKind::Aligned
+                    }
+                ),
+                (1, Event::Free { id: 3 }),
+            ]
+        );
+        // Timestamps: (tsc - 1000) ticks of half a nanosecond.
+        assert_eq!(recs[0].timestamp_ns, Some(0));
+        assert_eq!(recs[4].timestamp_ns, Some(100));
+        assert_eq!(sum.info.pid, 42);
+        assert_eq!(sum.info.command, "prog -x");
+        assert_eq!(sum.info.recorder_version, "0.1.0");
+        assert!(sum.complete);
+        assert_eq!(sum.records, 13);
+        assert_eq!(sum.calls(), 11);
+        assert_eq!(
+            (sum.malloc, sum.realloc, sum.free, sum.calloc),
+            (3, 3, 2, 1)
+        );
+        assert_eq!(sum.unknown_frees, 1);
+        assert_eq!(sum.failed_calls, 1);
+        assert_eq!(sum.realloc_from_null, 1);
+        assert_eq!(sum.realloc_to_zero, 1);
+        assert_eq!(sum.rounded_alignments, 1);
+        assert_eq!(sum.threads, 2);
+        assert_eq!(sum.live_at_end, 4); // calloc, memalign, realloc result, pvalloc blocks
+        assert_eq!(sum.counts.events(), 9);
+    }
+
+    #[test]
+    fn failed_realloc_keeps_the_old_object_and_no_end_chunk_is_reported() {
+        let mut raw = Raw::new(1, FLAG_FORKED);
+        raw.chunk(
+            0,
+            &[
+                (0, 1000, OP_MALLOC, &[0xa000, 24]),
+                (1, 1000, OP_REALLOC_BEGIN, &[0xa000]),
+                (2, 1000, OP_REALLOC, &[0, 0xa000, 1 << 50]),
+                (3, 1000, OP_FREE, &[0xa000]),
+            ],
+        );
+        let (sum, recs) = run(&raw.bytes).unwrap();
+        assert_eq!(
+            ev(&recs),
+            vec![(0, malloc(0, 24)), (0, Event::Free { id: 0 })]
+        );
+        assert!(!sum.complete);
+        assert!(sum.info.forked);
+        assert_eq!(sum.failed_calls, 1);
+        assert!(sum.to_string().contains("no end chunk"), "{sum}");
+    }
+
+    #[test]
+    fn damage_is_an_error_naming_the_offset() {
+        let mut raw = Raw::new(1, 0);
+        raw.chunk(0, &[(0, 1000, OP_MALLOC, &[0xa000, 24])]);
+        let good = raw.bytes.clone();
+        // Cut inside the chunk.
+        let e = run(&good[..good.len() - 2]).unwrap_err().to_string();
+        assert!(e.contains("byte 128") && e.contains("past the end"), "{e}");
+        // Unknown op.
+        let mut bad = good.clone();
+        // (40: no call has it; bits 6-7 of the op byte are the domain, so a code stays below 64.)
+        bad[160] = 40;
+        let e = run(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("byte 160") && e.contains("unknown call code 40"),
+            "{e}"
+        );
+        // Bad tag, bad magic, wrong version.
+        let mut bad = good.clone();
+        bad[128] = b'X';
+        assert!(run(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown chunk tag"));
+        assert!(run(&good[1..]).unwrap_err().to_string().contains("magic"));
+        let mut bad = good.clone();
+        bad[8] = 3;
+        assert!(matches!(run(&bad), Err(TraceError::Unsupported { .. })));
+        // A chunk length claiming 4 GiB is an error, not an allocation.
+        let mut bad = good.clone();
+        bad[136..140].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(run(&bad).unwrap_err().to_string().contains("out of range"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes: a summary or an error, never a panic; events always form a valid trace.
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..400),
+                                       cut in 0usize..600) {
+            let mut raw = Raw::new(1, 0);
+            raw.chunk(0, &[(0, 1000, OP_MALLOC, &[0xa000, 24]), (1, 1000, OP_FREE, &[0xa000])]);
+            let mut bytes = raw.bytes;
+            bytes.truncate(cut.max(128));
+            bytes.extend_from_slice(&tail);
+            if let Ok((_, recs)) = run(&bytes) {
+                let mut v = Validator::new();
+                for r in &recs {
+                    prop_assert!(v.check(r).is_ok());
+                }
+            }
+            let _ = run(&tail);
+        }
+    }
+
+    /// The one-pass writer (records spooled, header last) writes what a header-first writer would:
+    /// the CSV form byte for byte, the binary form the same records and metadata.
+    #[test]
+    fn write_trace_spools_the_records_and_writes_the_header_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw_path = dir.path().join("rec.42");
+        std::fs::write(&raw_path, two_threads().bytes).unwrap();
+        let (_, expected) = run(&two_threads().bytes).unwrap();
+        let p = Provenance {
+            program: "prog",
+            command: "prog -x",
+            source: "test",
+        };
+        for form in [crate::Form::Binary, crate::Form::Csv] {
+            let out = dir.path().join(if form == crate::Form::Csv {
+                "t.csv"
+            } else {
+                "t.mtr"
+            });
+            let sum = write_trace(&raw_path, &out, form, &p, true, &|| false).unwrap();
+            let back = crate::read_all(&out).unwrap();
+            assert_eq!(back.records, expected, "{form:?}");
+            let meta = |k: &str| back.header.get(k).map(str::to_string);
+            assert_eq!(meta("unknown_frees").as_deref(), Some("1"));
+            assert_eq!(meta("calls").as_deref(), Some("11"));
+            assert_eq!(meta("threads").as_deref(), Some("2"));
+            assert_eq!(meta("complete").as_deref(), Some("yes"));
+            assert_eq!(sum.counts.events(), expected.len() as u64);
+            if form == crate::Form::Csv {
+                let again = dir.path().join("again.csv");
+                crate::write(&again, &back.header, expected.clone(), form).unwrap();
+                assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+            }
+        }
+        // Nothing but the raw file and the traces: the spool left nothing behind.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["again.csv", "rec.42", "t.csv", "t.mtr"]);
+        // Stopped: nothing written.
+        let out = dir.path().join("stopped.mtr");
+        let e = write_trace(&raw_path, &out, crate::Form::Binary, &p, true, &|| true).unwrap_err();
+        assert!(matches!(e, TraceError::Write { .. }), "{e}");
+        assert!(!out.exists());
+    }
+}
