@@ -382,12 +382,7 @@ mod tests {
     #[test]
     fn record_lines_round_trip() {
         let recs = [
-            Record::new(Event::Alloc {
-                id: 0,
-                size: 48,
-                align: 0,
-                kind: AllocKind::Malloc,
-            }),
+            Record::new(crate::test_support::malloc(0, 48)),
             Record {
                 thread: 3,
                 timestamp_ns: Some(1500),

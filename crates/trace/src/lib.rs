@@ -605,12 +605,7 @@ mod tests {
     fn binary_is_compact_and_byte_exact() {
         // Header: 16 fixed + metadata + 4 CRC; one stored or zstd block; 64-byte trailer.
         let recs = [
-            Record::new(Event::Alloc {
-                id: 0,
-                size: 48,
-                align: 0,
-                kind: AllocKind::Malloc,
-            }),
+            Record::new(crate::test_support::malloc(0, 48)),
             Record::new(Event::Free { id: 0 }),
         ];
         let bytes = bytes_of(&recs, Form::Binary, format::BLOCK_TARGET);

@@ -434,12 +434,7 @@ mod tests {
     fn events_encode_as_specified() {
         let recs = [
             // malloc(48) on thread 0: tag 0x00, size 48.
-            Record::new(Event::Alloc {
-                id: 0,
-                size: 48,
-                align: 0,
-                kind: AllocKind::Malloc,
-            }),
+            Record::new(crate::test_support::malloc(0, 48)),
             // aligned(4096, 64) on thread 2 at t=1000: tag 0x02|F_THREAD|F_TIME|F_ALIGN, thread 2,
             // zigzag(1000) = 2000 (0xd0 0x0f), log2 64 = 6, size 4096 (0x80 0x20).
             Record {
