@@ -9,6 +9,10 @@
 //! still happen). So the figures are the allocator's bookkeeping, not RSS: pages of a pool that
 //! were never carved are counted as mapped even though the OS never faulted them in.
 //!
+//! A trace that records CPython's allocator domains (`mallard record --python`) gives the arena
+//! only its `mem` and `object` calls, as the timed replay does ([`Op::system`] marks the others,
+//! which the system allocator serves): the figures are the arena's, as CPython's would be.
+//!
 //! Per replay:
 //! - after every operation, the mapped arena bytes (O(1)) and the footprint (mapped arenas plus
 //!   the bytes of live raw blocks) are compared with their maxima;
@@ -26,6 +30,8 @@
 //! (randomised by ASLR). Sweep `--alignment arena` for figures that never vary.
 
 use mallard_arena::{Arena, Config, Stats};
+#[cfg(doc)]
+use mallard_replay::program::Op;
 use mallard_replay::program::Program;
 use mallard_trace::OpKind;
 use serde::{Deserialize, Serialize};
@@ -177,6 +183,15 @@ pub fn simulate(
     let peak_at = peak_at.unwrap_or(usize::MAX);
     let mut failed = None;
     for (i, op) in prog.ops.iter().enumerate() {
+        if op.system() {
+            // CPython's raw and c domains in a trace that records domains: the system allocator
+            // serves them, not the arena (as the timed replay's arena contender routes them),
+            // so they leave the arena's figures alone.
+            if i == peak_at {
+                snapshot = Some((arena.stats(), small_live));
+            }
+            continue;
+        }
         let s = &mut slots[op.slot as usize];
         let size = op.size as usize;
         // SAFETY: the program's slots hold, for Free and Realloc, the live pointer this arena
@@ -371,6 +386,42 @@ mod tests {
         assert_eq!(pow2.internal_fragmentation_bytes, 1000 * 24);
         assert_eq!(linear.pools_used, 1000u64.div_ceil((4096 - 48) / 48));
         assert_eq!(pow2.pools_used, 1000u64.div_ceil((4096 - 48) / 64));
+    }
+
+    #[test]
+    fn raw_and_c_domain_calls_leave_the_arena_alone() {
+        // The same object-domain calls, alone and with raw-domain calls of another size class
+        // between them (40 bytes: below the threshold, so the arena would serve them).
+        // Ids are dense in order of first use: with raw calls, object k is id 2k and raw k 2k+1.
+        let build = |with_raw: bool| {
+            let step = if with_raw { 2 } else { 1 };
+            let mut c = Compiler::new();
+            for k in 0..300 {
+                c.push_in(&malloc(k * step, 24), true).unwrap();
+                if with_raw {
+                    c.push_in(&malloc(k * step + 1, 40), false).unwrap();
+                }
+            }
+            for k in 0..300 {
+                // A free follows its object's domain.
+                c.push(&Event::Free { id: k * step }).unwrap();
+                if with_raw {
+                    c.push(&Event::Free { id: k * step + 1 }).unwrap();
+                }
+            }
+            c.finish()
+        };
+        let (alone, mixed) = (build(false), build(true));
+        assert_eq!(mixed.ops.iter().filter(|op| op.system()).count(), 600);
+        let a = simulate(&alone, &cpython39(), peak_live_index(&alone)).unwrap();
+        let m = simulate(&mixed, &cpython39(), peak_live_index(&mixed)).unwrap();
+        assert_eq!(m.pools_used, a.pools_used);
+        assert_eq!(m.block_bytes, a.block_bytes);
+        assert_eq!(m.small_requested_bytes, 300 * 24);
+        assert_eq!(m.small_requested_bytes, a.small_requested_bytes);
+        assert_eq!(m.peak_mapped_bytes, a.peak_mapped_bytes);
+        assert_eq!(m.raw_calls, 0);
+        assert_eq!(m.arenas_allocated, a.arenas_allocated);
     }
 
     #[test]
