@@ -23,15 +23,9 @@ use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// CPU time of the calling thread.
+/// CPU time of the calling thread: the replay's own clock, the one every CPU figure uses.
 fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    Duration::from_nanos(mallard_replay::measure::thread_cpu_ns())
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {

@@ -513,14 +513,7 @@ mod tests {
         recs.iter().map(|r| (r.thread, r.event)).collect()
     }
 
-    fn malloc(id: u64, size: u64) -> Event {
-        Event::Alloc {
-            id,
-            size,
-            align: 0,
-            kind: AllocKind::Malloc,
-        }
-    }
+    use crate::test_support::malloc;
 
     /// Two threads making every kind of call the mapping table names.
     fn two_threads() -> Raw {
