@@ -49,17 +49,15 @@ fn domains(trace: &Path) -> serde_json::Value {
 
 fn record_python(python: &str, dir: &Path) -> (PathBuf, Output) {
     let out = dir.join("py.mtr");
-    let o = mallard(&[
-        "record",
-        "--python",
-        "-q",
-        "-o",
-        p(&out),
-        "--",
-        python,
-        p(&script(dir)),
-    ]);
+    let o = record_quietly(&out, &[python, p(&script(dir))]);
     (out, o)
+}
+
+/// `mallard record --python -q -o OUT -- CMD...`.
+fn record_quietly(out: &Path, cmd: &[&str]) -> Output {
+    let mut args = vec!["record", "--python", "-q", "-o", p(out), "--"];
+    args.extend_from_slice(cmd);
+    mallard(&args)
 }
 
 #[test]
@@ -105,16 +103,7 @@ fn a_large_pymalloc_request_is_recorded_once() {
     let s = dir.path().join("big.py");
     std::fs::write(&s, "x = [bytearray(100003) for _ in range(7)]\n").unwrap();
     let out = dir.path().join("big.csv");
-    let o = mallard(&[
-        "record",
-        "--python",
-        "-q",
-        "-o",
-        p(&out),
-        "--",
-        "python3",
-        p(&s),
-    ]);
+    let o = record_quietly(&out, &["python3", p(&s)]);
     assert!(o.status.success(), "{}", text(&o));
     let csv = std::fs::read_to_string(&out).unwrap();
     let sized: Vec<&str> = csv
