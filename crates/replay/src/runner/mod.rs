@@ -203,12 +203,12 @@ impl<'a> Session<'a> {
         let mut traces = Vec::new();
         for (i, p) in opts.traces.iter().enumerate() {
             let mut t = check_trace(p)?;
-            if traces
-                .iter()
-                .any(|x: &CheckedTrace| x.info.name == t.info.name)
-            {
-                t.info.name = format!("{}-{}", t.info.name, i + 1);
-            }
+            let name = std::mem::take(&mut t.info.name);
+            t.info.name = mallard_trace::distinct_name(
+                name,
+                i,
+                traces.iter().map(|x: &CheckedTrace| &x.info.name),
+            );
             traces.push(t);
         }
         Session::from_checked(opts, traces, workers_at_once, parent_bytes)
