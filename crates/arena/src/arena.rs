@@ -155,7 +155,8 @@ pub struct Arena {
 }
 
 // SAFETY: every pointer an Arena holds points into memory it owns exclusively (its mmap'd
-// arenas, its ring sentinels, its tables); it uses no thread-local state, and libc's malloc/free, used for
+// arenas, its ring sentinels, its tables); the only thread-local state it uses is the optional
+// cache of released arenas (`os`), which holds mappings no allocator owns any more; libc's malloc/free, used for
 // raw blocks, may be called from any thread. Moving it to another thread is therefore sound. It
 // is not Sync (raw pointers make it !Sync by default), and all mutation takes &mut self.
 unsafe impl Send for Arena {}
@@ -223,6 +224,16 @@ impl Arena {
             raw: RawBlocks::default(),
             config,
         })
+    }
+
+    /// Keeps the arenas released on the calling thread (by any allocator: an emptied arena, or
+    /// every arena when an allocator is dropped) mapped, up to 64 MiB (`os::SPARE_LIMIT`), for the next arena of the
+    /// same size and alignment mapped on this thread; `false` stops and unmaps those kept. For
+    /// replays that read the allocator's bookkeeping, not RSS (the simulated sweep): the
+    /// counters are the same either way, but spare arenas stay resident and are not
+    /// zero-filled when reused (module `os`).
+    pub fn keep_released_arenas_on_this_thread(on: bool) {
+        os::keep_spares(on);
     }
 
     /// The configuration this allocator was built with.
@@ -563,7 +574,7 @@ impl Drop for Arena {
             if ao.address != 0 {
                 // SAFETY: the arena is ours; after drop no block of it may be used (documented
                 // on Arena).
-                unsafe { os::unmap_arena(ao.address, self.arena_size) };
+                unsafe { os::unmap_arena(ao.address, self.arena_size, self.config.alignment) };
             }
         }
     }

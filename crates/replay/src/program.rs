@@ -112,6 +112,31 @@ impl Program {
         self.shapes = Vec::new();
         self
     }
+
+    /// Calls `f(i, live)` after each operation `i` with the bytes then requested and live: the
+    /// one walk behind [`Program::live_bytes_at`] and the simulated sweep's peak of live bytes.
+    pub fn for_each_live_bytes(&self, mut f: impl FnMut(usize, u64)) {
+        let mut size = vec![0u64; self.slots];
+        let mut live = 0u64;
+        for (i, op) in self.ops.iter().enumerate() {
+            let s = &mut size[op.slot as usize];
+            match op.kind {
+                OpKind::Free => {
+                    live -= *s;
+                    *s = 0;
+                }
+                OpKind::Realloc => {
+                    live = live - *s + op.size;
+                    *s = op.size;
+                }
+                _ => {
+                    live += op.size;
+                    *s = op.size;
+                }
+            }
+            f(i, live);
+        }
+    }
 }
 
 /// The shapes of `ops`' whole groups (see [`Program::shapes`]).
@@ -402,33 +427,19 @@ impl Program {
     /// Bytes requested and live after each of the given operation counts (sorted ascending):
     /// the ideal RSS a perfect allocator would have. Computed by walking the program again.
     pub fn live_bytes_at(&self, points: &[u64]) -> Vec<u64> {
-        let mut size = vec![0u64; self.slots];
-        let mut live = 0u64;
         let mut out = Vec::with_capacity(points.len());
         let mut next = points.iter().peekable();
-        for (i, op) in self.ops.iter().enumerate() {
+        // Bytes live before operation i are those after operation i - 1 (none before the first).
+        let mut before = 0u64;
+        self.for_each_live_bytes(|i, live| {
             while next.peek().is_some_and(|&&p| p == i as u64) {
-                out.push(live);
+                out.push(before);
                 next.next();
             }
-            let s = &mut size[op.slot as usize];
-            match op.kind {
-                OpKind::Free => {
-                    live -= *s;
-                    *s = 0;
-                }
-                OpKind::Realloc => {
-                    live = live - *s + op.size;
-                    *s = op.size;
-                }
-                _ => {
-                    live += op.size;
-                    *s = op.size;
-                }
-            }
-        }
+            before = live;
+        });
         for _ in next {
-            out.push(live);
+            out.push(before);
         }
         out
     }

@@ -24,6 +24,11 @@
 //! - at the end, [`Arena::stats`] again for the arena counters (allocated, reclaimed,
 //!   high-water mark).
 //!
+//! Successive replays on one thread reuse the slot table and the arenas the previous one
+//! released ([`Arena::keep_released_arenas_on_this_thread`]): a sweep otherwise spends a good
+//! part of its time in the kernel, mapping, zero-filling and unmapping the same few megabytes
+//! for every configuration. The arena's figures do not depend on it.
+//!
 //! Determinism: the figures depend only on the trace and the configuration, with one exception
 //! that is CPython's too: under [`mallard_arena::ArenaAlignment::Page`] with pools larger than an
 //! OS page, whether an arena loses a pool to alignment depends on the address `mmap` returns
@@ -111,29 +116,13 @@ pub enum SimError {
 /// The index of the operation after which the live bytes of `prog` first reach their peak
 /// (`None` for a program that never has a live byte). The same for every configuration.
 pub fn peak_live_index(prog: &Program) -> Option<usize> {
-    let mut size = vec![0u64; prog.slots];
-    let (mut live, mut best, mut at) = (0u64, 0u64, None);
-    for (i, op) in prog.ops.iter().enumerate() {
-        let s = &mut size[op.slot as usize];
-        match op.kind {
-            OpKind::Free => {
-                live -= *s;
-                *s = 0;
-            }
-            OpKind::Realloc => {
-                live = live - *s + op.size;
-                *s = op.size;
-            }
-            _ => {
-                live += op.size;
-                *s = op.size;
-            }
-        }
+    let (mut best, mut at) = (0u64, None);
+    prog.for_each_live_bytes(|i, live| {
         if live > best {
             best = live;
             at = Some(i);
         }
-    }
+    });
     at
 }
 
@@ -162,17 +151,40 @@ pub fn simulate(
     config: &Config,
     peak_at: Option<usize>,
 ) -> Result<SimFigures, SimError> {
+    // The configurations a sweep simulates one after another on this thread reuse each other's
+    // arenas (already mapped and faulted in) and slot table: the figures are the same, the
+    // kernel's share of the time is not (docs/BENCHMARKS.md, "Sweep simulate").
+    Arena::keep_released_arenas_on_this_thread(true);
     let mut arena = Arena::new(config.clone()).map_err(|e| SimError::Config {
         config: config.to_string(),
         reason: e.to_string(),
     })?;
-    let mut slots = vec![
-        Live {
-            ptr: ptr::null_mut(),
-            size: 0
-        };
-        prog.slots.max(1)
-    ];
+    SLOTS.with(|slots| {
+        let mut slots = slots.borrow_mut();
+        slots.clear();
+        slots.resize(
+            prog.slots.max(1),
+            Live {
+                ptr: ptr::null_mut(),
+                size: 0,
+            },
+        );
+        replay(prog, &mut arena, &mut slots, peak_at)
+    })
+}
+
+thread_local! {
+    /// The slot table of the last replay on this thread, kept for the next.
+    static SLOTS: std::cell::RefCell<Vec<Live>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`simulate`]'s replay of `prog` on `arena`, with `slots` all null.
+fn replay(
+    prog: &Program,
+    arena: &mut Arena,
+    slots: &mut [Live],
+    peak_at: Option<usize>,
+) -> Result<SimFigures, SimError> {
     let start = thread_cpu_time();
     let mut f = SimFigures::default();
     let mut small_live = 0u64;
@@ -255,7 +267,7 @@ pub fn simulate(
     let elapsed = thread_cpu_time().saturating_sub(start);
     let end = arena.stats();
     // Free what the trace left live (raw blocks belong to libc and would leak otherwise).
-    for s in &slots {
+    for s in slots.iter() {
         if !s.ptr.is_null() {
             // SAFETY: a non-null slot holds a live pointer this arena returned.
             unsafe { arena.free(s.ptr) };

@@ -136,7 +136,7 @@ impl Arena {
         let address = os::map_arena(self.arena_size, self.config.alignment)?;
         if !self.map.mark(address) {
             // SAFETY: just mapped, never handed out.
-            unsafe { os::unmap_arena(address, self.arena_size) };
+            unsafe { os::unmap_arena(address, self.arena_size, self.config.alignment) };
             return None;
         }
         let ai = self.unused_arena_objects;
@@ -284,13 +284,13 @@ impl Arena {
 
     /// Unmaps an arena that is on no list and whose pools are all empty.
     pub(super) fn release_arena(&mut self, ai: u32) {
-        let arena_size = self.arena_size;
+        let (arena_size, alignment) = (self.arena_size, self.config.alignment);
         let ao = &mut self.arenas[ai as usize];
         let address = ao.address;
         self.map.unmark(address);
         // SAFETY: every pool of the arena is empty, so no live block points into it, and the
         // pools on its free list are forgotten with it just below.
-        unsafe { os::unmap_arena(address, arena_size) };
+        unsafe { os::unmap_arena(address, arena_size, alignment) };
         ao.address = 0;
         ao.freepools = ptr::null_mut();
         ao.nfreepools = 0;
