@@ -2,8 +2,8 @@
 //! 1 (regression), 2 (error) or 3 (inconclusive / runner too noisy). The work is in
 //! `mallard-gate`; this module turns arguments into a plan and prints the outcome.
 
-use anyhow::{bail, Result};
 use crate::workers::WorkerArgs;
+use anyhow::{bail, Result};
 use clap::Args;
 use mallard_gate::config::{parse_margin, parse_percent, GateConfig, Margin, Overrides};
 use mallard_gate::given::SideOptions;
@@ -194,19 +194,13 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         candidate_env: &a.candidate_env,
     }
     .build()?;
-    let mut passes = Vec::new();
-    for &pass in &a.passes {
-        if !passes.contains(&pass) {
-            passes.push(pass);
-        }
-    }
     let limits = a.workers.limits(a.batch)?;
     let plan = LivePlan {
         traces: inputs.traces,
         pairs: sides.pairs,
         baseline_label: sides.baseline_label,
         candidate_label: sides.candidate_label,
-        passes,
+        passes: live::passes(&a.passes),
         touch: a.touch,
         batch: limits.batch,
         cpu: limits.cpu,

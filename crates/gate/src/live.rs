@@ -72,6 +72,18 @@ pub struct LivePlan {
     pub iterations: u32,
 }
 
+/// `--passes` as given, each pass once in the order first named (`tail,tail` runs the tail pass
+/// once): the passes of a [`LivePlan`].
+pub fn passes(given: &[Pass]) -> Vec<Pass> {
+    let mut passes = Vec::new();
+    for &pass in given {
+        if !passes.contains(&pass) {
+            passes.push(pass);
+        }
+    }
+    passes
+}
+
 /// The default `--toggle-collect` pattern: the single-threaded throughput replay loop.
 pub const DEFAULT_TOGGLE: &str = "*engine::throughput*";
 
@@ -547,6 +559,17 @@ mod tests {
         let text = "version: 1\ncmd: x\nevents: Ir\nfl=(1) a.rs\nfn=(1) f\n1 5\nsummary: 1365863\ntotals: 1365863\n";
         assert_eq!(callgrind_total(text), Some(1_365_863));
         assert_eq!(callgrind_total("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn passes_run_once_each_in_the_order_first_named() {
+        use Pass::{Batched, Tail, Throughput};
+        assert_eq!(passes(&[Tail, Throughput, Tail, Tail]), [Tail, Throughput]);
+        assert_eq!(
+            passes(&[Throughput, Batched, Tail]),
+            [Throughput, Batched, Tail]
+        );
+        assert!(passes(&[]).is_empty());
     }
 
     #[test]
