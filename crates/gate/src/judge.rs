@@ -890,38 +890,22 @@ mod tests {
     #[test]
     fn memory_needs_the_absolute_margin_too() {
         let cfg = GateConfig::default(); // 16 pages = 64 KiB
-        let mut s = Samples::default();
         let key = MetricKey::new("t", "arena", "peak_rss");
+        // Twelve pairs of peak RSS from `base` and `cand` bytes, each varying by 0-8 KiB.
+        let peaks = |base: f64, cand: f64| {
+            let mut s = Samples::default();
+            for i in 0..12 {
+                let wobble = 4096.0 * (i % 3) as f64;
+                s.push(Side::Baseline, key.clone(), base + wobble);
+                s.push(Side::Candidate, key.clone(), cand + wobble);
+            }
+            s
+        };
         // 1 MiB baseline, +10% (~100 KiB) but varying: above both margins -> fail.
-        for i in 0..12 {
-            s.push(
-                Side::Baseline,
-                key.clone(),
-                1048576.0 + 4096.0 * (i % 3) as f64,
-            );
-            s.push(
-                Side::Candidate,
-                key.clone(),
-                1153434.0 + 4096.0 * (i % 3) as f64,
-            );
-        }
-        let r = judge(&s, &cfg, ctx()).remove(0);
+        let r = judge(&peaks(1048576.0, 1153434.0), &cfg, ctx()).remove(0);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         // 256 KiB baseline, +20% (51 KiB) is above 5% but below 64 KiB: pass.
-        let mut s = Samples::default();
-        for i in 0..12 {
-            s.push(
-                Side::Baseline,
-                key.clone(),
-                262144.0 + 4096.0 * (i % 3) as f64,
-            );
-            s.push(
-                Side::Candidate,
-                key.clone(),
-                314572.0 + 4096.0 * (i % 3) as f64,
-            );
-        }
-        let r = judge(&s, &cfg, ctx()).remove(0);
+        let r = judge(&peaks(262144.0, 314572.0), &cfg, ctx()).remove(0);
         assert!(
             (r.limit - (1.0 + 65536.0 / 266240.0)).abs() < 1e-9,
             "{}",
