@@ -1,9 +1,9 @@
 //! `mallard run`: replay traces against allocators, print the table, write the report.
 
+use crate::workers::WorkerArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mallard_replay::engine::Touch;
-use crate::workers::WorkerArgs;
 use mallard_replay::options::{self, Threads};
 use mallard_replay::runner::{self, RunOptions};
 use std::path::PathBuf;
@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// are checked per allocator: glibc:arena_max=1 (mallopt), jemalloc:dirty_decay_ms=0,
     /// mimalloc:purge_delay=0, arena:preset=cpython-3.9:pool_size=4K, any:env.NAME=VALUE.
     /// Default: arena,glibc,jemalloc,mimalloc.
+    // Strings, resolved by `options::allocators` after clap: `arena` means the run's
+    // --arena-preset and --arena, and a bad spec is refused after the output's pre-flight
+    // check, as `mallard: error: --allocators: ...` (exit 2), not as a clap usage error.
     #[arg(short, long, value_delimiter = ',')]
     allocators: Vec<String>,
     /// Report directory: created, or replaced atomically when the run completes if Mallard
