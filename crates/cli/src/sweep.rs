@@ -1,9 +1,9 @@
 //! `mallard sweep` and `mallard merge`: tune the arena allocator over a grid of configurations
 //! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps.
 
+use crate::workers::WorkerArgs;
 use anyhow::{bail, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use crate::workers::WorkerArgs;
 use clap::Args;
 use mallard_replay::options;
 use mallard_sweep::output::Outputs;
