@@ -160,7 +160,7 @@ fn sigterm_and_sighup_during_a_run_of_generated_traces_leave_nothing_behind() {
 
 #[test]
 fn a_worker_whose_parent_is_gone_does_not_start() {
-    let (dir, t) = scratch_trace("uniform", "1000");
+    let (_dir, t) = scratch_trace("uniform", "1000");
     let spec = serde_json::json!({
         "trace": t, "allocator": "glibc", "pass": "throughput", "touch": "none", "batch": 64,
         "rss_samples": 0, "arena": serde_json::to_value(mallard_arena::Config::default()).unwrap(),
