@@ -224,6 +224,23 @@ pub fn callgrind_total(text: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// The samples a live comparison files its pairs into: the replay loop's instruction counts
+/// first, when the plan asks for them.
+fn paired_samples(
+    plan: &LivePlan,
+    p: &Session,
+    progress: ProgressFn,
+) -> Result<Samples, GateError> {
+    let mut samples = Samples {
+        paired: true,
+        ..Default::default()
+    };
+    if plan.count_instructions {
+        count_instructions(plan, p, &mut samples, progress)?;
+    }
+    Ok(samples)
+}
+
 fn count_instructions(
     plan: &LivePlan,
     p: &Session,
@@ -326,13 +343,7 @@ pub fn run_gate(
     if plan.count_instructions || has_counters {
         notes.push(counters);
     }
-    let mut samples = Samples {
-        paired: true,
-        ..Default::default()
-    };
-    if plan.count_instructions {
-        count_instructions(plan, &p, &mut samples, progress)?;
-    }
+    let mut samples = paired_samples(plan, &p, progress)?;
     let ctx = JudgeContext {
         page_size: machine.page_size,
         budget: cfg.max_reps,
@@ -414,14 +425,8 @@ pub fn run_calibration(
     let opts = options(&aa)?;
     let p = prepare(&opts)?;
     let machine = runner::machine(p.timer);
-    let mut samples = Samples {
-        paired: true,
-        ..Default::default()
-    };
     let mut notes = vec![hardware_counters().1];
-    if aa.count_instructions {
-        count_instructions(&aa, &p, &mut samples, progress)?;
-    }
+    let mut samples = paired_samples(&aa, &p, progress)?;
     run_reps(&aa, &p, 0, cfg.max_reps, &mut samples, progress)?;
     let ctx = JudgeContext {
         page_size: machine.page_size,
