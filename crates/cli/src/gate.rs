@@ -2,6 +2,7 @@
 //! 1 (regression), 2 (error) or 3 (inconclusive / runner too noisy). The work is in
 //! `mallard-gate`; this module turns arguments into a plan and prints the outcome.
 
+use crate::workers::WorkerArgs;
 use anyhow::{bail, Result};
 use clap::Args;
 use mallard_gate::config::{parse_margin, parse_percent, GateConfig, Margin, Overrides};
@@ -9,12 +10,18 @@ use mallard_gate::given::SideOptions;
 use mallard_gate::live::{self, LivePlan, DEFAULT_TOGGLE};
 use mallard_gate::{output, sides};
 use mallard_replay::engine::Touch;
-use mallard_replay::options::Limits;
 use mallard_replay::worker::Pass;
 use mallard_report::stats::Correction;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
+#[command(
+    mut_arg("timeout", |a| a.help("Seconds a single worker may take (at least 1)")),
+    mut_arg("ignore_memory_limit", |a| a.help(
+        "Replay even if a trace's peak live set (two workers are held at once), its largest \
+         request or its compiled program is more than the memory available; by default such a \
+         gate is refused before any worker starts")),
+)]
 pub struct GateArgs {
     /// Traces both sides replay (side-by-side mode).
     traces: Vec<PathBuf>,
@@ -117,17 +124,8 @@ pub struct GateArgs {
     /// Longest run of same-kind operations timed together in the batched pass.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Pin every worker to this CPU (one this process may run on).
-    #[arg(long)]
-    cpu: Option<usize>,
-    /// Seconds a single worker may take (at least 1).
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Replay even if a trace's peak live set (two workers are held at once), its largest
-    /// request or its compiled program is more than the memory available; by default such a
-    /// gate is refused before any worker starts.
-    #[arg(long)]
-    ignore_memory_limit: bool,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// Replays of the trace per worker: the first cold, the rest warm (every object freed in
     /// between, untimed). Above 1 the gate also judges `warm.time`, the median warm
     /// iteration's ns/op: the steady state, often the steadier figure to gate on.
@@ -196,19 +194,13 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         candidate_env: &a.candidate_env,
     }
     .build()?;
-    let mut passes = Vec::new();
-    for &pass in &a.passes {
-        if !passes.contains(&pass) {
-            passes.push(pass);
-        }
-    }
-    let limits = Limits::check(a.batch, a.timeout, a.cpu)?;
+    let limits = a.workers.limits(a.batch)?;
     let plan = LivePlan {
         traces: inputs.traces,
         pairs: sides.pairs,
         baseline_label: sides.baseline_label,
         candidate_label: sides.candidate_label,
-        passes,
+        passes: live::passes(&a.passes),
         touch: a.touch,
         batch: limits.batch,
         cpu: limits.cpu,
@@ -216,7 +208,7 @@ pub fn cmd_gate(a: GateArgs) -> Result<i32> {
         count_instructions: a.count_instructions,
         callgrind_toggle: a.callgrind_toggle.clone(),
         valgrind: a.valgrind.clone(),
-        ignore_memory_limit: a.ignore_memory_limit,
+        ignore_memory_limit: a.workers.ignore_memory_limit,
         iterations: a.iterations,
     };
     if a.calibrate {

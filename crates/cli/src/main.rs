@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod sweep;
 mod traces;
+mod workers;
 
 use anyhow::Result;
 use clap::builder::{PossibleValuesParser, TypedValueParser};

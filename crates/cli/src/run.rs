@@ -1,9 +1,10 @@
 //! `mallard run`: replay traces against allocators, print the table, write the report.
 
+use crate::workers::WorkerArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use mallard_replay::engine::Touch;
-use mallard_replay::options::{self, Limits, Threads};
+use mallard_replay::options::{self, Threads};
 use mallard_replay::runner::{self, RunOptions};
 use std::path::PathBuf;
 
@@ -21,6 +22,9 @@ pub struct RunArgs {
     /// are checked per allocator: glibc:arena_max=1 (mallopt), jemalloc:dirty_decay_ms=0,
     /// mimalloc:purge_delay=0, arena:preset=cpython-3.9:pool_size=4K, any:env.NAME=VALUE.
     /// Default: arena,glibc,jemalloc,mimalloc.
+    // Strings, resolved by `options::allocators` after clap: `arena` means the run's
+    // --arena-preset and --arena, and a bad spec is refused after the output's pre-flight
+    // check, as `mallard: error: --allocators: ...` (exit 2), not as a clap usage error.
     #[arg(short, long, value_delimiter = ',')]
     allocators: Vec<String>,
     /// Report directory: created, or replaced atomically when the run completes if Mallard
@@ -63,17 +67,8 @@ pub struct RunArgs {
     /// with each thread count, replays them faithfully and prints a scaling table.
     #[arg(long, default_value = "faithful")]
     threads: Threads,
-    /// Pin every worker to this CPU (one this process may run on).
-    #[arg(long)]
-    cpu: Option<usize>,
-    /// Seconds a single worker may take before it is killed and reported as failed (at least 1).
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Replay even if a trace's peak live set, its largest single request or its compiled
-    /// program is more than the memory available (MemAvailable, and the cgroup's limit); by
-    /// default such a run is refused before any worker starts.
-    #[arg(long)]
-    ignore_memory_limit: bool,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
@@ -82,7 +77,7 @@ pub struct RunArgs {
 pub fn cmd_run(a: RunArgs) -> Result<i32> {
     // Before anything is generated, imported or run: may the report go there (exit 2 if not)?
     mallard_io::atomic::check_dir(&a.out, mallard_io::atomic::REPORT)?;
-    let limits = Limits::check(a.batch, a.timeout, a.cpu)?;
+    let limits = a.workers.limits(a.batch)?;
     options::repeat(a.repeat)?;
     let mut arena = mallard_arena::Config::preset(&a.arena_preset).context("--arena-preset")?;
     if let Some(spec) = &a.arena {
@@ -121,7 +116,7 @@ pub fn cmd_run(a: RunArgs) -> Result<i32> {
         worker_args: vec!["__worker".into()],
         worker_env: Vec::new(),
         threads: a.threads.mode,
-        ignore_memory_limit: a.ignore_memory_limit,
+        ignore_memory_limit: a.workers.ignore_memory_limit,
         iterations: a.iterations,
         baseline: a.baseline.clone(),
     };

@@ -1,6 +1,7 @@
 //! `mallard sweep` and `mallard merge`: tune the arena allocator over a grid of configurations
 //! (the work is in `mallard-sweep`), and join the CSVs of sharded sweeps.
 
+use crate::workers::WorkerArgs;
 use anyhow::{bail, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -12,6 +13,14 @@ use mallard_sweep::run::MeasureOptions;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
+#[command(
+    mut_arg("cpu", |a| a.help(
+        "Measure mode: pin every worker to this CPU (one this process may run on)")),
+    mut_arg("timeout", |a| a.help("Measure mode: seconds a single worker may take (at least 1)")),
+    mut_arg("ignore_memory_limit", |a| a.help(
+        "Measure mode: replay even if a trace's peak live set, its largest request or its \
+         compiled program is more than the memory available; by default refused up front")),
+)]
 pub struct SweepArgs {
     /// Trace files (Mallard binary or CSV).
     #[arg(required = true)]
@@ -64,16 +73,8 @@ pub struct SweepArgs {
     /// Measure mode: how allocated memory is written (none, first, pages, all).
     #[arg(long, default_value = "pages")]
     touch: mallard_replay::engine::Touch,
-    /// Measure mode: pin every worker to this CPU (one this process may run on).
-    #[arg(long)]
-    cpu: Option<usize>,
-    /// Measure mode: seconds a single worker may take (at least 1).
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Measure mode: replay even if a trace's peak live set, its largest request or its
-    /// compiled program is more than the memory available; by default refused up front.
-    #[arg(long)]
-    ignore_memory_limit: bool,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
@@ -105,9 +106,9 @@ pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
         repeat: a.repeat,
         iterations: a.iterations,
         touch: a.touch,
-        timeout: options::timeout(a.timeout)?,
-        cpu: options::cpu(a.cpu)?,
-        ignore_memory_limit: a.ignore_memory_limit,
+        timeout: options::timeout(a.workers.timeout)?,
+        cpu: options::cpu(a.workers.cpu)?,
+        ignore_memory_limit: a.workers.ignore_memory_limit,
     };
     let traces = plan::load_traces(&a.traces)?;
     if !a.quiet {

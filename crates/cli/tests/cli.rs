@@ -6,7 +6,7 @@ use std::path::Path;
 mod common;
 use common::{
     alloc, free, generated, generated_threads, mallard, mallard_env, ok, p, refused, run_args,
-    succeeds, text,
+    scratch_trace, succeeds, text,
 };
 
 #[test]
@@ -25,8 +25,7 @@ fn gen_lists_the_generators() {
 
 #[test]
 fn gen_is_deterministic_and_convert_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = generated(dir.path(), "python-objects", "20000");
+    let (dir, a) = scratch_trace("python-objects", "20000");
     // `generated` with another name and seed.
     let gen = |name: &str, seed: &str| {
         let out = dir.path().join(name);
@@ -89,8 +88,7 @@ fn inspect_prints_the_figures() {
 
 #[test]
 fn run_writes_every_report_file_for_four_allocators() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "python-objects", "30000");
+    let (dir, t) = scratch_trace("python-objects", "30000");
     let out = dir.path().join("reports").join("demo");
     let o = succeeds(&[
         "run",
@@ -305,8 +303,7 @@ fn unknown_names_and_bad_options_are_usage_errors() {
 
 #[test]
 fn a_crashing_worker_fails_only_its_allocator() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "5000");
+    let (dir, t) = scratch_trace("uniform", "5000");
     let out = dir.path().join("demo");
     let o = mallard_env(
         &["run", p(&t), "--out", p(&out), "--repeat", "1", "--quiet"],
@@ -332,8 +329,7 @@ fn a_crashing_worker_fails_only_its_allocator() {
 
 #[test]
 fn bump_reference_and_touch_policies_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "fragmentation", "20000");
+    let (dir, t) = scratch_trace("fragmentation", "20000");
     for touch in ["none", "first", "pages", "all"] {
         let out = dir.path().join(format!("r-{touch}"));
         ok(&run_args(p(&t), "bump,arena", &out, &["--touch", touch]));

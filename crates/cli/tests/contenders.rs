@@ -4,8 +4,8 @@
 
 mod common;
 use common::{
-    allocator, exits, generated, generated_threads, mallard, p, refused, repetitions, results,
-    run_args, run_once, text,
+    allocator, exits, generated_threads, mallard, p, refused, repetitions, results, run_args,
+    run_once, scratch_trace, text,
 };
 use std::path::Path;
 
@@ -63,8 +63,7 @@ fn every_setting_reaches_its_allocator() {
 
 #[test]
 fn an_unknown_setting_or_library_is_refused_before_any_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "2000");
+    let (dir, t) = scratch_trace("uniform", "2000");
     for (spec, want) in [
         ("glibc:arena_maks=1", "known: arena_max"),
         ("jemalloc:narenas=many", "not an integer"),
@@ -87,8 +86,7 @@ fn a_preloaded_library_serves_the_replay_and_is_recorded() {
     let Some(lib) = tcmalloc() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "5000");
+    let (dir, t) = scratch_trace("uniform", "5000");
     let out = dir.path().join("r");
     let r = run_once(p(&t), &format!("glibc,tc={lib},tcmalloc"), &out, &[]);
     for label in ["tc", "tcmalloc"] {
@@ -131,8 +129,7 @@ fn the_gate_judges_two_specs() {
     let Some(lib) = tcmalloc() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "5000");
+    let (dir, t) = scratch_trace("uniform", "5000");
     let out = dir.path().join("g");
     let o = mallard(&[
         "gate",

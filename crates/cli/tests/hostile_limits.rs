@@ -8,19 +8,23 @@
 //! not fill the machine either.
 
 mod common;
-use common::{exits, ok, p, run_args};
+use common::{exits, ok, p, run_args, scratch_trace};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const HEADER: &str = "# mallard-trace v1\nthread,timestamp_ns,op,id,new_id,size,align\n";
 
-/// A CSV trace: `lines` are event lines after the header.
-fn csv(path: &Path, lines: impl IntoIterator<Item = String>) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+/// A fresh temporary directory and in it the CSV trace `name`: `lines` are its event lines
+/// after the header.
+fn csv(name: &str, lines: impl IntoIterator<Item = String>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     f.write_all(HEADER.as_bytes()).unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
     }
+    (dir, path)
 }
 
 fn mem_available() -> u64 {
@@ -37,10 +41,8 @@ fn refused(args: &[&str], out: &Path, want: &[&str]) -> String {
 
 #[test]
 fn an_object_no_machine_can_hold_is_refused_up_front() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("tib.csv");
-    csv(
-        &t,
+    let (dir, t) = csv(
+        "tib.csv",
         ["0,,malloc,0,,1099511627776,".into(), "0,,free,0,,,".into()],
     );
     let out = dir.path().join("r");
@@ -62,13 +64,11 @@ fn an_object_no_machine_can_hold_is_refused_up_front() {
 
 #[test]
 fn a_live_set_larger_than_the_machine_is_refused_up_front_with_its_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("live.csv");
     // 100,000 live objects of 1 MiB (97.7 GiB), or more on a machine that has that much.
     let n = 100_000u64.max(mem_available() / (1 << 20) + 1000);
     let allocs = (0..n).map(|i| format!("0,,malloc,{i},,1048576,"));
     let frees = (0..n).map(|i| format!("0,,free,{i},,,"));
-    csv(&t, allocs.chain(frees));
+    let (dir, t) = csv("live.csv", allocs.chain(frees));
     let out = dir.path().join("r");
     let want = if n == 100_000 {
         "peak live set 97.7 GiB"
@@ -105,12 +105,10 @@ fn a_live_set_larger_than_the_machine_is_refused_up_front_with_its_figures() {
 
 #[test]
 fn more_threads_than_a_process_may_start_are_refused_with_the_serial_hint() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("threads.csv");
     let n = 20_000u64;
     let allocs = (0..n).map(|i| format!("{i},,malloc,{i},,16,"));
     let frees = (0..n).map(|i| format!("{},,free,{i},,,", (i + 1) % n));
-    csv(&t, allocs.chain(frees));
+    let (dir, t) = csv("threads.csv", allocs.chain(frees));
     let out = dir.path().join("r");
     let maps: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .unwrap()
@@ -136,8 +134,7 @@ fn more_threads_than_a_process_may_start_are_refused_with_the_serial_hint() {
 
 #[test]
 fn option_values_no_worker_can_use_are_refused_at_parse_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = common::generated(dir.path(), "uniform", "2000");
+    let (dir, t) = scratch_trace("uniform", "2000");
     let out = dir.path().join("r");
     refused(
         &["run", p(&t), "-a", "glibc", "--timeout", "0"],
@@ -169,8 +166,7 @@ fn option_values_no_worker_can_use_are_refused_at_parse_time() {
 
 #[test]
 fn a_misspelt_allocator_gets_the_closest_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = common::generated(dir.path(), "uniform", "100");
+    let (dir, t) = scratch_trace("uniform", "100");
     let out = dir.path().join("r");
     refused(
         &["run", p(&t), "-a", "jemaloc"],
@@ -188,12 +184,10 @@ fn a_misspelt_allocator_gets_the_closest_name() {
 
 #[test]
 fn a_cross_thread_free_before_its_allocation_names_the_line_of_the_allocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("xt.csv");
     // Line 3 is the first event line: thread 1 frees object 1 (line 4) before thread 0
     // allocates it (line 5).
-    csv(
-        &t,
+    let (dir, t) = csv(
+        "xt.csv",
         [
             "0,,malloc,0,,16,".into(),
             "1,,free,1,,,".into(),

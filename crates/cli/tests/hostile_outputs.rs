@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 mod common;
 use common::{
-    assert_has, bin, exits, gate_stored, gate_stored_args, generated, mallard, names_in, ok, p,
+    assert_has, bin, exits, gate_stored, gate_stored_args, mallard, names_in, ok, p, scratch_trace,
     text,
 };
 
@@ -46,9 +46,10 @@ fn mallard_fsize(args: &[&str], bytes: u64) -> Output {
     c.output().expect("run mallard")
 }
 
-/// A small trace for a quick run (one allocator, one repetition: three workers).
-fn trace(dir: &Path) -> PathBuf {
-    generated(dir, "uniform", "2000")
+/// A temporary directory and in it a small trace for a quick run (one allocator, one
+/// repetition: three workers).
+fn trace() -> (tempfile::TempDir, PathBuf) {
+    scratch_trace("uniform", "2000")
 }
 
 /// `mallard run` of `t` into `out`, not quiet: it announces its workers (see
@@ -126,8 +127,7 @@ fn is_char_device(p: &Path) -> bool {
 
 #[test]
 fn run_and_gate_leave_a_users_directory_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let mydata = dir.path().join("mydata");
     users_dir(&mydata);
     let before = snapshot(dir.path());
@@ -163,8 +163,7 @@ fn run_and_gate_leave_a_users_directory_whole() {
 
 #[test]
 fn a_file_where_a_report_directory_would_go_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let readme = dir.path().join("README.md");
     fs::write(&readme, "# my project\n").unwrap();
     let before = snapshot(dir.path());
@@ -175,8 +174,7 @@ fn a_file_where_a_report_directory_would_go_is_refused() {
 
 #[test]
 fn dot_root_and_a_linked_directory_are_refused_before_any_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     fs::write(dir.path().join("notes.txt"), "mine").unwrap();
     let before = snapshot(dir.path());
     let o = cmd(&["run", p(&t), "--out", ".", "--repeat", "1", "-a", "glibc"])
@@ -200,8 +198,7 @@ fn dot_root_and_a_linked_directory_are_refused_before_any_worker() {
 
 #[test]
 fn an_unwritable_or_impossible_location_is_refused_up_front() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let file = dir.path().join("file");
     fs::write(&file, "x").unwrap();
     let before = snapshot(dir.path());
@@ -277,8 +274,7 @@ fn record_checks_its_output_before_the_program_runs() {
 
 #[test]
 fn convert_streams_into_a_fifo_and_leaves_it_a_fifo() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let fifo = dir.path().join("fifo");
     let c = std::ffi::CString::new(p(&fifo)).unwrap();
     // SAFETY: a valid path string.
@@ -313,8 +309,7 @@ fn convert_streams_into_a_fifo_and_leaves_it_a_fifo() {
 
 #[test]
 fn a_character_device_is_written_into_not_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let null = char_device(dir.path(), "null", 3);
     for args in [
         vec!["convert", p(&t), "-o", p(&null)],
@@ -331,8 +326,7 @@ fn a_character_device_is_written_into_not_replaced() {
 
 #[test]
 fn a_symlink_to_a_file_is_written_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let real = dir.path().join("real.csv");
     fs::write(&real, "old").unwrap();
     let link = dir.path().join("link.csv");
@@ -352,8 +346,7 @@ fn a_symlink_to_a_file_is_written_through() {
 
 #[test]
 fn a_failed_final_write_prints_the_table_and_exits_4() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     // run: every worker succeeds; the report cannot be written (EFBIG).
     let out = dir.path().join("rep");
     let o = mallard_fsize(&common::run_args(p(&t), "glibc", &out, &[]), 64);
@@ -407,8 +400,7 @@ fn a_failed_final_write_prints_the_table_and_exits_4() {
 
 #[test]
 fn a_report_mallard_wrote_is_replaced_on_the_next_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = trace(dir.path());
+    let (dir, t) = trace();
     let out = dir.path().join("rep");
     for allocator in ["glibc", "bump"] {
         ok(&common::run_args(p(&t), allocator, &out, &[]));

@@ -3,7 +3,7 @@
 //! exits 128 + the signal; a worker whose parent is gone does not start.
 
 mod common;
-use common::{mallard_env, p, text};
+use common::{mallard_env, p, scratch_trace, text};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -160,8 +160,7 @@ fn sigterm_and_sighup_during_a_run_of_generated_traces_leave_nothing_behind() {
 
 #[test]
 fn a_worker_whose_parent_is_gone_does_not_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = common::generated(dir.path(), "uniform", "1000");
+    let (_dir, t) = scratch_trace("uniform", "1000");
     let spec = serde_json::json!({
         "trace": t, "allocator": "glibc", "pass": "throughput", "touch": "none", "batch": 64,
         "rss_samples": 0, "arena": serde_json::to_value(mallard_arena::Config::default()).unwrap(),

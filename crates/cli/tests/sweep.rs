@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 mod common;
-use common::{assert_has, exits, generated, ok, p, refused, repeated_run_args};
+use common::{assert_has, exits, generated, ok, p, refused, repeated_run_args, scratch_trace};
 
 /// The CSV's lines without the one column that is a timing (`sim_ns_per_op`), which differs
 /// from run to run; everything else must be identical.
@@ -37,9 +37,8 @@ const GRID: [&str; 8] = [
 
 #[test]
 fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, t1) = scratch_trace("python-objects", "30000");
     let d = tmp.path();
-    let t1 = generated(d, "python-objects", "30000");
     let t2 = generated(d, "fragmentation", "20000");
     let full = d.join("full.csv");
     // `mallard sweep T1 T2 -o OUT -q` over GRID and `extra`, which must succeed.
@@ -122,9 +121,8 @@ fn sweep_args<'a>(trace: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a 
 
 #[test]
 fn invalid_configurations_are_skipped_and_an_all_invalid_grid_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, t) = scratch_trace("uniform", "5000");
     let d = tmp.path();
-    let t = generated(d, "uniform", "5000");
     let out = d.join("s.csv");
     // An 8 KiB arena cannot hold two 16 KiB pools: skipped, with the allocator's reason.
     let grid = ["-q", "--arena-size", "8K,1M", "--pool-size", "16K"];
@@ -159,9 +157,8 @@ fn invalid_configurations_are_skipped_and_an_all_invalid_grid_is_an_error() {
 
 #[test]
 fn measure_mode_times_each_configuration_in_workers() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, t) = scratch_trace("python-objects", "5000");
     let d = tmp.path();
-    let t = generated(d, "python-objects", "5000");
     let out = d.join("m.csv");
     let said = ok(&[
         "sweep",
@@ -209,9 +206,8 @@ fn measure_mode_times_each_configuration_in_workers() {
 
 #[test]
 fn every_run_writes_a_page_and_report_regenerates_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, t) = scratch_trace("python-objects", "5000");
     let d = tmp.path();
-    let t = generated(d, "python-objects", "5000");
     let rep = d.join("r");
     ok(&repeated_run_args(p(&t), "arena,glibc", "2", &rep, &[]));
     let html = fs::read_to_string(rep.join("index.html")).unwrap();

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    generated, generated_threads, mallard_env, ok, p, refused, repeated_run_args, repetitions,
-    results, run_args, run_once, text,
+    generated_threads, mallard_env, ok, p, refused, repeated_run_args, repetitions, results,
+    run_args, run_once, scratch_trace, text,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,8 +41,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn three_iterations_keep_the_cold_one_apart_from_the_warm_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "python-objects", "20000");
+    let (dir, t) = scratch_trace("python-objects", "20000");
     let out = dir.path().join("r");
     let args = repeated_run_args(p(&t), "glibc,arena", "2", &out, &["--iterations", "3"]);
     let table = ok(&args);
@@ -102,8 +101,7 @@ fn three_iterations_keep_the_cold_one_apart_from_the_warm_ones() {
 
 #[test]
 fn one_iteration_leaves_the_warm_columns_empty_and_samples_memory_after_the_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "python-objects", "20000");
+    let (dir, t) = scratch_trace("python-objects", "20000");
     let out = dir.path().join("r");
     let table = ok(&repeated_run_args(p(&t), "glibc,jemalloc", "2", &out, &[]));
     assert!(!table.contains("warm ns/op"), "{table}");
@@ -189,8 +187,7 @@ fn a_multi_threaded_trace_replays_warm_too() {
 fn jemalloc_without_decay_hands_freed_memory_back_at_once() {
     // dirty_decay_ms:0 purges freed pages on free: after the final free, jemalloc's resident
     // bytes are below what it held with the trace's last live set (no timing involved).
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "fragmentation", "50000");
+    let (dir, t) = scratch_trace("fragmentation", "50000");
     let out = dir.path().join("r");
     let o = mallard_env(
         &run_args(p(&t), "jemalloc", &out, &[]),
@@ -209,8 +206,7 @@ fn jemalloc_without_decay_hands_freed_memory_back_at_once() {
 
 #[test]
 fn zero_iterations_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = generated(dir.path(), "uniform", "1000");
+    let (dir, t) = scratch_trace("uniform", "1000");
     let out = dir.path().join("r");
     let args = ["run", p(&t), "--iterations", "0", "-q", "--out", p(&out)];
     refused(2, &args, &["--iterations"], &out);

@@ -125,6 +125,12 @@ mod tests {
     use super::*;
     use std::error::Error as _;
 
+    /// How built sides are named: the number of pairs, the first pair's name, each side's label.
+    fn named(s: &Sides) -> (usize, &str, &str, &str) {
+        let first = s.pairs.first().map_or("", |p| p.name.as_str());
+        (s.pairs.len(), first, &s.baseline_label, &s.candidate_label)
+    }
+
     #[test]
     fn the_whole_form_names_each_side_and_refuses_the_older_options_beside_it() {
         let env = ["MALLOC_ARENA_MAX=1".to_string()];
@@ -133,11 +139,15 @@ mod tests {
             candidate_env: &env,
             ..SideOptions::default()
         };
-        let s = o.build().unwrap();
-        assert_eq!(s.pairs.len(), 1);
-        assert_eq!(s.pairs[0].name, "glibc vs arena:pool_size=4K");
-        assert_eq!(s.baseline_label, "glibc");
-        assert_eq!(s.candidate_label, "arena:pool_size=4K MALLOC_ARENA_MAX=1");
+        assert_eq!(
+            named(&o.build().unwrap()),
+            (
+                1,
+                "glibc vs arena:pool_size=4K",
+                "glibc",
+                "arena:pool_size=4K MALLOC_ARENA_MAX=1"
+            )
+        );
         let allocators = ["glibc".to_string()];
         let mixed = SideOptions {
             allocators: &allocators,
@@ -164,10 +174,15 @@ mod tests {
             ..SideOptions::default()
         };
         let s = o.build().unwrap();
-        assert_eq!(s.pairs.len(), 1);
-        assert_eq!(s.pairs[0].name, "arena");
-        assert_eq!(s.baseline_label, "arena arena=cpython-3.11");
-        assert_eq!(s.candidate_label, "arena arena=cpython-3.11,pool_size=4K");
+        assert_eq!(
+            named(&s),
+            (
+                1,
+                "arena",
+                "arena arena=cpython-3.11",
+                "arena arena=cpython-3.11,pool_size=4K"
+            )
+        );
         assert_eq!(s.pairs[0].candidate.arena.pool_size, 4096);
     }
 }

@@ -529,6 +529,20 @@ mod tests {
         (0..n).map(|_| center * (1.0 + d.sample(rng))).collect()
     }
 
+    /// `n` values per side with relative noise `cv` around the baseline's and the candidate's
+    /// centre, drawn from `rng` (baseline first), judged under `cfg`.
+    fn judged(
+        rng: &mut SmallRng,
+        n: usize,
+        cv: f64,
+        (base, cand): (f64, f64),
+        cfg: &GateConfig,
+    ) -> MetricResult {
+        let b = normal(rng, n, base, cv);
+        let c = normal(rng, n, cand, cv);
+        one(b, c, cfg)
+    }
+
     fn one(b: Vec<f64>, c: Vec<f64>, cfg: &GateConfig) -> MetricResult {
         let mut s = Samples::default();
         for v in b {
@@ -739,9 +753,7 @@ mod tests {
     fn a_three_percent_shift_is_real_but_under_a_five_percent_threshold() {
         let mut rng = SmallRng::seed_from_u64(2);
         let cfg = GateConfig::default();
-        let b = normal(&mut rng, 20, 100.0, 0.005);
-        let c = normal(&mut rng, 20, 103.0, 0.005);
-        let r = one(b, c, &cfg);
+        let r = judged(&mut rng, 20, 0.005, (100.0, 103.0), &cfg);
         // Significant, yet a pass: the interval sits inside the 5% limit.
         assert!(r.p_value.unwrap() < 1e-6, "{r:?}");
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
@@ -754,25 +766,22 @@ mod tests {
             ..GateConfig::default()
         };
         let mut rng = SmallRng::seed_from_u64(2);
-        let b = normal(&mut rng, 20, 100.0, 0.005);
-        let c = normal(&mut rng, 20, 103.0, 0.005);
-        assert_eq!(one(b, c, &cfg2).verdict, Verdict::Fail);
+        assert_eq!(
+            judged(&mut rng, 20, 0.005, (100.0, 103.0), &cfg2).verdict,
+            Verdict::Fail
+        );
     }
 
     #[test]
     fn a_ten_percent_shift_fails() {
         let mut rng = SmallRng::seed_from_u64(3);
         let cfg = GateConfig::default();
-        let b = normal(&mut rng, 10, 100.0, 0.02);
-        let c = normal(&mut rng, 10, 110.0, 0.02);
-        let r = one(b, c, &cfg);
+        let r = judged(&mut rng, 10, 0.02, (100.0, 110.0), &cfg);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         assert!((r.ratio.unwrap() - 1.10).abs() < 0.03);
         // And a 10% improvement passes, as better.
         let mut rng = SmallRng::seed_from_u64(3);
-        let b = normal(&mut rng, 10, 100.0, 0.02);
-        let c = normal(&mut rng, 10, 90.0, 0.02);
-        let r = one(b, c, &cfg);
+        let r = judged(&mut rng, 10, 0.02, (100.0, 90.0), &cfg);
         assert_eq!(r.verdict, Verdict::Pass);
         assert!(r.reason.starts_with("better"), "{}", r.reason);
     }
@@ -787,9 +796,7 @@ mod tests {
         let mut fails = 0;
         let mut noisy = 0;
         for _ in 0..trials {
-            let b = normal(&mut rng, 10, 100.0, 0.2);
-            let c = normal(&mut rng, 10, 100.0, 0.2);
-            let r = one(b, c, &cfg);
+            let r = judged(&mut rng, 10, 0.2, (100.0, 100.0), &cfg);
             fails += (r.verdict == Verdict::Fail) as u32;
             noisy += r.too_noisy() as u32;
         }
@@ -890,38 +897,22 @@ mod tests {
     #[test]
     fn memory_needs_the_absolute_margin_too() {
         let cfg = GateConfig::default(); // 16 pages = 64 KiB
-        let mut s = Samples::default();
         let key = MetricKey::new("t", "arena", "peak_rss");
+        // Twelve pairs of peak RSS from `base` and `cand` bytes, each varying by 0-8 KiB.
+        let peaks = |base: f64, cand: f64| {
+            let mut s = Samples::default();
+            for i in 0..12 {
+                let wobble = 4096.0 * (i % 3) as f64;
+                s.push(Side::Baseline, key.clone(), base + wobble);
+                s.push(Side::Candidate, key.clone(), cand + wobble);
+            }
+            s
+        };
         // 1 MiB baseline, +10% (~100 KiB) but varying: above both margins -> fail.
-        for i in 0..12 {
-            s.push(
-                Side::Baseline,
-                key.clone(),
-                1048576.0 + 4096.0 * (i % 3) as f64,
-            );
-            s.push(
-                Side::Candidate,
-                key.clone(),
-                1153434.0 + 4096.0 * (i % 3) as f64,
-            );
-        }
-        let r = judge(&s, &cfg, ctx()).remove(0);
+        let r = judge(&peaks(1048576.0, 1153434.0), &cfg, ctx()).remove(0);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         // 256 KiB baseline, +20% (51 KiB) is above 5% but below 64 KiB: pass.
-        let mut s = Samples::default();
-        for i in 0..12 {
-            s.push(
-                Side::Baseline,
-                key.clone(),
-                262144.0 + 4096.0 * (i % 3) as f64,
-            );
-            s.push(
-                Side::Candidate,
-                key.clone(),
-                314572.0 + 4096.0 * (i % 3) as f64,
-            );
-        }
-        let r = judge(&s, &cfg, ctx()).remove(0);
+        let r = judge(&peaks(262144.0, 314572.0), &cfg, ctx()).remove(0);
         assert!(
             (r.limit - (1.0 + 65536.0 / 266240.0)).abs() < 1e-9,
             "{}",
@@ -935,9 +926,7 @@ mod tests {
         let cfg = GateConfig::default();
         let mut rng = SmallRng::seed_from_u64(7);
         // 3% noise, no change: inconclusive at 10 repetitions, resolvable within 40.
-        let b = normal(&mut rng, 10, 100.0, 0.03);
-        let c = normal(&mut rng, 10, 104.0, 0.03);
-        let r = one(b, c, &cfg);
+        let r = judged(&mut rng, 10, 0.03, (100.0, 104.0), &cfg);
         if r.verdict == Verdict::Inconclusive {
             assert!(
                 r.resolvable && worth_more(&[r]),
@@ -945,9 +934,7 @@ mod tests {
             );
         }
         // 40% noise: hopeless within the budget, so stop and say so.
-        let b = normal(&mut rng, 10, 100.0, 0.4);
-        let c = normal(&mut rng, 10, 100.0, 0.4);
-        let r = one(b, c, &cfg);
+        let r = judged(&mut rng, 10, 0.4, (100.0, 100.0), &cfg);
         assert_eq!(r.verdict, Verdict::Inconclusive);
         assert!(!r.resolvable && !worth_more(std::slice::from_ref(&r)));
         assert!(r.too_noisy(), "{}", r.reason);

@@ -72,6 +72,18 @@ pub struct LivePlan {
     pub iterations: u32,
 }
 
+/// `--passes` as given, each pass once in the order first named (`tail,tail` runs the tail pass
+/// once): the passes of a [`LivePlan`].
+pub fn passes(given: &[Pass]) -> Vec<Pass> {
+    let mut passes = Vec::new();
+    for &pass in given {
+        if !passes.contains(&pass) {
+            passes.push(pass);
+        }
+    }
+    passes
+}
+
 /// The default `--toggle-collect` pattern: the single-threaded throughput replay loop.
 pub const DEFAULT_TOGGLE: &str = "*engine::throughput*";
 
@@ -212,6 +224,23 @@ pub fn callgrind_total(text: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// The samples a live comparison files its pairs into: the replay loop's instruction counts
+/// first, when the plan asks for them.
+fn paired_samples(
+    plan: &LivePlan,
+    p: &Session,
+    progress: ProgressFn,
+) -> Result<Samples, GateError> {
+    let mut samples = Samples {
+        paired: true,
+        ..Default::default()
+    };
+    if plan.count_instructions {
+        count_instructions(plan, p, &mut samples, progress)?;
+    }
+    Ok(samples)
+}
+
 fn count_instructions(
     plan: &LivePlan,
     p: &Session,
@@ -314,13 +343,7 @@ pub fn run_gate(
     if plan.count_instructions || has_counters {
         notes.push(counters);
     }
-    let mut samples = Samples {
-        paired: true,
-        ..Default::default()
-    };
-    if plan.count_instructions {
-        count_instructions(plan, &p, &mut samples, progress)?;
-    }
+    let mut samples = paired_samples(plan, &p, progress)?;
     let ctx = JudgeContext {
         page_size: machine.page_size,
         budget: cfg.max_reps,
@@ -402,14 +425,8 @@ pub fn run_calibration(
     let opts = options(&aa)?;
     let p = prepare(&opts)?;
     let machine = runner::machine(p.timer);
-    let mut samples = Samples {
-        paired: true,
-        ..Default::default()
-    };
     let mut notes = vec![hardware_counters().1];
-    if aa.count_instructions {
-        count_instructions(&aa, &p, &mut samples, progress)?;
-    }
+    let mut samples = paired_samples(&aa, &p, progress)?;
     run_reps(&aa, &p, 0, cfg.max_reps, &mut samples, progress)?;
     let ctx = JudgeContext {
         page_size: machine.page_size,
@@ -547,6 +564,17 @@ mod tests {
         let text = "version: 1\ncmd: x\nevents: Ir\nfl=(1) a.rs\nfn=(1) f\n1 5\nsummary: 1365863\ntotals: 1365863\n";
         assert_eq!(callgrind_total(text), Some(1_365_863));
         assert_eq!(callgrind_total("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn passes_run_once_each_in_the_order_first_named() {
+        use Pass::{Batched, Tail, Throughput};
+        assert_eq!(passes(&[Tail, Throughput, Tail, Tail]), [Tail, Throughput]);
+        assert_eq!(
+            passes(&[Throughput, Batched, Tail]),
+            [Throughput, Batched, Tail]
+        );
+        assert!(passes(&[]).is_empty());
     }
 
     #[test]

@@ -115,19 +115,23 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
+/// A change and its interval, `+3.1% (+1.0% … +5.2%)`; `None` without both bounds.
+fn change_in(ratio: Option<f64>, low: Option<f64>, high: Option<f64>) -> Option<String> {
+    let (lo, hi) = low.zip(high)?;
+    Some(format!(
+        "{} ({} … {})",
+        fmt_change(ratio),
+        fmt_change(Some(lo)),
+        fmt_change(Some(hi))
+    ))
+}
+
 fn interval(m: &MetricResult) -> String {
     match m.method {
         crate::judge::Method::Direct => format!("{} (exact)", fmt_change(m.ratio)),
         crate::judge::Method::RankTest | crate::judge::Method::PairedRankTest => {
-            match (m.ratio_low, m.ratio_high) {
-                (Some(lo), Some(hi)) => format!(
-                    "{} ({} … {})",
-                    fmt_change(m.ratio),
-                    fmt_change(Some(lo)),
-                    fmt_change(Some(hi))
-                ),
-                _ => format!("{} (no interval)", fmt_change(m.ratio)),
-            }
+            change_in(m.ratio, m.ratio_low, m.ratio_high)
+                .unwrap_or_else(|| format!("{} (no interval)", fmt_change(m.ratio)))
         }
     }
 }
@@ -435,15 +439,7 @@ pub fn calibration_markdown(c: &CalibrationReport) -> String {
             if r.exact {
                 "exact".to_string()
             } else {
-                match (r.aa_low, r.aa_high) {
-                    (Some(lo), Some(hi)) => format!(
-                        "{} ({} … {})",
-                        fmt_change(r.aa_ratio),
-                        fmt_change(Some(lo)),
-                        fmt_change(Some(hi))
-                    ),
-                    _ => fmt_change(r.aa_ratio),
-                }
+                change_in(r.aa_ratio, r.aa_low, r.aa_high).unwrap_or_else(|| fmt_change(r.aa_ratio))
             },
             if r.detectable.is_finite() {
                 format!("{:.1}%", r.detectable * 100.0)

@@ -542,6 +542,17 @@ mod tests {
         }
     }
 
+    /// `base` as A/results.json against `cur` as B/results.json, with the default settings.
+    fn compare(base: &RunResults, cur: &RunResults) -> Result<GateReport, GateError> {
+        compare_stored(
+            base,
+            Path::new("A/results.json"),
+            cur,
+            Path::new("B/results.json"),
+            &GateConfig::default(),
+        )
+    }
+
     fn error(r: &RunResults) -> String {
         validate(r, Path::new("B/results.json"))
             .expect_err("invalid")
@@ -651,15 +662,7 @@ mod tests {
             r.failure = Some("killed by signal 9".into());
             r.throughput = None;
         }
-        let e = compare_stored(
-            &base,
-            Path::new("A/results.json"),
-            &cur,
-            Path::new("B/results.json"),
-            &GateConfig::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = compare(&base, &cur).unwrap_err().to_string();
         assert!(
             e.starts_with("B/results.json: every repetition failed (3 of 3)")
                 && e.contains("repetitions[0].failure: \"killed by signal 9\""),
@@ -674,14 +677,7 @@ mod tests {
             r.batched.get_mut("free").unwrap().count = 3;
             r.tail.get_mut("free").unwrap().count = 3;
         }
-        let e = compare_stored(
-            &base,
-            Path::new("A/results.json"),
-            &other,
-            Path::new("B/results.json"),
-            &GateConfig::default(),
-        )
-        .unwrap_err();
+        let e = compare(&base, &other).unwrap_err();
         assert!(matches!(e, GateError::Mismatch(_)), "{e}");
     }
 
@@ -690,28 +686,14 @@ mod tests {
         let base = set(3);
         let mut old = set(3);
         old.schema = 1;
-        let r = compare_stored(
-            &old,
-            Path::new("A/results.json"),
-            &base,
-            Path::new("B/results.json"),
-            &GateConfig::default(),
-        )
-        .unwrap();
+        let r = compare(&old, &base).unwrap();
         assert!(!r.metrics.iter().any(|m| m.metric == "footprint"));
         assert!(r
             .notes
             .iter()
             .any(|n| n.starts_with("footprint not compared")));
         // Two schema-2 sets: the (known) footprint is compared.
-        let r = compare_stored(
-            &base,
-            Path::new("A/results.json"),
-            &base,
-            Path::new("B/results.json"),
-            &GateConfig::default(),
-        )
-        .unwrap();
+        let r = compare(&base, &base).unwrap();
         assert!(r.metrics.iter().any(|m| m.metric == "footprint"));
     }
 }

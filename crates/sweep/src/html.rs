@@ -70,10 +70,7 @@ pub fn render(s: &Summary, title: &str, command: Option<&str>, note: Option<&str
             .iter()
             .map(|&i| {
                 let r = &s.rows[i];
-                (
-                    (x.get)(r).unwrap_or(f64::NAN) / xs,
-                    (y.get)(r).unwrap_or(f64::NAN) / ys,
-                )
+                (x.value(r) / xs, y.value(r) / ys)
             })
             .collect();
         let front: Vec<usize> = t
@@ -109,8 +106,8 @@ pub fn render(s: &Summary, title: &str, command: Option<&str>, note: Option<&str
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"l\"><code>{}</code></td></tr>",
                 k + 1,
-                x.unit.format((x.get)(r).unwrap_or(f64::NAN)),
-                y.unit.format((y.get)(r).unwrap_or(f64::NAN)),
+                x.shown(r),
+                y.shown(r),
                 esc(&s.labels[i])
             );
         }
@@ -126,7 +123,7 @@ pub fn render(s: &Summary, title: &str, command: Option<&str>, note: Option<&str
                 b,
                 "<tr><td>{}</td><td>{}</td><td class=\"l\"><code>{}</code>{ties}</td></tr>",
                 esc(o.name),
-                o.unit.format((o.get)(&s.rows[i]).unwrap_or(f64::NAN)),
+                o.shown(&s.rows[i]),
                 esc(&s.labels[i])
             );
         }

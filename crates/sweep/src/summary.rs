@@ -43,6 +43,18 @@ pub struct Objective {
     pub get: fn(&Row) -> Option<f64>,
 }
 
+impl Objective {
+    /// Its value in row `r`; NaN where `r` has none (not measured).
+    pub fn value(&self, r: &Row) -> f64 {
+        (self.get)(r).unwrap_or(f64::NAN)
+    }
+
+    /// Its value in row `r`, written in its unit.
+    pub fn shown(&self, r: &Row) -> String {
+        self.unit.format(self.value(r))
+    }
+}
+
 /// The objectives of simulate mode (also reported in measure mode).
 pub const SIMULATED: [Objective; 6] = [
     Objective {
@@ -203,7 +215,7 @@ impl Summary {
             .into_iter()
             .map(|name| {
                 let idx: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].trace == name).collect();
-                let value = |o: &Objective, i: usize| (o.get)(&rows[i]).unwrap_or(f64::NAN);
+                let value = |o: &Objective, i: usize| o.value(&rows[i]);
                 let best = objectives
                     .iter()
                     .map(|o| {
@@ -290,7 +302,7 @@ impl Summary {
                     let _ = writeln!(out, "    {:<w$}  -", o.name);
                     continue;
                 };
-                let v = o.unit.format((o.get)(&self.rows[b]).unwrap_or(f64::NAN));
+                let v = o.shown(&self.rows[b]);
                 let ties = if best.len() > 1 {
                     format!("  (and {} more tied)", best.len() - 1)
                 } else {
@@ -311,8 +323,8 @@ impl Summary {
                 let _ = writeln!(
                     out,
                     "    {:>10}  {:>10}  {}",
-                    x.unit.format((x.get)(r).unwrap_or(f64::NAN)),
-                    y.unit.format((y.get)(r).unwrap_or(f64::NAN)),
+                    x.shown(r),
+                    y.shown(r),
                     self.labels[i]
                 );
             }
@@ -357,7 +369,7 @@ impl Summary {
                         out,
                         "| {} | {} | `{}`{ties} |",
                         o.name,
-                        o.unit.format((o.get)(&self.rows[b]).unwrap_or(f64::NAN)),
+                        o.shown(&self.rows[b]),
                         self.labels[b]
                     );
                 }
@@ -372,8 +384,8 @@ impl Summary {
                 let _ = writeln!(
                     out,
                     "| {} | {} | `{}` |",
-                    x.unit.format((x.get)(r).unwrap_or(f64::NAN)),
-                    y.unit.format((y.get)(r).unwrap_or(f64::NAN)),
+                    x.shown(r),
+                    y.shown(r),
                     self.labels[i]
                 );
             }

@@ -63,6 +63,14 @@ pub fn generated(dir: &Path, name: &str, events: &str) -> PathBuf {
     generated_with(dir, name, events, &["--seed", "3"])
 }
 
+/// A fresh temporary directory and in it a generated trace NAME.mtr of `events` events (seed
+/// 3): the start of most tests. The directory lives as long as the returned `TempDir`.
+pub fn scratch_trace(name: &str, events: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = generated(dir.path(), name, events);
+    (dir, trace)
+}
+
 /// A generated trace `dir/NAME.mtr` of `events` events, `gen` given `extra` too.
 fn generated_with(dir: &Path, name: &str, events: &str, extra: &[&str]) -> PathBuf {
     let out = dir.join(format!("{name}.mtr"));
