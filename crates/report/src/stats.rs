@@ -194,29 +194,37 @@ pub fn u_pmf(n: usize, m: usize) -> Vec<f64> {
 /// The largest `u` with P(U <= u) <= `q` under the null, or `None` when even P(U = 0) > q.
 fn u_lower_critical(n: usize, m: usize, q: f64) -> Option<usize> {
     if n <= EXACT_MAX && m <= EXACT_MAX {
-        let pmf = u_pmf(n, m);
-        let mut cdf = 0.0;
-        let mut best = None;
-        for (u, p) in pmf.iter().enumerate() {
-            cdf += p;
-            // A little slack for rounding in the recursion.
-            if cdf <= q * (1.0 + 1e-9) {
-                best = Some(u);
-            } else {
-                break;
-            }
-        }
-        best
+        exact_lower_critical(&u_pmf(n, m), q)
     } else {
         let nm = (n * m) as f64;
         let sd = (nm * (n + m + 1) as f64 / 12.0).sqrt();
-        let c = (nm / 2.0 + norm_quantile(q) * sd - 0.5).floor();
-        if c < 0.0 {
-            None
+        normal_lower_critical(nm / 2.0, sd, q)
+    }
+}
+
+/// The largest `k` with P(X <= k) <= `q` for the distribution `pmf` of a statistic on
+/// 0, 1, 2, ..., or `None` when even P(X = 0) > q: the exact critical value of
+/// [`u_lower_critical`] and [`signed_rank_lower_critical`].
+fn exact_lower_critical(pmf: &[f64], q: f64) -> Option<usize> {
+    let mut cdf = 0.0;
+    let mut best = None;
+    for (k, p) in pmf.iter().enumerate() {
+        cdf += p;
+        // A little slack for rounding in the recursion.
+        if cdf <= q * (1.0 + 1e-9) {
+            best = Some(k);
         } else {
-            Some(c as usize)
+            break;
         }
     }
+    best
+}
+
+/// As [`exact_lower_critical`], from the normal approximation of a statistic with `mean` and
+/// standard deviation `sd` (continuity-corrected).
+fn normal_lower_critical(mean: f64, sd: f64, q: f64) -> Option<usize> {
+    let c = (mean + norm_quantile(q) * sd - 0.5).floor();
+    (c >= 0.0).then_some(c as usize)
 }
 
 /// The result of comparing a candidate sample with a baseline sample.
@@ -342,23 +350,12 @@ pub fn signed_rank_pmf(n: usize) -> Vec<f64> {
 /// The largest `t` with P(T+ <= t) <= `q` under the null, or `None` when even P(T+ = 0) > q.
 fn signed_rank_lower_critical(n: usize, q: f64) -> Option<usize> {
     if n <= EXACT_MAX_PAIRS {
-        let mut cdf = 0.0;
-        let mut best = None;
-        for (t, p) in signed_rank_pmf(n).iter().enumerate() {
-            cdf += p;
-            if cdf <= q * (1.0 + 1e-9) {
-                best = Some(t);
-            } else {
-                break;
-            }
-        }
-        best
+        exact_lower_critical(&signed_rank_pmf(n), q)
     } else {
         let nf = n as f64;
         let mean = nf * (nf + 1.0) / 4.0;
         let sd = (nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0).sqrt();
-        let c = (mean + norm_quantile(q) * sd - 0.5).floor();
-        (c >= 0.0).then_some(c as usize)
+        normal_lower_critical(mean, sd, q)
     }
 }
 
