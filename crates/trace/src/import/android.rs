@@ -117,13 +117,8 @@ impl std::fmt::Display for ImportSummary {
                 n(self.thread_done)
             ),
             format!(
-                "  wrote:   {} malloc, {} calloc, {} aligned, {} realloc, {} free; {} objects \
-                 live at the end",
-                n(c.malloc),
-                n(c.calloc),
-                n(c.aligned),
-                n(c.reallocs),
-                n(c.frees),
+                "  wrote:   {}; {} objects live at the end",
+                super::kinds_written(c),
                 n(self.live_at_end)
             ),
             format!(
