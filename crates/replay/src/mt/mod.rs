@@ -159,37 +159,33 @@ pub struct MtOutcome {
     pub per_thread: Vec<ThreadSamples>,
 }
 
-/// Replays `prog` with one OS thread per recorded thread. `make` gives each thread its handle
-/// on the (shared) backend. All threads start together from a barrier; histograms are
-/// allocated before it. `on_start` runs on the calling thread once the threads are released
-/// (e.g. to start an RSS sampler) and returns a value handed back with the outcome.
-#[allow(clippy::too_many_arguments)]
-pub fn replay<'a, B, F>(
-    prog: &MtProgram,
-    slots: &Slots,
-    touch: Touch,
-    pass: MtPass,
-    scale: TickScale,
-    progress: &Progress,
-    make: F,
-) -> Result<MtOutcome, MtFailed>
+/// One multi-threaded pass to replay, the same for every iteration: the program, how each block
+/// is touched, which pass and its tick scale, and where each thread counts its progress.
+#[derive(Clone, Copy)]
+pub struct MtRun<'r> {
+    pub prog: &'r MtProgram,
+    pub touch: Touch,
+    pub pass: MtPass,
+    pub scale: TickScale,
+    pub progress: &'r Progress,
+}
+
+/// Replays `run.prog` on `slots` with one OS thread per recorded thread. `make` gives each
+/// thread its handle on the (shared) backend. All threads start together from a barrier;
+/// histograms are allocated before it.
+pub fn replay<'a, B, F>(run: MtRun<'_>, slots: &Slots, make: F) -> Result<MtOutcome, MtFailed>
 where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
-    let how = Waiting::for_threads(prog.threads.len());
-    replay_waiting(prog, slots, touch, pass, scale, progress, make, how)
+    let how = Waiting::for_threads(run.prog.threads.len());
+    replay_waiting(run, slots, make, how)
 }
 
 /// [`replay`] with the way of waiting chosen by the caller (tests run both).
-#[allow(clippy::too_many_arguments)]
 fn replay_waiting<'a, B, F>(
-    prog: &MtProgram,
+    run: MtRun<'_>,
     slots: &Slots,
-    touch: Touch,
-    pass: MtPass,
-    scale: TickScale,
-    progress: &Progress,
     make: F,
     how: Waiting,
 ) -> Result<MtOutcome, MtFailed>
@@ -197,6 +193,13 @@ where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
+    let MtRun {
+        prog,
+        touch,
+        pass,
+        scale,
+        progress,
+    } = run;
     let n = prog.threads.len();
     let flags: Vec<AtomicU32> = (0..prog.handoffs).map(|_| AtomicU32::new(0)).collect();
     let start = StartLine::new();
@@ -469,17 +472,14 @@ mod tests {
                     ps_per_tick: 1.0,
                 };
                 let progress = Progress::new(mt.threads.len());
-                let out = replay_waiting(
-                    &mt,
-                    &slots,
-                    Touch::None,
+                let run = MtRun {
+                    prog: &mt,
+                    touch: Touch::None,
                     pass,
                     scale,
-                    &progress,
-                    || CheckRef(&backend),
-                    how,
-                )
-                .unwrap();
+                    progress: &progress,
+                };
+                let out = replay_waiting(run, &slots, || CheckRef(&backend), how).unwrap();
                 slots.free_all(&mut CheckRef(&backend));
                 let mut all = KindHists::new();
                 for t in &out.per_thread {
