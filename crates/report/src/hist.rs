@@ -184,6 +184,27 @@ impl crate::writer::Writer<crate::writer::View<'_>> for Hgrm {
     }
 }
 
+/// Test figures: each of `values` (picoseconds) one call, with the given exact mean and mean
+/// run of same-kind calls.
+#[cfg(test)]
+pub(crate) fn figures_for_tests(
+    values: impl IntoIterator<Item = u64>,
+    mean_ns: f64,
+    mean_run: f64,
+) -> LatencyFigures {
+    let mut h = new_histogram();
+    for v in values {
+        h.record(v).unwrap();
+    }
+    LatencyFigures {
+        count: h.len(),
+        mean_ns,
+        mean_run,
+        hist: HistData::from_histogram(&h),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -299,15 +299,6 @@ mod tests {
     use mallard_trace::{AllocKind, Event, Record};
     use std::collections::HashMap;
 
-    fn rec(thread: u32, event: Event) -> Record {
-        Record {
-            thread,
-            timestamp_ns: None,
-            domain: mallard_trace::Domain::C,
-            event,
-        }
-    }
-
     /// A thread-safe backend that checks every free names a pointer whose allocation has
     /// completed and that is not yet freed, and counts calls.
     #[derive(Default)]
@@ -364,7 +355,7 @@ mod tests {
         for r in 0..rounds {
             for t in 0..threads {
                 for k in 0..4 {
-                    c.push_record(&rec(
+                    c.push_record(&Record::on(
                         t,
                         Event::Alloc {
                             id: next,
@@ -383,11 +374,11 @@ mod tests {
                 // Free two objects of the neighbour, realloc one.
                 for _ in 0..2 {
                     if let Some(id) = owned[victim].pop() {
-                        c.push_record(&rec(t, Event::Free { id })).unwrap();
+                        c.push_record(&Record::on(t, Event::Free { id })).unwrap();
                     }
                 }
                 if let Some(id) = owned[victim].pop() {
-                    c.push_record(&rec(
+                    c.push_record(&Record::on(
                         t,
                         Event::Realloc {
                             old: id,
@@ -415,18 +406,10 @@ mod tests {
         let cross = prog.counts[OpKind::Free] + prog.counts[OpKind::Realloc];
         assert_eq!(mt.cross_thread_frees, cross);
         assert_eq!(mt.handoffs as u64, cross);
-        let waits: usize = mt
-            .threads
-            .iter()
-            .flat_map(|t| &t.ops)
-            .filter(|o| o.wait != 0)
-            .count();
-        let signals: usize = mt
-            .threads
-            .iter()
-            .flat_map(|t| &t.ops)
-            .filter(|o| o.signal != 0)
-            .count();
+        // Each hand-off: one operation signals it, one waits for it.
+        let ops = || mt.threads.iter().flat_map(|t| &t.ops);
+        let waits = ops().filter(|o| o.wait != 0).count();
+        let signals = ops().filter(|o| o.signal != 0).count();
         assert_eq!((waits, signals), (mt.handoffs, mt.handoffs));
     }
 
@@ -543,16 +526,14 @@ mod tests {
             floor: 0.0,
             ps_per_tick: 1.0,
         };
-        replay(
-            &mt,
-            &slots,
-            Touch::Pages,
-            MtPass::Throughput,
+        let run = MtRun {
+            prog: &mt,
+            touch: Touch::Pages,
+            pass: MtPass::Throughput,
             scale,
-            &progress,
-            || LockedRef(&locked),
-        )
-        .unwrap();
+            progress: &progress,
+        };
+        replay(run, &slots, || LockedRef(&locked)).unwrap();
         let mut slots = slots;
         let left = slots.free_all(&mut LockedRef(&locked));
         assert_eq!(left, prog.final_live_objects);

@@ -296,12 +296,7 @@ impl<'a> Out<'a> {
     fn emit(&mut self, thread: u32, event: Event) -> Result<(), TraceError> {
         debug_assert!(!self.full());
         self.emitted += 1;
-        (self.sink)(Record {
-            thread,
-            timestamp_ns: None,
-            domain: crate::model::Domain::C,
-            event,
-        })
+        (self.sink)(Record::on(thread, event))
     }
 
     /// The mixer's thread for the next new object.

@@ -137,16 +137,7 @@ enum Call {
     Nothing,
 }
 
-/// Converts the mtrace log at `path`, sending each record to `sink`.
-pub fn convert(
-    path: &Path,
-    lenient: bool,
-    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
-) -> Result<MtraceSummary, TraceError> {
-    convert_input(Input::open(path)?, lenient, sink)
-}
-
-/// As [`convert`], from an input already open.
+/// Converts the mtrace log `input`, sending each record to `sink`.
 pub fn convert_input(
     input: Input,
     lenient: bool,
@@ -157,7 +148,7 @@ pub fn convert_input(
     convert_from(&path, reader, lenient, sink)
 }
 
-/// As [`convert`], reading from `input`; `path` names it in messages.
+/// As [`convert_input`], reading from `input`; `path` names it in messages.
 pub fn convert_from(
     path: &Path,
     mut input: impl BufRead,
@@ -310,12 +301,7 @@ pub fn convert_from(
         };
         if let Some(event) = event {
             sum.counts.add(&event);
-            sink(Record {
-                thread: 0,
-                timestamp_ns: None,
-                domain: crate::model::Domain::C,
-                event,
-            })?;
+            sink(Record::new(event))?;
         }
     }
     if let Some((open_line, addr, old)) = pending {
