@@ -8,9 +8,9 @@
 //! `.hgrm`); the replay records them (`mallard_replay::measure`), within [`MAX_PS`] and
 //! [`SIGFIG`].
 
+use crate::model::{LatencyFigures, Repetition};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use crate::model::{LatencyFigures, Repetition};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

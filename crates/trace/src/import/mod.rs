@@ -184,15 +184,15 @@ type LogImporter =
 /// Mallard trace and a raw recording, which are read by offset and not as a log.
 fn log_importer(format: Format) -> Option<LogImporter> {
     match format {
-        Format::Mtrace => Some(|i, lenient, sink| {
-            Ok(mtrace::convert_input(i, lenient, sink)?.to_string())
-        }),
-        Format::Heaptrack => Some(|i, lenient, sink| {
-            Ok(heaptrack::convert_input(i, lenient, sink)?.to_string())
-        }),
-        Format::Android => Some(|i, lenient, sink| {
-            Ok(android::convert_input(i, lenient, sink)?.to_string())
-        }),
+        Format::Mtrace => {
+            Some(|i, lenient, sink| Ok(mtrace::convert_input(i, lenient, sink)?.to_string()))
+        }
+        Format::Heaptrack => {
+            Some(|i, lenient, sink| Ok(heaptrack::convert_input(i, lenient, sink)?.to_string()))
+        }
+        Format::Android => {
+            Some(|i, lenient, sink| Ok(android::convert_input(i, lenient, sink)?.to_string()))
+        }
         // memray's log has nothing to be lenient about.
         Format::Memray => Some(|i, _, sink| Ok(memray::convert_input(i, sink)?.to_string())),
         Format::Mallard | Format::Recorder => None,
