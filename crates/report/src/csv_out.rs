@@ -6,7 +6,7 @@
 //!
 //! Each is one [`Csv`] writer: a name and a function of the view.
 
-use crate::model::{Repetition, RunResults};
+use crate::model::RunResults;
 use crate::summary::SummaryRow;
 use crate::writer::{Doc, View, Writer};
 use crate::ReportError;
@@ -44,43 +44,35 @@ fn table(
     w.into_inner().map_err(|e| err(e.to_string()))
 }
 
-/// The columns a timeline file (`rss.csv`, `occupancy.csv`) starts with: which replay a row is
-/// of, and how far it had come.
-const TIMELINE_KEY: [&str; 4] = ["trace", "allocator", "repetition", "ops_done"];
-
-/// A timeline file's header: [`TIMELINE_KEY`], then the names of its `figures`.
-fn timeline_header<'a>(figures: &[&'a str]) -> Vec<&'a str> {
-    [&TIMELINE_KEY[..], figures].concat()
-}
-
-/// A timeline row: [`TIMELINE_KEY`]'s cells for repetition `r` at `ops_done`, then `figures`.
-fn timeline_row(
-    r: &Repetition,
-    ops_done: u64,
-    figures: impl IntoIterator<Item = String>,
-) -> Vec<String> {
-    let mut row = vec![
-        r.trace.clone(),
-        r.allocator.clone(),
-        r.index.to_string(),
-        ops_done.to_string(),
-    ];
-    row.extend(figures);
-    row
-}
-
 /// `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition); an
 /// unknown footprint is an empty field.
 pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
     let rows = results.repetitions.iter().flat_map(|r| {
         r.rss_timeline.iter().map(move |s| {
-            let footprint = s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default();
-            let figures = [s.rss_bytes.to_string(), s.live_bytes.to_string(), footprint];
-            timeline_row(r, s.ops_done, figures)
+            vec![
+                r.trace.clone(),
+                r.allocator.clone(),
+                r.index.to_string(),
+                s.ops_done.to_string(),
+                s.rss_bytes.to_string(),
+                s.live_bytes.to_string(),
+                s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default(),
+            ]
         })
     });
-    let figures = ["rss_bytes", "live_bytes", "footprint_bytes"];
-    table("rss.csv", &timeline_header(&figures), rows)
+    table(
+        "rss.csv",
+        &[
+            "trace",
+            "allocator",
+            "repetition",
+            "ops_done",
+            "rss_bytes",
+            "live_bytes",
+            "footprint_bytes",
+        ],
+        rows,
+    )
 }
 
 /// `occupancy.csv`: the arena occupancy timeline of every arena contender (one row per sample
@@ -97,27 +89,38 @@ pub fn occupancy_csv(results: &RunResults) -> Result<Option<Vec<u8>>, ReportErro
     let rows = reps.into_iter().flat_map(|(r, o)| {
         o.samples.iter().flat_map(move |s| {
             s.arenas.iter().map(move |a| {
-                let figures = [
+                vec![
+                    r.trace.clone(),
+                    r.allocator.clone(),
+                    r.index.to_string(),
+                    s.ops_done.to_string(),
                     a.index.to_string(),
                     a.pools_in_use.to_string(),
                     a.total_pools.to_string(),
                     a.blocks_in_use.to_string(),
                     a.block_bytes.to_string(),
                     o.arena_size.to_string(),
-                ];
-                timeline_row(r, s.ops_done, figures)
+                ]
             })
         })
     });
-    let figures = [
-        "arena",
-        "pools_in_use",
-        "total_pools",
-        "blocks_in_use",
-        "block_bytes",
-        "arena_bytes",
-    ];
-    table("occupancy.csv", &timeline_header(&figures), rows).map(Some)
+    table(
+        "occupancy.csv",
+        &[
+            "trace",
+            "allocator",
+            "repetition",
+            "ops_done",
+            "arena",
+            "pools_in_use",
+            "total_pools",
+            "blocks_in_use",
+            "block_bytes",
+            "arena_bytes",
+        ],
+        rows,
+    )
+    .map(Some)
 }
 
 /// A report CSV file as a [`Writer`]: its name and how its bytes come from the view (`None`:
@@ -158,7 +161,7 @@ pub const OCCUPANCY_CSV: Csv = Csv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::RssSample;
+    use crate::model::{Repetition, RssSample};
 
     #[test]
     fn a_name_with_a_comma_or_a_quote_stays_one_field() {
