@@ -108,7 +108,8 @@ impl Stats {
     }
 }
 
-/// `n` with thousands separators: 4194304 -> "4,194,304".
+/// `n` with thousands separators: 4194304 -> "4,194,304". (`mallard_trace::stats::thousands`
+/// does the same for the rest of Mallard; this crate depends on none of it.)
 fn commas(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
@@ -221,10 +222,15 @@ mod tests {
 
     #[test]
     fn thousands() {
-        assert_eq!(commas(0), "0");
-        assert_eq!(commas(999), "999");
-        assert_eq!(commas(1000), "1,000");
-        assert_eq!(commas(4194304), "4,194,304");
-        assert_eq!(commas(123456789), "123,456,789");
+        let cases = [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (4194304, "4,194,304"),
+            (123456789, "123,456,789"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(commas(n), want);
+        }
     }
 }

@@ -115,6 +115,20 @@ fn ns_with(v: f64, micro: &str) -> String {
     }
 }
 
+/// The trace tables' column names (`report.md`, `index.html`): the trace, then
+/// [`trace_figures`]' eight.
+pub const TRACE_COLUMNS: [&str; 9] = [
+    "trace",
+    "events",
+    "malloc",
+    "calloc",
+    "aligned",
+    "realloc",
+    "free",
+    "peak live",
+    "peak live objects",
+];
+
 /// A trace's figures as the trace tables show them, after its name: events, the five
 /// operation counts, peak live bytes and peak live objects.
 pub fn trace_figures(t: &crate::model::TraceInfo) -> [String; 8] {
@@ -142,21 +156,9 @@ pub fn drain_text(r: &crate::summary::SummaryRow) -> String {
     )
 }
 
-/// Human form of a byte count (binary units).
-pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// A byte count in binary units (`512 B`, `1.5 KiB`): the trace summary's formatter, so that
+/// `inspect` and the report print a size the same way.
+pub use mallard_trace::stats::human_bytes as bytes;
 
 /// A footprint for the table, Markdown and HTML alike: `unknown` where the allocator's figure
 /// is (a preloaded malloc under the glibc backend), never a zero it did not measure.
@@ -170,19 +172,24 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(pct_label(0.0), "0%");
-        assert_eq!(pct_label(1.0), "90%");
-        assert_eq!(pct_label(2.0), "99%");
-        assert_eq!(pct_label(3.0), "99.9%");
-        assert_eq!(pct_label(5.0), "99.999%");
-        assert_eq!(pct_label(2.5), "");
-        assert_eq!(ns_label(850.0), "850 ns");
-        assert_eq!(ns_label(12_000.0), "12 µs");
-        assert_eq!(ns_label(1.5), "1.5 ns");
+        let percentiles = [
+            (0.0, "0%"),
+            (1.0, "90%"),
+            (2.0, "99%"),
+            (3.0, "99.9%"),
+            (5.0, "99.999%"),
+            (2.5, ""),
+        ];
+        for (x, want) in percentiles {
+            assert_eq!(pct_label(x), want, "pct_label({x})");
+        }
+        for (ns, want) in [(850.0, "850 ns"), (12_000.0, "12 µs"), (1.5, "1.5 ns")] {
+            assert_eq!(ns_label(ns), want, "ns_label({ns})");
+        }
+        for (mib, want) in [(2.5, "2.5"), (20.0, "20"), (0.125, "0.125")] {
+            assert_eq!(mib_tick(mib), want, "mib_tick({mib})");
+        }
         assert_eq!(mib_label(3.0 * 1048576.0), "3.0 MiB");
-        assert_eq!(mib_tick(2.5), "2.5");
-        assert_eq!(mib_tick(20.0), "20");
-        assert_eq!(mib_tick(0.125), "0.125");
         assert_eq!(esc("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
         assert_eq!(esc("x\u{1}\ty\n"), "x\ty\n");
         assert_eq!(below_noise(5.0, 7.5, ns_text), "<7.5");

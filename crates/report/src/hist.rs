@@ -8,8 +8,10 @@
 //! `.hgrm`); the replay records them (`mallard_replay::measure`), within [`MAX_PS`] and
 //! [`SIGFIG`].
 
+use crate::model::{LatencyFigures, Repetition};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Highest value a latency histogram holds: 10 s in picoseconds. Larger values saturate.
@@ -126,6 +128,10 @@ fn cumulative(h: &Histogram<u64>, upto: u64) -> u64 {
     h.count_between(0, upto)
 }
 
+/// Each latency pass with a `.hgrm` file, by its file suffix: the per-call (tail) pass first.
+type PassOf = fn(&Repetition) -> &BTreeMap<String, LatencyFigures>;
+const PASSES: [(&str, PassOf); 2] = [(".hgrm", |r| &r.tail), (".batched.hgrm", |r| &r.batched)];
+
 /// The `.hgrm` files: `TRACE--ALLOCATOR--OP.hgrm` holds the per-call distribution (timer floor
 /// subtracted) and `TRACE--ALLOCATOR--OP.batched.hgrm` the batched one, each merged over
 /// repetitions. Values are nanoseconds.
@@ -134,9 +140,8 @@ pub fn hgrm_files(results: &crate::model::RunResults) -> Vec<(String, String)> {
     for t in &results.traces {
         for a in &results.allocators {
             let reps: Vec<_> = results
-                .repetitions
-                .iter()
-                .filter(|r| r.trace == t.name && r.allocator == a.name && r.failure.is_none())
+                .repetitions_of(&t.name, &a.name)
+                .filter(|r| r.failure.is_none())
                 .collect();
             for op in crate::model::OP_KINDS {
                 let base = format!(
@@ -145,21 +150,15 @@ pub fn hgrm_files(results: &crate::model::RunResults) -> Vec<(String, String)> {
                     crate::file_safe(&a.name),
                     op
                 );
-                let tail: Vec<_> = reps
-                    .iter()
-                    .filter_map(|r| r.tail.get(op))
-                    .map(|f| &f.hist)
-                    .collect();
-                if !tail.is_empty() {
-                    files.push((format!("{base}.hgrm"), to_hgrm(&merge(tail))));
-                }
-                let batched: Vec<_> = reps
-                    .iter()
-                    .filter_map(|r| r.batched.get(op))
-                    .map(|f| &f.hist)
-                    .collect();
-                if !batched.is_empty() {
-                    files.push((format!("{base}.batched.hgrm"), to_hgrm(&merge(batched))));
+                for (suffix, pass) in PASSES {
+                    let hists: Vec<_> = reps
+                        .iter()
+                        .filter_map(|r| pass(r).get(op))
+                        .map(|f| &f.hist)
+                        .collect();
+                    if !hists.is_empty() {
+                        files.push((format!("{base}{suffix}"), to_hgrm(&merge(hists))));
+                    }
                 }
             }
         }
@@ -182,6 +181,27 @@ impl crate::writer::Writer<crate::writer::View<'_>> for Hgrm {
             .into_iter()
             .map(|(name, text)| crate::writer::Doc::new(name, text))
             .collect())
+    }
+}
+
+/// Test figures: each of `values` (picoseconds) one call, with the given exact mean and mean
+/// run of same-kind calls.
+#[cfg(test)]
+pub(crate) fn figures_for_tests(
+    values: impl IntoIterator<Item = u64>,
+    mean_ns: f64,
+    mean_run: f64,
+) -> LatencyFigures {
+    let mut h = new_histogram();
+    for v in values {
+        h.record(v).unwrap();
+    }
+    LatencyFigures {
+        count: h.len(),
+        mean_ns,
+        mean_run,
+        hist: HistData::from_histogram(&h),
+        ..Default::default()
     }
 }
 

@@ -131,15 +131,7 @@ mod tests {
             name: "a".into(),
             ..Default::default()
         });
-        let mut h = hist::new_histogram();
-        h.record(5000).unwrap();
-        let lat = LatencyFigures {
-            count: 1,
-            mean_ns: 5.0,
-            mean_run: 1.0,
-            hist: hist::HistData::from_histogram(&h),
-            ..Default::default()
-        };
+        let lat = hist::figures_for_tests([5000], 5.0, 1.0);
         let mut rep = Repetition {
             trace: "t".into(),
             allocator: "a".into(),

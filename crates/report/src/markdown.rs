@@ -40,11 +40,10 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         m.kernel
     );
     let _ = writeln!(out, "## Traces\n");
-    let _ = writeln!(
-        out,
-        "| trace | events | malloc | calloc | aligned | realloc | free | peak live | peak live objects |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let columns = crate::format::TRACE_COLUMNS;
+    let _ = writeln!(out, "| {} |", columns.join(" | "));
+    // The trace's name left-aligned, its figures right-aligned.
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(columns.len() - 1));
     for t in &results.traces {
         let _ = write!(out, "| {} |", cell(&t.name));
         for f in crate::format::trace_figures(t) {

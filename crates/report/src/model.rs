@@ -186,12 +186,22 @@ pub struct ArenaOccupancy {
 }
 
 impl RunResults {
+    /// The repetitions of `allocator` on `trace` (failed ones included), in the order they ran.
+    pub fn repetitions_of<'a: 'k, 'k>(
+        &'a self,
+        trace: &'k str,
+        allocator: &'k str,
+    ) -> impl Iterator<Item = &'a Repetition> + 'k {
+        self.repetitions
+            .iter()
+            .filter(move |r| r.trace == trace && r.allocator == allocator)
+    }
+
     /// Why `allocator` failed on `trace`: the failure of its first repetition there, or "" when
     /// none is recorded.
     pub fn failure_of(&self, trace: &str, allocator: &str) -> String {
-        self.repetitions
-            .iter()
-            .find(|r| r.trace == trace && r.allocator == allocator)
+        self.repetitions_of(trace, allocator)
+            .next()
             .and_then(|r| r.failure.clone())
             .unwrap_or_default()
     }
@@ -204,9 +214,8 @@ impl RunResults {
     /// The arena occupancy of `allocator` on `trace`: its first successful repetition's that
     /// has one.
     pub fn occupancy_of(&self, trace: &str, allocator: &str) -> Option<&ArenaOccupancy> {
-        self.repetitions
-            .iter()
-            .filter(|r| r.trace == trace && r.allocator == allocator && r.failure.is_none())
+        self.repetitions_of(trace, allocator)
+            .filter(|r| r.failure.is_none())
             .find_map(|r| r.arena_occupancy.as_ref())
     }
 }

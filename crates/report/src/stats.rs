@@ -194,29 +194,69 @@ pub fn u_pmf(n: usize, m: usize) -> Vec<f64> {
 /// The largest `u` with P(U <= u) <= `q` under the null, or `None` when even P(U = 0) > q.
 fn u_lower_critical(n: usize, m: usize, q: f64) -> Option<usize> {
     if n <= EXACT_MAX && m <= EXACT_MAX {
-        let pmf = u_pmf(n, m);
-        let mut cdf = 0.0;
-        let mut best = None;
-        for (u, p) in pmf.iter().enumerate() {
-            cdf += p;
-            // A little slack for rounding in the recursion.
-            if cdf <= q * (1.0 + 1e-9) {
-                best = Some(u);
-            } else {
-                break;
-            }
-        }
-        best
+        exact_lower_critical(&u_pmf(n, m), q)
     } else {
         let nm = (n * m) as f64;
         let sd = (nm * (n + m + 1) as f64 / 12.0).sqrt();
-        let c = (nm / 2.0 + norm_quantile(q) * sd - 0.5).floor();
-        if c < 0.0 {
-            None
+        normal_lower_critical(nm / 2.0, sd, q)
+    }
+}
+
+/// The largest `k` with P(X <= k) <= `q` for the distribution `pmf` of a statistic on
+/// 0, 1, 2, ..., or `None` when even P(X = 0) > q: the exact critical value of
+/// [`u_lower_critical`] and [`signed_rank_lower_critical`].
+fn exact_lower_critical(pmf: &[f64], q: f64) -> Option<usize> {
+    let mut cdf = 0.0;
+    let mut best = None;
+    for (k, p) in pmf.iter().enumerate() {
+        cdf += p;
+        // A little slack for rounding in the recursion.
+        if cdf <= q * (1.0 + 1e-9) {
+            best = Some(k);
         } else {
-            Some(c as usize)
+            break;
         }
     }
+    best
+}
+
+/// As [`exact_lower_critical`], from the normal approximation of a statistic with `mean` and
+/// standard deviation `sd` (continuity-corrected).
+fn normal_lower_critical(mean: f64, sd: f64, q: f64) -> Option<usize> {
+    let c = (mean + norm_quantile(q) * sd - 0.5).floor();
+    (c >= 0.0).then_some(c as usize)
+}
+
+/// The distribution-free interval of a shift: the order statistics `c` places in from either
+/// end of `sorted` (the pairwise differences or Walsh averages), for the critical value `c` of
+/// its rank test; `(None, None)` where the samples are too small for the level.
+fn interval(sorted: &[f64], c: Option<usize>) -> (Option<f64>, Option<f64>) {
+    match c {
+        Some(c) => (Some(sorted[c]), Some(sorted[sorted.len() - 1 - c])),
+        None => (None, None),
+    }
+}
+
+/// One-sided p-values (greater, less) of the observed statistic `s` under its exact null
+/// distribution `pmf`: P(X >= s) and P(X <= s).
+fn exact_p(pmf: &[f64], s: usize) -> (f64, f64) {
+    let p_ge: f64 = pmf[s..].iter().sum();
+    let p_le: f64 = pmf[..=s].iter().sum();
+    (p_ge.min(1.0), p_le.min(1.0))
+}
+
+/// As [`exact_p`], from the normal approximation with `mean` and variance `var`
+/// (continuity-corrected); (1, 1) where the variance is none (every value equal: no evidence
+/// either way).
+fn normal_p(s: f64, mean: f64, var: f64) -> (f64, f64) {
+    if var <= 0.0 {
+        return (1.0, 1.0);
+    }
+    let sd = var.sqrt();
+    (
+        1.0 - norm_cdf((s - mean - 0.5) / sd),
+        1.0 - norm_cdf((mean - s - 0.5) / sd),
+    )
 }
 
 /// The result of comparing a candidate sample with a baseline sample.
@@ -262,11 +302,7 @@ pub fn compare(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Option<Shift
     }
     diffs.sort_by(f64::total_cmp);
     let estimate = median_sorted(&diffs);
-    let nm = n * m;
-    let (low, high) = match u_lower_critical(n, m, alpha_one_sided) {
-        Some(c) => (Some(diffs[c]), Some(diffs[nm - 1 - c])),
-        None => (None, None),
-    };
+    let (low, high) = interval(&diffs, u_lower_critical(n, m, alpha_one_sided));
 
     // Ties across the pooled sample decide exact vs approximate p-values.
     let mut pooled: Vec<f64> = base.iter().chain(cand).copied().collect();
@@ -284,26 +320,13 @@ pub fn compare(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Option<Shift
     }
     let exact = tie_term == 0.0 && n <= EXACT_MAX && m <= EXACT_MAX;
     let (p_greater, p_less) = if exact {
-        let pmf = u_pmf(n, m);
-        let uo = u as usize; // no ties: U is an integer
-        let p_ge: f64 = pmf[uo..].iter().sum();
-        let p_le: f64 = pmf[..=uo].iter().sum();
-        (p_ge.min(1.0), p_le.min(1.0))
+        exact_p(&u_pmf(n, m), u as usize) // no ties: U is an integer
     } else {
         let nf = n as f64;
         let mf = m as f64;
         let big_n = nf + mf;
         let var = nf * mf / 12.0 * ((big_n + 1.0) - tie_term / (big_n * (big_n - 1.0)));
-        if var <= 0.0 {
-            // Every value equal: no evidence either way.
-            (1.0, 1.0)
-        } else {
-            let sd = var.sqrt();
-            let mean = nf * mf / 2.0;
-            let zg = (u - mean - 0.5) / sd;
-            let zl = (mean - u - 0.5) / sd;
-            (1.0 - norm_cdf(zg), 1.0 - norm_cdf(zl))
-        }
+        normal_p(u, nf * mf / 2.0, var)
     };
     Some(Shift {
         estimate,
@@ -342,23 +365,12 @@ pub fn signed_rank_pmf(n: usize) -> Vec<f64> {
 /// The largest `t` with P(T+ <= t) <= `q` under the null, or `None` when even P(T+ = 0) > q.
 fn signed_rank_lower_critical(n: usize, q: f64) -> Option<usize> {
     if n <= EXACT_MAX_PAIRS {
-        let mut cdf = 0.0;
-        let mut best = None;
-        for (t, p) in signed_rank_pmf(n).iter().enumerate() {
-            cdf += p;
-            if cdf <= q * (1.0 + 1e-9) {
-                best = Some(t);
-            } else {
-                break;
-            }
-        }
-        best
+        exact_lower_critical(&signed_rank_pmf(n), q)
     } else {
         let nf = n as f64;
         let mean = nf * (nf + 1.0) / 4.0;
         let sd = (nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0).sqrt();
-        let c = (mean + norm_quantile(q) * sd - 0.5).floor();
-        (c >= 0.0).then_some(c as usize)
+        normal_lower_critical(mean, sd, q)
     }
 }
 
@@ -386,11 +398,7 @@ pub fn compare_paired(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Optio
     }
     walsh.sort_by(f64::total_cmp);
     let estimate = median_sorted(&walsh);
-    let nw = walsh.len();
-    let (low, high) = match signed_rank_lower_critical(n, alpha_one_sided) {
-        Some(c) => (Some(walsh[c]), Some(walsh[nw - 1 - c])),
-        None => (None, None),
-    };
+    let (low, high) = interval(&walsh, signed_rank_lower_critical(n, alpha_one_sided));
 
     // Ranks of |d| over the non-zero differences, ties averaged.
     let mut nz: Vec<f64> = d.iter().copied().filter(|&x| x != 0.0).collect();
@@ -412,26 +420,14 @@ pub fn compare_paired(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Optio
     }
     let exact = m == n && tie_term == 0.0 && n <= EXACT_MAX_PAIRS;
     let (p_greater, p_less) = if exact {
-        let pmf = signed_rank_pmf(n);
-        let to = t_plus as usize;
-        let p_ge: f64 = pmf[to..].iter().sum();
-        let p_le: f64 = pmf[..=to].iter().sum();
-        (p_ge.min(1.0), p_le.min(1.0))
+        exact_p(&signed_rank_pmf(n), t_plus as usize)
     } else if m == 0 {
         (1.0, 1.0)
     } else {
         let mf = m as f64;
         let mean = mf * (mf + 1.0) / 4.0;
         let var = mf * (mf + 1.0) * (2.0 * mf + 1.0) / 24.0 - tie_term / 48.0;
-        if var <= 0.0 {
-            (1.0, 1.0)
-        } else {
-            let sd = var.sqrt();
-            (
-                1.0 - norm_cdf((t_plus - mean - 0.5) / sd),
-                1.0 - norm_cdf((mean - t_plus - 0.5) / sd),
-            )
-        }
+        normal_p(t_plus, mean, var)
     };
     Some(Shift {
         estimate,

@@ -200,11 +200,7 @@ pub fn summarize(results: &RunResults) -> Vec<SummaryRow> {
     let mut rows = Vec::new();
     for t in &results.traces {
         for a in &results.allocators {
-            let reps: Vec<_> = results
-                .repetitions
-                .iter()
-                .filter(|r| r.trace == t.name && r.allocator == a.name)
-                .collect();
+            let reps: Vec<_> = results.repetitions_of(&t.name, &a.name).collect();
             let ok: Vec<_> = reps.iter().filter(|r| r.failure.is_none()).collect();
             let thr: Vec<f64> = ok
                 .iter()

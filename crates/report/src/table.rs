@@ -329,30 +329,29 @@ mod tests {
 
     #[test]
     fn warm_and_drain_columns_only_when_measured() {
-        let r = crate::html::sample_for_tests(false);
-        let text = render(&r, &crate::summary::summarize(&r));
-        assert!(
-            text.contains("above base") && text.contains("2.0 MiB"),
-            "{text}"
-        );
-        assert!(
-            !text.contains("warm") && !text.contains("RSS freed"),
-            "{text}"
-        );
-        let r = crate::html::sample_for_tests(true);
-        let text = render(&r, &crate::summary::summarize(&r));
-        assert!(
-            text.contains("warm ns/op") && text.contains("13.25 (13.0-13.5)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("RSS freed 0ms/1s") && text.contains("5.0 MiB / 4.5 MiB"),
-            "{text}"
-        );
-        assert!(
-            text.contains(WARM_NOTE) && text.contains(DRAIN_NOTE),
-            "{text}"
-        );
+        let table_of = |warm| {
+            let r = crate::html::sample_for_tests(warm);
+            render(&r, &crate::summary::summarize(&r))
+        };
+        let text = table_of(false);
+        for want in ["above base", "2.0 MiB"] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        for unwanted in ["warm", "RSS freed"] {
+            assert!(!text.contains(unwanted), "{unwanted}: {text}");
+        }
+        let text = table_of(true);
+        let wants = [
+            "warm ns/op",
+            "13.25 (13.0-13.5)",
+            "RSS freed 0ms/1s",
+            "5.0 MiB / 4.5 MiB",
+            WARM_NOTE,
+            DRAIN_NOTE,
+        ];
+        for want in wants {
+            assert!(text.contains(want), "{want}: {text}");
+        }
     }
 
     #[test]

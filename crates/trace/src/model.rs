@@ -247,8 +247,13 @@ pub struct Record {
 impl Record {
     /// A record on thread 0 without a timestamp.
     pub fn new(event: Event) -> Self {
+        Record::on(0, event)
+    }
+
+    /// A record on `thread` without a timestamp.
+    pub fn on(thread: u32, event: Event) -> Self {
         Record {
-            thread: 0,
+            thread,
             timestamp_ns: None,
             domain: Domain::C,
             event,

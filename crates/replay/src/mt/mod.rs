@@ -159,37 +159,33 @@ pub struct MtOutcome {
     pub per_thread: Vec<ThreadSamples>,
 }
 
-/// Replays `prog` with one OS thread per recorded thread. `make` gives each thread its handle
-/// on the (shared) backend. All threads start together from a barrier; histograms are
-/// allocated before it. `on_start` runs on the calling thread once the threads are released
-/// (e.g. to start an RSS sampler) and returns a value handed back with the outcome.
-#[allow(clippy::too_many_arguments)]
-pub fn replay<'a, B, F>(
-    prog: &MtProgram,
-    slots: &Slots,
-    touch: Touch,
-    pass: MtPass,
-    scale: TickScale,
-    progress: &Progress,
-    make: F,
-) -> Result<MtOutcome, MtFailed>
+/// One multi-threaded pass to replay, the same for every iteration: the program, how each block
+/// is touched, which pass and its tick scale, and where each thread counts its progress.
+#[derive(Clone, Copy)]
+pub struct MtRun<'r> {
+    pub prog: &'r MtProgram,
+    pub touch: Touch,
+    pub pass: MtPass,
+    pub scale: TickScale,
+    pub progress: &'r Progress,
+}
+
+/// Replays `run.prog` on `slots` with one OS thread per recorded thread. `make` gives each
+/// thread its handle on the (shared) backend. All threads start together from a barrier;
+/// histograms are allocated before it.
+pub fn replay<'a, B, F>(run: MtRun<'_>, slots: &Slots, make: F) -> Result<MtOutcome, MtFailed>
 where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
-    let how = Waiting::for_threads(prog.threads.len());
-    replay_waiting(prog, slots, touch, pass, scale, progress, make, how)
+    let how = Waiting::for_threads(run.prog.threads.len());
+    replay_waiting(run, slots, make, how)
 }
 
 /// [`replay`] with the way of waiting chosen by the caller (tests run both).
-#[allow(clippy::too_many_arguments)]
 fn replay_waiting<'a, B, F>(
-    prog: &MtProgram,
+    run: MtRun<'_>,
     slots: &Slots,
-    touch: Touch,
-    pass: MtPass,
-    scale: TickScale,
-    progress: &Progress,
     make: F,
     how: Waiting,
 ) -> Result<MtOutcome, MtFailed>
@@ -197,6 +193,13 @@ where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
+    let MtRun {
+        prog,
+        touch,
+        pass,
+        scale,
+        progress,
+    } = run;
     let n = prog.threads.len();
     let flags: Vec<AtomicU32> = (0..prog.handoffs).map(|_| AtomicU32::new(0)).collect();
     let start = StartLine::new();
@@ -296,15 +299,6 @@ mod tests {
     use mallard_trace::{AllocKind, Event, Record};
     use std::collections::HashMap;
 
-    fn rec(thread: u32, event: Event) -> Record {
-        Record {
-            thread,
-            timestamp_ns: None,
-            domain: mallard_trace::Domain::C,
-            event,
-        }
-    }
-
     /// A thread-safe backend that checks every free names a pointer whose allocation has
     /// completed and that is not yet freed, and counts calls.
     #[derive(Default)]
@@ -361,7 +355,7 @@ mod tests {
         for r in 0..rounds {
             for t in 0..threads {
                 for k in 0..4 {
-                    c.push_record(&rec(
+                    c.push_record(&Record::on(
                         t,
                         Event::Alloc {
                             id: next,
@@ -380,11 +374,11 @@ mod tests {
                 // Free two objects of the neighbour, realloc one.
                 for _ in 0..2 {
                     if let Some(id) = owned[victim].pop() {
-                        c.push_record(&rec(t, Event::Free { id })).unwrap();
+                        c.push_record(&Record::on(t, Event::Free { id })).unwrap();
                     }
                 }
                 if let Some(id) = owned[victim].pop() {
-                    c.push_record(&rec(
+                    c.push_record(&Record::on(
                         t,
                         Event::Realloc {
                             old: id,
@@ -412,18 +406,10 @@ mod tests {
         let cross = prog.counts[OpKind::Free] + prog.counts[OpKind::Realloc];
         assert_eq!(mt.cross_thread_frees, cross);
         assert_eq!(mt.handoffs as u64, cross);
-        let waits: usize = mt
-            .threads
-            .iter()
-            .flat_map(|t| &t.ops)
-            .filter(|o| o.wait != 0)
-            .count();
-        let signals: usize = mt
-            .threads
-            .iter()
-            .flat_map(|t| &t.ops)
-            .filter(|o| o.signal != 0)
-            .count();
+        // Each hand-off: one operation signals it, one waits for it.
+        let ops = || mt.threads.iter().flat_map(|t| &t.ops);
+        let waits = ops().filter(|o| o.wait != 0).count();
+        let signals = ops().filter(|o| o.signal != 0).count();
         assert_eq!((waits, signals), (mt.handoffs, mt.handoffs));
     }
 
@@ -469,17 +455,14 @@ mod tests {
                     ps_per_tick: 1.0,
                 };
                 let progress = Progress::new(mt.threads.len());
-                let out = replay_waiting(
-                    &mt,
-                    &slots,
-                    Touch::None,
+                let run = MtRun {
+                    prog: &mt,
+                    touch: Touch::None,
                     pass,
                     scale,
-                    &progress,
-                    || CheckRef(&backend),
-                    how,
-                )
-                .unwrap();
+                    progress: &progress,
+                };
+                let out = replay_waiting(run, &slots, || CheckRef(&backend), how).unwrap();
                 slots.free_all(&mut CheckRef(&backend));
                 let mut all = KindHists::new();
                 for t in &out.per_thread {
@@ -543,16 +526,14 @@ mod tests {
             floor: 0.0,
             ps_per_tick: 1.0,
         };
-        replay(
-            &mt,
-            &slots,
-            Touch::Pages,
-            MtPass::Throughput,
+        let run = MtRun {
+            prog: &mt,
+            touch: Touch::Pages,
+            pass: MtPass::Throughput,
             scale,
-            &progress,
-            || LockedRef(&locked),
-        )
-        .unwrap();
+            progress: &progress,
+        };
+        replay(run, &slots, || LockedRef(&locked)).unwrap();
         let mut slots = slots;
         let left = slots.free_all(&mut LockedRef(&locked));
         assert_eq!(left, prog.final_live_objects);

@@ -47,6 +47,13 @@ pub(super) fn run_mt<B: Backend, F: Fn() -> B + Sync>(
         Pass::Batched => mt::MtPass::Batched { batch: spec.batch },
         Pass::Tail => mt::MtPass::Tail,
     };
+    let run = mt::MtRun {
+        prog: mt,
+        touch: spec.touch,
+        pass,
+        scale,
+        progress: &progress,
+    };
     let around = Around::begin(&rss, &mut make());
     let held_before = around.held_before;
     let mut cpu_ns = 0;
@@ -80,7 +87,7 @@ pub(super) fn run_mt<B: Backend, F: Fn() -> B + Sync>(
             })
         });
         let cpu0 = measure::process_cpu_ns();
-        let out = mt::replay(mt, &slots, spec.touch, pass, scale, &progress, &make);
+        let out = mt::replay(run, &slots, &make);
         cpu_ns = measure::process_cpu_ns() - cpu0;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(h) = sampler {
@@ -113,12 +120,10 @@ pub(super) fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     // threads afresh behind the start barrier; nothing here is timed).
     for _ in 1..iterations {
         progress.reset();
-        let outcome = mt::replay(mt, &slots, spec.touch, pass, scale, &progress, &make).map_err(
-            |source| WorkerError::Warm {
-                number: None,
-                source,
-            },
-        )?;
+        let outcome = mt::replay(run, &slots, &make).map_err(|source| WorkerError::Warm {
+            number: None,
+            source,
+        })?;
         per_iteration.push(outcome.elapsed_ns / n.max(1) as f64);
         if let Some(w) = warm.as_mut() {
             for samples in &outcome.per_thread {

@@ -6,8 +6,10 @@
 //! an SVG drawn through them is byte for byte the one drawn without.
 
 use super::plots::{Drawn, FONT};
+use crate::format::{mib_tick, ops_label};
 use plotters::chart::MeshStyle;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -48,6 +50,22 @@ where
         .light_line_style(RGBColor(240, 240, 240))
         .draw()
         .map_err(Into::into)
+}
+
+/// The axes of a memory-over-the-replay plot (RSS, mapped arenas): operations done across, MiB
+/// up (described as `y_desc`), drawn by [`mesh`].
+pub fn ops_by_mib(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    y_desc: &str,
+) -> Drawn {
+    mesh(
+        chart
+            .configure_mesh()
+            .x_desc("operations done")
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| ops_label(*v))
+            .y_label_formatter(&|v| mib_tick(*v)),
+    )
 }
 
 /// A line through `points` in `style`, named `label` in the legend by a short stroke of the

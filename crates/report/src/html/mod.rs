@@ -81,17 +81,8 @@ pub(crate) mod tests {
         }
         for (ai, a) in ["arena", "glibc"].iter().enumerate() {
             for rep in 0..2u32 {
-                let mut h = hist::new_histogram();
-                for v in 1..=1000u64 {
-                    h.record(v * 1000 * (ai as u64 + 1)).unwrap();
-                }
-                let lat = LatencyFigures {
-                    count: 1000,
-                    mean_ns: 500.0,
-                    mean_run: 8.0,
-                    hist: hist::HistData::from_histogram(&h),
-                    ..Default::default()
-                };
+                let values = (1..=1000u64).map(|v| v * 1000 * (ai as u64 + 1));
+                let lat = hist::figures_for_tests(values, 500.0, 8.0);
                 let mut rp = Repetition {
                     trace: "t<1>".into(),
                     allocator: a.to_string(),

@@ -2,9 +2,9 @@
 //! descriptor, one column per sample, the colour the fraction of the arena's bytes in live
 //! blocks) and the bytes in mapped arenas beside the bytes in live small objects.
 
-use super::chart::{frame, labelled_line, legend, mesh};
+use super::chart::{frame, labelled_line, legend, mesh, ops_by_mib};
 use super::plots::{svg, FONT};
-use crate::format::{mib_tick, ops_label};
+use crate::format::ops_label;
 use crate::model::ArenaOccupancy;
 use plotters::prelude::*;
 
@@ -125,14 +125,7 @@ pub fn bytes_svg(o: &ArenaOccupancy, name: &str) -> String {
     svg(|root| {
         let caption = format!("Mapped arenas and what they hold: {name}");
         let mut chart = frame(root, caption, 0f64..end, 0f64..ymax * 1.1)?;
-        mesh(
-            chart
-                .configure_mesh()
-                .x_desc("operations done")
-                .y_desc("MiB")
-                .x_label_formatter(&|v| ops_label(*v))
-                .y_label_formatter(&|v| mib_tick(*v)),
-        )?;
+        ops_by_mib(&mut chart, "MiB")?;
         let blue = RGBColor(8, 48, 107).stroke_width(2);
         let orange = RGBColor(255, 127, 14).stroke_width(2);
         labelled_line(&mut chart, mapped.clone(), blue, "bytes in mapped arenas")?;

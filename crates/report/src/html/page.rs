@@ -3,7 +3,7 @@
 //! summary table, its legend and the plots; failures; how each figure was measured.
 
 use super::plots::{latency_svg, plotted_kinds, rss_svg, throughput_svg, PALETTE};
-use crate::format::{below_noise, drain_text, esc, ns_text, trace_figures, utc};
+use crate::format::{below_noise, drain_text, esc, ns_text, trace_figures, utc, TRACE_COLUMNS};
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::SummaryRow;
 use crate::table::{bytes, footprint, FOOTPRINT_NOTE};
@@ -146,7 +146,11 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         esc(&m.kernel),
         esc(&m.timer)
     );
-    b.push_str("<h2>Traces</h2>\n<table>\n<tr><th>trace</th><th>events</th><th>malloc</th><th>calloc</th><th>aligned</th><th>realloc</th><th>free</th><th>peak live</th><th>peak live objects</th><th class=\"l\">SHA-256</th></tr>\n");
+    b.push_str("<h2>Traces</h2>\n<table>\n<tr>");
+    for c in TRACE_COLUMNS {
+        let _ = write!(b, "<th>{c}</th>");
+    }
+    b.push_str("<th class=\"l\">SHA-256</th></tr>\n");
     for t in &results.traces {
         let _ = write!(b, "<tr><td>{}</td>", esc(&t.name));
         for f in trace_figures(t) {

@@ -3,8 +3,8 @@
 //! operation kind the per-call latency percentile curve. [`svg`], [`range`], [`PALETTE`] and
 //! [`FONT`] are public so other pages' plots (the sweep's Pareto plot) look the same.
 
-use super::chart::{frame, labelled_line, legend, mesh};
-use crate::format::{mib_tick, ns_label, ops_label, pct_label};
+use super::chart::{frame, labelled_line, legend, mesh, ops_by_mib};
+use crate::format::{ns_label, pct_label};
 use crate::hist::{merge, quantile_ns};
 use crate::model::{RunResults, OP_KINDS};
 use crate::summary::SummaryRow;
@@ -282,14 +282,7 @@ pub(crate) fn rss_svg(results: &RunResults, trace: &str) -> String {
         .fold(1.0f64, f64::max);
     svg(|root| {
         let mut chart = frame(root, "RSS over the replay", 0f64..xmax, 0f64..ymax * 1.08)?;
-        mesh(
-            chart
-                .configure_mesh()
-                .x_desc("operations done")
-                .y_desc("resident memory (MiB)")
-                .x_label_formatter(&|v| ops_label(*v))
-                .y_label_formatter(&|v| mib_tick(*v)),
-        )?;
+        ops_by_mib(&mut chart, "resident memory (MiB)")?;
         allocator_lines(&mut chart, &lines)?;
         if !drained.is_empty() {
             let grey = RGBColor(150, 150, 150);

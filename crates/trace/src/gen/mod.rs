@@ -296,12 +296,7 @@ impl<'a> Out<'a> {
     fn emit(&mut self, thread: u32, event: Event) -> Result<(), TraceError> {
         debug_assert!(!self.full());
         self.emitted += 1;
-        (self.sink)(Record {
-            thread,
-            timestamp_ns: None,
-            domain: crate::model::Domain::C,
-            event,
-        })
+        (self.sink)(Record::on(thread, event))
     }
 
     /// The mixer's thread for the next new object.
@@ -395,13 +390,17 @@ mod tests {
     use crate::stats::TraceStats;
     use crate::{Form, TraceWriter, Validator};
 
-    fn records(name: &str, events: u64, seed: u64, threads: u32) -> Vec<Record> {
-        let mut out = Vec::new();
-        let params = GenParams {
+    fn params(events: u64, seed: u64, threads: u32) -> GenParams {
+        GenParams {
             events,
             seed,
             threads,
-        };
+        }
+    }
+
+    fn records(name: &str, events: u64, seed: u64, threads: u32) -> Vec<Record> {
+        let mut out = Vec::new();
+        let params = params(events, seed, threads);
         generate(name, &params, &mut |r| {
             out.push(r);
             Ok(())
@@ -414,11 +413,7 @@ mod tests {
     fn file_bytes(name: &str, events: u64, seed: u64, threads: u32) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.mtr");
-        let params = GenParams {
-            events,
-            seed,
-            threads,
-        };
+        let params = params(events, seed, threads);
         let mut w =
             TraceWriter::create(&path, &header(name, &params).unwrap(), Form::Binary).unwrap();
         let h = generate(name, &params, &mut |r| w.push(&r)).unwrap();
@@ -628,11 +623,7 @@ mod tests {
 
     #[test]
     fn header_and_errors() {
-        let p = GenParams {
-            events: 10,
-            seed: 3,
-            threads: 1,
-        };
+        let p = params(10, 3, 1);
         let h = header("uniform", &p).unwrap();
         let get = |k: &str| h.get(k);
         assert_eq!(get("program"), Some("synthetic:uniform"));
@@ -727,15 +718,7 @@ mod tests {
                     let (lo, hi) = (used.iter().min().unwrap(), used.iter().max().unwrap());
                     assert!(lo * 10 > hi * 8, "{name}: calls per thread {used:?}");
                 }
-                let h = header(
-                    name,
-                    &GenParams {
-                        events: 50_000,
-                        seed: 11,
-                        threads,
-                    },
-                )
-                .unwrap();
+                let h = header(name, &params(50_000, 11, threads)).unwrap();
                 assert_eq!(h.get("threads"), Some(threads.to_string().as_str()));
             }
         }
@@ -826,11 +809,7 @@ mod tests {
 
     #[test]
     fn producer_consumer_needs_two_threads() {
-        let p = GenParams {
-            events: 10,
-            seed: 1,
-            threads: 1,
-        };
+        let p = params(10, 1, 1);
         let err = header("producer-consumer", &p).unwrap_err();
         assert_eq!(
             err.to_string(),

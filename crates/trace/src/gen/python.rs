@@ -203,33 +203,21 @@ pub(super) fn generate(params: &GenParams, out: &mut Out<'_>) -> Result<(), Trac
                 continue;
             }
         }
-        match g.rng.weighted(SHAPES) {
-            Shape::Plain(s) => {
-                let size = g.size(s);
-                let id = out.malloc(size)?;
-                g.schedule_death(now, id, false);
-            }
-            Shape::Calloc(s) => {
-                let size = g.size(s);
-                let id = out.alloc(size, 0, AllocKind::Calloc)?;
-                g.schedule_death(now, id, false);
-            }
-            Shape::Large(s) => {
-                let size = g.size(s);
-                let id = out.malloc(size)?;
-                g.schedule_death(now, id, true);
-            }
-            Shape::Aligned(s) => {
-                let size = g.size(s);
-                let id = out.alloc(size, 64, AllocKind::Aligned)?;
-                g.schedule_death(now, id, true);
-            }
+        // Most shapes are allocated once and freed when they die: their size, alignment, kind
+        // and whether they live as large buffers do. A list's array and a shrunk string are
+        // resized first, through the schedule.
+        let (s, align, kind, large) = match g.rng.weighted(SHAPES) {
+            Shape::Plain(s) => (s, 0, AllocKind::Malloc, false),
+            Shape::Calloc(s) => (s, 0, AllocKind::Calloc, false),
+            Shape::Large(s) => (s, 0, AllocKind::Malloc, true),
+            Shape::Aligned(s) => (s, 64, AllocKind::Aligned, true),
             Shape::ListArray => {
                 // The first append allocates room for 4 items; later ones grow it.
                 let id = out.malloc(4 * 8)?;
                 let steps = g.rng.weighted(GROWTHS) - 1;
                 let delay = g.rng.range(1, 24);
                 g.schedule(now, delay, id, Action::Grow { items: 4, steps });
+                continue;
             }
             Shape::Shrunk => {
                 let size = g.rng.range(64, 512);
@@ -237,8 +225,12 @@ pub(super) fn generate(params: &GenParams, out: &mut Out<'_>) -> Result<(), Trac
                 let to = g.rng.range(24, size - 16);
                 let delay = g.rng.range(1, 8);
                 g.schedule(now, delay, id, Action::Shrink { size: to });
+                continue;
             }
-        }
+        };
+        let size = g.size(s);
+        let id = out.alloc(size, align, kind)?;
+        g.schedule_death(now, id, large);
     }
     Ok(())
 }

@@ -117,13 +117,8 @@ impl std::fmt::Display for ImportSummary {
                 n(self.thread_done)
             ),
             format!(
-                "  wrote:   {} malloc, {} calloc, {} aligned, {} realloc, {} free; {} objects \
-                 live at the end",
-                n(c.malloc),
-                n(c.calloc),
-                n(c.aligned),
-                n(c.reallocs),
-                n(c.frees),
+                "  wrote:   {}; {} objects live at the end",
+                super::kinds_written(c),
                 n(self.live_at_end)
             ),
             format!(
@@ -625,13 +620,6 @@ mod tests {
         import(|sink| convert(&path, lenient, sink))
     }
 
-    fn rec(thread: u32, event: Event) -> Record {
-        Record {
-            thread,
-            ..Record::new(event)
-        }
-    }
-
     #[test]
     fn every_kind_of_line_maps_as_documented() {
         let text = "\
@@ -654,7 +642,7 @@ mod tests {
         assert_eq!(
             recs,
             [
-                rec(
+                Record::on(
                     0,
                     Event::Alloc {
                         id: 0,
@@ -663,7 +651,7 @@ mod tests {
                         kind: Malloc
                     }
                 ),
-                rec(
+                Record::on(
                     0,
                     Event::Alloc {
                         id: 1,
@@ -672,7 +660,7 @@ mod tests {
                         kind: Calloc
                     }
                 ),
-                rec(
+                Record::on(
                     1,
                     Event::Alloc {
                         id: 2,
@@ -681,7 +669,7 @@ mod tests {
                         kind: Aligned
                     }
                 ),
-                rec(
+                Record::on(
                     1,
                     Event::Realloc {
                         old: 0,
@@ -689,7 +677,7 @@ mod tests {
                         size: 48
                     }
                 ),
-                rec(
+                Record::on(
                     0,
                     Event::Alloc {
                         id: 4,
@@ -698,9 +686,9 @@ mod tests {
                         kind: Malloc
                     }
                 ),
-                rec(0, Event::Free { id: 1 }),
-                rec(2, Event::Free { id: 2 }),
-                rec(0, Event::Free { id: 3 }),
+                Record::on(0, Event::Free { id: 1 }),
+                Record::on(2, Event::Free { id: 2 }),
+                Record::on(0, Event::Free { id: 3 }),
             ]
         );
         assert_eq!(sum.lines, 13);

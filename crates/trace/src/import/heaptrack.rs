@@ -144,17 +144,7 @@ pub fn header(path: &Path, lenient: bool) -> Header {
     h
 }
 
-/// Converts the heaptrack recording at `path` (compressed or not), sending each record to
-/// `sink`.
-pub fn convert(
-    path: &Path,
-    lenient: bool,
-    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
-) -> Result<HeaptrackSummary, TraceError> {
-    convert_input(Input::open(path)?, lenient, sink)
-}
-
-/// As [`convert`], from an input already open.
+/// Converts the heaptrack recording `input` (compressed or not), sending each record to `sink`.
 pub fn convert_input(
     input: Input,
     lenient: bool,
@@ -164,7 +154,7 @@ pub fn convert_input(
     convert_from(&path, input.into_reader()?, lenient, sink)
 }
 
-/// As [`convert`], reading from `input`; `path` names it in messages.
+/// As [`convert_input`], reading from `input`; `path` names it in messages.
 pub fn convert_from<'a>(
     path: &Path,
     input: impl Read + 'a,

@@ -127,8 +127,8 @@ impl std::fmt::Display for MemraySummary {
         write!(
             f,
             "imported {} events from {} memray {} records ({} allocations as memray stats counts them)\n  \
-             read:    {}\n  wrote:   {} malloc, {} calloc, {} aligned, {} realloc, {} free ({} allocations \
-             in the object domain); {} objects live at the end\n  skipped: {} mmap/munmap, {} failed \
+             read:    {}\n  wrote:   {} ({} allocations in the object domain); {} objects live at \
+             the end\n  skipped: {} mmap/munmap, {} failed \
              calls, {} frees of addresses allocated before tracking began; freed {} objects whose \
              address was handed out again",
             n(c.events()),
@@ -136,11 +136,7 @@ impl std::fmt::Display for MemraySummary {
             self.memray,
             n(self.memray_allocations()),
             if read.is_empty() { "nothing".into() } else { read.join(", ") },
-            n(c.malloc),
-            n(c.calloc),
-            n(c.aligned),
-            n(c.reallocs),
-            n(c.frees),
+            super::kinds_written(c),
             n(self.object_domain),
             n(self.live_at_end),
             n(self.mmaps),

@@ -134,13 +134,10 @@ pub fn convert(
         n += 1;
         sink(rec)
     };
-    let summary = match format {
-        Format::Mtrace => mtrace::convert_input(input, lenient, &mut checked)?.to_string(),
-        Format::Heaptrack => heaptrack::convert_input(input, lenient, &mut checked)?.to_string(),
-        Format::Android => android::convert_input(input, lenient, &mut checked)?.to_string(),
-        Format::Memray => memray::convert_input(input, &mut checked)?.to_string(),
-        // (A Mallard trace was read above.)
-        Format::Recorder | Format::Mallard => {
+    let summary = match log_importer(format) {
+        Some(import) => import(input, lenient, &mut checked)?,
+        // A raw recording (a Mallard trace was read above).
+        None => {
             let (file, _keep) = seekable_path(input)?;
             recorder::convert(&file, &mut checked)?.to_string()
         }
@@ -158,34 +155,62 @@ pub fn convert_to(
     form: Form,
     lenient: bool,
 ) -> Result<(u64, Option<String>), TraceError> {
-    let path = input.path().to_path_buf();
-    let summary: (u64, String) = match format {
-        Format::Mallard => {
-            let mut reader = crate::TraceReader::from_input(input)?;
-            let mut w = TraceWriter::create(output, reader.header(), form)?;
-            for rec in &mut reader {
-                w.push(&rec?)?;
-            }
-            return Ok((w.finish()?, None));
+    if let Some(import) = log_importer(format) {
+        let header = header(format, input.path(), lenient);
+        let mut w = TraceWriter::create(output, &header, form)?;
+        let summary = import(input, lenient, &mut |r: Record| w.push(&r))?;
+        return Ok((w.finish()?, Some(summary)));
+    }
+    if format == Format::Recorder {
+        let (file, _keep) = seekable_path(input)?;
+        let sum = recorder::convert_file(&file, output, form)?;
+        return Ok((sum.counts.events(), Some(sum.to_string())));
+    }
+    // A Mallard trace (the one format left), copied record by record.
+    let mut reader = crate::TraceReader::from_input(input)?;
+    let mut w = TraceWriter::create(output, reader.header(), form)?;
+    for rec in &mut reader {
+        w.push(&rec?)?;
+    }
+    Ok((w.finish()?, None))
+}
+
+/// An importer of another tool's log: reads `input` (leniently or not), sends each record to
+/// the sink and returns its summary for people.
+type LogImporter =
+    fn(Input, bool, &mut dyn FnMut(Record) -> Result<(), TraceError>) -> Result<String, TraceError>;
+
+/// The importer of `format`'s log, for [`convert`] and [`convert_to`] alike; `None` for a
+/// Mallard trace and a raw recording, which are read by offset and not as a log.
+fn log_importer(format: Format) -> Option<LogImporter> {
+    match format {
+        Format::Mtrace => {
+            Some(|i, lenient, sink| Ok(mtrace::convert_input(i, lenient, sink)?.to_string()))
         }
-        Format::Recorder => {
-            let (file, _keep) = seekable_path(input)?;
-            let sum = recorder::convert_file(&file, output, form)?;
-            return Ok((sum.counts.events(), Some(sum.to_string())));
+        Format::Heaptrack => {
+            Some(|i, lenient, sink| Ok(heaptrack::convert_input(i, lenient, sink)?.to_string()))
         }
-        Format::Mtrace | Format::Heaptrack | Format::Android | Format::Memray => {
-            let mut w = TraceWriter::create(output, &header(format, &path, lenient), form)?;
-            let sink = &mut |r: Record| w.push(&r);
-            let summary = match format {
-                Format::Mtrace => mtrace::convert_input(input, lenient, sink)?.to_string(),
-                Format::Heaptrack => heaptrack::convert_input(input, lenient, sink)?.to_string(),
-                Format::Memray => memray::convert_input(input, sink)?.to_string(),
-                _ => android::convert_input(input, lenient, sink)?.to_string(),
-            };
-            (w.finish()?, summary)
+        Format::Android => {
+            Some(|i, lenient, sink| Ok(android::convert_input(i, lenient, sink)?.to_string()))
         }
-    };
-    Ok((summary.0, Some(summary.1)))
+        // memray's log has nothing to be lenient about.
+        Format::Memray => Some(|i, _, sink| Ok(memray::convert_input(i, sink)?.to_string())),
+        Format::Mallard | Format::Recorder => None,
+    }
+}
+
+/// What an importer wrote, kind by kind, as its summary says it: `1,234 malloc, 5 calloc,
+/// 0 aligned, 7 realloc, 1,230 free`.
+pub(crate) fn kinds_written(c: &crate::format::EventCounts) -> String {
+    use crate::stats::thousands as n;
+    format!(
+        "{} malloc, {} calloc, {} aligned, {} realloc, {} free",
+        n(c.malloc),
+        n(c.calloc),
+        n(c.aligned),
+        n(c.reallocs),
+        n(c.frees)
+    )
 }
 
 /// The header of a trace an importer reads (none of its own for a raw recording).

@@ -137,16 +137,7 @@ enum Call {
     Nothing,
 }
 
-/// Converts the mtrace log at `path`, sending each record to `sink`.
-pub fn convert(
-    path: &Path,
-    lenient: bool,
-    sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
-) -> Result<MtraceSummary, TraceError> {
-    convert_input(Input::open(path)?, lenient, sink)
-}
-
-/// As [`convert`], from an input already open.
+/// Converts the mtrace log `input`, sending each record to `sink`.
 pub fn convert_input(
     input: Input,
     lenient: bool,
@@ -157,7 +148,7 @@ pub fn convert_input(
     convert_from(&path, reader, lenient, sink)
 }
 
-/// As [`convert`], reading from `input`; `path` names it in messages.
+/// As [`convert_input`], reading from `input`; `path` names it in messages.
 pub fn convert_from(
     path: &Path,
     mut input: impl BufRead,
@@ -310,12 +301,7 @@ pub fn convert_from(
         };
         if let Some(event) = event {
             sum.counts.add(&event);
-            sink(Record {
-                thread: 0,
-                timestamp_ns: None,
-                domain: crate::model::Domain::C,
-                event,
-            })?;
+            sink(Record::new(event))?;
         }
     }
     if let Some((open_line, addr, old)) = pending {
@@ -416,6 +402,11 @@ mod tests {
         Ok((sum, recs.into_iter().map(|r| r.event).collect()))
     }
 
+    /// Why a strict import of `text` fails.
+    fn refused(text: &[u8]) -> String {
+        run(text, false).unwrap_err().to_string()
+    }
+
     /// The log glibc 2.36 wrote for: a = malloc(10); b = calloc(3, 5); a = realloc(a, 100);
     /// c = memalign(64, 30); free(b); d = realloc(NULL, 7); realloc(d, 0); free(NULL);
     /// malloc(1 << 62) (fails); posix_memalign(&f, 32, 5); free(c); free(a); plus a free of a
@@ -475,29 +466,25 @@ mod tests {
     #[test]
     fn bad_lines_name_the_line_or_are_counted_when_lenient() {
         let text = "= Start\n@ ./t:[0x1] + 0x10 0x8\n@ ./t:[0x1] + 0x10 zz\n@ ./t:[0x2] - 0x10\n";
-        let e = run(text.as_bytes(), false).unwrap_err().to_string();
+        let e = refused(text.as_bytes());
         assert_eq!(e, "m.txt: line 3: size `zz` is not a 0x hexadecimal number");
         let (sum, events) = run(text.as_bytes(), true).unwrap();
         assert_eq!(sum.bad_lines, 1);
         assert_eq!(events, vec![malloc(0, 8), Event::Free { id: 0 }]);
         // A realloc cut in half; an address allocated twice.
-        let e = run(b"+ 0x10 0x8\n< 0x10\n- 0x10\n", false)
-            .unwrap_err()
-            .to_string();
+        let e = refused(b"+ 0x10 0x8\n< 0x10\n- 0x10\n");
         assert!(
             e.contains("line 3") && e.contains("line 2 (`<`) is not followed"),
             "{e}"
         );
         let (sum, events) = run(b"+ 0x10 0x8\n< 0x10\n- 0x10\n", true).unwrap();
         assert_eq!((sum.bad_lines, events.len()), (1, 2));
-        let e = run(b"+ 0x10 0x8\n+ 0x10 0x8\n", false)
-            .unwrap_err()
-            .to_string();
+        let e = refused(b"+ 0x10 0x8\n+ 0x10 0x8\n");
         assert!(
             e.contains("line 2") && e.contains("still lives there"),
             "{e}"
         );
-        let e = run(b"hello world\n", false).unwrap_err().to_string();
+        let e = refused(b"hello world\n");
         assert!(
             e.starts_with("m.txt: line 1: expected `+ ADDR SIZE`"),
             "{e}"
@@ -533,7 +520,7 @@ mod tests {
         assert_eq!(events, vec![malloc(0, 0x20), Event::Free { id: 0 }]);
         assert_eq!(sum.lines, 4);
         // The call itself must still parse, and the message quotes the line safely.
-        let e = run(b"@ x + 0x1\xff 0x5\n", false).unwrap_err().to_string();
+        let e = refused(b"@ x + 0x1\xff 0x5\n");
         assert!(
             e.contains("line 1") && e.contains("\\xff") || e.contains('\u{fffd}'),
             "{e}"
