@@ -22,7 +22,7 @@
 use crate::judge::{MetricResult, Overall, Verdict};
 use crate::report::{CalibrationReport, GateReport, Mode};
 use mallard_io::atomic::{OutputError, StagedDir};
-use mallard_report::format::esc as xml_escape;
+use mallard_report::format::{esc as xml_escape, thousands};
 use mallard_report::{Doc, ReportError, Writer};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -64,19 +64,6 @@ pub fn fmt_value(v: f64, unit: &str) -> String {
             }
         }
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        #[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than the MSRV
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A ratio as a signed percentage change.

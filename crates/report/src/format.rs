@@ -160,6 +160,9 @@ pub fn drain_text(r: &crate::summary::SummaryRow) -> String {
 /// `inspect` and the report print a size the same way.
 pub use mallard_trace::stats::human_bytes as bytes;
 
+/// A count with thousands separators (`1,234,567`): the trace summary's, as `inspect` prints it.
+pub use mallard_trace::stats::thousands;
+
 /// A footprint for the table, Markdown and HTML alike: `unknown` where the allocator's figure
 /// is (a preloaded malloc under the glibc backend), never a zero it did not measure.
 pub fn footprint(f: Option<u64>) -> String {
