@@ -13,6 +13,8 @@
 use crate::format::EventCounts;
 use crate::live::LiveTable;
 use crate::model::{Domain, Event, Record};
+use crate::validate::check_live;
+use crate::{TraceError, TraceReader};
 use serde::{Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
@@ -89,6 +91,55 @@ impl TraceStats {
     /// Counts one record. Inlined into the caller's loop (it is called once an event).
     #[inline]
     pub fn add(&mut self, rec: &Record) {
+        let (ended, made) = match rec.event {
+            Event::Alloc { id, size, .. } => (None, self.create(id, size)),
+            Event::Free { id } => (self.sizes.remove(id), None),
+            Event::Realloc { old, new, size } => {
+                let ended = self.sizes.remove(old);
+                (ended, self.create(new, size))
+            }
+        };
+        self.tally(rec, ended, made);
+    }
+
+    /// The statistics of the rest of a trace, with the reader's model check and the
+    /// statistics' live sizes in one [`LiveTable`] (each record checked once, one table moved
+    /// instead of two): what `mallard inspect` computes. The records, the statistics and any
+    /// error are those of [`TraceReader::for_each_batch`] with [`TraceStats::add`]. Completed
+    /// ([`TraceStats::finish`]).
+    pub fn read(reader: &mut TraceReader) -> Result<TraceStats, TraceError> {
+        let mut stats = TraceStats::new();
+        match reader.take_validator() {
+            Some(_) => reader.for_each_checked(|rec| stats.add_checked(rec))?,
+            // Unchecked, or checking already under way: the reader's own check, if any.
+            None => reader.for_each_batch(|recs| {
+                recs.iter().for_each(|rec| stats.add(rec));
+                Ok::<(), TraceError>(())
+            })?,
+        }
+        Ok(stats.finish())
+    }
+
+    /// The model check of `rec` against the live sizes (the [`crate::Validator`]'s check, with
+    /// its messages), then [`TraceStats::add`]'s counting; on error nothing changes.
+    #[inline]
+    fn add_checked(&mut self, rec: &Record) -> Result<(), String> {
+        let made = match rec.event {
+            Event::Alloc { size, .. } | Event::Realloc { size, .. } => Some(size),
+            Event::Free { .. } => None,
+        };
+        let ended = check_live(&mut self.sizes, rec, made.unwrap_or(0))?;
+        if let Some(size) = made {
+            self.count_size(size);
+        }
+        self.tally(rec, ended, made);
+        Ok(())
+    }
+
+    /// Counts `rec`, whose object of size `ended` (if any) has left the live table and whose
+    /// new object of size `made` (if any) has entered it.
+    #[inline(always)]
+    fn tally(&mut self, rec: &Record, ended: Option<u64>, made: Option<u64>) {
         self.events += 1;
         self.counts.add(&rec.event);
         if self.last_thread != Some(rec.thread) {
@@ -100,17 +151,16 @@ impl TraceStats {
             self.first_timestamp_ns.get_or_insert(ts);
             self.last_timestamp_ns = Some(ts);
         }
-        match rec.event {
-            Event::Alloc { id, size, .. } => {
-                self.domains[rec.domain.code() as usize] += 1;
-                self.create(id, size)
-            }
-            Event::Free { id } => self.kill(id),
-            Event::Realloc { old, new, size } => {
-                self.domains[rec.domain.code() as usize] += 1;
-                self.kill(old);
-                self.create(new, size);
-            }
+        if !matches!(rec.event, Event::Free { .. }) {
+            self.domains[rec.domain.code() as usize] += 1;
+        }
+        if let Some(size) = ended {
+            self.live_bytes_end = self.live_bytes_end.saturating_sub(size);
+            self.live_objects_end = self.live_objects_end.saturating_sub(1);
+        }
+        if let Some(size) = made {
+            self.live_objects_end += 1;
+            self.live_bytes_end = self.live_bytes_end.saturating_add(size);
         }
         if self.live_bytes_end > self.peak_live_bytes {
             self.peak_live_bytes = self.live_bytes_end;
@@ -144,28 +194,24 @@ impl TraceStats {
         }
     }
 
-    #[inline]
-    fn create(&mut self, id: u64, size: u64) {
+    /// Counts a requested size (in the histogram and the total).
+    #[inline(always)]
+    fn count_size(&mut self, size: u64) {
         self.size_histogram[Self::bucket(size)] += 1;
         self.bytes_allocated = self.bytes_allocated.saturating_add(size);
-        // A valid trace has id == next_id; anything else is ignored rather than allowed to
-        // grow the table.
-        if id == self.sizes.next_id() {
-            self.sizes.push(size);
-        } else {
-            return;
-        }
-        self.live_objects_end += 1;
-        self.live_bytes_end = self.live_bytes_end.saturating_add(size);
     }
 
+    /// Counts a new object's size and enters it in the live table; its size if it entered.
     #[inline]
-    fn kill(&mut self, id: u64) {
-        let Some(size) = self.sizes.remove(id) else {
-            return;
-        };
-        self.live_bytes_end = self.live_bytes_end.saturating_sub(size);
-        self.live_objects_end = self.live_objects_end.saturating_sub(1);
+    fn create(&mut self, id: u64, size: u64) -> Option<u64> {
+        self.count_size(size);
+        // A valid trace has id == next_id; anything else is ignored rather than allowed to
+        // grow the table.
+        if id != self.sizes.next_id() {
+            return None;
+        }
+        self.sizes.push(size);
+        Some(size)
     }
 }
 
