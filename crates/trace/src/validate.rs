@@ -256,7 +256,7 @@ pub fn check_align(align: u64) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::AllocKind;
 
@@ -355,7 +355,8 @@ mod tests {
         [iterated, (recs, err, sizes)]
     }
 
-    fn written(recs: &[Record], form: crate::Form) -> Vec<u8> {
+    /// The bytes of a trace of `recs` in `form`, written without the model check.
+    pub(crate) fn written(recs: &[Record], form: crate::Form) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         let mut w = crate::TraceWriter::create(&path, &Default::default(), form).unwrap();
