@@ -161,15 +161,13 @@ impl TraceReader {
             }
             return Ok(());
         }
-        // The check in a closure of its own type either way, so that an unchecked reader's loop
-        // has no check in it at all.
         match self.validator.take() {
             Some(mut v) => {
-                let r = self.binary_batches(|rec| v.check(rec), f);
+                let r = self.binary_batches(Some(|rec: &Record| v.check(rec)), f);
                 self.validator = Some(v);
                 r
             }
-            None => self.binary_batches(|_| Ok(()), f),
+            None => self.binary_batches(None::<fn(&Record) -> Result<(), String>>, f),
         }
     }
 
@@ -184,7 +182,7 @@ impl TraceReader {
     ) -> Result<(), TraceError> {
         debug_assert!(self.validator.is_none(), "the reader's own check is taken out");
         if matches!(self.decoder, Decoder::Binary(_)) {
-            return self.binary_batches(check, |_| Ok::<(), TraceError>(()));
+            return self.binary_batches(Some(check), |_| Ok::<(), TraceError>(()));
         }
         while let Some(rec) = self.next() {
             if let Err(msg) = check(&rec?) {
@@ -207,12 +205,13 @@ impl TraceReader {
         }
     }
 
-    /// The batch loop of a binary trace: each record through `check` (the model check, or
-    /// nothing), then the valid ones to `f`, a batch at a time.
+    /// The batch loop of a binary trace: each record through `check` (the model check; `None`
+    /// for an unchecked reader, whose loop then has no check in it at all), then the valid ones
+    /// to `f`, a batch at a time.
     #[inline(always)]
     fn binary_batches<E: From<TraceError>>(
         &mut self,
-        mut check: impl FnMut(&Record) -> Result<(), String>,
+        mut check: Option<impl FnMut(&Record) -> Result<(), String>>,
         mut f: impl FnMut(&[Record]) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.done {
@@ -228,10 +227,13 @@ impl TraceReader {
                 return Ok(());
             }
             let recs = d.decoded();
-            let fault = recs
-                .iter()
-                .enumerate()
-                .find_map(|(k, rec)| check(rec).err().map(|msg| (k, msg)));
+            let fault = match &mut check {
+                Some(check) => recs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(k, rec)| check(rec).err().map(|msg| (k, msg))),
+                None => None,
+            };
             let Some((k, msg)) = fault else {
                 let n = recs.len();
                 f(recs)?;
