@@ -5,7 +5,7 @@
 //! expects a valid trace (one a [`crate::TraceReader`] has checked); given an invalid one it
 //! still never panics or grows without bound, it just counts nonsense. [`TraceStats::read`]
 //! does the reader's model check itself, against the same table of sizes (the check's table
-//! and the statistics' did the same moves, a third of `inspect`'s time). The other per-trace
+//! and the statistics' did the same push and remove for every event). The other per-trace
 //! state is fixed (the histogram) or one entry per thread.
 //!
 //! Sizes counted in the histogram and in `bytes_allocated` are the sizes *requested*: each
