@@ -615,7 +615,11 @@ mod tests {
                 threads,
             };
             let mut recs = Vec::new();
-            crate::gen::generate(generator, &params, &mut |r| Ok(recs.push(r))).unwrap();
+            crate::gen::generate(generator, &params, &mut |r| {
+                recs.push(r);
+                Ok(())
+            })
+            .unwrap();
             for form in [Form::Binary, Form::Csv] {
                 let [two, one] = both_ways(&written(&recs, form));
                 assert!(two.is_ok(), "{generator}: {two:?}");
@@ -656,5 +660,4 @@ mod tests {
             }
         }
     }
-
 }

@@ -180,7 +180,10 @@ impl TraceReader {
         &mut self,
         mut check: impl FnMut(&Record) -> Result<(), String>,
     ) -> Result<(), TraceError> {
-        debug_assert!(self.validator.is_none(), "the reader's own check is taken out");
+        debug_assert!(
+            self.validator.is_none(),
+            "the reader's own check is taken out"
+        );
         if matches!(self.decoder, Decoder::Binary(_)) {
             return self.binary_batches(Some(check), |_| Ok::<(), TraceError>(()));
         }
