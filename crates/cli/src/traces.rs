@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use mallard_trace::import::{self, Format};
 use mallard_trace::prepare::{self, Prepared};
+use mallard_trace::stats::TraceStats;
 use mallard_trace::{Form, Input};
 use std::path::{Path, PathBuf};
 
@@ -44,15 +45,22 @@ pub fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     if format != Format::Mallard {
         note(&prepare::importing(path, format, "FILE.mtr"));
     }
-    let mut stats = mallard_trace::stats::TraceStats::new();
-    let (header, summary) = import::convert(input, format, false, &mut |rec| {
-        stats.add(&rec);
-        Ok(())
-    })?;
-    if let Some(s) = summary {
-        note(&s);
-    }
-    let stats = stats.finish();
+    let (header, stats) = if format == Format::Mallard {
+        // The model check and the statistics in one pass over one live table.
+        let mut reader = mallard_trace::TraceReader::from_input(input)?;
+        let stats = TraceStats::read(&mut reader)?;
+        (reader.header().clone(), stats)
+    } else {
+        let mut stats = TraceStats::new();
+        let (header, summary) = import::convert(input, format, false, &mut |rec| {
+            stats.add(&rec);
+            Ok(())
+        })?;
+        if let Some(s) = summary {
+            note(&s);
+        }
+        (header, stats.finish())
+    };
     if json {
         println!(
             "{}",

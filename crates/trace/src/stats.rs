@@ -3,7 +3,9 @@
 //! Live bytes need each live object's size: a [`LiveTable`] of sizes, so memory is in
 //! proportion to the peak live set, not to the objects ever created. [`TraceStats::add`]
 //! expects a valid trace (one a [`crate::TraceReader`] has checked); given an invalid one it
-//! still never panics or grows without bound, it just counts nonsense. The other per-trace
+//! still never panics or grows without bound, it just counts nonsense. [`TraceStats::read`]
+//! does the reader's model check itself, against the same table of sizes (the check's table
+//! and the statistics' did the same push and remove for every event). The other per-trace
 //! state is fixed (the histogram) or one entry per thread.
 //!
 //! Sizes counted in the histogram and in `bytes_allocated` are the sizes *requested*: each
@@ -13,6 +15,8 @@
 use crate::format::EventCounts;
 use crate::live::LiveTable;
 use crate::model::{Domain, Event, Record};
+use crate::validate::check_live;
+use crate::{TraceError, TraceReader};
 use serde::{Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
@@ -89,6 +93,55 @@ impl TraceStats {
     /// Counts one record. Inlined into the caller's loop (it is called once an event).
     #[inline]
     pub fn add(&mut self, rec: &Record) {
+        let (ended, made) = match rec.event {
+            Event::Alloc { id, size, .. } => (None, self.create(id, size)),
+            Event::Free { id } => (self.sizes.remove(id), None),
+            Event::Realloc { old, new, size } => {
+                let ended = self.sizes.remove(old);
+                (ended, self.create(new, size))
+            }
+        };
+        self.tally(rec, ended, made);
+    }
+
+    /// The statistics of the rest of a trace, with the reader's model check and the
+    /// statistics' live sizes in one [`LiveTable`] (each record checked once, one table moved
+    /// instead of two): what `mallard inspect` computes. The records, the statistics and any
+    /// error are those of [`TraceReader::for_each_batch`] with [`TraceStats::add`]. Completed
+    /// ([`TraceStats::finish`]).
+    pub fn read(reader: &mut TraceReader) -> Result<TraceStats, TraceError> {
+        let mut stats = TraceStats::new();
+        match reader.take_validator() {
+            Some(_) => reader.for_each_checked(|rec| stats.add_checked(rec))?,
+            // Unchecked, or checking already under way: the reader's own check, if any.
+            None => reader.for_each_batch(|recs| {
+                recs.iter().for_each(|rec| stats.add(rec));
+                Ok::<(), TraceError>(())
+            })?,
+        }
+        Ok(stats.finish())
+    }
+
+    /// The model check of `rec` against the live sizes (the [`crate::Validator`]'s check, with
+    /// its messages), then [`TraceStats::add`]'s counting; on error nothing changes.
+    #[inline]
+    fn add_checked(&mut self, rec: &Record) -> Result<(), String> {
+        let made = match rec.event {
+            Event::Alloc { size, .. } | Event::Realloc { size, .. } => Some(size),
+            Event::Free { .. } => None,
+        };
+        let ended = check_live(&mut self.sizes, rec, made.unwrap_or(0))?;
+        if let Some(size) = made {
+            self.count_size(size);
+        }
+        self.tally(rec, ended, made);
+        Ok(())
+    }
+
+    /// Counts `rec`, whose object of size `ended` (if any) has left the live table and whose
+    /// new object of size `made` (if any) has entered it.
+    #[inline(always)]
+    fn tally(&mut self, rec: &Record, ended: Option<u64>, made: Option<u64>) {
         self.events += 1;
         self.counts.add(&rec.event);
         if self.last_thread != Some(rec.thread) {
@@ -100,17 +153,16 @@ impl TraceStats {
             self.first_timestamp_ns.get_or_insert(ts);
             self.last_timestamp_ns = Some(ts);
         }
-        match rec.event {
-            Event::Alloc { id, size, .. } => {
-                self.domains[rec.domain.code() as usize] += 1;
-                self.create(id, size)
-            }
-            Event::Free { id } => self.kill(id),
-            Event::Realloc { old, new, size } => {
-                self.domains[rec.domain.code() as usize] += 1;
-                self.kill(old);
-                self.create(new, size);
-            }
+        if !matches!(rec.event, Event::Free { .. }) {
+            self.domains[rec.domain.code() as usize] += 1;
+        }
+        if let Some(size) = ended {
+            self.live_bytes_end = self.live_bytes_end.saturating_sub(size);
+            self.live_objects_end = self.live_objects_end.saturating_sub(1);
+        }
+        if let Some(size) = made {
+            self.live_objects_end += 1;
+            self.live_bytes_end = self.live_bytes_end.saturating_add(size);
         }
         if self.live_bytes_end > self.peak_live_bytes {
             self.peak_live_bytes = self.live_bytes_end;
@@ -144,28 +196,24 @@ impl TraceStats {
         }
     }
 
-    #[inline]
-    fn create(&mut self, id: u64, size: u64) {
+    /// Counts a requested size (in the histogram and the total).
+    #[inline(always)]
+    fn count_size(&mut self, size: u64) {
         self.size_histogram[Self::bucket(size)] += 1;
         self.bytes_allocated = self.bytes_allocated.saturating_add(size);
-        // A valid trace has id == next_id; anything else is ignored rather than allowed to
-        // grow the table.
-        if id == self.sizes.next_id() {
-            self.sizes.push(size);
-        } else {
-            return;
-        }
-        self.live_objects_end += 1;
-        self.live_bytes_end = self.live_bytes_end.saturating_add(size);
     }
 
+    /// Counts a new object's size and enters it in the live table; its size if it entered.
     #[inline]
-    fn kill(&mut self, id: u64) {
-        let Some(size) = self.sizes.remove(id) else {
-            return;
-        };
-        self.live_bytes_end = self.live_bytes_end.saturating_sub(size);
-        self.live_objects_end = self.live_objects_end.saturating_sub(1);
+    fn create(&mut self, id: u64, size: u64) -> Option<u64> {
+        self.count_size(size);
+        // A valid trace has id == next_id; anything else is ignored rather than allowed to
+        // grow the table.
+        if id != self.sizes.next_id() {
+            return None;
+        }
+        self.sizes.push(size);
+        Some(size)
     }
 }
 
@@ -532,5 +580,84 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("  object "), "{text}");
+    }
+
+    /// Statistics (JSON and text) or the error, for a trace read a batch at a time with the
+    /// reader's check and [`TraceStats::add`], and through [`TraceStats::read`].
+    fn both_ways(bytes: &[u8]) -> [Result<(serde_json::Value, String), String>; 2] {
+        let open = || TraceReader::from_bytes(std::path::Path::new("t.mtr"), bytes.to_vec());
+        let shown = |s: TraceStats| (serde_json::to_value(&s).unwrap(), s.to_string());
+        let mut s = TraceStats::new();
+        let two_tables = open()
+            .unwrap()
+            .for_each_batch(|recs| {
+                recs.iter().for_each(|r| s.add(r));
+                Ok::<(), TraceError>(())
+            })
+            .map(|()| shown(s.finish()))
+            .map_err(|e| e.to_string());
+        let mut reader = open().unwrap();
+        let one_table = TraceStats::read(&mut reader)
+            .map(shown)
+            .map_err(|e| e.to_string());
+        assert!(reader.next().is_none(), "the iterator does not resume");
+        [two_tables, one_table]
+    }
+
+    #[test]
+    fn one_table_reads_as_two_valid_or_not() {
+        use crate::validate::tests::written;
+        use crate::Form;
+        for (generator, threads) in [("python-objects", 1), ("larson", 4), ("uniform", 2)] {
+            let params = crate::gen::GenParams {
+                events: 20_000,
+                seed: 3,
+                threads,
+            };
+            let mut recs = Vec::new();
+            crate::gen::generate(generator, &params, &mut |r| {
+                recs.push(r);
+                Ok(())
+            })
+            .unwrap();
+            for form in [Form::Binary, Form::Csv] {
+                let [two, one] = both_ways(&written(&recs, form));
+                assert!(two.is_ok(), "{generator}: {two:?}");
+                assert_eq!(one, two, "{generator} {form:?}");
+            }
+        }
+        // 300 objects (the fault comes in the decoder's third batch), then each fault in turn.
+        let start: Vec<Record> = (0..300).map(|id| rec(0, alloc(id, id * 8))).collect();
+        let realloc = |old, new| Event::Realloc { old, new, size: 7 };
+        let aligned = Event::Alloc {
+            id: 300,
+            size: 64,
+            align: 24,
+            kind: AllocKind::Aligned,
+        };
+        // With whether the binary form can store it (its ids are implicit, and its references
+        // only to objects that exist).
+        let faults = [
+            (vec![Event::Free { id: 5 }, Event::Free { id: 5 }], true),
+            (vec![Event::Free { id: 9 }, realloc(9, 300)], true),
+            (vec![Event::Free { id: 300 }], false),
+            (vec![alloc(301, 1)], false),
+            (vec![Event::Free { id: 9 }, realloc(9, 302)], false),
+            (vec![realloc(9, 302)], false),
+            (vec![realloc(400, 300)], false),
+            (vec![aligned], false),
+        ];
+        for (fault, binary) in faults {
+            let mut recs = start.clone();
+            recs.extend(fault.iter().map(|&e| rec(0, e)));
+            for form in [Form::Binary, Form::Csv] {
+                if form == Form::Binary && !binary {
+                    continue;
+                }
+                let [two, one] = both_ways(&written(&recs, form));
+                assert!(two.is_err(), "{fault:?} {form:?}");
+                assert_eq!(one, two, "{fault:?} {form:?}");
+            }
+        }
     }
 }

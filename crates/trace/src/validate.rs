@@ -42,30 +42,7 @@ impl Validator {
     /// the message says what was wrong (the caller adds the file and location).
     #[inline]
     pub fn check(&mut self, rec: &Record) -> Result<(), String> {
-        match rec.event {
-            Event::Alloc { id, align, .. } => {
-                check_align(align)?;
-                self.check_new(id, "alloc of object")?;
-                self.create();
-            }
-            // One look-up each: `remove` changes nothing when the object is not live.
-            Event::Free { id } => {
-                if self.live.remove(id).is_none() {
-                    return Err(self.not_live(id, "free of"));
-                }
-            }
-            Event::Realloc { old, new, .. } => {
-                if let Err(e) = self.check_new(new, "realloc to object") {
-                    self.check_live(old, "realloc of")?;
-                    return Err(e);
-                }
-                if self.live.remove(old).is_none() {
-                    return Err(self.not_live(old, "realloc of"));
-                }
-                self.create();
-            }
-        }
-        Ok(())
+        check_live(&mut self.live, rec, ()).map(drop)
     }
 
     /// Objects live now.
@@ -82,41 +59,65 @@ impl Validator {
     pub fn is_live(&self, id: ObjectId) -> bool {
         self.live.get(id).is_some()
     }
+}
 
-    fn check_new(&self, id: ObjectId, what: &str) -> Result<(), String> {
-        if id == self.next_id() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} {id}, but the next new object must be {} \
-                 (ids of new objects count up from 0 by one)",
-                self.next_id()
-            ))
+/// The model check of one record against a table of the live objects, each with a value the
+/// caller keeps there (`()` for the [`Validator`], the size for [`crate::stats::TraceStats`],
+/// which so checks and counts with one table): if the record is valid, applies it (the object
+/// it creates gets `made`) and returns the value of the object it ends, if any. On error the
+/// table is unchanged. The one place the invariants are decided.
+#[inline]
+pub(crate) fn check_live<V>(
+    live: &mut LiveTable<V>,
+    rec: &Record,
+    made: V,
+) -> Result<Option<V>, String> {
+    match rec.event {
+        Event::Alloc { id, align, .. } => {
+            check_align(align)?;
+            check_new(live, id, "alloc of object")?;
+            live.push(made);
+            Ok(None)
+        }
+        // One look-up each: `remove` changes nothing when the object is not live.
+        Event::Free { id } => match live.remove(id) {
+            Some(v) => Ok(Some(v)),
+            None => Err(not_live(live, id, "free of")),
+        },
+        Event::Realloc { old, new, .. } => {
+            if let Err(e) = check_new(live, new, "realloc to object") {
+                if live.get(old).is_none() {
+                    return Err(not_live(live, old, "realloc of"));
+                }
+                return Err(e);
+            }
+            let Some(v) = live.remove(old) else {
+                return Err(not_live(live, old, "realloc of"));
+            };
+            live.push(made);
+            Ok(Some(v))
         }
     }
+}
 
-    fn check_live(&self, id: ObjectId, what: &str) -> Result<(), String> {
-        if self.is_live(id) {
-            Ok(())
-        } else {
-            Err(self.not_live(id, what))
-        }
+fn check_new<V>(live: &LiveTable<V>, id: ObjectId, what: &str) -> Result<(), String> {
+    if id == live.next_id() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {id}, but the next new object must be {} \
+             (ids of new objects count up from 0 by one)",
+            live.next_id()
+        ))
     }
+}
 
-    #[cold]
-    fn not_live(&self, id: ObjectId, what: &str) -> String {
-        if id < self.next_id() {
-            format!("{what} object {id}, which is not live (it was freed before)")
-        } else {
-            format!(
-                "{what} object {id}, which is not live (nothing allocated it before this event)"
-            )
-        }
-    }
-
-    #[inline]
-    fn create(&mut self) {
-        self.live.push(());
+#[cold]
+fn not_live<V>(live: &LiveTable<V>, id: ObjectId, what: &str) -> String {
+    if id < live.next_id() {
+        format!("{what} object {id}, which is not live (it was freed before)")
+    } else {
+        format!("{what} object {id}, which is not live (nothing allocated it before this event)")
     }
 }
 
@@ -160,24 +161,80 @@ impl TraceReader {
             }
             return Ok(());
         }
+        match self.validator.take() {
+            Some(mut v) => {
+                let r = self.binary_batches(Some(|rec: &Record| v.check(rec)), f);
+                self.validator = Some(v);
+                r
+            }
+            None => self.binary_batches(None::<fn(&Record) -> Result<(), String>>, f),
+        }
+    }
+
+    /// Reads the rest of the trace, handing `check` each record in order: `check` *is* the model
+    /// check (and does with a valid record what the caller wants), in place of the reader's
+    /// [`Validator`], which [`TraceReader::take_validator`] must have taken out first. An error
+    /// of `check` is reported as the reader's own would be, naming the same place. Stops at the
+    /// first error; afterwards the iterator returns `None`.
+    pub(crate) fn for_each_checked(
+        &mut self,
+        mut check: impl FnMut(&Record) -> Result<(), String>,
+    ) -> Result<(), TraceError> {
+        debug_assert!(
+            self.validator.is_none(),
+            "the reader's own check is taken out"
+        );
+        if matches!(self.decoder, Decoder::Binary(_)) {
+            return self.binary_batches(Some(check), |_| Ok::<(), TraceError>(()));
+        }
+        while let Some(rec) = self.next() {
+            if let Err(msg) = check(&rec?) {
+                self.done = true;
+                return Err(TraceError::invalid(self, msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes out the reader's model check, if it is on and has seen no record yet (then the
+    /// caller must check each record itself, through [`TraceReader::for_each_checked`]);
+    /// `None` leaves the reader as it was.
+    pub(crate) fn take_validator(&mut self) -> Option<Validator> {
+        match &self.validator {
+            // A valid record creates an object or ends one, which must have been created
+            // before; an invalid one ends the reading.
+            Some(v) if v.next_id() == 0 && !self.done => self.validator.take(),
+            _ => None,
+        }
+    }
+
+    /// The batch loop of a binary trace: each record through `check` (the model check; `None`
+    /// for an unchecked reader, whose loop then has no check in it at all), then the valid ones
+    /// to `f`, a batch at a time.
+    #[inline(always)]
+    fn binary_batches<E: From<TraceError>>(
+        &mut self,
+        mut check: Option<impl FnMut(&Record) -> Result<(), String>>,
+        mut f: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.done {
             return Ok(());
         }
         // Done whatever happens below: the iterator must not resume in the middle of a batch.
         self.done = true;
         let Decoder::Binary(d) = &mut self.decoder else {
-            unreachable!("tested above")
+            unreachable!("only called for a binary trace")
         };
         loop {
             if d.decoded().is_empty() && !d.fill()? {
                 return Ok(());
             }
             let recs = d.decoded();
-            let fault = match &mut self.validator {
-                Some(v) => recs
+            let fault = match &mut check {
+                Some(check) => recs
                     .iter()
                     .enumerate()
-                    .find_map(|(k, rec)| v.check(rec).err().map(|msg| (k, msg))),
+                    .find_map(|(k, rec)| check(rec).err().map(|msg| (k, msg))),
                 None => None,
             };
             let Some((k, msg)) = fault else {
@@ -204,7 +261,7 @@ pub fn check_align(align: u64) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::AllocKind;
 
@@ -303,7 +360,8 @@ mod tests {
         [iterated, (recs, err, sizes)]
     }
 
-    fn written(recs: &[Record], form: crate::Form) -> Vec<u8> {
+    /// The bytes of a trace of `recs` in `form`, written without the model check.
+    pub(crate) fn written(recs: &[Record], form: crate::Form) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         let mut w = crate::TraceWriter::create(&path, &Default::default(), form).unwrap();

@@ -550,29 +550,21 @@ impl Decoder {
         let Some(t) = &self.trailer else {
             unreachable!("the trailer is read before it is checked")
         };
-        let c = &self.counts();
-        if t.counts != *c || t.blocks != self.blocks {
+        let blocks = Trailer {
+            counts: self.counts(),
+            blocks: self.blocks,
+        };
+        if t.counts != blocks.counts || t.blocks != blocks.blocks {
+            let [e, m, c, a, f, r, b] = t.fields();
+            let [e2, m2, c2, a2, f2, r2, b2] = blocks.fields();
             return Err(TraceError::corrupt(
                 &self.path,
                 at,
                 format!(
-                    "the trailer does not match the blocks: it says {} events ({} malloc, {} \
-                     calloc, {} aligned, {} free, {} realloc) in {} blocks, the blocks hold {} \
-                     ({} malloc, {} calloc, {} aligned, {} free, {} realloc) in {} blocks",
-                    t.counts.events(),
-                    t.counts.malloc,
-                    t.counts.calloc,
-                    t.counts.aligned,
-                    t.counts.frees,
-                    t.counts.reallocs,
-                    t.blocks,
-                    c.events(),
-                    c.malloc,
-                    c.calloc,
-                    c.aligned,
-                    c.frees,
-                    c.reallocs,
-                    self.blocks
+                    "the trailer does not match the blocks: it says {e} events ({m} malloc, {c} \
+                     calloc, {a} aligned, {f} free, {r} realloc) in {b} blocks, the blocks hold \
+                     {e2} ({m2} malloc, {c2} calloc, {a2} aligned, {f2} free, {r2} realloc) in \
+                     {b2} blocks"
                 ),
             ));
         }

@@ -293,11 +293,11 @@ pub(crate) struct Trailer {
 }
 
 impl Trailer {
-    pub(crate) fn encode(&self) -> [u8; TRAILER_LEN] {
-        let mut out = [0u8; TRAILER_LEN];
-        out[..4].copy_from_slice(&TRAILER_TAG);
+    /// The trailer's seven fields, in their order in the file (and in the decoder's message
+    /// when they do not match the blocks): events, malloc, calloc, aligned, free, realloc, blocks.
+    pub(crate) fn fields(&self) -> [u64; 7] {
         let c = &self.counts;
-        let fields = [
+        [
             c.events(),
             c.malloc,
             c.calloc,
@@ -305,8 +305,13 @@ impl Trailer {
             c.frees,
             c.reallocs,
             self.blocks,
-        ];
-        for (i, v) in fields.iter().enumerate() {
+        ]
+    }
+
+    pub(crate) fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut out = [0u8; TRAILER_LEN];
+        out[..4].copy_from_slice(&TRAILER_TAG);
+        for (i, v) in self.fields().iter().enumerate() {
             out[4 + 8 * i..12 + 8 * i].copy_from_slice(&v.to_le_bytes());
         }
         let crc = crc32fast::hash(&out[..60]);
