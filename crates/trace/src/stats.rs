@@ -380,15 +380,6 @@ mod tests {
     use super::*;
     use crate::model::AllocKind;
 
-    fn rec(thread: u32, event: Event) -> Record {
-        Record {
-            thread,
-            timestamp_ns: None,
-            domain: crate::model::Domain::C,
-            event,
-        }
-    }
-
     fn alloc(id: u64, size: u64) -> Event {
         Event::Alloc {
             id,
@@ -411,11 +402,11 @@ mod tests {
         //  f5          -> 76    (3)
         //  f1          -> 26    (2)
         let events = [
-            rec(0, alloc(0, 100)),
-            rec(0, alloc(1, 50)),
-            rec(1, Event::Free { id: 0 }),
-            rec(1, alloc(2, 3000)),
-            rec(
+            Record::on(0, alloc(0, 100)),
+            Record::on(0, alloc(1, 50)),
+            Record::on(1, Event::Free { id: 0 }),
+            Record::on(1, alloc(2, 3000)),
+            Record::on(
                 0,
                 Event::Realloc {
                     old: 2,
@@ -423,7 +414,7 @@ mod tests {
                     size: 10,
                 },
             ),
-            rec(
+            Record::on(
                 2,
                 Event::Alloc {
                     id: 4,
@@ -449,7 +440,7 @@ mod tests {
                 domain: crate::model::Domain::C,
                 event: Event::Free { id: 5 },
             },
-            rec(0, Event::Free { id: 1 }),
+            Record::on(0, Event::Free { id: 1 }),
         ];
         let mut s = TraceStats::new();
         for e in &events {
@@ -526,9 +517,9 @@ mod tests {
     #[test]
     fn invalid_input_neither_panics_nor_grows() {
         let mut s = TraceStats::new();
-        s.add(&rec(u32::MAX, alloc(1 << 60, u64::MAX)));
-        s.add(&rec(0, Event::Free { id: 1 << 62 }));
-        s.add(&rec(0, Event::Free { id: 0 }));
+        s.add(&Record::on(u32::MAX, alloc(1 << 60, u64::MAX)));
+        s.add(&Record::on(0, Event::Free { id: 1 << 62 }));
+        s.add(&Record::on(0, Event::Free { id: 0 }));
         assert_eq!(s.sizes.next_id(), 0);
         let s = s.finish();
         assert_eq!(s.threads, 2);
@@ -540,9 +531,9 @@ mod tests {
         let mut s = TraceStats::new();
         let in_domain = |domain, event| Record {
             domain,
-            ..rec(0, event)
+            ..Record::on(0, event)
         };
-        s.add(&rec(0, alloc(0, 8)));
+        s.add(&Record::on(0, alloc(0, 8)));
         s.add(&in_domain(Domain::Object, alloc(1, 16)));
         s.add(&in_domain(Domain::Object, alloc(2, 32)));
         s.add(&in_domain(
@@ -573,7 +564,7 @@ mod tests {
         );
         // A trace of plain mallocs shows its `c` line only.
         let mut plain = TraceStats::new();
-        plain.add(&rec(0, alloc(0, 8)));
+        plain.add(&Record::on(0, alloc(0, 8)));
         let text = plain.finish().to_string();
         assert!(
             text.contains("  c                       1  100.0%  domain"),
@@ -627,7 +618,7 @@ mod tests {
             }
         }
         // 300 objects (the fault comes in the decoder's third batch), then each fault in turn.
-        let start: Vec<Record> = (0..300).map(|id| rec(0, alloc(id, id * 8))).collect();
+        let start: Vec<Record> = (0..300).map(|id| Record::on(0, alloc(id, id * 8))).collect();
         let realloc = |old, new| Event::Realloc { old, new, size: 7 };
         let aligned = Event::Alloc {
             id: 300,
@@ -649,7 +640,7 @@ mod tests {
         ];
         for (fault, binary) in faults {
             let mut recs = start.clone();
-            recs.extend(fault.iter().map(|&e| rec(0, e)));
+            recs.extend(fault.iter().map(|&e| Record::on(0, e)));
             for form in [Form::Binary, Form::Csv] {
                 if form == Form::Binary && !binary {
                     continue;
