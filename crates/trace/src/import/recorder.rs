@@ -208,6 +208,13 @@ impl Stream {
         src: &dyn Source,
         sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
     ) -> Result<RecordingSummary, TraceError> {
+        if self.diverged {
+            return Err(TraceError::corrupt(
+                &self.path,
+                Location::None,
+                "the stream diverged: convert the whole file again",
+            ));
+        }
         self.scan(src, true)?;
         if self.taken.is_none() && self.sum.info.timed {
             // Nothing written with a fixed line: the whole file's, through the first and last
@@ -904,36 +911,39 @@ mod tests {
         };
         for _ in 0..calls {
             let t = rand(u64::from(threads)) as usize;
-            let mut take = || {
-                seq += 1;
-                if gap_every > 0 && rand(gap_every) == 0 {
+            // The next sequence number (and its counter value), one skipped now and then.
+            macro_rules! take {
+                () => {{
                     seq += 1;
-                }
-                (seq - 1, clock(seq - 1).0)
-            };
+                    if gap_every > 0 && rand(gap_every) == 0 {
+                        seq += 1;
+                    }
+                    (seq - 1, clock(seq - 1).0)
+                }};
+            }
             match rand(10) {
                 0..=3 if !live.is_empty() => {
                     let a = live.swap_remove(rand(live.len() as u64) as usize);
-                    let (s, c) = take();
+                    let (s, c) = take!();
                     bufs[t].push((s, c, OP_FREE, vec![a]));
                 }
                 4 if !live.is_empty() => {
                     let a = live.swap_remove(rand(live.len() as u64) as usize);
-                    let (s, c) = take();
+                    let (s, c) = take!();
                     bufs[t].push((s, c, OP_REALLOC_BEGIN, vec![a]));
                     next_addr += 64;
                     live.push(next_addr);
-                    let (s, c) = take();
+                    let (s, c) = take!();
                     bufs[t].push((s, c, OP_REALLOC, vec![next_addr, a, rand(500)]));
                 }
                 5 => {
-                    let (s, c) = take();
+                    let (s, c) = take!();
                     bufs[t].push((s, c, OP_MALLOC, vec![0, 1 << 50]));
                 }
                 _ => {
                     next_addr += 64;
                     live.push(next_addr);
-                    let (s, c) = take();
+                    let (s, c) = take!();
                     bufs[t].push((s, c, OP_MALLOC, vec![next_addr, 1 + rand(300)]));
                 }
             }
@@ -1003,7 +1013,13 @@ mod tests {
                 })
                 .is_err()
                 {
-                    break;
+                    // As `LiveTrace`: the whole file, converted again.
+                    let diverged = s.diverged();
+                    let (sum, whole) = match run(bytes) {
+                        Ok((sum, whole)) => (Ok(sum), whole),
+                        Err(e) => (Err(e), Vec::new()),
+                    };
+                    return (sum, whole, recs.len(), diverged);
                 }
             }
         }
@@ -1058,8 +1074,8 @@ mod tests {
     }
 
     /// A malformed file whose order polling took wrongly (a sequence number used twice, the
-    /// second in a chunk written later) is noticed: the stream says it diverged (the caller
-    /// converts again), and the whole-file conversion is what counts.
+    /// second in a chunk written later) is noticed: the stream says it diverged, and the
+    /// caller's conversion of the whole file again is what counts.
     #[test]
     fn a_stream_that_took_records_out_of_order_says_so() {
         let mut raw = Raw::new(1, 0);
@@ -1077,9 +1093,11 @@ mod tests {
         raw.end();
         let (whole_sum, whole) = run(&raw.bytes).unwrap();
         // Polled once with the first chunk only, then finished.
-        let (sum, _, polled, diverged) = streamed(&raw.bytes, first);
+        let (sum, recs, polled, diverged) = streamed(&raw.bytes, first);
         assert_eq!(polled, 2);
-        assert!(diverged && sum.is_err());
+        assert!(diverged);
+        assert_eq!(sum.unwrap(), whole_sum);
+        assert!(recs == whole);
         assert_eq!(whole_sum.unknown_frees, 0);
         assert_eq!(
             ev(&whole),
