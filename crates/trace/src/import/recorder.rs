@@ -191,7 +191,7 @@ impl Stream {
         self.activate(src)?;
         let before = self.sum.records;
         if self.scale.is_some() {
-            self.merge(src, sink, false)?;
+            self.merge::<false>(src, sink)?;
         }
         Ok(self.sum.records > before)
     }
@@ -223,7 +223,7 @@ impl Stream {
             self.scale = Some((t1 > t0 && n1 > n0).then(|| (n1 - n0) as f64 / (t1 - t0) as f64));
         }
         self.activate(src)?;
-        self.merge(src, sink, true)?;
+        self.merge::<true>(src, sink)?;
         let sum = &mut self.sum;
         sum.threads = self.conv.threads;
         sum.live_at_end = self.conv.live.len() as u64
@@ -356,25 +356,28 @@ impl Stream {
         Ok(())
     }
 
-    /// Takes records in merge order: all of them (`last`), or while each is the one after the
+    /// Takes records in merge order: all of them (`LAST`), or while each is the one after the
     /// last taken. The cursor of the record just taken keeps going while its next record comes
-    /// before the heap's first (a single thread never touches the heap).
-    fn merge(
+    /// before the heap's first (a single thread never touches the heap). The loop's state is
+    /// kept in locals (put back when it stops): through `self`, the whole-file conversion was
+    /// 9% slower.
+    fn merge<const LAST: bool>(
         &mut self,
         src: &dyn Source,
         sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
-        last: bool,
     ) -> Result<(), TraceError> {
         let (start_tsc, scale) = (self.start.0, self.scale.flatten());
         let to_ns = |tsc: u64| -> Option<u64> {
             scale.map(|s| (tsc.saturating_sub(start_tsc) as f64 * s) as u64)
         };
         let (path, sum, conv) = (&self.path, &mut self.sum, &mut self.conv);
-        while let Some((i, r)) = self.current {
-            if !last && r.seq != self.next_seq {
+        let (cursors, heap, active) = (&mut self.cursors, &mut self.heap, &mut self.active);
+        let (mut next_seq, mut taken) = (self.next_seq, self.taken);
+        let mut current = self.current.take();
+        while let Some((i, r)) = current {
+            if !LAST && r.seq != next_seq {
                 break;
             }
-            self.current = None;
             sum.records += 1;
             if let Some(event) = conv.event(path, sum, i, &r)? {
                 sum.counts.add(&event);
@@ -393,12 +396,11 @@ impl Stream {
                     event,
                 })?;
             }
-            if !last {
-                self.next_seq = r.seq.wrapping_add(1);
-                self.taken = Some((r.seq, i).max(self.taken.unwrap_or_default()));
+            if !LAST {
+                next_seq = r.seq.wrapping_add(1);
+                taken = Some((r.seq, i).max(taken.unwrap_or_default()));
             }
-            let heap = &mut self.heap;
-            self.current = match self.cursors[i].next(path, src)? {
+            current = match cursors[i].next(path, src)? {
                 Some(next)
                     if heap
                         .peek()
@@ -411,11 +413,12 @@ impl Stream {
                     heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
                 }
                 None => {
-                    self.active[i] = false;
+                    active[i] = false;
                     heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
                 }
             };
         }
+        (self.current, self.next_seq, self.taken) = (current, next_seq, taken);
         Ok(())
     }
 }
