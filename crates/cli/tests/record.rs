@@ -601,7 +601,11 @@ fn a_recording_converted_while_it_is_written_equals_its_conversion_afterwards() 
     assert_eq!(a.records.len(), b.records.len());
     assert!(a.records.len() > 10_000, "{}", a.records.len());
     for (i, (x, y)) in a.records.iter().zip(&b.records).enumerate() {
-        assert_eq!((x.thread, x.domain, x.event), (y.thread, y.domain, y.event), "record {i}");
+        assert_eq!(
+            (x.thread, x.domain, x.event),
+            (y.thread, y.domain, y.event),
+            "record {i}"
+        );
         let (tx, ty) = (x.timestamp_ns.unwrap(), y.timestamp_ns.unwrap());
         assert!(
             tx.abs_diff(ty) <= ty / 1000 + 10_000,
@@ -609,7 +613,13 @@ fn a_recording_converted_while_it_is_written_equals_its_conversion_afterwards() 
         );
     }
     let meta = |t: &mallard_trace::Trace, k: &str| t.header.get(k).map(str::to_string);
-    for k in ["calls", "threads", "unknown_frees", "failed_calls", "complete"] {
+    for k in [
+        "calls",
+        "threads",
+        "unknown_frees",
+        "failed_calls",
+        "complete",
+    ] {
         assert_eq!(meta(&a, k), meta(&b, k), "{k}");
     }
 }
