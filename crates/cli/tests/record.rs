@@ -511,3 +511,115 @@ fn no_timestamps_records_without_reading_the_clock() {
     assert!(trace.records.len() > 1000);
     assert!(trace.records.iter().all(|r| r.timestamp_ns.is_none()));
 }
+
+/// Two threads allocating for about 300 ms, freeing each other's blocks through a shared slot
+/// and growing blocks with realloc: long enough for the recorder to write many chunks while it
+/// runs, and for a streamed conversion to fix its time scale (50 ms) and convert as it goes.
+const BUSY: &str = r#"
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static void *volatile slot;
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void *worker(void *arg) {
+    double end = now() + 0.3;
+    for (unsigned i = 1; now() < end; i++) {
+        for (unsigned j = 0; j < 200; j++) {
+            void *p = malloc(16 + (i + j) % 500);
+            p = realloc(p, 32 + (i * j) % 900);
+            free(__atomic_exchange_n(&slot, p, __ATOMIC_ACQ_REL));
+        }
+        if (i % 50 == 0) usleep(100);
+    }
+    return arg;
+}
+
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    worker(NULL);
+    pthread_join(t, NULL);
+    free(slot);
+    return 0;
+}
+"#;
+
+/// `mallard record` converts the main process's raw file while the program runs
+/// (`LiveTrace`, polled as the recorder appends chunks). Converted that way, a real two-thread
+/// recording gives the trace its conversion after the program's exit gives: the same records
+/// event for event and thread for thread, the same summary (and so metadata), and times within
+/// the streamed time scale's error (docs/recording.md, "The conversion").
+#[test]
+fn a_recording_converted_while_it_is_written_equals_its_conversion_afterwards() {
+    use mallard_trace::import::recorder::{write_trace, LiveTrace, Provenance};
+    use mallard_trace::Form;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = gcc(dir.path(), "busy", BUSY, &[]);
+    let mut child = Command::new(&exe)
+        .env("MALLARD_RECORD_FILE", dir.path().join("rec"))
+        .env("LD_PRELOAD", recorder())
+        .spawn()
+        .expect("run the program");
+    let raw = dir.path().join(format!("rec.{}", child.id()));
+    let (live_out, whole_out) = (dir.path().join("live.mtr"), dir.path().join("whole.mtr"));
+    let (mut live, mut converted_while_running) = (None, 0);
+    while child.try_wait().unwrap().is_none() {
+        if live.is_none() && raw.exists() {
+            live = Some(LiveTrace::new(&raw, &live_out, Form::Binary, true).unwrap());
+        }
+        if live.as_mut().is_some_and(LiveTrace::poll) {
+            converted_while_running += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // (Each poll converts all that is certain; on a loaded machine a few polls do it all.)
+    assert!(
+        converted_while_running > 0,
+        "the stream converted nothing while the program ran"
+    );
+    let p = Provenance {
+        program: "busy",
+        command: "busy",
+        source: "test",
+    };
+    let live_sum = live.unwrap().finish(&p, &|| false).unwrap();
+    let whole_sum = write_trace(&raw, &whole_out, Form::Binary, &p, true, &|| false).unwrap();
+    assert_eq!(live_sum, whole_sum);
+    assert!(live_sum.complete && live_sum.threads == 2, "{live_sum}");
+    let (a, b) = (
+        mallard_trace::read_all(&live_out).unwrap(),
+        mallard_trace::read_all(&whole_out).unwrap(),
+    );
+    assert_eq!(a.records.len(), b.records.len());
+    assert!(a.records.len() > 10_000, "{}", a.records.len());
+    for (i, (x, y)) in a.records.iter().zip(&b.records).enumerate() {
+        assert_eq!(
+            (x.thread, x.domain, x.event),
+            (y.thread, y.domain, y.event),
+            "record {i}"
+        );
+        let (tx, ty) = (x.timestamp_ns.unwrap(), y.timestamp_ns.unwrap());
+        assert!(
+            tx.abs_diff(ty) <= ty / 1000 + 10_000,
+            "record {i}: {tx} ns streamed, {ty} ns afterwards"
+        );
+    }
+    let meta = |t: &mallard_trace::Trace, k: &str| t.header.get(k).map(str::to_string);
+    for k in [
+        "calls",
+        "threads",
+        "unknown_frees",
+        "failed_calls",
+        "complete",
+    ] {
+        assert_eq!(meta(&a, k), meta(&b, k), "{k}");
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! It is made to be cheap to write, not to keep: fixed-size little-endian records copied straight
 //! from a per-thread buffer with one `write(2)` per buffer. `mallard record` turns it into a
-//! Mallard trace right after the program exits (`mallard_trace::import::recorder` reads it; that
+//! Mallard trace as it is written and once the program exits (`mallard_trace::import::recorder`
+//! reads it, following the main process's file as chunks are appended; that
 //! module restates this layout, and the recorder's integration test checks the two agree).
 //!
 //! ```text

@@ -45,7 +45,7 @@ use crate::model::{AllocKind, Domain, Event, ObjectId, Record};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod addr_map;
 mod raw;
@@ -54,7 +54,7 @@ mod write;
 use addr_map::AddrMap;
 use raw::*;
 pub use raw::{is_raw, read_info, RawInfo, RecordingSummary, Source, MAGIC};
-pub use write::{convert_file, recordings, write_trace, Provenance};
+pub use write::{convert_file, recordings, write_trace, LiveTrace, Provenance};
 
 /// Converts the raw recording at `path`, sending each record to `sink`.
 pub fn convert(
@@ -71,159 +71,356 @@ pub fn convert_from(
     src: &dyn Source,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<RecordingSummary, TraceError> {
-    let len = src.len().map_err(|e| TraceError::io(path, e))?;
-    if len < HEADER_SIZE {
-        return Err(TraceError::corrupt(
-            path,
-            Location::None,
-            "not a recording: shorter than its 128-byte header",
-        ));
-    }
-    let mut h = [0u8; HEADER_SIZE as usize];
-    src.read_exact_at(&mut h, 0)
-        .map_err(|e| TraceError::io(path, e))?;
-    let (info, start_tsc, start_ns) = parse_header(path, &h)?;
-    let mut sum = RecordingSummary {
-        info,
-        ..RecordingSummary::default()
-    };
+    let mut stream = Stream::open(path, src, true)?
+        .ok_or_else(|| TraceError::corrupt(path, Location::None, SHORT))?;
+    stream.finish(src, sink)
+}
 
-    // Pass 1: the chunks of each thread, and the clock pairs.
-    let mut cursors: Vec<Cursor> = Vec::new();
-    let mut by_thread: HashMap<u32, usize> = HashMap::new();
-    let (mut last_tsc, mut last_ns) = (start_tsc, start_ns);
-    let mut at = HEADER_SIZE;
-    let mut head = [0u8; CHUNK_HEADER_SIZE as usize];
-    while at < len {
-        let corrupt = |msg: String| TraceError::corrupt(path, Location::Offset { offset: at }, msg);
-        if len - at < CHUNK_HEADER_SIZE {
-            return Err(corrupt(format!(
-                "the file ends {} bytes into a chunk header (a recording cut short)",
-                len - at
-            )));
+const SHORT: &str = "not a recording: shorter than its 128-byte header";
+
+/// The clock pair after the start pair that fixes a streamed conversion's scale: the first
+/// chunk's at least this long after the start (see [`Stream`]).
+const SCALE_SPAN_NS: u64 = 50_000_000;
+
+/// A conversion in progress, which can follow a raw file while the recorder appends to it.
+///
+/// [`Stream::poll`] converts what the file holds so far (`mallard record` calls it while the
+/// program runs); [`Stream::finish`] converts the rest once nothing more will be written, with
+/// today's checks. [`convert_from`] is `finish` alone. Both run one merge: the threads' chunks are
+/// indexed as they are found (offsets only; one chunk per thread is in memory), each thread's
+/// next record waits in a heap ordered by (sequence number, cursor), and a record is taken when
+/// it is the heap's first. What `poll` may not know yet is a thread's next chunk: so it takes
+/// the heap's first only when its sequence number is the one after the last taken (the numbers
+/// are dense and unique in a real recording: a gap is a buffer a thread has not written yet, or
+/// records the recorder dropped, and the stream waits for it, until `finish` takes the rest as
+/// the whole-file merge would). Whether that held is checked, not assumed: a thread's next
+/// record found later must come after every record already taken, else the stream has
+/// *diverged* ([`Stream::diverged`]; only a malformed file does that) and the caller converts
+/// the file again from the start. Any error in `poll` is left for the whole-file conversion
+/// to report too, so what `finish` gives (records, summary, error) is what [`convert_from`]
+/// gives for the same file, but for the times:
+///
+/// Counter ticks become nanoseconds since the start by a straight line through two clock pairs.
+/// [`convert_from`] takes the header's and the last chunk's. A stream must fix the line before
+/// it writes its first record: through the header's pair and the first chunk's at least
+/// [`SCALE_SPAN_NS`] after it (each pair is read within some 50 ns, so the slope is off by
+/// about 1e-6: 1 us a second of recording); until such a chunk is written it waits, and when
+/// the program ends first, `finish` uses the whole-file line.
+pub(super) struct Stream {
+    path: PathBuf,
+    sum: RecordingSummary,
+    start: (u64, u64),
+    /// The clock pair with the highest counter so far.
+    last: (u64, u64),
+    /// Where the next chunk header is.
+    at: u64,
+    cursors: Vec<Cursor>,
+    by_thread: HashMap<u32, usize>,
+    /// Per cursor: its next record is in `heap` or `current` (else its known chunks are read).
+    active: Vec<bool>,
+    heap: BinaryHeap<Reverse<(u64, usize, Packed)>>,
+    /// The merge's next record (the heap's first, taken out of it).
+    current: Option<(usize, Raw)>,
+    conv: Converter,
+    /// Ticks to nanoseconds, once fixed (the inner `None`: no times).
+    scale: Option<Option<f64>>,
+    /// The sequence number after the last taken, and the last taken's (sequence, cursor).
+    next_seq: u64,
+    taken: Option<(u64, usize)>,
+    diverged: bool,
+}
+
+impl Stream {
+    /// Reads the header; `None` while it is not all written (`last`: an error then).
+    pub(super) fn open(
+        path: &Path,
+        src: &dyn Source,
+        last: bool,
+    ) -> Result<Option<Stream>, TraceError> {
+        let len = src.len().map_err(|e| TraceError::io(path, e))?;
+        if len < HEADER_SIZE {
+            if last {
+                return Err(TraceError::corrupt(path, Location::None, SHORT));
+            }
+            return Ok(None);
         }
-        src.read_exact_at(&mut head, at)
+        let mut h = [0u8; HEADER_SIZE as usize];
+        src.read_exact_at(&mut h, 0)
             .map_err(|e| TraceError::io(path, e))?;
-        let (tsc, ns) = (u64_at(&head, 16), u64_at(&head, 24));
-        if tsc > last_tsc {
-            (last_tsc, last_ns) = (tsc, ns);
-        }
-        match &head[..4] {
-            b"CHNK" => {
-                let thread = u32_at(&head, 4);
-                let clen = u64::from(u32_at(&head, 8));
-                if clen == 0 || clen > MAX_CHUNK {
-                    return Err(corrupt(format!(
-                        "chunk payload length {clen} is out of range"
-                    )));
-                }
-                let payload = at + CHUNK_HEADER_SIZE;
-                if len - payload < clen {
-                    return Err(corrupt(format!(
-                        "chunk of {clen} bytes runs past the end of the file (a recording cut \
-                         short)"
-                    )));
-                }
-                let i = *by_thread.entry(thread).or_insert_with(|| {
-                    cursors.push(Cursor {
-                        chunks: Vec::new(),
-                        next_chunk: 0,
-                        data: Vec::new(),
-                        pos: 0,
-                        base: 0,
-                        prev_seq: 0,
-                        prev_tsc: 0,
-                        prev_addr: 0,
-                    });
-                    cursors.len() - 1
-                });
-                cursors[i].chunks.push(ChunkRef {
-                    offset: payload,
-                    len: clen as u32,
-                });
-                at = payload + clen;
-            }
-            b"END." => {
-                if len - at != END_SIZE {
-                    return Err(corrupt(
-                        "the end chunk is not at the end of the file".into(),
-                    ));
-                }
-                sum.complete = true;
-                sum.dropped = u64_at(&head, 8);
-                at = len;
-            }
-            tag => return Err(corrupt(format!("unknown chunk tag {tag:02x?}"))),
-        }
+        let (info, start_tsc, start_ns) = parse_header(path, &h)?;
+        let page = u64::from(info.page_size.max(1));
+        let scale = (!info.timed).then_some(None);
+        Ok(Some(Stream {
+            path: path.to_path_buf(),
+            sum: RecordingSummary {
+                info,
+                ..RecordingSummary::default()
+            },
+            start: (start_tsc, start_ns),
+            last: (start_tsc, start_ns),
+            at: HEADER_SIZE,
+            cursors: Vec::new(),
+            by_thread: HashMap::new(),
+            active: Vec::new(),
+            heap: BinaryHeap::new(),
+            current: None,
+            conv: Converter {
+                live: AddrMap::default(),
+                pending: Vec::new(),
+                dense: Vec::new(),
+                threads: 0,
+                next_id: 0,
+                page,
+            },
+            scale,
+            next_seq: 0,
+            taken: None,
+            diverged: false,
+        }))
     }
-    // Counter ticks to nanoseconds since the start: a straight line through the first and last
-    // clock pairs.
-    let scale = if sum.info.timed && last_tsc > start_tsc && last_ns > start_ns {
-        Some((last_ns - start_ns) as f64 / (last_tsc - start_tsc) as f64)
-    } else {
-        None
-    };
-    let to_ns = |tsc: u64| -> Option<u64> {
-        scale.map(|s| (tsc.saturating_sub(start_tsc) as f64 * s) as u64)
-    };
 
-    // Pass 2: merge by sequence number and convert. The cursor of the record just taken keeps
-    // going while its next record comes before the heap's first (a single thread never touches
-    // the heap); the order is the heap's, (sequence number, cursor).
-    let mut conv = Converter {
-        path,
-        live: AddrMap::default(),
-        pending: vec![None; cursors.len()],
-        dense: vec![None; cursors.len()],
-        threads: 0,
-        next_id: 0,
-        page: u64::from(sum.info.page_size.max(1)),
-    };
-    let mut heap = BinaryHeap::with_capacity(cursors.len());
-    for (i, c) in cursors.iter_mut().enumerate() {
-        if let Some(r) = c.next(path, src)? {
-            heap.push(Reverse((r.seq, i, Packed(r))));
+    /// Converts what `src` holds so far, as far as the order is certain (see the type's doc);
+    /// true if it took any record. An error here is the whole-file conversion's to report:
+    /// stop polling then.
+    pub(super) fn poll(
+        &mut self,
+        src: &dyn Source,
+        sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+    ) -> Result<bool, TraceError> {
+        self.scan(src, false)?;
+        self.activate(src)?;
+        let before = self.sum.records;
+        if self.scale.is_some() {
+            self.merge::<false>(src, sink)?;
+        }
+        Ok(self.sum.records > before)
+    }
+
+    /// Whether the records taken by `poll` turned out not to be in the whole-file order (a
+    /// malformed file): what was taken must be thrown away and the file converted again.
+    pub(super) fn diverged(&self) -> bool {
+        self.diverged
+    }
+
+    /// Converts the rest of the file, which is now complete.
+    pub(super) fn finish(
+        &mut self,
+        src: &dyn Source,
+        sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+    ) -> Result<RecordingSummary, TraceError> {
+        if self.diverged {
+            return Err(TraceError::corrupt(
+                &self.path,
+                Location::None,
+                "the stream diverged: convert the whole file again",
+            ));
+        }
+        self.scan(src, true)?;
+        if self.taken.is_none() && self.sum.info.timed {
+            // Nothing written with a fixed line: the whole file's, through the first and last
+            // clock pairs.
+            let ((t0, n0), (t1, n1)) = (self.start, self.last);
+            self.scale = Some((t1 > t0 && n1 > n0).then(|| (n1 - n0) as f64 / (t1 - t0) as f64));
+        }
+        self.activate(src)?;
+        self.merge::<true>(src, sink)?;
+        let sum = &mut self.sum;
+        sum.threads = self.conv.threads;
+        sum.live_at_end = self.conv.live.len() as u64
+            + self.conv.pending.iter().flatten().flatten().count() as u64;
+        Ok(sum.clone())
+    }
+
+    /// Indexes the chunks written since the last scan. Not `last`: a chunk not all written yet
+    /// and the end chunk are left for later.
+    fn scan(&mut self, src: &dyn Source, last: bool) -> Result<(), TraceError> {
+        let path = &self.path.clone();
+        let len = src.len().map_err(|e| TraceError::io(path, e))?;
+        let mut head = [0u8; CHUNK_HEADER_SIZE as usize];
+        while self.at < len {
+            let at = self.at;
+            let corrupt =
+                |msg: String| TraceError::corrupt(path, Location::Offset { offset: at }, msg);
+            if len - at < CHUNK_HEADER_SIZE {
+                if !last {
+                    break;
+                }
+                return Err(corrupt(format!(
+                    "the file ends {} bytes into a chunk header (a recording cut short)",
+                    len - at
+                )));
+            }
+            src.read_exact_at(&mut head, at)
+                .map_err(|e| TraceError::io(path, e))?;
+            let pair = (u64_at(&head, 16), u64_at(&head, 24));
+            match &head[..4] {
+                b"CHNK" => {
+                    let thread = u32_at(&head, 4);
+                    let clen = u64::from(u32_at(&head, 8));
+                    if clen == 0 || clen > MAX_CHUNK {
+                        return Err(corrupt(format!(
+                            "chunk payload length {clen} is out of range"
+                        )));
+                    }
+                    let payload = at + CHUNK_HEADER_SIZE;
+                    if len - payload < clen {
+                        if !last {
+                            break;
+                        }
+                        return Err(corrupt(format!(
+                            "chunk of {clen} bytes runs past the end of the file (a recording \
+                             cut short)"
+                        )));
+                    }
+                    self.clock(pair, last);
+                    let i = match self.by_thread.get(&thread) {
+                        Some(&i) => i,
+                        None => {
+                            self.by_thread.insert(thread, self.cursors.len());
+                            self.cursors.push(Cursor {
+                                chunks: Vec::new(),
+                                next_chunk: 0,
+                                data: Vec::new(),
+                                pos: 0,
+                                base: 0,
+                                prev_seq: 0,
+                                prev_tsc: 0,
+                                prev_addr: 0,
+                            });
+                            self.active.push(false);
+                            self.conv.pending.push(None);
+                            self.conv.dense.push(None);
+                            self.cursors.len() - 1
+                        }
+                    };
+                    self.cursors[i].chunks.push(ChunkRef {
+                        offset: payload,
+                        len: clen as u32,
+                    });
+                    self.at = payload + clen;
+                }
+                b"END." if !last => break,
+                b"END." => {
+                    self.clock(pair, last);
+                    if len - at != END_SIZE {
+                        return Err(corrupt(
+                            "the end chunk is not at the end of the file".into(),
+                        ));
+                    }
+                    self.sum.complete = true;
+                    self.sum.dropped = u64_at(&head, 8);
+                    self.at = len;
+                }
+                tag => return Err(corrupt(format!("unknown chunk tag {tag:02x?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// A chunk's clock pair: the last pair so far, and (streaming) the scale once far enough.
+    fn clock(&mut self, (tsc, ns): (u64, u64), last: bool) {
+        if tsc > self.last.0 {
+            self.last = (tsc, ns);
+        }
+        let (t0, n0) = self.start;
+        if !last && self.scale.is_none() && tsc > t0 && ns >= n0.saturating_add(SCALE_SPAN_NS) {
+            self.scale = Some(Some((ns - n0) as f64 / (tsc - t0) as f64));
         }
     }
-    let mut current = heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r));
-    while let Some((i, r)) = current {
-        sum.records += 1;
-        if let Some(event) = conv.event(&mut sum, i, &r)? {
-            sum.counts.add(&event);
-            let dense = match conv.dense[i] {
-                Some(d) => d,
+
+    /// Puts the next record of every cursor that has none waiting (and has chunks left) into the
+    /// heap, in cursor order; checks it comes after every record taken (see the type's doc).
+    fn activate(&mut self, src: &dyn Source) -> Result<(), TraceError> {
+        for i in 0..self.cursors.len() {
+            if self.active[i] {
+                continue;
+            }
+            let Some(r) = self.cursors[i].next(&self.path, src)? else {
+                continue;
+            };
+            if self.taken.is_some_and(|t| (r.seq, i) <= t) {
+                self.diverged = true;
+                return Err(TraceError::corrupt(
+                    &self.path,
+                    Location::Offset { offset: r.offset },
+                    "a record comes before records already converted (a malformed recording)",
+                ));
+            }
+            self.active[i] = true;
+            self.heap.push(Reverse((r.seq, i, Packed(r))));
+        }
+        if let Some((i, r)) = self.current.take() {
+            self.heap.push(Reverse((r.seq, i, Packed(r))));
+        }
+        self.current = self.heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r));
+        Ok(())
+    }
+
+    /// Takes records in merge order: all of them (`LAST`), or while each is the one after the
+    /// last taken. The cursor of the record just taken keeps going while its next record comes
+    /// before the heap's first (a single thread never touches the heap). The loop's state is
+    /// kept in locals (put back when it stops): through `self`, the whole-file conversion was
+    /// 9% slower.
+    fn merge<const LAST: bool>(
+        &mut self,
+        src: &dyn Source,
+        sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
+    ) -> Result<(), TraceError> {
+        let (start_tsc, scale) = (self.start.0, self.scale.flatten());
+        let to_ns = |tsc: u64| -> Option<u64> {
+            scale.map(|s| (tsc.saturating_sub(start_tsc) as f64 * s) as u64)
+        };
+        let (path, sum, conv) = (&self.path, &mut self.sum, &mut self.conv);
+        let (cursors, heap, active) = (&mut self.cursors, &mut self.heap, &mut self.active);
+        let (mut next_seq, mut taken) = (self.next_seq, self.taken);
+        let mut current = self.current.take();
+        while let Some((i, r)) = current {
+            if !LAST && r.seq != next_seq {
+                break;
+            }
+            sum.records += 1;
+            if let Some(event) = conv.event(path, sum, i, &r)? {
+                sum.counts.add(&event);
+                let dense = match conv.dense[i] {
+                    Some(d) => d,
+                    None => {
+                        conv.dense[i] = Some(conv.threads);
+                        conv.threads += 1;
+                        conv.threads - 1
+                    }
+                };
+                sink(Record {
+                    thread: dense,
+                    timestamp_ns: to_ns(r.tsc),
+                    domain: Domain::from_code(r.domain),
+                    event,
+                })?;
+            }
+            if !LAST {
+                next_seq = r.seq.wrapping_add(1);
+                taken = Some((r.seq, i).max(taken.unwrap_or_default()));
+            }
+            current = match cursors[i].next(path, src)? {
+                Some(next)
+                    if heap
+                        .peek()
+                        .map_or(true, |Reverse((s, j, _))| (next.seq, i) < (*s, *j)) =>
+                {
+                    Some((i, next))
+                }
+                Some(next) => {
+                    heap.push(Reverse((next.seq, i, Packed(next))));
+                    heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
+                }
                 None => {
-                    conv.dense[i] = Some(conv.threads);
-                    conv.threads += 1;
-                    conv.threads - 1
+                    active[i] = false;
+                    heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
                 }
             };
-            sink(Record {
-                thread: dense,
-                timestamp_ns: to_ns(r.tsc),
-                domain: Domain::from_code(r.domain),
-                event,
-            })?;
         }
-        current = match cursors[i].next(path, src)? {
-            Some(next)
-                if heap
-                    .peek()
-                    .map_or(true, |Reverse((s, j, _))| (next.seq, i) < (*s, *j)) =>
-            {
-                Some((i, next))
-            }
-            Some(next) => {
-                heap.push(Reverse((next.seq, i, Packed(next))));
-                heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r))
-            }
-            None => heap.pop().map(|Reverse((_, i, Packed(r)))| (i, r)),
-        };
+        (self.current, self.next_seq, self.taken) = (current, next_seq, taken);
+        Ok(())
     }
-    sum.threads = conv.threads;
-    sum.live_at_end =
-        conv.live.len() as u64 + conv.pending.iter().flatten().flatten().count() as u64;
-    Ok(sum)
 }
 
 /// A record in the merge heap (ordered by the sequence number and cursor beside it only).
@@ -246,8 +443,7 @@ impl Ord for Packed {
     }
 }
 
-struct Converter<'p> {
-    path: &'p Path,
+struct Converter {
     /// Live address -> object id.
     live: AddrMap,
     /// Per cursor (thread): a realloc whose begin was seen, with the object it releases (None:
@@ -261,7 +457,7 @@ struct Converter<'p> {
     page: u64,
 }
 
-impl Converter<'_> {
+impl Converter {
     fn new_id(&mut self, sum: &mut RecordingSummary, addr: u64) -> ObjectId {
         let id = self.next_id;
         self.next_id += 1;
@@ -294,13 +490,13 @@ impl Converter<'_> {
 
     fn event(
         &mut self,
+        path: &Path,
         sum: &mut RecordingSummary,
         cursor: usize,
         r: &Raw,
     ) -> Result<Option<Event>, TraceError> {
-        let corrupt = |msg: String| {
-            TraceError::corrupt(self.path, Location::Offset { offset: r.offset }, msg)
-        };
+        let corrupt =
+            |msg: String| TraceError::corrupt(path, Location::Offset { offset: r.offset }, msg);
         let [a, b, c] = r.f;
         Ok(match r.op {
             OP_MALLOC => {
@@ -464,6 +660,11 @@ mod tests {
         /// A chunk of `thread` with records (seq, tsc, op, fields); the last clock pair is
         /// (tsc 3000, ns 6000): one tick is half a nanosecond.
         fn chunk(&mut self, thread: u32, recs: &[(u64, u64, u8, &[u64])]) {
+            self.chunk_at(thread, recs, (3000, 6000));
+        }
+
+        /// As `chunk`, with the clock pair `(tsc, ns)`.
+        fn chunk_at(&mut self, thread: u32, recs: &[(u64, u64, u8, &[u64])], pair: (u64, u64)) {
             let mut p = Vec::new();
             let (mut ps, mut pt, mut pa) = (0u64, 0u64, 0u64);
             for &(seq, tsc, op, f) in recs {
@@ -486,8 +687,8 @@ mod tests {
             self.bytes
                 .extend_from_slice(&(p.len() as u32).to_le_bytes());
             self.bytes.extend_from_slice(&0u32.to_le_bytes());
-            self.bytes.extend_from_slice(&3000u64.to_le_bytes());
-            self.bytes.extend_from_slice(&6000u64.to_le_bytes());
+            self.bytes.extend_from_slice(&pair.0.to_le_bytes());
+            self.bytes.extend_from_slice(&pair.1.to_le_bytes());
             self.bytes.extend_from_slice(&p);
         }
 
@@ -680,6 +881,235 @@ mod tests {
         let mut bad = good.clone();
         bad[136..140].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(run(&bad).unwrap_err().to_string().contains("out of range"));
+    }
+
+    /// A recording as the recorder makes one: `threads` threads making `calls` calls in a
+    /// random interleaving (frees of other threads' blocks, reallocs, failed calls), each thread's
+    /// records written as a chunk when its buffer is full, so chunks reach the file out of
+    /// sequence order; the last buffers at exit in a random order, then the end chunk (unless
+    /// `!complete`). One record in `gap_every` is lost (0: none), as a dropped record would be.
+    /// The clock pairs lie on one line (a tick is half a nanosecond, a call 0.1 ms), so a stream's
+    /// line is the whole file's.
+    fn program(seed: u64, threads: u32, calls: u64, complete: bool, gap_every: u64) -> Raw {
+        let mut x = seed | 1;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        };
+        type Rec = (u64, u64, u8, Vec<u64>);
+        let mut raw = Raw::new(7, 0);
+        let mut bufs: Vec<Vec<Rec>> = vec![Vec::new(); threads as usize];
+        let mut live: Vec<u64> = Vec::new();
+        let (mut seq, mut next_addr) = (0u64, 0x1000u64);
+        let clock = |seq: u64| (1000 + 2 * seq * 100_000, 5000 + seq * 100_000);
+        let flush = |raw: &mut Raw, t: usize, buf: &mut Vec<Rec>, seq: u64| {
+            let recs: Vec<(u64, u64, u8, &[u64])> = buf
+                .iter()
+                .map(|(s, c, o, f)| (*s, *c, *o, &f[..]))
+                .collect();
+            raw.chunk_at(t as u32, &recs, clock(seq));
+            buf.clear();
+        };
+        for _ in 0..calls {
+            let t = rand(u64::from(threads)) as usize;
+            // The next sequence number (and its counter value), one skipped now and then.
+            macro_rules! take {
+                () => {{
+                    seq += 1;
+                    if gap_every > 0 && rand(gap_every) == 0 {
+                        seq += 1;
+                    }
+                    (seq - 1, clock(seq - 1).0)
+                }};
+            }
+            match rand(10) {
+                0..=3 if !live.is_empty() => {
+                    let a = live.swap_remove(rand(live.len() as u64) as usize);
+                    let (s, c) = take!();
+                    bufs[t].push((s, c, OP_FREE, vec![a]));
+                }
+                4 if !live.is_empty() => {
+                    let a = live.swap_remove(rand(live.len() as u64) as usize);
+                    let (s, c) = take!();
+                    bufs[t].push((s, c, OP_REALLOC_BEGIN, vec![a]));
+                    next_addr += 64;
+                    live.push(next_addr);
+                    let (s, c) = take!();
+                    bufs[t].push((s, c, OP_REALLOC, vec![next_addr, a, rand(500)]));
+                }
+                5 => {
+                    let (s, c) = take!();
+                    bufs[t].push((s, c, OP_MALLOC, vec![0, 1 << 50]));
+                }
+                _ => {
+                    next_addr += 64;
+                    live.push(next_addr);
+                    let (s, c) = take!();
+                    bufs[t].push((s, c, OP_MALLOC, vec![next_addr, 1 + rand(300)]));
+                }
+            }
+            if bufs[t].len() > 3 + rand(40) as usize {
+                flush(&mut raw, t, &mut bufs[t], seq);
+            }
+        }
+        let mut order: Vec<usize> = (0..threads as usize).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rand(i as u64 + 1) as usize);
+        }
+        for t in order {
+            if !bufs[t].is_empty() {
+                let mut buf = std::mem::take(&mut bufs[t]);
+                flush(&mut raw, t, &mut buf, seq);
+            }
+        }
+        if complete {
+            raw.end();
+        }
+        raw
+    }
+
+    /// The first `len` bytes of a recording, as a file the recorder is still writing.
+    struct Growing<'a> {
+        bytes: &'a [u8],
+        len: std::cell::Cell<usize>,
+    }
+
+    impl Source for Growing<'_> {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            Ok(self.len.get() as u64)
+        }
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), std::io::Error> {
+            (&self.bytes[..self.len.get()]).read_exact_at(buf, offset)
+        }
+    }
+
+    /// Polls a stream as the file grows by `step` bytes at a time (so chunks are seen half
+    /// written), then finishes it: the records and the summary (and whether it diverged), and
+    /// how many records polling gave.
+    fn streamed(
+        bytes: &[u8],
+        step: usize,
+    ) -> (
+        Result<RecordingSummary, TraceError>,
+        Vec<Record>,
+        usize,
+        bool,
+    ) {
+        let src = Growing {
+            bytes,
+            len: std::cell::Cell::new(0),
+        };
+        let path = Path::new("rec.7");
+        let mut recs = Vec::new();
+        let mut stream = None;
+        while src.len.get() < bytes.len() {
+            src.len.set((src.len.get() + step).min(bytes.len()));
+            if stream.is_none() {
+                stream = Stream::open(path, &src, false).unwrap();
+            }
+            if let Some(s) = &mut stream {
+                if s.poll(&src, &mut |r| {
+                    recs.push(r);
+                    Ok(())
+                })
+                .is_err()
+                {
+                    // As `LiveTrace`: the whole file, converted again.
+                    let diverged = s.diverged();
+                    let (sum, whole) = match run(bytes) {
+                        Ok((sum, whole)) => (Ok(sum), whole),
+                        Err(e) => (Err(e), Vec::new()),
+                    };
+                    return (sum, whole, recs.len(), diverged);
+                }
+            }
+        }
+        let polled = recs.len();
+        src.len.set(bytes.len());
+        let mut s = match stream {
+            Some(s) => s,
+            None => Stream::open(path, &src, true).unwrap().unwrap(),
+        };
+        let sum = s.finish(&src, &mut |r| {
+            recs.push(r);
+            Ok(())
+        });
+        (sum, recs, polled, s.diverged())
+    }
+
+    /// The conversion streamed while the file grows gives what the conversion of the whole file
+    /// gives, record for record (times too: the clock pairs lie on one line) and in its
+    /// summary; and polling did convert most of it before the end.
+    #[test]
+    fn a_stream_converts_as_the_whole_file_does() {
+        for seed in 1..40u64 {
+            let threads = 1 + (seed % 5) as u32;
+            let raw = program(seed, threads, 3000, seed % 7 != 0, 0);
+            let (whole_sum, whole) = run(&raw.bytes).unwrap();
+            let step = [1, 31, 200, 4096][seed as usize % 4];
+            let (sum, recs, polled, diverged) = streamed(&raw.bytes, step);
+            assert_eq!(sum.unwrap(), whole_sum, "seed {seed}");
+            assert!(recs == whole, "seed {seed}: records differ");
+            assert!(!diverged);
+            assert!(
+                polled > whole.len() / 2,
+                "seed {seed}: {polled} of {}",
+                whole.len()
+            );
+            assert!(whole.iter().any(|r| r.thread > 0) || threads == 1);
+        }
+    }
+
+    /// A lost record stalls the stream (nothing after it can be certain) until the end, which
+    /// then takes the rest as the whole-file merge does.
+    #[test]
+    fn a_gap_in_the_sequence_waits_for_the_end() {
+        for seed in 1..10u64 {
+            let raw = program(seed, 3, 2000, true, 500);
+            let (whole_sum, whole) = run(&raw.bytes).unwrap();
+            let (sum, recs, polled, _) = streamed(&raw.bytes, 100);
+            assert_eq!(sum.unwrap(), whole_sum);
+            assert!(recs == whole, "seed {seed}");
+            assert!(polled < whole.len(), "seed {seed}");
+        }
+    }
+
+    /// A malformed file whose order polling took wrongly (a sequence number used twice, the
+    /// second in a chunk written later) is noticed: the stream says it diverged, and the
+    /// caller's conversion of the whole file again is what counts.
+    #[test]
+    fn a_stream_that_took_records_out_of_order_says_so() {
+        let mut raw = Raw::new(1, 0);
+        let far = (1000 + 2 * 60_000_000, 5000 + 60_000_000);
+        raw.chunk_at(
+            0,
+            &[
+                (0, 1000, OP_MALLOC, &[0xa000, 8]),
+                (1, 1000, OP_MALLOC, &[0xb000, 8]),
+            ],
+            far,
+        );
+        let first = raw.bytes.len();
+        raw.chunk_at(1, &[(0, 1000, OP_FREE, &[0xa000])], far);
+        raw.end();
+        let (whole_sum, whole) = run(&raw.bytes).unwrap();
+        // Polled once with the first chunk only, then finished.
+        let (sum, recs, polled, diverged) = streamed(&raw.bytes, first);
+        assert_eq!(polled, 2);
+        assert!(diverged);
+        assert_eq!(sum.unwrap(), whole_sum);
+        assert!(recs == whole);
+        assert_eq!(whole_sum.unknown_frees, 0);
+        assert_eq!(
+            ev(&whole),
+            [
+                (0, malloc(0, 8)),
+                (1, Event::Free { id: 0 }),
+                (0, malloc(1, 8))
+            ]
+        );
     }
 
     proptest! {

@@ -3,11 +3,14 @@
 //! parses the arguments into [`Options`] and calls [`record`].
 //!
 //! The recorder writes one raw file per process into a private directory beside the output
-//! (`MALLARD_RECORD_FILE=DIR/rec` makes `DIR/rec.PID`); once the program has exited, the
-//! process that was started (its last `exec` image) becomes the trace, and other processes
-//! (forked or started children) are listed, or written too with `--children`. The conversion,
-//! with the trace's metadata, is [`super::write_trace`]; docs/recording.md says what maps to
-//! what.
+//! (`MALLARD_RECORD_FILE=DIR/rec` makes `DIR/rec.PID`); the process that was started (its last
+//! `exec` image) becomes the trace, and other processes (forked or started children) are
+//! listed, or written too with `--children`, once the program has exited. The main process's
+//! file is converted while the program runs, on a thread of its own (`follow`: a
+//! [`super::LiveTrace`] polled as the recorder appends chunks, on the other core), so only the
+//! tail is left when it exits; the conversion, with the trace's metadata, is
+//! [`super::write_trace`]'s (the same records and summary; see `super::Stream` for the times).
+//! docs/recording.md says what maps to what.
 //!
 //! ## Interrupted
 //!
@@ -23,13 +26,14 @@
 //! This module is in the trace library, not in the `mallard-recorder` cdylib: that crate
 //! exports `malloc`, which must never be linked into the `mallard` executable.
 
-use super::{read_info, recordings, write_trace, Provenance};
+use super::{read_info, recordings, write_trace, LiveTrace, Provenance};
 use crate::error::TraceError;
 use crate::Form;
 use mallard_io::interrupt::{signal_name, Forwarding};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The recorder library's file name.
 pub const LIBRARY: &str = "libmallard_recorder.so";
@@ -221,9 +225,15 @@ pub fn record(o: &Options) -> Result<i32, SessionError> {
         .map_err(io(format!("cannot run {}", cmd.to_string_lossy())))?;
     let pid = child.id();
     interrupts.set_child(pid);
-    let status = interrupts
-        .wait(&mut child)
-        .map_err(io("waiting for the recorded program"))?;
+    // While it runs, the main process's raw file is converted on another thread.
+    let ended = AtomicBool::new(false);
+    let (status, live) = std::thread::scope(|s| {
+        let follower = s.spawn(|| follow(o, &prefix, pid, &ended));
+        let status = interrupts.wait(&mut child);
+        ended.store(true, Ordering::Release);
+        (status, follower.join().ok().flatten())
+    });
+    let status = status.map_err(io("waiting for the recorded program"))?;
     let code = match interrupts.interrupted(&status) {
         Some(sig) => {
             eprintln!(
@@ -236,7 +246,7 @@ pub fn record(o: &Options) -> Result<i32, SessionError> {
         None => 0,
     };
     let stop = || interrupts.late().is_some();
-    match finish_recording(o, &raw_dir.0, &out_dir, &name, pid, status, &stop) {
+    match finish_recording(o, &raw_dir.0, &out_dir, &name, pid, status, live, &stop) {
         Ok(()) => Ok(code),
         Err(_) if interrupts.late().is_some() => {
             let sig = interrupts.late().unwrap_or(0);
@@ -256,7 +266,54 @@ pub fn record(o: &Options) -> Result<i32, SessionError> {
     }
 }
 
-/// After the program ended: converts the raw recordings in `raw_dir` into the trace(s).
+/// While the program runs: converts the raw file of its process `pid` (`PREFIX.PID`, or
+/// `PREFIX.PID.N` once it has `exec`ed an N-th time: the newest is followed, an older one's
+/// conversion dropped) as the recorder appends to it, until `ended`; then hands over that file's
+/// conversion for [`LiveTrace::finish`]. Polls every [`POLL`] when nothing new was written.
+/// `None`: nothing to hand over (no file yet, or the spool could not be made: the conversion
+/// after the program is then the whole one, as it would be anyway).
+fn follow(
+    o: &Options,
+    prefix: &Path,
+    pid: u32,
+    ended: &AtomicBool,
+) -> Option<(PathBuf, LiveTrace)> {
+    let image = |n: u32| {
+        let mut name = prefix.as_os_str().to_os_string();
+        name.push(if n == 0 {
+            format!(".{pid}")
+        } else {
+            format!(".{pid}.{n}")
+        });
+        PathBuf::from(name)
+    };
+    let form = Form::from_path(&o.output);
+    let (mut n, mut live) = (0, None);
+    loop {
+        let done = ended.load(Ordering::Acquire);
+        while image(n + 1).exists() {
+            n += 1;
+            live = None;
+        }
+        if live.is_none() && image(n).exists() {
+            live = Some(LiveTrace::new(&image(n), &o.output, form, o.timestamps).ok()?);
+        }
+        let progress = live.as_mut().is_some_and(LiveTrace::poll);
+        if done {
+            return live.map(|l| (image(n), l));
+        }
+        if !progress {
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// How long [`follow`] sleeps when the recorder wrote nothing new.
+const POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// After the program ended: converts the raw recordings in `raw_dir` into the trace(s) (the
+/// main process's through `live`, [`follow`]'s conversion, if it followed that file).
+#[allow(clippy::too_many_arguments)]
 fn finish_recording(
     o: &Options,
     raw_dir: &Path,
@@ -264,6 +321,7 @@ fn finish_recording(
     name: &str,
     pid: u32,
     status: ExitStatus,
+    live: Option<(PathBuf, LiveTrace)>,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), SessionError> {
     let cmd = &o.command[0];
@@ -294,7 +352,10 @@ fn finish_recording(
         command: &command,
         source: &source,
     };
-    let sum = write_trace(&root_file, &o.output, form, &provenance, o.timestamps, stop)?;
+    let sum = match live {
+        Some((followed, live)) if followed == root_file => live.finish(&provenance, stop)?,
+        _ => write_trace(&root_file, &o.output, form, &provenance, o.timestamps, stop)?,
+    };
     eprintln!("{sum}");
     eprintln!(
         "wrote {} events to {}",

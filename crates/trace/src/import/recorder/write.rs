@@ -18,7 +18,7 @@
 //! A caller's `stop()` abandons the write between any two records: nothing is written, the
 //! output was never opened.
 
-use super::{convert, read_info, RawInfo, RecordingSummary};
+use super::{read_info, RawInfo, RecordingSummary, Stream};
 use crate::error::{Location, TraceError};
 use crate::format::{self, Encoder};
 use crate::model::{Event, Header, ObjectId, Record};
@@ -51,25 +51,111 @@ pub fn write_trace(
     timestamps: bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<RecordingSummary, TraceError> {
-    let dir = raw
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut spool = Spool::new(dir, out, form)?;
-    let sum = convert(raw, &mut |mut r| {
-        if stop() {
-            return Err(interrupted(out));
-        }
-        if !timestamps {
-            r.timestamp_ns = None;
-        }
-        spool.push(&r)
-    })?;
-    if stop() {
-        return Err(interrupted(out));
+    LiveTrace::new(raw, out, form, timestamps)?.finish(provenance, stop)
+}
+
+/// A trace written while its raw recording is still growing: [`LiveTrace::poll`] converts what
+/// the recorder has written so far into the spool (`mallard record` calls it on its own thread
+/// while the program runs), [`LiveTrace::finish`] the rest once the process has ended, then
+/// writes the trace as [`write_trace`] does. The records and summary are [`write_trace`]'s for the
+/// same file (the stream's contract, `super::Stream`; the times may differ within its scale's
+/// error): if the stream failed or diverged, `finish` converts the file again from the start.
+pub struct LiveTrace {
+    raw: PathBuf,
+    out: PathBuf,
+    form: Form,
+    timestamps: bool,
+    file: File,
+    /// `None` until the raw file's header is written.
+    stream: Option<Stream>,
+    spool: Spool,
+    /// `poll` met an error: the rest is `finish`'s, from the start.
+    failed: bool,
+}
+
+impl LiveTrace {
+    /// Opens `raw` (it must exist; it may still be empty) and the spool.
+    pub fn new(
+        raw: &Path,
+        out: &Path,
+        form: Form,
+        timestamps: bool,
+    ) -> Result<LiveTrace, TraceError> {
+        let file = File::open(raw).map_err(|e| TraceError::io(raw, e))?;
+        let dir = raw
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(LiveTrace {
+            raw: raw.to_path_buf(),
+            out: out.to_path_buf(),
+            form,
+            timestamps,
+            file,
+            stream: None,
+            spool: Spool::new(dir, out, form)?,
+            failed: false,
+        })
     }
-    spool.finish(&trace_header(&sum, provenance), stop)?;
-    Ok(sum)
+
+    /// Converts what the recorder has written since the last call, as far as the order is
+    /// certain; true if that was anything (the caller sleeps a little when it was not).
+    pub fn poll(&mut self) -> bool {
+        if self.failed {
+            return false;
+        }
+        let step = (|| {
+            if self.stream.is_none() {
+                self.stream = Stream::open(&self.raw, &self.file, false)?;
+            }
+            let Some(stream) = &mut self.stream else {
+                return Ok(false);
+            };
+            let (spool, timestamps) = (&mut self.spool, self.timestamps);
+            stream.poll(&self.file, &mut |r| spool.push(r, timestamps))
+        })();
+        step.unwrap_or_else(|_| {
+            self.failed = true;
+            false
+        })
+    }
+
+    /// Once nothing more will be written to the raw file: converts the rest and writes the
+    /// trace (see [`write_trace`]).
+    pub fn finish(
+        mut self,
+        provenance: &Provenance,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<RecordingSummary, TraceError> {
+        if self.failed {
+            let fresh = LiveTrace::new(&self.raw, &self.out, self.form, self.timestamps)?;
+            return fresh.finish(provenance, stop);
+        }
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => Stream::open(&self.raw, &self.file, true)?.ok_or_else(|| {
+                TraceError::io(&self.raw, std::io::ErrorKind::UnexpectedEof.into())
+            })?,
+        };
+        let (spool, timestamps, out) = (&mut self.spool, self.timestamps, &self.out);
+        let sum = match stream.finish(&self.file, &mut |r| {
+            if stop() {
+                return Err(interrupted(out));
+            }
+            spool.push(r, timestamps)
+        }) {
+            Err(_) if stream.diverged() => {
+                self.failed = true;
+                return self.finish(provenance, stop);
+            }
+            res => res?,
+        };
+        if stop() {
+            return Err(interrupted(&self.out));
+        }
+        self.spool.finish(&trace_header(&sum, provenance), stop)?;
+        Ok(sum)
+    }
 }
 
 /// What `stop()` makes of the write.
@@ -81,9 +167,9 @@ fn interrupted(out: &Path) -> TraceError {
 }
 
 /// A trace's records before its header: see the module doc.
-struct Spool<'a> {
-    out: &'a Path,
-    dir: &'a Path,
+struct Spool {
+    out: PathBuf,
+    dir: PathBuf,
     file: BufWriter<File>,
     /// The binary form's encoder (`None`: CSV, one line a record).
     encoder: Option<Encoder>,
@@ -92,8 +178,8 @@ struct Spool<'a> {
     events: u64,
 }
 
-impl<'a> Spool<'a> {
-    fn new(dir: &'a Path, out: &'a Path, form: Form) -> Result<Spool<'a>, TraceError> {
+impl Spool {
+    fn new(dir: &Path, out: &Path, form: Form) -> Result<Spool, TraceError> {
         // Beside the raw file (a recording's directory has room for it), else in $TMPDIR (a
         // raw file kept in a directory one may not write to).
         let file = tempfile::tempfile_in(dir)
@@ -107,8 +193,8 @@ impl<'a> Spool<'a> {
             Form::Csv => None,
         };
         Ok(Spool {
-            out,
-            dir,
+            out: out.to_path_buf(),
+            dir: dir.to_path_buf(),
             file: BufWriter::with_capacity(1 << 16, file),
             encoder,
             next_id: 0,
@@ -116,13 +202,18 @@ impl<'a> Spool<'a> {
         })
     }
 
-    /// As `TraceWriter::push` (the binary form refuses what it cannot store).
-    fn push(&mut self, rec: &Record) -> Result<(), TraceError> {
+    /// As `TraceWriter::push` (the binary form refuses what it cannot store); without
+    /// `timestamps`, the record's is left out.
+    fn push(&mut self, mut rec: Record, timestamps: bool) -> Result<(), TraceError> {
+        if !timestamps {
+            rec.timestamp_ns = None;
+        }
+        let rec = &rec;
         let res = match &mut self.encoder {
             Some(e) => {
                 if let Err(msg) = format::encodable(rec, self.next_id) {
                     return Err(TraceError::invalid_at(
-                        self.out,
+                        &self.out,
                         Location::Event { event: self.events },
                         format!("cannot store in the binary form: {msg}"),
                     ));
@@ -131,7 +222,7 @@ impl<'a> Spool<'a> {
             }
             None => crate::csv::write_record(rec, &mut self.file),
         };
-        res.map_err(|e| TraceError::write(self.dir, e))?;
+        res.map_err(|e| TraceError::write(&self.dir, e))?;
         if matches!(rec.event, Event::Alloc { .. } | Event::Realloc { .. }) {
             self.next_id += 1;
         }
@@ -142,7 +233,7 @@ impl<'a> Spool<'a> {
     /// Writes the trace: `header`, the spooled records, the last block and the trailer,
     /// atomically as `TraceWriter` does (nothing at `out` unless all of it was written).
     fn finish(self, header: &Header, stop: &dyn Fn() -> bool) -> Result<(), TraceError> {
-        let (out, dir) = (self.out, self.dir);
+        let (out, dir) = (self.out.as_path(), self.dir.as_path());
         let werr = |e| TraceError::write(out, e);
         let refused = |e| match e {
             mallard_io::atomic::OutputError::Write { source, .. } => werr(source),
