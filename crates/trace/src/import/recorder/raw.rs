@@ -172,14 +172,9 @@ impl std::fmt::Display for RecordingSummary {
         )?;
         writeln!(
             f,
-            "  wrote:   {} events: {} malloc, {} calloc, {} aligned, {} realloc, {} free; {} \
-             objects live at the end",
+            "  wrote:   {} events: {}; {} objects live at the end",
             n(c.events()),
-            n(c.malloc),
-            n(c.calloc),
-            n(c.aligned),
-            n(c.reallocs),
-            n(c.frees),
+            crate::import::kinds_written(c),
             n(self.live_at_end)
         )?;
         write!(
