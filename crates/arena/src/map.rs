@@ -105,7 +105,11 @@ impl OwnerMap {
         // page-aligned arena a block lies in is a coin toss, and the second branch was
         // mispredicted on about every third lookup (callgrind, sweep simulate).
         let start = hi.wrapping_sub(1);
-        debug_assert!(lo <= start, "arenas overlap in chunk {:#x}", p >> self.arena_bits);
+        debug_assert!(
+            lo <= start,
+            "arenas overlap in chunk {:#x}",
+            p >> self.arena_bits
+        );
         tail.wrapping_sub(lo) >= start.wrapping_sub(lo)
     }
 

@@ -618,7 +618,9 @@ mod tests {
             }
         }
         // 300 objects (the fault comes in the decoder's third batch), then each fault in turn.
-        let start: Vec<Record> = (0..300).map(|id| Record::on(0, alloc(id, id * 8))).collect();
+        let start: Vec<Record> = (0..300)
+            .map(|id| Record::on(0, alloc(id, id * 8)))
+            .collect();
         let realloc = |old, new| Event::Realloc { old, new, size: 7 };
         let aligned = Event::Alloc {
             id: 300,
