@@ -43,7 +43,9 @@
 //! signal counts as an interruption only if the program dies of it). A signal that arrives
 //! once the program has been reaped is only remembered ([`Forwarding::late`]: the caller stops
 //! its work). The program is waited for with `waitid(WNOWAIT)` and reaped under the lock the
-//! forwarding takes, so a signal never reaches another process that got the pid.
+//! forwarding takes, so a signal never reaches another process that got the pid; it is also
+//! started under that lock ([`Forwarding::spawn`]), so a terminal's signal that came after
+//! the fork is never sent to it a second time.
 //! [`Forwarding::start`] installs the handler itself, for the signals not ignored when Mallard
 //! started (nohup, `cmd &` in a script): those stay ignored, by Mallard and by the program,
 //! which inherits the disposition.
@@ -277,7 +279,7 @@ impl Forwarded {
                 set(&self.first);
                 set(&self.late);
             }
-            // Sent to the program by `set_child` once it exists.
+            // Before the program was started: sent to it by `spawn` once it exists.
             (None, false) => set(&self.first),
         }
     }
@@ -310,15 +312,24 @@ impl Forwarding {
         Ok(Forwarding { shared })
     }
 
-    /// The program has started: a signal that came before it existed is sent to it now.
-    pub fn set_child(&self, pid: u32) {
+    /// Starts the program with `cmd`; a signal that came before it existed is sent to it once
+    /// it does.
+    ///
+    /// The lock the handler takes is held from before the fork until the program's pid is
+    /// known, so a signal arriving meanwhile is classified with the pid in hand: a terminal's
+    /// signal generated after the fork reached the program already and is not sent again (a
+    /// forwarded copy on top of it would count as an interruption of Mallard's own).
+    pub fn spawn(&self, cmd: &mut std::process::Command) -> std::io::Result<Child> {
         let mut child = lock(&self.shared.child);
-        child.0 = Some(pid as libc::pid_t);
+        let program = cmd.spawn()?;
+        let pid = program.id() as libc::pid_t;
+        child.0 = Some(pid);
         let sig = self.shared.first.load(Ordering::SeqCst);
         if sig != 0 {
             // SAFETY: kill of our unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
+            unsafe { libc::kill(pid, sig) };
         }
+        Ok(program)
     }
 
     /// Waits for the program to end, then reaps it under the lock the forwarding takes.

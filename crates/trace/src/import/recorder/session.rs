@@ -215,16 +215,17 @@ pub fn record(o: &Options) -> Result<i32, SessionError> {
         preload.push(" ");
         preload.push(old);
     }
-    let mut child = Command::new(cmd)
-        .args(args)
-        .env("MALLARD_RECORD_FILE", &prefix)
-        .env("LD_PRELOAD", &preload)
-        .env("MALLARD_RECORD_TIME", if o.timestamps { "1" } else { "0" })
-        .env("MALLARD_RECORD_PYTHON", if o.python { "1" } else { "0" })
-        .spawn()
+    let mut child = interrupts
+        .spawn(
+            Command::new(cmd)
+                .args(args)
+                .env("MALLARD_RECORD_FILE", &prefix)
+                .env("LD_PRELOAD", &preload)
+                .env("MALLARD_RECORD_TIME", if o.timestamps { "1" } else { "0" })
+                .env("MALLARD_RECORD_PYTHON", if o.python { "1" } else { "0" }),
+        )
         .map_err(io(format!("cannot run {}", cmd.to_string_lossy())))?;
     let pid = child.id();
-    interrupts.set_child(pid);
     // While it runs, the main process's raw file is converted on another thread.
     let ended = AtomicBool::new(false);
     let (status, live) = std::thread::scope(|s| {
