@@ -378,33 +378,19 @@ pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, Line
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{aligned, at, malloc};
 
     #[test]
     fn record_lines_round_trip() {
         let recs = [
-            Record::new(crate::test_support::malloc(0, 48)),
-            Record {
-                thread: 3,
-                timestamp_ns: Some(1500),
-                domain: crate::model::Domain::C,
-                event: Event::Alloc {
-                    id: 1,
-                    size: 4096,
-                    align: 64,
-                    kind: AllocKind::Aligned,
-                },
-            },
+            Record::new(malloc(0, 48)),
+            at(3, 1500, aligned(1, 4096, 64)),
             Record::new(Event::Realloc {
                 old: 0,
                 new: 2,
                 size: 96,
             }),
-            Record {
-                thread: 1,
-                timestamp_ns: Some(0),
-                domain: crate::model::Domain::C,
-                event: Event::Free { id: 1 },
-            },
+            at(1, 0, Event::Free { id: 1 }),
         ];
         let mut out = Vec::new();
         for r in &recs {
@@ -430,12 +416,7 @@ mod tests {
     fn the_domain_column_is_optional() {
         let malloc = |id, domain| Record {
             domain,
-            ..Record::new(Event::Alloc {
-                id,
-                size: 24,
-                align: 0,
-                kind: AllocKind::Malloc,
-            })
+            ..Record::new(malloc(id, 24))
         };
         // Without the column (as written before domains existed): every object is `c`.
         let old = "# mallard-trace v1\nthread,timestamp_ns,op,id,new_id,size,align\n\

@@ -32,6 +32,26 @@ pub(crate) fn malloc(id: u64, size: u64) -> Event {
     }
 }
 
+/// `aligned_alloc(align, size)` returning object `id`.
+pub(crate) fn aligned(id: u64, size: u64, align: u64) -> Event {
+    Event::Alloc {
+        id,
+        size,
+        align,
+        kind: AllocKind::Aligned,
+    }
+}
+
+/// `event` on `thread` at `timestamp_ns`, of the C domain.
+pub(crate) fn at(thread: u32, timestamp_ns: u64, event: Event) -> Record {
+    Record {
+        thread,
+        timestamp_ns: Some(timestamp_ns),
+        domain: crate::model::Domain::C,
+        event,
+    }
+}
+
 /// What an importer's robustness test feeds it: up to 300 arbitrary bytes, lenient or not.
 pub(crate) fn any_input() -> impl Strategy<Value = (Vec<u8>, bool)> {
     (
