@@ -19,7 +19,7 @@ use std::ptr;
 use crate::config::{Config, ConfigError, POOL_HEADER_SIZE};
 use crate::map::OwnerMap;
 use crate::os;
-use crate::raw::RawBlocks;
+use crate::raw::{self, RawBlocks};
 
 mod check;
 pub use check::Inconsistency;
@@ -221,7 +221,7 @@ impl Arena {
             ntimes_arena_allocated: 0,
             narenas_highwater: 0,
             n_empty_arenas: 0,
-            raw: RawBlocks::default(),
+            raw: RawBlocks::new(config.threshold),
             config,
         })
     }
@@ -234,6 +234,16 @@ impl Arena {
     /// zero-filled when reused (module `os`).
     pub fn keep_released_arenas_on_this_thread(on: bool) {
         os::keep_spares(on);
+    }
+
+    /// Backs the raw blocks of the allocators created on the calling thread from now on with at
+    /// most `threshold` bytes of libc memory each (`false`: in full, the default). Every raw
+    /// call still goes to libc and every figure counts the bytes requested, but a block is
+    /// usable only up to the threshold. For replays that never write into their blocks and
+    /// read only the allocator's bookkeeping (the simulated sweep): libc then no longer copies
+    /// and faults in large blocks on realloc (module `raw`).
+    pub fn back_raw_blocks_only_to_threshold_on_this_thread(on: bool) {
+        raw::back_only_threshold(on);
     }
 
     /// The configuration this allocator was built with.
