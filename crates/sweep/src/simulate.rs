@@ -27,7 +27,11 @@
 //! Successive replays on one thread reuse the slot table and the arenas the previous one
 //! released ([`Arena::keep_released_arenas_on_this_thread`]): a sweep otherwise spends a good
 //! part of its time in the kernel, mapping, zero-filling and unmapping the same few megabytes
-//! for every configuration. The arena's figures do not depend on it.
+//! for every configuration. The arena's figures do not depend on it. Nor do they on the two
+//! other shortcuts a replay that never touches its blocks can take: raw blocks are backed by libc
+//! only up to the threshold ([`Arena::back_raw_blocks_only_to_threshold_on_this_thread`]: libc no
+//! longer copies megabytes on a large realloc), and the small blocks a trace leaves live are not
+//! freed one by one at the end (their arenas go with the allocator).
 //!
 //! Determinism: the figures depend only on the trace and the configuration, with one exception
 //! that is CPython's too: under [`mallard_arena::ArenaAlignment::Page`] with pools larger than an
