@@ -19,7 +19,7 @@ use std::ptr;
 use crate::config::{Config, ConfigError, POOL_HEADER_SIZE};
 use crate::map::OwnerMap;
 use crate::os;
-use crate::raw::{self, RawBlocks};
+use crate::raw::RawBlocks;
 
 mod check;
 pub use check::Inconsistency;
@@ -221,7 +221,7 @@ impl Arena {
             ntimes_arena_allocated: 0,
             narenas_highwater: 0,
             n_empty_arenas: 0,
-            raw: RawBlocks::new(config.threshold),
+            raw: RawBlocks::default(),
             config,
         })
     }
@@ -236,14 +236,14 @@ impl Arena {
         os::keep_spares(on);
     }
 
-    /// Backs the raw blocks of the allocators created on the calling thread from now on with at
-    /// most `threshold` bytes of libc memory each (`false`: in full, the default). Every raw
-    /// call still goes to libc and every figure counts the bytes requested, but a block is
-    /// usable only up to the threshold. For replays that never write into their blocks and
-    /// read only the allocator's bookkeeping (the simulated sweep): libc then no longer copies
-    /// and faults in large blocks on realloc (module `raw`).
-    pub fn back_raw_blocks_only_to_threshold_on_this_thread(on: bool) {
-        raw::back_only_threshold(on);
+    /// Backs the raw blocks this allocator allocates or reallocates from now on with at most
+    /// `threshold` bytes of libc memory each (by default, in full). Every raw call still goes to
+    /// libc and every figure counts the bytes requested, but a raw block is usable only up to
+    /// the threshold. For a caller that never writes into its blocks and reads only the
+    /// allocator's bookkeeping (the simulated sweep): libc then no longer copies and faults in
+    /// large blocks on realloc (module `raw`).
+    pub fn back_raw_blocks_only_to_threshold(&mut self) {
+        self.raw.back_only(self.config.threshold);
     }
 
     /// The configuration this allocator was built with.

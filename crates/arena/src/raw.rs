@@ -7,31 +7,17 @@
 //! update on the raw path only; the small-object paths never touch it. A pointer freed here that
 //! the map does not know (allocated elsewhere with libc) is passed to `free` and counted nowhere.
 //!
-//! A thread that replays a trace only for the allocator's bookkeeping (the simulated sweep) may
-//! ask ([`back_only_threshold`]) that the raw blocks of the allocators it then creates be backed
-//! by at most `threshold` bytes of libc memory: the bytes requested are still the ones counted,
-//! and every call still goes to libc, but libc serves small blocks. Nothing in the allocator
-//! writes or reads a raw block beyond its first `threshold` bytes (a small block moving to a raw
-//! one copies at most its class size, below the threshold), so for a caller that never touches
-//! its blocks nothing else changes, except that libc no longer copies and faults in megabytes
-//! for the large reallocs of a trace (perl-words: 15% of a replay, perf record) and that a
-//! request too large for libc to serve would succeed.
+//! An allocator driven only for its bookkeeping (the simulated sweep, which never touches a
+//! block) may ask ([`RawBlocks::back_only`]) that its raw blocks be backed by at most `threshold`
+//! bytes of libc memory: the bytes requested are still the ones counted, and every call still
+//! goes to libc, but libc serves small blocks. Nothing in the allocator writes or reads a raw block
+//! beyond its first `threshold` bytes (a small block moving to a raw one copies at most its class
+//! size, below the threshold), so for such a caller nothing else changes, except that libc no
+//! longer copies and faults in megabytes for the large reallocs of a trace (perl-words: ~15% of a
+//! replay, perf record) and that a request too large for libc to serve would succeed.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-
-thread_local! {
-    /// Whether allocators created on this thread back raw blocks with at most `threshold`
-    /// bytes (module doc).
-    static BACK_ONLY_THRESHOLD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether the raw blocks of allocators created on this thread from now on are backed by at most
-/// `threshold` bytes of libc memory (off by default; see the module doc).
-pub fn back_only_threshold(on: bool) {
-    BACK_ONLY_THRESHOLD.with(|b| b.set(on));
-}
 
 /// Hashes a block address: multiply by a 64-bit odd constant (Fibonacci hashing). Addresses are
 /// distinct and 16-byte aligned, so the high bits of the product are well spread.
@@ -57,24 +43,26 @@ impl Hasher for AddressHasher {
 pub struct RawBlocks {
     sizes: HashMap<usize, usize, BuildHasherDefault<AddressHasher>>,
     bytes: usize,
-    /// Most bytes of libc memory behind one block: `usize::MAX`, or the threshold
-    /// ([`back_only_threshold`]). Requests are counted whole either way.
+    /// Most bytes of libc memory behind one block: `usize::MAX`, or less after
+    /// [`RawBlocks::back_only`]. Requests are counted whole either way.
     backing: usize,
 }
 
-impl RawBlocks {
-    /// No raw block yet; blocks backed in full, or by at most `threshold` bytes if this
-    /// thread asked for it ([`back_only_threshold`]).
-    pub fn new(threshold: usize) -> RawBlocks {
+impl Default for RawBlocks {
+    fn default() -> RawBlocks {
         RawBlocks {
             sizes: HashMap::default(),
             bytes: 0,
-            backing: if BACK_ONLY_THRESHOLD.with(Cell::get) {
-                threshold.max(1)
-            } else {
-                usize::MAX
-            },
+            backing: usize::MAX,
         }
+    }
+}
+
+impl RawBlocks {
+    /// Backs the blocks allocated or reallocated from now on by at most `limit` bytes (at
+    /// least 1) of libc memory each (module doc).
+    pub fn back_only(&mut self, limit: usize) {
+        self.backing = limit.max(1);
     }
 
     pub fn count(&self) -> usize {
@@ -189,44 +177,33 @@ impl RawBlocks {
 mod tests {
     use crate::{Arena, Config};
 
-    /// Runs `f` on a fresh thread with raw blocks backed only to the threshold.
-    fn backed_to_threshold(f: impl FnOnce() + Send + 'static) {
-        std::thread::spawn(move || {
-            super::back_only_threshold(true);
-            f();
-        })
-        .join()
-        .unwrap();
-    }
-
     #[test]
     fn raw_blocks_backed_to_the_threshold_count_the_bytes_requested() {
-        backed_to_threshold(|| {
-            let mut a = Arena::new(Config::default()).unwrap();
-            // SAFETY: blocks are written within their first 8 bytes only and freed once.
-            unsafe {
-                let small = a.malloc(100);
-                assert!(a.owns(small));
-                *(small as *mut u64) = 0x1234_5678;
-                // A small block moving to a raw one keeps its bytes.
-                let big = a.realloc(small, 1 << 20);
-                assert!(!a.owns(big));
-                assert_eq!(*(big as *const u64), 0x1234_5678);
-                assert_eq!(a.footprint(), a.mapped_bytes() + (1 << 20));
-                assert_eq!(a.stats().raw_bytes, 1 << 20);
-                #[cfg(all(target_os = "linux", target_env = "gnu"))]
-                assert!(a.usable_size(big) < 1 << 20, "backed beyond the threshold");
-                let bigger = a.realloc(big, 4 << 20);
-                assert_eq!(*(bigger as *const u64), 0x1234_5678);
-                let aligned = a.aligned_alloc(4096, 8 << 20);
-                assert_eq!(aligned as usize % 4096, 0);
-                assert_eq!(a.footprint(), a.mapped_bytes() + (12 << 20));
-                a.free(bigger);
-                a.free(aligned);
-                assert_eq!(a.footprint(), a.mapped_bytes());
-            }
-        });
-        // Off by default, on other threads: a raw block is backed in full.
+        let mut a = Arena::new(Config::default()).unwrap();
+        a.back_raw_blocks_only_to_threshold();
+        // SAFETY: blocks are written within their first 8 bytes only and freed once.
+        unsafe {
+            let small = a.malloc(100);
+            assert!(a.owns(small));
+            *(small as *mut u64) = 0x1234_5678;
+            // A small block moving to a raw one keeps its bytes.
+            let big = a.realloc(small, 1 << 20);
+            assert!(!a.owns(big));
+            assert_eq!(*(big as *const u64), 0x1234_5678);
+            assert_eq!(a.footprint(), a.mapped_bytes() + (1 << 20));
+            assert_eq!(a.stats().raw_bytes, 1 << 20);
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            assert!(a.usable_size(big) < 1 << 20, "backed beyond the threshold");
+            let bigger = a.realloc(big, 4 << 20);
+            assert_eq!(*(bigger as *const u64), 0x1234_5678);
+            let aligned = a.aligned_alloc(4096, 8 << 20);
+            assert_eq!(aligned as usize % 4096, 0);
+            assert_eq!(a.footprint(), a.mapped_bytes() + (12 << 20));
+            a.free(bigger);
+            a.free(aligned);
+            assert_eq!(a.footprint(), a.mapped_bytes());
+        }
+        // By default a raw block is backed in full.
         let mut a = Arena::new(Config::default()).unwrap();
         // SAFETY: the block is freed once and not otherwise used.
         unsafe {

@@ -29,8 +29,8 @@
 //! part of its time in the kernel, mapping, zero-filling and unmapping the same few megabytes
 //! for every configuration. The arena's figures do not depend on it. Nor do they on the two
 //! other shortcuts a replay that never touches its blocks can take: raw blocks are backed by libc
-//! only up to the threshold ([`Arena::back_raw_blocks_only_to_threshold_on_this_thread`]: libc no
-//! longer copies megabytes on a large realloc), and the small blocks a trace leaves live are not
+//! only up to the threshold ([`Arena::back_raw_blocks_only_to_threshold`]: libc no longer
+//! copies megabytes on a large realloc), and the small blocks a trace leaves live are not
 //! freed one by one at the end (their arenas go with the allocator).
 //!
 //! Determinism: the figures depend only on the trace and the configuration, with one exception
@@ -182,14 +182,13 @@ pub fn simulate(prog: &Program, config: &Config, peak: &Peak) -> Result<SimFigur
     // arenas (already mapped and faulted in) and slot table: the figures are the same, the
     // kernel's share of the time is not (docs/BENCHMARKS.md, "Sweep simulate").
     Arena::keep_released_arenas_on_this_thread(true);
-    // Nothing here touches a block, so libc need not back raw blocks beyond the threshold
-    // (module doc of mallard_arena's `raw`): the figures are the same, libc's copies of large
-    // reallocs are gone.
-    Arena::back_raw_blocks_only_to_threshold_on_this_thread(true);
     let mut arena = Arena::new(config.clone()).map_err(|e| SimError::Config {
         config: config.to_string(),
         reason: e.to_string(),
     })?;
+    // Nothing here touches a block, so libc need not back raw blocks beyond the threshold: the
+    // figures are the same, libc's copies of large reallocs are gone.
+    arena.back_raw_blocks_only_to_threshold();
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
         slots.clear();
