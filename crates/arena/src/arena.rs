@@ -236,6 +236,16 @@ impl Arena {
         os::keep_spares(on);
     }
 
+    /// Backs the raw blocks this allocator allocates or reallocates from now on with at most
+    /// `threshold` bytes of libc memory each (by default, in full). Every raw call still goes to
+    /// libc and every figure counts the bytes requested, but a raw block is usable only up to
+    /// the threshold. For a caller that never writes into its blocks and reads only the
+    /// allocator's bookkeeping (the simulated sweep): libc then no longer copies and faults in
+    /// large blocks on realloc (module `raw`).
+    pub fn back_raw_blocks_only_to_threshold(&mut self) {
+        self.raw.back_only(self.config.threshold);
+    }
+
     /// The configuration this allocator was built with.
     pub fn config(&self) -> &Config {
         &self.config

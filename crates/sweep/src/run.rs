@@ -3,7 +3,7 @@
 
 use crate::grid::{Point, Skipped};
 use crate::rows::Row;
-use crate::simulate::{peak_live_index, simulate, thread_cpu_time, SimError};
+use crate::simulate::{simulate, thread_cpu_time, Peak, SimError};
 use mallard_replay::backend::AllocatorName;
 use mallard_replay::contender::Contender;
 use mallard_replay::engine::Touch;
@@ -49,8 +49,8 @@ pub struct Trace {
     pub info: TraceInfo,
     /// The compiled program.
     pub program: Program,
-    /// [`peak_live_index`] of the program.
-    pub peak_at: Option<usize>,
+    /// [`Peak::of`] the program.
+    pub peak: Peak,
 }
 
 /// Reads, checks and compiles every trace; names are made unique as `mallard run` makes them
@@ -63,11 +63,11 @@ pub fn load_traces(paths: &[PathBuf]) -> Result<Vec<Trace>, SweepError> {
         info.name = mallard_trace::distinct_name(info.name, i, out.iter().map(|t| &t.info.name));
         let mut reader = mallard_trace::open(Path::new(p))?;
         let program = program::compile(&mut reader, |_| {})?;
-        let peak_at = peak_live_index(&program);
+        let peak = Peak::of(&program);
         out.push(Trace {
             info,
             program,
-            peak_at,
+            peak,
         });
     }
     Ok(out)
@@ -125,7 +125,7 @@ pub fn run_simulate(
         jobs.par_iter()
             .map(|&(p, t)| {
                 let t0 = thread_cpu_time();
-                let r = simulate(&traces[t].program, &points[p].config, traces[t].peak_at)
+                let r = simulate(&traces[t].program, &points[p].config, &traces[t].peak)
                     .map(|f| base_row(&points[p], &traces[t], &f));
                 let busy = thread_cpu_time().saturating_sub(t0);
                 done();
@@ -303,7 +303,7 @@ pub fn run_measure(
     for (point, res) in points.iter().zip(&results) {
         let summary = mallard_report::summarize(res);
         for t in traces {
-            let f = simulate(&t.program, &point.config, t.peak_at).map_err(|source| {
+            let f = simulate(&t.program, &point.config, &t.peak).map_err(|source| {
                 SweepError::Simulate {
                     trace: t.info.name.clone(),
                     source,

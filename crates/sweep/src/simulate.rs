@@ -19,15 +19,19 @@
 //! - at the moment the trace's live bytes first reach their peak (the same operation for every
 //!   configuration), [`Arena::stats`] is taken: that snapshot gives the pools in use and the
 //!   byte accounting of CPython's `_debugmallocstats` (headers, quantization, arena alignment,
-//!   unused pools, free blocks), and, with the requested sizes of the live small blocks tracked
-//!   here, the internal fragmentation (block bytes minus requested bytes);
+//!   unused pools, free blocks), and, with the requested sizes of the objects live there (found
+//!   once per trace, [`Peak`]) of the slots the arena serves, the internal fragmentation (block bytes minus requested bytes);
 //! - at the end, [`Arena::stats`] again for the arena counters (allocated, reclaimed,
 //!   high-water mark).
 //!
 //! Successive replays on one thread reuse the slot table and the arenas the previous one
 //! released ([`Arena::keep_released_arenas_on_this_thread`]): a sweep otherwise spends a good
 //! part of its time in the kernel, mapping, zero-filling and unmapping the same few megabytes
-//! for every configuration. The arena's figures do not depend on it.
+//! for every configuration. The arena's figures do not depend on it. Nor do they on the two
+//! other shortcuts a replay that never touches its blocks can take: raw blocks are backed by libc
+//! only up to the threshold ([`Arena::back_raw_blocks_only_to_threshold`]: libc no longer
+//! copies megabytes on a large realloc), and the small blocks a trace leaves live are not
+//! freed one by one at the end (their arenas go with the allocator).
 //!
 //! Determinism: the figures depend only on the trace and the configuration, with one exception
 //! that is CPython's too: under [`mallard_arena::ArenaAlignment::Page`] with pools larger than an
@@ -113,6 +117,44 @@ pub enum SimError {
     },
 }
 
+/// The moment the live bytes of a program first reach their peak, found once per trace (the
+/// same for every configuration): the operation's index and the requested size of every object
+/// live just after it. With those sizes, a replay reads the requested bytes of its live small
+/// blocks at the peak from its slot table alone, so its slot table holds only pointers (8 bytes
+/// a slot, not 16: the table's cache misses were the simulate loop's largest own cost, perf
+/// record on python-objects, session 7) and no running sum is kept per operation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peak {
+    /// [`peak_live_index`] of the program.
+    pub index: Option<usize>,
+    /// `(slot, requested size)` of each object live just after `index`, in slot order.
+    pub live: Vec<(u32, u64)>,
+}
+
+impl Peak {
+    /// Finds the peak of `prog` ([`peak_live_index`]) and the objects live there.
+    pub fn of(prog: &Program) -> Peak {
+        let index = peak_live_index(prog);
+        let Some(at) = index else {
+            return Peak::default();
+        };
+        let mut size = vec![0u64; prog.slots];
+        let mut live = vec![false; prog.slots];
+        for op in &prog.ops[..=at] {
+            let s = op.slot as usize;
+            (size[s], live[s]) = match op.kind {
+                OpKind::Free => (0, false),
+                _ => (op.size, true),
+            };
+        }
+        let live = (0..prog.slots)
+            .filter(|&s| live[s])
+            .map(|s| (s as u32, size[s]))
+            .collect();
+        Peak { index, live }
+    }
+}
+
 /// The index of the operation after which the live bytes of `prog` first reach their peak
 /// (`None` for a program that never has a live byte). The same for every configuration.
 pub fn peak_live_index(prog: &Program) -> Option<usize> {
@@ -126,9 +168,6 @@ pub fn peak_live_index(prog: &Program) -> Option<usize> {
     at
 }
 
-/// Marks a slot's size as a small (pool) block in [`Live::size`].
-const SMALL: u64 = 1 << 63;
-
 /// CPU time consumed by the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`): unlike the wall
 /// clock, it does not count time the thread waited for a core another process held. The replay
 /// crate's clock, as a `Duration`.
@@ -136,21 +175,9 @@ pub fn thread_cpu_time() -> Duration {
     Duration::from_nanos(mallard_replay::measure::thread_cpu_ns())
 }
 
-/// One live object: its pointer and its requested size, with [`SMALL`] set when the arena
-/// served it from a pool.
-#[derive(Clone, Copy)]
-struct Live {
-    ptr: *mut u8,
-    size: u64,
-}
-
-/// Replays `prog` against a fresh arena built from `config`. `peak_at` is
-/// [`peak_live_index`] of the same program (computed once per trace by the caller).
-pub fn simulate(
-    prog: &Program,
-    config: &Config,
-    peak_at: Option<usize>,
-) -> Result<SimFigures, SimError> {
+/// Replays `prog` against a fresh arena built from `config`. `peak` is [`Peak::of`] the same
+/// program (computed once per trace by the caller).
+pub fn simulate(prog: &Program, config: &Config, peak: &Peak) -> Result<SimFigures, SimError> {
     // The configurations a sweep simulates one after another on this thread reuse each other's
     // arenas (already mapped and faulted in) and slot table: the figures are the same, the
     // kernel's share of the time is not (docs/BENCHMARKS.md, "Sweep simulate").
@@ -159,40 +186,36 @@ pub fn simulate(
         config: config.to_string(),
         reason: e.to_string(),
     })?;
+    // Nothing here touches a block, so libc need not back raw blocks beyond the threshold: the
+    // figures are the same, libc's copies of large reallocs are gone.
+    arena.back_raw_blocks_only_to_threshold();
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
         slots.clear();
-        slots.resize(
-            prog.slots.max(1),
-            Live {
-                ptr: ptr::null_mut(),
-                size: 0,
-            },
-        );
-        replay(prog, &mut arena, &mut slots, peak_at)
+        slots.resize(prog.slots.max(1), ptr::null_mut());
+        replay(prog, &mut arena, &mut slots, peak)
     })
 }
 
 thread_local! {
     /// The slot table of the last replay on this thread, kept for the next.
-    static SLOTS: std::cell::RefCell<Vec<Live>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SLOTS: std::cell::RefCell<Vec<*mut u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`simulate`]'s replay of `prog` on `arena`, with `slots` all null.
 fn replay(
     prog: &Program,
     arena: &mut Arena,
-    slots: &mut [Live],
-    peak_at: Option<usize>,
+    slots: &mut [*mut u8],
+    peak: &Peak,
 ) -> Result<SimFigures, SimError> {
     let start = thread_cpu_time();
     let mut f = SimFigures::default();
-    let mut small_live = 0u64;
     let mut raw_calls = 0u64;
     let mut peak_mapped = 0usize;
     let mut peak_footprint = 0usize;
     let mut snapshot: Option<(Stats, u64)> = None;
-    let peak_at = peak_at.unwrap_or(usize::MAX);
+    let peak_at = peak.index.unwrap_or(usize::MAX);
     let mut failed = None;
     for (i, op) in prog.ops.iter().enumerate() {
         if op.system() {
@@ -200,7 +223,7 @@ fn replay(
             // serves them, not the arena (as the timed replay's arena contender routes them),
             // so they leave the arena's figures alone.
             if i == peak_at {
-                snapshot = Some((arena.stats(), small_live));
+                snapshot = Some((arena.stats(), small_requested(arena, slots, peak)));
             }
             continue;
         }
@@ -212,31 +235,15 @@ fn replay(
         let p = unsafe {
             match op.kind {
                 OpKind::Free => {
-                    if s.size & SMALL != 0 {
-                        small_live -= s.size & !SMALL;
-                    } else {
-                        raw_calls += 1;
-                    }
-                    arena.free(s.ptr);
-                    s.ptr = ptr::null_mut();
-                    s.size = 0;
+                    raw_calls += u64::from(!arena.owns(*s));
+                    arena.free(*s);
+                    *s = ptr::null_mut();
                     continue;
                 }
                 OpKind::Malloc | OpKind::Calloc => arena.malloc(size),
                 OpKind::Aligned => arena.aligned_alloc(1usize << op.align_log2, size),
-                OpKind::Realloc => {
-                    if s.size & SMALL != 0 {
-                        small_live -= s.size & !SMALL;
-                    }
-                    let q = arena.realloc(s.ptr, size);
-                    if q.is_null() && size > 0 {
-                        // The old block is still live and must be counted and freed later.
-                        if arena.owns(s.ptr) {
-                            small_live += s.size & !SMALL;
-                        }
-                    }
-                    q
-                }
+                // On failure the old block stays in its slot, live, and is freed at the end.
+                OpKind::Realloc => arena.realloc(*s, size),
             }
         };
         if p.is_null() {
@@ -247,30 +254,26 @@ fn replay(
             });
             break;
         }
-        let small = arena.owns(p);
-        if small {
-            small_live += op.size;
-            s.size = op.size | SMALL;
-        } else {
-            // One libc call: malloc, posix_memalign, or realloc (a raw block stays raw, and a
-            // small block growing past the threshold moves to a new raw block).
-            raw_calls += 1;
-            s.size = op.size;
-        }
-        s.ptr = p;
+        // One libc call when the block is raw: malloc, posix_memalign, or realloc (a raw block
+        // stays raw, and a small block growing past the threshold moves to a new raw block).
+        raw_calls += u64::from(!arena.owns(p));
+        *s = p;
         peak_mapped = peak_mapped.max(arena.mapped_bytes());
         peak_footprint = peak_footprint.max(arena.footprint());
         if i == peak_at {
-            snapshot = Some((arena.stats(), small_live));
+            snapshot = Some((arena.stats(), small_requested(arena, slots, peak)));
         }
     }
     let elapsed = thread_cpu_time().saturating_sub(start);
     let end = arena.stats();
-    // Free what the trace left live (raw blocks belong to libc and would leak otherwise).
-    for s in slots.iter() {
-        if !s.ptr.is_null() {
-            // SAFETY: a non-null slot holds a live pointer this arena returned.
-            unsafe { arena.free(s.ptr) };
+    // Free the raw blocks the trace left live (they belong to libc and would leak otherwise).
+    // The small ones go with their arenas when the allocator is dropped: freeing them one by
+    // one would write into every block still live (a cache miss each: 2.5% of the replay
+    // thread's samples on python-objects, perf record) to empty pools no one looks at again.
+    for &s in slots.iter() {
+        if !s.is_null() && !arena.owns(s) {
+            // SAFETY: a non-null slot holds a live pointer this arena returned (a raw one).
+            unsafe { arena.free(s) };
         }
     }
     if let Some(e) = failed {
@@ -302,6 +305,17 @@ fn replay(
         elapsed.as_nanos() as f64 / prog.ops.len() as f64
     };
     Ok(f)
+}
+
+/// Bytes requested by the small blocks live at the peak: the sizes `peak` recorded, of the slots
+/// whose block the arena serves from a pool (a slot of the system domain stays null, never
+/// the arena's).
+fn small_requested(arena: &Arena, slots: &[*mut u8], peak: &Peak) -> u64 {
+    peak.live
+        .iter()
+        .filter(|&&(s, _)| arena.owns(slots[s as usize]))
+        .map(|&(_, size)| size)
+        .sum()
 }
 
 #[cfg(test)]
@@ -346,9 +360,9 @@ mod tests {
         // = 126 blocks with a 16-byte tail; a 256 KiB arena holds 64 pools.
         let (n, size) = (10_000u64, 24u64);
         let prog = program(n, size);
-        let at = peak_live_index(&prog);
-        assert_eq!(at, Some(n as usize - 1));
-        let f = simulate(&prog, &cpython39(), at).unwrap();
+        let at = Peak::of(&prog);
+        assert_eq!(at.index, Some(n as usize - 1));
+        let f = simulate(&prog, &cpython39(), &at).unwrap();
         let per_pool = (4096 - 48) / 32;
         let pools = n.div_ceil(per_pool); // 80 pools
         let arenas = pools.div_ceil(64); // 2 arenas
@@ -389,11 +403,11 @@ mod tests {
     fn pow2_classes_round_up_further() {
         // 40-byte requests: linear class 48 (84 per pool), pow2 class 64 (63 per pool).
         let prog = program(1000, 40);
-        let at = peak_live_index(&prog);
-        let linear = simulate(&prog, &cpython39(), at).unwrap();
+        let at = Peak::of(&prog);
+        let linear = simulate(&prog, &cpython39(), &at).unwrap();
         let mut c = cpython39();
         c.classes = mallard_arena::ClassScheme::Pow2;
-        let pow2 = simulate(&prog, &c, at).unwrap();
+        let pow2 = simulate(&prog, &c, &at).unwrap();
         assert_eq!(linear.internal_fragmentation_bytes, 1000 * 8);
         assert_eq!(pow2.internal_fragmentation_bytes, 1000 * 24);
         assert_eq!(linear.pools_used, 1000u64.div_ceil((4096 - 48) / 48));
@@ -425,8 +439,8 @@ mod tests {
         };
         let (alone, mixed) = (build(false), build(true));
         assert_eq!(mixed.ops.iter().filter(|op| op.system()).count(), 600);
-        let a = simulate(&alone, &cpython39(), peak_live_index(&alone)).unwrap();
-        let m = simulate(&mixed, &cpython39(), peak_live_index(&mixed)).unwrap();
+        let a = simulate(&alone, &cpython39(), &Peak::of(&alone)).unwrap();
+        let m = simulate(&mixed, &cpython39(), &Peak::of(&mixed)).unwrap();
         assert_eq!(m.pools_used, a.pools_used);
         assert_eq!(m.block_bytes, a.block_bytes);
         assert_eq!(m.small_requested_bytes, 300 * 24);
@@ -450,9 +464,11 @@ mod tests {
         c.push(&Event::Free { id: 2 }).unwrap();
         c.push(&Event::Free { id: 1 }).unwrap();
         let prog = c.finish();
-        let at = peak_live_index(&prog);
-        assert_eq!(at, Some(2));
-        let f = simulate(&prog, &cpython39(), at).unwrap();
+        let at = Peak::of(&prog);
+        assert_eq!(at.index, Some(2));
+        // The realloc's new object (2000 bytes) takes over its old slot, 0.
+        assert_eq!(at.live, vec![(0, 2000), (1, 16)]);
+        let f = simulate(&prog, &cpython39(), &at).unwrap();
         assert_eq!(f.raw_calls, 3);
         assert_eq!(f.raw_live_bytes, 2000);
         assert_eq!(f.small_requested_bytes, 16);
@@ -463,13 +479,13 @@ mod tests {
     #[test]
     fn arena_alignment_is_reproducible() {
         let prog = program(5000, 100);
-        let at = peak_live_index(&prog);
+        let at = Peak::of(&prog);
         let c = Config {
             alignment: ArenaAlignment::ArenaSize,
             ..Config::default()
         };
-        let a = simulate(&prog, &c, at).unwrap();
-        let b = simulate(&prog, &c, at).unwrap();
+        let a = simulate(&prog, &c, &at).unwrap();
+        let b = simulate(&prog, &c, &at).unwrap();
         assert_eq!(
             SimFigures {
                 sim_ns_per_op: 0.0,
