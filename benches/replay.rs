@@ -4,7 +4,7 @@
 //!   (`Noop`: a pointer increment that writes nothing, realloc without copying): what the
 //!   harness itself costs per operation (loop, slot table, dispatch on the kind), on every
 //!   bundled trace (`traces/*.mtr`, `noop-bundled/NAME`; `noop-single/NAME` is the same replay
-//!   dispatching once per operation instead of once per group of five) and on three 200k-event
+//!   dispatching once per operation instead of once per group of six) and on three 200k-event
 //!   generated ones.
 //!   Target: at most 2 ns per operation on every bundled trace. Also the `bump` backend (which
 //!   records sizes and copies on realloc) on the generated ones.

@@ -102,8 +102,12 @@ pub struct Program {
 /// Operations per dispatch of the throughput pass (engine.rs). Measured on the bundled traces
 /// against a no-op backend (docs/BENCHMARKS.md section 1): groups of 5 cut the cost where frees
 /// and allocations alternate at random from 3.8 ns an operation to 2.0, and are faster than
-/// one at a time where the kinds are predictable too; 6 saves 0.2 ns more at twice the code.
-pub const GROUP: usize = 5;
+/// one at a time where the kinds are predictable too. Six (64 shapes) since session 8: with the
+/// allocation sites made smaller (engine.rs `alloc_in`, `touch_block`) the code of 64 shapes is
+/// affordable, and it cuts the mispredicted jumps at random from 0.19 an operation to 0.16.
+/// `engine::group` has one arm per shape: changing this changes that list (a compile-time
+/// check says so).
+pub const GROUP: usize = 6;
 
 impl Program {
     /// This program without its groups' shapes, so that the throughput pass replays it one
