@@ -11,6 +11,14 @@
 //! trailer (tag `TRLR`), which must then be the last 64 bytes; a stream that ends anywhere else
 //! is truncated. Memory is the same either way: one block (at most [`MAX_BLOCK_RAW`] bytes,
 //! grown only as the bytes arrive).
+//!
+//! Events are decoded a batch at a time ([`Decoder::decode_batch`]) by two paths that give the
+//! same records and errors: [`decode_fast`], in a loop of its own, takes the events of a
+//! single-threaded trace without timestamps (almost every event of a generated trace), reading
+//! the tag and the first varint as one 8-byte word and finding the varint's length from its
+//! stop bits, with no branch on that length nor on whether the event allocates or frees (the
+//! two things a trace cannot predict); everything else, and every fault, goes to
+//! [`decode_general`], the byte-by-byte decoder that decides the format's rules.
 
 use super::varint::{self, VarintError};
 use super::*;
