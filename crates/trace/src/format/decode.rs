@@ -327,12 +327,15 @@ impl Decoder {
         let batch = &mut self.batch;
         while done < n {
             // As many events as the fast path takes, in a loop of its own (so that nothing of
-            // the general path's spills into it), then one through the general path.
-            let run = decode_run(state, block, pos, batch, done, n, domain_bits);
-            (state, pos, done) = (run.state, run.pos, run.done);
-            ops += run.ops;
-            if done == n {
-                break;
+            // the general path's spills into it), then one through the general path; an event
+            // with flags (every event of a trace with timestamps) goes there directly.
+            if block.get(pos).is_some_and(|&t| t & !domain_bits <= OP_REALLOC) {
+                let run = decode_run(state, block, pos, batch, done, n, domain_bits);
+                (state, pos, done) = (run.state, run.pos, run.done);
+                ops += run.ops;
+                if done == n {
+                    break;
+                }
             }
             match decode_general(state, block, pos, &mut batch[done], domain_bits) {
                 Ok((s, p, op)) => {
@@ -759,7 +762,7 @@ fn decode_run(
 
 /// [`decode_into`] out of the batch loop, its state taken and given back by value (so that
 /// the loop's state stays in registers): every event [`decode_fast`] does not take.
-#[inline(never)]
+#[inline(always)]
 fn decode_general(
     mut state: CodecState,
     block: &[u8],
