@@ -48,6 +48,30 @@ pub(crate) fn get(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
     get_slow(buf, pos)
 }
 
+/// The varint at the start of `w` (eight bytes of the buffer, the first in the low byte),
+/// decoded without a branch: its value, its length in bytes, and whether it is one [`get`]
+/// accepts as it is. `false` when it does not end within the eight bytes or is not minimal;
+/// then [`get`] decides, by the same rules (a varint that ends within eight bytes holds at
+/// most 56 bits, so it never overflows). The value and length are meaningless when `false`.
+///
+/// For the decoder's fast path: a length found from the stop bits, not by a branch per byte,
+/// so that varints of mixed lengths cost no mispredicted branch.
+#[inline(always)]
+pub(crate) fn from_word(w: u64) -> (u64, usize, bool) {
+    // The high bit of each byte clear: the bytes that end a varint. The first is its last.
+    let stops = !w & 0x8080_8080_8080_8080;
+    // 7 + 8k for a varint of k + 1 bytes; 64 (no end) is clamped and refused below.
+    let t = stops.trailing_zeros().min(63);
+    let groups = w & (u64::MAX >> (63 - t)) & 0x7f7f_7f7f_7f7f_7f7f;
+    // The 7-bit groups packed together: pairs, then quads, then all eight.
+    let x = (groups & 0x007f_007f_007f_007f) | (groups & 0x7f00_7f00_7f00_7f00) >> 1;
+    let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x3fff_0000_3fff_0000) >> 2;
+    let v = (x & 0x0000_0000_0fff_ffff) | (x & 0x0fff_ffff_0000_0000) >> 4;
+    let last = (w >> (t - 7)) as u8;
+    let ok = (stops != 0) & ((last != 0) | (t == 7));
+    (v, (t as usize + 1) / 8, ok)
+}
+
 #[cold]
 #[inline(never)]
 fn get_slow(buf: &[u8], pos: &mut usize) -> Result<u64, VarintError> {
@@ -127,7 +151,43 @@ mod tests {
         assert_eq!(zigzag(i64::MIN), u64::MAX);
     }
 
+    /// `from_word` on the first eight bytes of `bytes` (at least eight): what `get` says, and
+    /// refused only where `get` refuses or the varint runs past the eight bytes.
+    fn check_word(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let w: [u8; 8] = bytes[..8].try_into().unwrap();
+        let (v, len, ok) = from_word(u64::from_le_bytes(w));
+        let mut pos = 0;
+        let got = get(bytes, &mut pos);
+        if ok {
+            prop_assert_eq!(got, Ok(v));
+            prop_assert_eq!(pos, len);
+        } else {
+            let ends = w.iter().any(|b| b & 0x80 == 0);
+            prop_assert!(got.is_err() || !ends, "{:02x?} refused, get: {:?}", w, got);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn words_decode_as_get_does() {
+        check_word(&[0x80, 0x01, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(from_word(0x01_80), (128, 2, true));
+        assert_eq!(from_word(0x7f), (127, 1, true));
+        assert!(!from_word(0x00_80).2, "overlong");
+        assert!(!from_word(0x8080_8080_8080_8080).2, "does not end within eight bytes");
+        assert_eq!(from_word(0x7fff_ffff_ffff_ffff), (0x00ff_ffff_ffff_ffff, 8, true));
+    }
+
     proptest! {
+        #[test]
+        fn words_agree_with_get(bytes in proptest::collection::vec(any::<u8>(), 8..12), v: u64, shift in 0u32..64) {
+            check_word(&bytes)?;
+            let mut enc = Vec::new();
+            put(&mut enc, v >> shift);
+            enc.extend_from_slice(&bytes);
+            check_word(&enc)?;
+        }
+
         #[test]
         fn round_trip(v: u64, s: i64) {
             let mut out = Vec::new();
