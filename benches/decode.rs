@@ -39,11 +39,7 @@ fn cpu_timed(iters: u64, mut f: impl FnMut()) -> Duration {
 
 /// The bytes of a generated binary trace of `events` events.
 fn trace_bytes(generator: &str, events: u64) -> Vec<u8> {
-    let params = mallard_trace::gen::GenParams {
-        events,
-        seed: 1,
-        threads: 1,
-    };
+    let params = mallard_trace::gen::GenParams { events, seed: 1, threads: 1 };
     let path = std::env::temp_dir().join(format!(
         "mallard-bench-decode-{}-{generator}.mtr",
         std::process::id()

@@ -59,11 +59,7 @@ unsafe impl Backend for Noop {
 
 fn program(generator: &str, events: u64) -> Program {
     let mut c = Compiler::new();
-    let params = mallard_trace::gen::GenParams {
-        events,
-        seed: 42,
-        threads: 1,
-    };
+    let params = mallard_trace::gen::GenParams { events, seed: 42, threads: 1 };
     mallard_trace::gen::generate(generator, &params, &mut |r| {
         c.push(&r.event).expect("generated traces are valid");
         Ok(())
@@ -82,14 +78,8 @@ fn bundled(name: &str) -> Program {
 }
 
 /// Every bundled trace, by name.
-const BUNDLED: [&str; 6] = [
-    "cpython-json",
-    "fragmentation",
-    "perl-words",
-    "python-objects",
-    "sqlite",
-    "uniform",
-];
+const BUNDLED: [&str; 6] =
+    ["cpython-json", "fragmentation", "perl-words", "python-objects", "sqlite", "uniform"];
 
 fn replay<B: Backend>(
     iters: u64,

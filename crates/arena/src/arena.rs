@@ -621,15 +621,10 @@ mod tests {
 
     #[test]
     fn size_lookup_table_matches_classes() {
-        for classes in [
-            crate::ClassScheme::Linear,
-            crate::ClassScheme::Pow2,
-            crate::ClassScheme::Geometric(3),
-        ] {
-            let c = Config {
-                classes,
-                ..Config::default()
-            };
+        for classes in
+            [crate::ClassScheme::Linear, crate::ClassScheme::Pow2, crate::ClassScheme::Geometric(3)]
+        {
+            let c = Config { classes, ..Config::default() };
             let a = Arena::new(c.clone()).unwrap();
             for n in 1..=c.threshold {
                 let class = a.size_to_class[(n - 1) >> a.quantum_shift] as usize;

@@ -293,11 +293,7 @@ impl Config {
                 empty_arenas_kept: 0,
                 ..base
             }),
-            "cpython-3.9" => Ok(Config {
-                pool_size: 4 << 10,
-                arena_size: 256 << 10,
-                ..base
-            }),
+            "cpython-3.9" => Ok(Config { pool_size: 4 << 10, arena_size: 256 << 10, ..base }),
             "cpython-3.11" => Ok(base),
             _ => Err(ConfigError::UnknownPreset { name: name.into() }),
         }

@@ -156,10 +156,7 @@ fn freeing_every_second_block_releases_nothing_freeing_all_releases_all_but_kept
         every_second_then_all(c, 16, 3 * 1021 + 1);
     }
     every_second_then_all(
-        Config {
-            empty_arenas_kept: 3,
-            ..aligned("cpython-3.11")
-        },
+        Config { empty_arenas_kept: 3, ..aligned("cpython-3.11") },
         512,
         31 * 64 * 5,
     );

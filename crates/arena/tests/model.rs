@@ -249,11 +249,7 @@ impl Model {
                 let p = unsafe { self.arena.realloc(b.ptr, n) };
                 prop_assert!(!p.is_null());
                 // SAFETY: p has at least n bytes.
-                let moved = Block {
-                    ptr: p,
-                    len: n.min(b.len),
-                    id: b.id,
-                };
+                let moved = Block { ptr: p, len: n.min(b.len), id: b.id };
                 check_contents(&moved, moved.len)?;
                 if was_small {
                     let in_place = n <= size && 4 * n > 3 * size;
@@ -318,11 +314,7 @@ impl Model {
         for i in order {
             let b = std::mem::replace(
                 &mut blocks[i],
-                Block {
-                    ptr: std::ptr::null_mut(),
-                    len: 0,
-                    id: 0,
-                },
+                Block { ptr: std::ptr::null_mut(), len: 0, id: 0 },
             );
             check_contents(&b, b.len)?;
             // SAFETY: b is live and forgotten.

@@ -137,13 +137,7 @@ fn main() {
         Cmd::Run(a) => report(run::cmd_run(a)),
         Cmd::Gate(a) => report(gate::cmd_gate(*a)),
         Cmd::Inspect { trace, json } => report(traces::cmd_inspect(&trace, json).map(|_| 0)),
-        Cmd::Convert {
-            input,
-            output,
-            to,
-            from,
-            lenient,
-        } => report(trace_output(
+        Cmd::Convert { input, output, to, from, lenient } => report(trace_output(
             traces::cmd_convert(&input, &output, to, from, lenient).map(|_| 0),
             Some(&output),
         )),
@@ -204,11 +198,9 @@ fn trace_output(r: Result<i32>, out: Option<&Path>) -> Result<i32> {
                 _ => None,
             });
         match (failed, out) {
-            (Some(source), Some(out)) => OutputError::Write {
-                path: out.to_path_buf(),
-                source,
+            (Some(source), Some(out)) => {
+                OutputError::Write { path: out.to_path_buf(), source }.into()
             }
-            .into(),
             _ => e,
         }
     })

@@ -115,11 +115,8 @@ pub fn cmd_gen(g: GenArgs) -> Result<()> {
     };
     // Before generating: may the trace go there (a file, `-`, a FIFO or a device)?
     mallard_io::atomic::check_file(&output)?;
-    let params = mallard_trace::gen::GenParams {
-        events: g.events,
-        seed: g.seed,
-        threads: g.threads,
-    };
+    let params =
+        mallard_trace::gen::GenParams { events: g.events, seed: g.seed, threads: g.threads };
     let n = mallard_trace::gen::write(&name, &params, &output, Form::from_path(&output))?;
     eprintln!("wrote {n} events to {}", output.display());
     Ok(())

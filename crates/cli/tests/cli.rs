@@ -29,16 +29,7 @@ fn gen_is_deterministic_and_convert_round_trips() {
     // `generated` with another name and seed.
     let gen = |name: &str, seed: &str| {
         let out = dir.path().join(name);
-        ok(&[
-            "gen",
-            "python-objects",
-            "-o",
-            p(&out),
-            "--events",
-            "20000",
-            "--seed",
-            seed,
-        ]);
+        ok(&["gen", "python-objects", "-o", p(&out), "--events", "20000", "--seed", seed]);
         out
     };
     let b = gen("again.mtr", "3");
@@ -69,13 +60,7 @@ fn inspect_prints_the_figures() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("hand.csv");
     // 3 mallocs of 100, 200, 300 bytes, a free, one more malloc: peak live 600 bytes, 3 objects.
-    let recs = vec![
-        alloc(0, 100),
-        alloc(1, 200),
-        alloc(2, 300),
-        free(1),
-        alloc(3, 50),
-    ];
+    let recs = vec![alloc(0, 100), alloc(1, 200), alloc(2, 300), free(1), alloc(3, 50)];
     mallard_trace::write(&t, &Header::default(), recs, Form::Csv).unwrap();
     let o = succeeds(&["inspect", p(&t), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -90,16 +75,7 @@ fn inspect_prints_the_figures() {
 fn run_writes_every_report_file_for_four_allocators() {
     let (dir, t) = scratch_trace("python-objects", "30000");
     let out = dir.path().join("reports").join("demo");
-    let o = succeeds(&[
-        "run",
-        p(&t),
-        "--out",
-        p(&out),
-        "-r",
-        "2",
-        "-q",
-        "--arena-stats",
-    ]);
+    let o = succeeds(&["run", p(&t), "--out", p(&out), "-r", "2", "-q", "--arena-stats"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     for a in ["arena", "glibc", "jemalloc", "mimalloc"] {
         assert!(
@@ -255,14 +231,7 @@ fn unknown_names_and_bad_options_are_usage_errors() {
     let out = dir.path().join("r").join("demo");
     let t = generated(dir.path(), "uniform", "1000");
     assert_bad_input(
-        &[
-            "run",
-            p(&t),
-            "--out",
-            p(&out),
-            "--allocators",
-            "arena,hoard",
-        ],
+        &["run", p(&t), "--out", p(&out), "--allocators", "arena,hoard"],
         &out,
         &["unknown allocator 'hoard'", "jemalloc", "tcmalloc"],
     );
@@ -272,14 +241,7 @@ fn unknown_names_and_bad_options_are_usage_errors() {
         &["sometimes"],
     );
     assert_bad_input(
-        &[
-            "run",
-            p(&t),
-            "--out",
-            p(&out),
-            "--arena-preset",
-            "cpython-2.7",
-        ],
+        &["run", p(&t), "--out", p(&out), "--arena-preset", "cpython-2.7"],
         &out,
         &["cpython-2.7"],
     );
@@ -289,12 +251,7 @@ fn unknown_names_and_bad_options_are_usage_errors() {
         &["pool"],
     );
     assert_bad_input(
-        &[
-            "gen",
-            "no-such-workload",
-            "-o",
-            p(&dir.path().join("x.mtr")),
-        ],
+        &["gen", "no-such-workload", "-o", p(&dir.path().join("x.mtr"))],
         &out,
         &["no-such-workload"],
     );
@@ -391,17 +348,7 @@ fn multi_threaded_traces_replay_faithfully_or_serially() {
         assert_eq!(tail, 20000);
     }
     let out = dir.path().join("serial");
-    ok(&[
-        "run",
-        p(&t),
-        "--out",
-        p(&out),
-        "-r",
-        "1",
-        "-q",
-        "--threads",
-        "serial",
-    ]);
+    ok(&["run", p(&t), "--out", p(&out), "-r", "1", "-q", "--threads", "serial"]);
     let r = mallard_report::read_results(&out.join("results.json")).unwrap();
     assert!(r
         .repetitions
@@ -426,24 +373,12 @@ fn thread_counts_give_a_scaling_table() {
     let names: Vec<_> = r.traces.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["producer-consumer-t2", "producer-consumer-t4"]);
     assert_bad_input(
-        &[
-            "run",
-            "gen:larson",
-            "--threads",
-            "0,x",
-            "--out",
-            p(&out.join("x")),
-        ],
+        &["run", "gen:larson", "--threads", "0,x", "--out", p(&out.join("x"))],
         &out.join("x"),
         &["--threads"],
     );
     assert_bad_input(
-        &[
-            "gen",
-            "producer-consumer",
-            "-o",
-            p(&dir.path().join("pc.mtr")),
-        ],
+        &["gen", "producer-consumer", "-o", p(&dir.path().join("pc.mtr"))],
         &out.join("x"),
         &["2 threads"],
     );

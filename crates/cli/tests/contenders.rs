@@ -20,12 +20,10 @@ fn read_back(r: &serde_json::Value, label: &str) -> serde_json::Value {
 
 /// The installed libtcmalloc_minimal, if any (if not, says that the test is skipped).
 fn tcmalloc() -> Option<&'static str> {
-    let lib = [
-        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-        "/usr/lib/libtcmalloc_minimal.so.4",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
+    let lib =
+        ["/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
     if lib.is_none() {
         eprintln!("skipped: libtcmalloc-minimal4 is not installed (.ci/run installs it)");
     }
@@ -106,12 +104,9 @@ fn a_preloaded_library_serves_the_replay_and_is_recorded() {
     // The plain glibc contender is not preloaded: its workers' malloc is glibc's.
     assert!(read_back(&r, "glibc").get("malloc_served_by").is_none());
     // A library that does not replace malloc is refused by the worker, not measured.
-    let not_malloc = [
-        "/usr/lib/x86_64-linux-gnu/libz.so.1",
-        "/lib/x86_64-linux-gnu/libz.so.1",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists());
+    let not_malloc = ["/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
     if let Some(z) = not_malloc {
         let out2 = dir.path().join("r2");
         exits(3, &run_args(p(&t), &format!("z={z}"), &out2, &[]));
@@ -205,14 +200,7 @@ fn snmalloc_is_built_in_with_a_known_footprint() {
     let out = dir.path().join("r2");
     exits(
         2,
-        &[
-            "run",
-            "gen:uniform:5000",
-            "-a",
-            "snmalloc:x=1",
-            "--out",
-            p(&out),
-        ],
+        &["run", "gen:uniform:5000", "-a", "snmalloc:x=1", "--out", p(&out)],
     );
 }
 

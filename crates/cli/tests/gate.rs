@@ -195,12 +195,7 @@ fn side_by_side_a_against_itself_never_fails() {
     let dir = tempfile::tempdir().unwrap();
     let t = tiny_trace(dir.path());
     let out = dir.path().join("gate");
-    let arenas = [
-        "--baseline-arena",
-        "cpython-3.11",
-        "--candidate-arena",
-        "cpython-3.11",
-    ];
+    let arenas = ["--baseline-arena", "cpython-3.11", "--candidate-arena", "cpython-3.11"];
     let o = gate_four_reps(&t, &out, &arenas);
     // A/A must pass or be inconclusive.
     let code = pass_or_inconclusive(&o);
@@ -222,13 +217,7 @@ fn side_by_side_a_against_itself_never_fails() {
     let time = metric(&v, "time");
     assert_eq!(time["method"], "paired-rank-test", "{time}");
     // Time, batched and tail metrics were all measured.
-    for name in [
-        "time",
-        "peak_rss",
-        "mean.malloc",
-        "p50.malloc",
-        "p99.malloc",
-    ] {
+    for name in ["time", "peak_rss", "mean.malloc", "p50.malloc", "p99.malloc"] {
         metric(&v, name);
     }
 }
@@ -238,17 +227,7 @@ fn side_by_side_a_against_itself_never_fails() {
 /// correction over about fifteen metrics at alpha 0.01, and the gate rightly says inconclusive.
 fn stored_results(dir: &Path, t: &Path) -> Value {
     let rep = dir.join("run");
-    ok(&[
-        "run",
-        p(t),
-        "--allocators",
-        "arena",
-        "--repeat",
-        "10",
-        "-q",
-        "--out",
-        p(&rep),
-    ]);
+    ok(&["run", p(t), "--allocators", "arena", "--repeat", "10", "-q", "--out", p(&rep)]);
     read_json(&rep.join("results.json"))
 }
 

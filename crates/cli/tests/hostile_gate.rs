@@ -232,16 +232,7 @@ fn a_preloaded_malloc_has_an_unknown_footprint_never_compared() {
     // printed as unknown.
     let rep = dir.path().join("run");
     let o = mallard_env(
-        &[
-            "run",
-            p(&t),
-            "--allocators",
-            "glibc",
-            "--repeat",
-            "1",
-            "--out",
-            p(&rep),
-        ],
+        &["run", p(&t), "--allocators", "glibc", "--repeat", "1", "--out", p(&rep)],
         &[("LD_PRELOAD", p(&lib))],
     );
     assert!(o.status.success(), "{}", text(&o));

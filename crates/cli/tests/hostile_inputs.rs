@@ -140,12 +140,7 @@ fn inspect_and_convert_use_memory_in_proportion_to_the_live_set_not_the_events()
     let base = mallard_for(&["inspect", p(&tiny)], Duration::from_secs(60)).max_rss_kib;
     for args in [
         vec!["inspect", p(&t)],
-        vec![
-            "convert",
-            p(&t),
-            "-o",
-            dir.path().join("back.csv").to_str().unwrap(),
-        ],
+        vec!["convert", p(&t), "-o", dir.path().join("back.csv").to_str().unwrap()],
     ] {
         let r = mallard_for(&args, Duration::from_secs(300));
         assert!(r.out.status.success(), "{}", text(&r.out));
@@ -171,16 +166,7 @@ fn dev_zero_is_refused_promptly_by_every_reader() {
     let report = dir.path().join("report");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
-            vec![
-                "run",
-                "/dev/zero",
-                "-r",
-                "1",
-                "-a",
-                "bump",
-                "--out",
-                p(&report),
-            ],
+            vec!["run", "/dev/zero", "-r", "1", "-a", "bump", "--out", p(&report)],
             vec!["/dev/zero", "cannot tell the format"],
         ),
         (
@@ -196,15 +182,7 @@ fn dev_zero_is_refused_promptly_by_every_reader() {
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
-            vec![
-                "convert",
-                "/dev/zero",
-                "--from",
-                "mtrace",
-                "--lenient",
-                "-o",
-                p(&out),
-            ],
+            vec!["convert", "/dev/zero", "--from", "mtrace", "--lenient", "-o", p(&out)],
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
@@ -212,15 +190,7 @@ fn dev_zero_is_refused_promptly_by_every_reader() {
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
-            vec![
-                "convert",
-                "/dev/zero",
-                "--from",
-                "heaptrack",
-                "--lenient",
-                "-o",
-                p(&out),
-            ],
+            vec!["convert", "/dev/zero", "--from", "heaptrack", "--lenient", "-o", p(&out)],
             vec!["/dev/zero: line 1: line is longer than"],
         ),
         (
@@ -260,10 +230,7 @@ impl Fifo {
                 let _ = f.write_all(&bytes);
             }
         });
-        Fifo {
-            path,
-            writer: Some(writer),
-        }
+        Fifo { path, writer: Some(writer) }
     }
 }
 
@@ -436,10 +403,7 @@ fn detection_says_why_each_format_was_rejected() {
     let zip = dir.path().join("systemui.zip");
     bzip2_zip(&zip);
     let out = dir.path().join("o.mtr");
-    for args in [
-        vec!["convert", p(&zip), "-o", p(&out)],
-        vec!["inspect", p(&zip)],
-    ] {
+    for args in [vec!["convert", p(&zip), "-o", p(&out)], vec!["inspect", p(&zip)]] {
         let o = mallard(&args);
         assert_bad_input(
             &o,

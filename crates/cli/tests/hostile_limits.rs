@@ -49,12 +49,7 @@ fn an_object_no_machine_can_hold_is_refused_up_front() {
     refused(
         &["run", p(&t), "-a", "glibc", "--touch", "none"],
         &out,
-        &[
-            "tib",
-            "a single request of 1.0 TiB",
-            "of memory available",
-            "--ignore-memory-limit",
-        ],
+        &["tib", "a single request of 1.0 TiB", "of memory available", "--ignore-memory-limit"],
     );
     // The override skips the refusal: the workers run, and fail as they must (exit 3).
     let extra = ["--touch", "none", "--ignore-memory-limit"];
@@ -78,12 +73,7 @@ fn a_live_set_larger_than_the_machine_is_refused_up_front_with_its_figures() {
     refused(
         &["run", p(&t), "-a", "glibc", "--touch", "none"],
         &out,
-        &[
-            want,
-            "compiled program",
-            "MemAvailable",
-            "refused before any worker started",
-        ],
+        &[want, "compiled program", "MemAvailable", "refused before any worker started"],
     );
     // The gate holds two workers at once and says so; sweep's measure mode refuses too.
     let csv_out = dir.path().join("s.csv");
@@ -121,11 +111,7 @@ fn more_threads_than_a_process_may_start_are_refused_with_the_serial_hint() {
         refused(
             &["run", p(&t), "-a", "glibc"],
             &out,
-            &[
-                "recorded on 20000 threads",
-                "vm.max_map_count",
-                "--threads serial",
-            ],
+            &["recorded on 20000 threads", "vm.max_map_count", "--threads serial"],
         );
     }
     // As the message says: serially it replays.
@@ -151,10 +137,7 @@ fn option_values_no_worker_can_use_are_refused_at_parse_time() {
         &out,
         &["--batch 100000"],
     );
-    for cmd in [
-        &["gate", p(&t)][..],
-        &["sweep", p(&t), "--mode", "measure"][..],
-    ] {
+    for cmd in [&["gate", p(&t)][..], &["sweep", p(&t), "--mode", "measure"][..]] {
         for bad in [&["--timeout", "0"][..], &["--cpu", "999"][..]] {
             let mut args = cmd.to_vec();
             args.extend(bad);

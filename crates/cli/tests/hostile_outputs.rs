@@ -33,10 +33,7 @@ fn mallard_fsize(args: &[&str], bytes: u64) -> Output {
     unsafe {
         c.pre_exec(move || {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
+            let lim = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -221,14 +218,7 @@ fn an_unwritable_or_impossible_location_is_refused_up_front() {
     ]);
     assert_refused_up_front(&o, &["not writable"]);
     assert!(!text(&o).contains("mallard gate:"), "{}", text(&o));
-    let o = mallard(&[
-        "sweep",
-        p(&t),
-        "--arena-size",
-        "256K",
-        "-o",
-        "/proc/self/s.csv",
-    ]);
+    let o = mallard(&["sweep", p(&t), "--arena-size", "256K", "-o", "/proc/self/s.csv"]);
     assert_refused_up_front(&o, &["not writable"]);
     assert_eq!(snapshot(dir.path()), before);
     // A missing parent is fine: created when the report is written.
@@ -247,10 +237,8 @@ fn record_checks_its_output_before_the_program_runs() {
     let target = dir.path().join("a-directory");
     fs::create_dir(&target).unwrap();
     // A directory, and `-o -` too: the program's own output goes to stdout.
-    let cases: [(&str, &[&str]); 2] = [
-        (p(&target), &["a-directory", "is a directory"]),
-        ("-", &["standard output"]),
-    ];
+    let cases: [(&str, &[&str]); 2] =
+        [(p(&target), &["a-directory", "is a directory"]), ("-", &["standard output"])];
     for (out, wants) in cases {
         let o = cmd(&["record", "-o", out, "--", "touch", p(&ran)])
             .env("MALLARD_RECORDER", &lib)
@@ -373,15 +361,7 @@ fn a_failed_final_write_prints_the_table_and_exits_4() {
     // The sweep: its summary.
     let csv = dir.path().join("s.csv");
     let o = mallard_fsize(
-        &[
-            "sweep",
-            p(&t),
-            "--arena-size",
-            "256K,1M",
-            "-o",
-            p(&csv),
-            "-q",
-        ],
+        &["sweep", p(&t), "--arena-size", "256K,1M", "-o", p(&csv), "-q"],
         64,
     );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));

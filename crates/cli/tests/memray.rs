@@ -37,14 +37,7 @@ fn capture(dir: &Path) -> std::path::PathBuf {
     let cap = dir.join("cap.bin");
     let o = Command::new("python3")
         .current_dir(dir)
-        .args([
-            "-m",
-            "memray",
-            "run",
-            "--trace-python-allocators",
-            "-q",
-            "-o",
-        ])
+        .args(["-m", "memray", "run", "--trace-python-allocators", "-q", "-o"])
         .arg(&cap)
         .arg("prog.py")
         .output()
@@ -175,14 +168,7 @@ fn a_file_memray_cannot_read_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.bin");
     std::fs::write(&bad, b"memray\0 but nothing after").unwrap();
-    let o = mallard(&[
-        "convert",
-        "--from",
-        "memray",
-        p(&bad),
-        "-o",
-        p(&dir.path().join("o.mtr")),
-    ]);
+    let o = mallard(&["convert", "--from", "memray", p(&bad), "-o", p(&dir.path().join("o.mtr"))]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("bad.bin") && text(&o).contains("memray cannot read it"),

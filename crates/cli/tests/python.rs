@@ -139,10 +139,7 @@ fn arena_statistics_equal_pymalloc_on_a_trace_recorded_here() {
     let script = "d = {}\nfor i in range(20000):\n    d[i] = ('x' * (i % 300), [i] * (i % 7))\nkeep = [d[i] for i in range(0, 20000, 10)]\ndel d\n";
     let o = mallard_env(
         &["record", "-o", p(&trace), "--", p(&py), "-c", script],
-        &[
-            ("MALLARD_RECORDER", p(recorder())),
-            ("PYTHONMALLOC", "malloc"),
-        ],
+        &[("MALLARD_RECORDER", p(recorder())), ("PYTHONMALLOC", "malloc")],
     );
     assert!(o.status.success(), "{}", text(&o));
     same_statistics(&trace, "cpython-3.11", &py, dir.path());

@@ -123,12 +123,7 @@ fn own_calls(recs: &[Record]) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for r in recs {
         match r.event {
-            Event::Alloc {
-                id,
-                size,
-                align,
-                kind,
-            } => {
+            Event::Alloc { id, size, align, kind } => {
                 sizes.insert(id, size);
                 if ours(size) {
                     out.push((r.thread, format!("{} {size} {align}", kind.name())));
@@ -271,15 +266,7 @@ fn a_missing_program_or_recorder_is_a_clear_error() {
         text(&o)
     );
     let o = Command::new(env!("CARGO_BIN_EXE_mallard"))
-        .args([
-            "record",
-            "-o",
-            p(&out),
-            "--recorder",
-            "/nope.so",
-            "--",
-            "true",
-        ])
+        .args(["record", "-o", p(&out), "--recorder", "/nope.so", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -474,15 +461,7 @@ fn convert_detects_formats_and_asks_for_from_when_it_cannot() {
         text(&o)
     );
     assert!(!out.exists());
-    let o = mallard(&[
-        "convert",
-        p(&odd),
-        "-o",
-        p(&out),
-        "--from",
-        "mtrace",
-        "--lenient",
-    ]);
+    let o = mallard(&["convert", p(&odd), "-o", p(&out), "--from", "mtrace", "--lenient"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("skipped 1 malformed lines"),
@@ -585,11 +564,7 @@ fn a_recording_converted_while_it_is_written_equals_its_conversion_afterwards() 
         converted_while_running > 0,
         "the stream converted nothing while the program ran"
     );
-    let p = Provenance {
-        program: "busy",
-        command: "busy",
-        source: "test",
-    };
+    let p = Provenance { program: "busy", command: "busy", source: "test" };
     let live_sum = live.unwrap().finish(&p, &|| false).unwrap();
     let whole_sum = write_trace(&raw, &whole_out, Form::Binary, &p, true, &|| false).unwrap();
     assert_eq!(live_sum, whole_sum);
@@ -613,13 +588,7 @@ fn a_recording_converted_while_it_is_written_equals_its_conversion_afterwards() 
         );
     }
     let meta = |t: &mallard_trace::Trace, k: &str| t.header.get(k).map(str::to_string);
-    for k in [
-        "calls",
-        "threads",
-        "unknown_frees",
-        "failed_calls",
-        "complete",
-    ] {
+    for k in ["calls", "threads", "unknown_frees", "failed_calls", "complete"] {
         assert_eq!(meta(&a, k), meta(&b, k), "{k}");
     }
 }

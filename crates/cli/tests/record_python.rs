@@ -80,17 +80,7 @@ fn python_records_every_domain_and_replays() {
     );
 
     let report = dir.path().join("report");
-    let o = mallard(&[
-        "run",
-        p(&trace),
-        "-a",
-        "arena,glibc",
-        "-r",
-        "1",
-        "-q",
-        "-o",
-        p(&report),
-    ]);
+    let o = mallard(&["run", p(&trace), "-a", "arena,glibc", "-r", "1", "-q", "-o", p(&report)]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(report.join("results.json").is_file());
 }
@@ -150,16 +140,7 @@ fn other_cpythons_on_the_machine_record_too() {
 fn python_refuses_a_program_that_is_not_cpython() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.mtr");
-    let o = mallard(&[
-        "record",
-        "--python",
-        "-o",
-        p(&out),
-        "--",
-        "sh",
-        "-c",
-        "true",
-    ]);
+    let o = mallard(&["record", "--python", "-o", p(&out), "--", "sh", "-c", "true"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("--python: the program never loaded libpython"),
@@ -170,16 +151,7 @@ fn python_refuses_a_program_that_is_not_cpython() {
 
     // PYTHONMALLOC would make CPython replace the hooks: refused before the program runs.
     let o = mallard_env(
-        &[
-            "record",
-            "--python",
-            "-o",
-            p(&out),
-            "--",
-            "python3",
-            "-c",
-            "pass",
-        ],
+        &["record", "--python", "-o", p(&out), "--", "python3", "-c", "pass"],
         &[("PYTHONMALLOC", "malloc")],
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -190,15 +162,7 @@ fn python_refuses_a_program_that_is_not_cpython() {
 fn plain_record_of_python_warns_and_points_to_python() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.mtr");
-    let o = mallard(&[
-        "record",
-        "-o",
-        p(&out),
-        "--",
-        "python3",
-        "-c",
-        "x = [1] * 10",
-    ]);
+    let o = mallard(&["record", "-o", p(&out), "--", "python3", "-c", "x = [1] * 10"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("warning:") && t.contains("pymalloc"), "{t}");
@@ -208,15 +172,7 @@ fn plain_record_of_python_warns_and_points_to_python() {
 
     // With PYTHONMALLOC=malloc every allocation reaches malloc: no warning.
     let o = mallard_env(
-        &[
-            "record",
-            "-o",
-            p(&out),
-            "--",
-            "python3",
-            "-c",
-            "x = [1] * 10",
-        ],
+        &["record", "-o", p(&out), "--", "python3", "-c", "x = [1] * 10"],
         &[("PYTHONMALLOC", "malloc")],
     );
     assert!(o.status.success(), "{}", text(&o));

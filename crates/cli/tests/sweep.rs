@@ -43,12 +43,7 @@ fn sweep_simulates_the_grid_and_shards_merge_back_to_it() {
     let full = d.join("full.csv");
     // `mallard sweep T1 T2 -o OUT -q` over GRID and `extra`, which must succeed.
     let sweep = |out: &Path, extra: &[&str]| {
-        ok(&[
-            &["sweep", p(&t1), p(&t2), "-o", p(out), "-q"],
-            &GRID[..],
-            extra,
-        ]
-        .concat())
+        ok(&[&["sweep", p(&t1), p(&t2), "-o", p(out), "-q"], &GRID[..], extra].concat())
     };
     let out = sweep(&full, &[]);
     assert_has(

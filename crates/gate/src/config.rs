@@ -282,14 +282,9 @@ impl GateConfig {
 
     /// Reads `gate.toml` over the defaults. Errors name the file and the line.
     pub fn load(path: &Path) -> Result<GateConfig, GateError> {
-        let text = std::fs::read_to_string(path).map_err(|e| GateError::Config {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        Self::parse(&text).map_err(|msg| GateError::Config {
-            path: path.to_path_buf(),
-            msg,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GateError::Config { path: path.to_path_buf(), msg: e.to_string() })?;
+        Self::parse(&text).map_err(|msg| GateError::Config { path: path.to_path_buf(), msg })
     }
 
     /// Parses the text of a `gate.toml` over the defaults.

@@ -149,10 +149,7 @@ mod tests {
             )
         );
         let allocators = ["glibc".to_string()];
-        let mixed = SideOptions {
-            allocators: &allocators,
-            ..o
-        };
+        let mixed = SideOptions { allocators: &allocators, ..o };
         assert!(matches!(mixed.build(), Err(SidesError::Mixed)));
         let bad = SideOptions {
             specs: Some(("glibc", "jemaloc")),

@@ -133,13 +133,7 @@ pub struct MetricResult {
 impl MetricResult {
     /// Whether the runner is too noisy for this metric's threshold with the full budget.
     pub fn too_noisy(&self) -> bool {
-        matches!(
-            self.open,
-            Some(Open::Straddles {
-                too_noisy: Some(_),
-                ..
-            })
-        )
+        matches!(self.open, Some(Open::Straddles { too_noisy: Some(_), .. }))
     }
 
     /// Marks the metric inconclusive for `why`, and words the reason from it.
@@ -185,12 +179,7 @@ impl std::fmt::Display for Open {
             Open::TooFewRepetitions => {
                 f.write_str("too few repetitions for an interval at this confidence")
             }
-            Open::Straddles {
-                high,
-                limit,
-                above,
-                too_noisy,
-            } => {
+            Open::Straddles { high, limit, above, too_noisy } => {
                 write!(
                     f,
                     "interval reaches {} (limit {})",
@@ -517,10 +506,7 @@ mod tests {
     use rand_distr::{Distribution, Normal, StudentT};
 
     fn ctx() -> JudgeContext {
-        JudgeContext {
-            page_size: 4096,
-            budget: 40,
-        }
+        JudgeContext { page_size: 4096, budget: 40 }
     }
 
     /// `n` values around `center` with relative normal noise `cv`.
@@ -570,10 +556,7 @@ mod tests {
         let unpaired = one(b.clone(), c.clone(), &cfg);
         assert_eq!(unpaired.method, Method::RankTest);
         assert_eq!(unpaired.verdict, Verdict::Inconclusive, "{unpaired:?}");
-        let mut s = Samples {
-            paired: true,
-            ..Default::default()
-        };
+        let mut s = Samples { paired: true, ..Default::default() };
         for (x, y) in b.iter().zip(&c) {
             s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), *x);
             s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), *y);
@@ -583,10 +566,7 @@ mod tests {
         assert_eq!(paired.verdict, Verdict::Fail, "{paired:?}");
         assert!((paired.ratio.unwrap() - 1.07).abs() < 0.01, "{paired:?}");
         // And an A/A under the same drift passes: the pairs' ratios sit at 1.
-        let mut s = Samples {
-            paired: true,
-            ..Default::default()
-        };
+        let mut s = Samples { paired: true, ..Default::default() };
         for x in &b {
             let y = normal(&mut rng, 1, *x, 0.01)[0];
             s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), *x);
@@ -603,10 +583,7 @@ mod tests {
         // family (that would need p < 0.0025 / 31).
         let cfg = GateConfig::default();
         let mut rng = SmallRng::seed_from_u64(12);
-        let mut s = Samples {
-            paired: true,
-            ..Default::default()
-        };
+        let mut s = Samples { paired: true, ..Default::default() };
         let b = normal(&mut rng, 10, 100.0, 0.01);
         for x in &b {
             let y = normal(&mut rng, 1, x * 1.10, 0.005)[0];
@@ -636,10 +613,7 @@ mod tests {
 
     /// Judges `time` from pairs: `c[i]` measured right beside `b[i]`.
     fn one_paired(b: &[f64], c: &[f64], cfg: &GateConfig) -> MetricResult {
-        let mut s = Samples {
-            paired: true,
-            ..Default::default()
-        };
+        let mut s = Samples { paired: true, ..Default::default() };
         for (x, y) in b.iter().zip(c) {
             s.push(Side::Baseline, MetricKey::new("t", "arena", "time"), *x);
             s.push(Side::Candidate, MetricKey::new("t", "arena", "time"), *y);
@@ -761,10 +735,7 @@ mod tests {
         assert!((q - 1.03).abs() < 0.005, "{q}");
         assert!(r.ratio_low.unwrap() < 1.03 && r.ratio_high.unwrap() > 1.03);
         // With a 2% threshold the same samples fail.
-        let cfg2 = GateConfig {
-            threshold: 0.02,
-            ..GateConfig::default()
-        };
+        let cfg2 = GateConfig { threshold: 0.02, ..GateConfig::default() };
         let mut rng = SmallRng::seed_from_u64(2);
         assert_eq!(
             judged(&mut rng, 20, 0.005, (100.0, 103.0), &cfg2).verdict,
@@ -953,11 +924,7 @@ mod tests {
             high: 1.2,
             limit: 1.05,
             above: true,
-            too_noisy: Some(TooNoisy {
-                threshold: 0.05,
-                budget: 40,
-                detectable: None,
-            }),
+            too_noisy: Some(TooNoisy { threshold: 0.05, budget: 40, detectable: None }),
         };
         assert_eq!(
             noisy.to_string(),

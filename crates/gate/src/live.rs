@@ -139,10 +139,7 @@ fn run_reps(
         let t0 = Instant::now();
         for ti in 0..p.traces.len() {
             for (pi, pair) in plan.pairs.iter().enumerate() {
-                let mut reps = [
-                    p.repetition(ti, 2 * pi, rep),
-                    p.repetition(ti, 2 * pi + 1, rep),
-                ];
+                let mut reps = [p.repetition(ti, 2 * pi, rep), p.repetition(ti, 2 * pi + 1, rep)];
                 for r in &mut reps {
                     r.allocator = pair.name.clone();
                 }
@@ -206,10 +203,7 @@ fn check_valgrind(v: &Path) -> Result<String, GateError> {
     let out = std::process::Command::new(v)
         .arg("--version")
         .output()
-        .map_err(|source| GateError::Valgrind {
-            path: v.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| GateError::Valgrind { path: v.to_path_buf(), source })?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -231,10 +225,7 @@ fn paired_samples(
     p: &Session,
     progress: ProgressFn,
 ) -> Result<Samples, GateError> {
-    let mut samples = Samples {
-        paired: true,
-        ..Default::default()
-    };
+    let mut samples = Samples { paired: true, ..Default::default() };
     if plan.count_instructions {
         count_instructions(plan, p, &mut samples, progress)?;
     }
@@ -344,10 +335,7 @@ pub fn run_gate(
         notes.push(counters);
     }
     let mut samples = paired_samples(plan, &p, progress)?;
-    let ctx = JudgeContext {
-        page_size: machine.page_size,
-        budget: cfg.max_reps,
-    };
+    let ctx = JudgeContext { page_size: machine.page_size, budget: cfg.max_reps };
     let mut done = 0;
     let mut looks = 0;
     let results = loop {
@@ -428,10 +416,7 @@ pub fn run_calibration(
     let mut notes = vec![hardware_counters().1];
     let mut samples = paired_samples(&aa, &p, progress)?;
     run_reps(&aa, &p, 0, cfg.max_reps, &mut samples, progress)?;
-    let ctx = JudgeContext {
-        page_size: machine.page_size,
-        budget: cfg.max_reps,
-    };
+    let ctx = JudgeContext { page_size: machine.page_size, budget: cfg.max_reps };
     let mut c = calibration_from_samples(&samples, cfg, ctx, &mut notes);
     c.tool = tool();
     c.baseline = plan.baseline_label.clone();
@@ -608,10 +593,7 @@ mod tests {
             }
         }
         let cfg = GateConfig::default();
-        let ctx = JudgeContext {
-            page_size: 4096,
-            budget: 20,
-        };
+        let ctx = JudgeContext { page_size: 4096, budget: 20 };
         let c = calibration_from_samples(&s, &cfg, ctx, &mut Vec::new());
         let row = |id: &str| c.rows.iter().find(|r| r.id.ends_with(id)).unwrap().clone();
         assert!(row("time").ok && row("time").detectable < 0.02);

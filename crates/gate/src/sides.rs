@@ -72,20 +72,14 @@ fn env_pairs(v: &[String], flag: &str) -> Result<Vec<(String, String)>, SideErro
             s.split_once('=')
                 .filter(|(k, _)| !k.is_empty())
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| SideError::Env {
-                    flag: flag.to_string(),
-                    value: s.clone(),
-                })
+                .ok_or_else(|| SideError::Env { flag: flag.to_string(), value: s.clone() })
         })
         .collect()
 }
 
 fn existing(p: &Path, flag: &str) -> Result<PathBuf, SideError> {
     if !p.is_file() {
-        return Err(SideError::Missing {
-            flag: flag.to_string(),
-            path: p.to_path_buf(),
-        });
+        return Err(SideError::Missing { flag: flag.to_string(), path: p.to_path_buf() });
     }
     std::fs::canonicalize(p).map_err(|source| SideError::Canonical {
         flag: flag.to_string(),

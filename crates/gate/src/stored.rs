@@ -168,10 +168,7 @@ pub fn compare_stored(
     one_look.min_reps = reps.max(1);
     one_look.max_reps = reps.max(1);
     let page = if mc.page_size > 0 { mc.page_size } else { 4096 };
-    let ctx = JudgeContext {
-        page_size: page,
-        budget: reps.max(1),
-    };
+    let ctx = JudgeContext { page_size: page, budget: reps.max(1) };
     let results = judge::judge(&samples, &one_look, ctx);
     let (verdict, exit_code) = judge::overall(&results, &one_look);
     let mut report = GateReport {
@@ -504,17 +501,10 @@ mod tests {
                 name: "t".into(),
                 sha256: "ab".repeat(32),
                 events: 5,
-                counts: EventCounts {
-                    malloc: 3,
-                    free: 2,
-                    ..Default::default()
-                },
+                counts: EventCounts { malloc: 3, free: 2, ..Default::default() },
                 ..Default::default()
             }],
-            allocators: vec![AllocatorInfo {
-                name: "arena".into(),
-                ..Default::default()
-            }],
+            allocators: vec![AllocatorInfo { name: "arena".into(), ..Default::default() }],
             repetitions: (0..reps)
                 .map(|i| Repetition {
                     trace: "t".into(),

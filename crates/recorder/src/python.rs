@@ -80,14 +80,8 @@ const EMPTY: PyMemAllocatorEx = PyMemAllocatorEx {
 
 /// CPython's `PYMEM_DOMAIN_RAW`, `_MEM`, `_OBJ` (0, 1, 2), in that order.
 static WRAPPED: [Wrapped; 3] = [
-    Wrapped {
-        prev: UnsafeCell::new(EMPTY),
-        domain: DOMAIN_RAW,
-    },
-    Wrapped {
-        prev: UnsafeCell::new(EMPTY),
-        domain: DOMAIN_MEM,
-    },
+    Wrapped { prev: UnsafeCell::new(EMPTY), domain: DOMAIN_RAW },
+    Wrapped { prev: UnsafeCell::new(EMPTY), domain: DOMAIN_MEM },
     Wrapped {
         prev: UnsafeCell::new(EMPTY),
         domain: DOMAIN_OBJECT,

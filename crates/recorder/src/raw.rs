@@ -172,12 +172,8 @@ mod tests {
     #[test]
     fn varints_and_zigzag() {
         let mut buf = [0u8; 10];
-        for (v, bytes) in [
-            (0u64, &[0u8][..]),
-            (127, &[0x7f]),
-            (128, &[0x80, 1]),
-            (300, &[0xac, 2]),
-        ] {
+        for (v, bytes) in [(0u64, &[0u8][..]), (127, &[0x7f]), (128, &[0x80, 1]), (300, &[0xac, 2])]
+        {
             // SAFETY: buf has 10 bytes.
             let end = unsafe { put_varint(buf.as_mut_ptr(), v) };
             let n = end as usize - buf.as_ptr() as usize;

@@ -740,24 +740,15 @@ mod tests {
                 c.push(&Event::Free { id }).unwrap();
             } else if i % 11 == 0 && !live.is_empty() {
                 let old = live.pop().unwrap();
-                c.push(&Event::Realloc {
-                    old,
-                    new: next,
-                    size: i % 5000,
-                })
-                .unwrap();
+                c.push(&Event::Realloc { old, new: next, size: i % 5000 })
+                    .unwrap();
                 live.push(next);
                 next += 1;
             } else {
                 let kind =
                     [AllocKind::Malloc, AllocKind::Calloc, AllocKind::Aligned][(i % 3) as usize];
-                c.push(&Event::Alloc {
-                    id: next,
-                    size: 1 + i % 9000,
-                    align: 64,
-                    kind,
-                })
-                .unwrap();
+                c.push(&Event::Alloc { id: next, size: 1 + i % 9000, align: 64, kind })
+                    .unwrap();
                 live.push(next);
                 next += 1;
             }
@@ -775,18 +766,7 @@ mod tests {
             .unwrap_or_else(|e| e.into_inner());
         let full = program();
         let g = GROUP;
-        for n in [
-            0,
-            1,
-            g - 1,
-            g,
-            g + 1,
-            2 * g - 1,
-            2 * g,
-            2 * g + 1,
-            1000 * g + 3,
-            9999,
-        ] {
+        for n in [0, 1, g - 1, g, g + 1, 2 * g - 1, 2 * g, 2 * g + 1, 1000 * g + 3, 9999] {
             let mut c = Compiler::new();
             let mut live = std::collections::HashSet::new();
             let mut next = 0u64;
@@ -842,10 +822,7 @@ mod tests {
             .unwrap_or_else(|e| e.into_inner());
         let prog = program();
         let allocs = prog.counts.allocations();
-        let scale = TickScale {
-            floor: 0.0,
-            ps_per_tick: 1.0,
-        };
+        let scale = TickScale { floor: 0.0, ps_per_tick: 1.0 };
         for pass in 0..3 {
             let mut b = Counting::default();
             let mut slots = Slots::new(prog.slots);

@@ -96,10 +96,7 @@ mod cycles {
         now()
     }
     fn now() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: ts is a valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -121,9 +118,7 @@ impl Timer {
         }
         let c1 = read_stop();
         let el = t0.elapsed().as_secs_f64();
-        Timer {
-            hz: (c1 - c0) as f64 / el,
-        }
+        Timer { hz: (c1 - c0) as f64 / el }
     }
 
     /// Ticks to picoseconds.
@@ -170,12 +165,7 @@ pub fn floor(samples: usize) -> Floor {
         }
         resolution = resolution.min(b.wrapping_sub(a));
     }
-    Floor {
-        mean,
-        median,
-        p99,
-        resolution,
-    }
+    Floor { mean, median, p99, resolution }
 }
 
 /// Resident set size through `/proc/self/statm`, opened once.
@@ -193,10 +183,7 @@ impl Rss {
                 libc::O_RDONLY | libc::O_CLOEXEC,
             )
         };
-        (fd >= 0).then(|| Rss {
-            fd,
-            page: page_size(),
-        })
+        (fd >= 0).then(|| Rss { fd, page: page_size() })
     }
 
     /// Current RSS in bytes (0 if the read fails). Allocates nothing.
@@ -280,10 +267,7 @@ pub fn process_cpu_ns() -> u64 {
 }
 
 fn cpu_clock(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out-pointer; the CPU-time clocks exist on every Linux since 2.6.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -342,9 +326,7 @@ impl PerfCounter {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(PerfCounter {
-            fd: fd as libc::c_int,
-        })
+        Ok(PerfCounter { fd: fd as libc::c_int })
     }
 
     /// Zeroes and starts the counter.
@@ -395,10 +377,7 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), PinError> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(PinError::Refused {
-                cpu,
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(PinError::Refused { cpu, source: std::io::Error::last_os_error() });
         }
     }
     Ok(())

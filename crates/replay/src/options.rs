@@ -87,10 +87,7 @@ pub fn cpu(cpu: Option<usize>) -> Result<Option<usize>, OptionError> {
     if allowed.is_empty() || allowed.contains(&c) {
         return Ok(Some(c));
     }
-    Err(OptionError::Cpu {
-        cpu: c,
-        allowed: ranges(&allowed),
-    })
+    Err(OptionError::Cpu { cpu: c, allowed: ranges(&allowed) })
 }
 
 /// `--repeat`: at least 1.
@@ -143,10 +140,7 @@ impl std::str::FromStr for Threads {
     type Err = String;
     fn from_str(s: &str) -> Result<Threads, String> {
         if let Ok(mode) = s.parse() {
-            return Ok(Threads {
-                mode,
-                counts: Vec::new(),
-            });
+            return Ok(Threads { mode, counts: Vec::new() });
         }
         let mut counts = Vec::new();
         for part in s.split(',') {
@@ -165,10 +159,7 @@ impl std::str::FromStr for Threads {
                 counts.push(n);
             }
         }
-        Ok(Threads {
-            mode: ThreadMode::Faithful,
-            counts,
-        })
+        Ok(Threads { mode: ThreadMode::Faithful, counts })
     }
 }
 

@@ -39,16 +39,11 @@ pub enum SettingsError {
 /// Applies the settings a worker must apply itself; checks a preloaded library is in charge.
 pub fn apply(s: &WorkerSettings) -> Result<(), SettingsError> {
     for (key, param, value) in &s.mallopt {
-        let v = i32::try_from(*value).map_err(|_| SettingsError::TooLarge {
-            key: key.clone(),
-            value: *value,
-        })?;
+        let v = i32::try_from(*value)
+            .map_err(|_| SettingsError::TooLarge { key: key.clone(), value: *value })?;
         // SAFETY: mallopt takes any parameter/value pair and reports failure by returning 0.
         if unsafe { libc::mallopt(*param, v) } == 0 {
-            return Err(SettingsError::Refused {
-                key: key.clone(),
-                value: *value,
-            });
+            return Err(SettingsError::Refused { key: key.clone(), value: *value });
         }
     }
     for (_, opt, value) in &s.mimalloc {
@@ -60,10 +55,7 @@ pub fn apply(s: &WorkerSettings) -> Result<(), SettingsError> {
         let want = std::fs::canonicalize(&lib.resolved).unwrap_or(lib.resolved.clone());
         let got = std::fs::canonicalize(&served).unwrap_or(served.clone().into());
         if got != want {
-            return Err(SettingsError::NotInCharge {
-                served,
-                wanted: lib.resolved.clone(),
-            });
+            return Err(SettingsError::NotInCharge { served, wanted: lib.resolved.clone() });
         }
     }
     Ok(())

@@ -271,12 +271,7 @@ impl Compiler {
     /// `object` domain (a free's is its object's, whatever the record says).
     pub fn push_in(&mut self, ev: &Event, python: bool) -> Result<(), CompileError> {
         let mut op = match *ev {
-            Event::Alloc {
-                id,
-                size,
-                align,
-                kind,
-            } => {
+            Event::Alloc { id, size, align, kind } => {
                 let slot = self.new_object(id, size)?;
                 let (kind, align_log2) = match kind {
                     AllocKind::Malloc => (OpKind::Malloc, 0),
@@ -294,13 +289,7 @@ impl Compiler {
                     }
                 };
                 self.slot_python[slot as usize] = python;
-                Op {
-                    size,
-                    slot,
-                    kind,
-                    align_log2,
-                    flags: 0,
-                }
+                Op { size, slot, kind, align_log2, flags: 0 }
             }
             Event::Free { id } => {
                 let slot = self.end_object(id, "free")?;
@@ -395,11 +384,7 @@ pub fn compile(
                     let TraceError::Invalid { path, location, .. } = here else {
                         unreachable!("TraceError::invalid makes an Invalid")
                     };
-                    TraceError::Invalid {
-                        path,
-                        location,
-                        msg,
-                    }
+                    TraceError::Invalid { path, location, msg }
                 }
             });
         }
@@ -454,12 +439,7 @@ mod tests {
     use super::*;
 
     fn alloc(id: u64, size: u64) -> Event {
-        Event::Alloc {
-            id,
-            size,
-            align: 0,
-            kind: AllocKind::Malloc,
-        }
+        Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc }
     }
 
     #[test]
@@ -470,11 +450,7 @@ mod tests {
             alloc(1, 20),
             Event::Free { id: 0 },
             alloc(2, 30),
-            Event::Realloc {
-                old: 1,
-                new: 3,
-                size: 5,
-            },
+            Event::Realloc { old: 1, new: 3, size: 5 },
         ] {
             c.push(&ev).unwrap();
         }
@@ -496,13 +472,7 @@ mod tests {
         let mut c = Compiler::new();
         c.push(&alloc(0, 8)).unwrap();
         let e = c.push(&Event::Free { id: 7 }).unwrap_err();
-        assert_eq!(
-            e,
-            CompileError::NeverAllocated {
-                what: "free",
-                id: 7
-            }
-        );
+        assert_eq!(e, CompileError::NeverAllocated { what: "free", id: 7 });
         assert_eq!(e.to_string(), "free of object 7, which was never allocated");
         c.push(&Event::Free { id: 0 }).unwrap();
         assert!(c
@@ -511,11 +481,7 @@ mod tests {
             .to_string()
             .contains("already freed"));
         assert!(c
-            .push(&Event::Realloc {
-                old: 0,
-                new: 1,
-                size: 1
-            })
+            .push(&Event::Realloc { old: 0, new: 1, size: 1 })
             .unwrap_err()
             .to_string()
             .contains("realloc of object 0"));

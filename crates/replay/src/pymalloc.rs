@@ -165,10 +165,7 @@ fn probe(python: &str) -> Result<(String, PathBuf), ProbeError> {
         .args(["-I", "-S", "-c", PROBE])
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|source| ProbeError::Run {
-            python: python.into(),
-            source,
-        })?;
+        .map_err(|source| ProbeError::Run { python: python.into(), source })?;
     if !out.status.success() {
         return Err(ProbeError::Failed {
             python: python.into(),
@@ -198,24 +195,13 @@ fn probe(python: &str) -> Result<(String, PathBuf), ProbeError> {
     }
     let (major, minor) = minor_of(&version);
     if (major, minor) < (3, 8) {
-        return Err(ProbeError::TooOld {
-            python: python.into(),
-            version,
-        });
+        return Err(ProbeError::TooOld { python: python.into(), version });
     }
     if get("pymalloc") == "0" {
-        return Err(ProbeError::NoPymalloc {
-            python: python.into(),
-            version,
-        });
+        return Err(ProbeError::NoPymalloc { python: python.into(), version });
     }
     if get("shared") != "1" {
-        return Err(ProbeError::NotShared {
-            python: python.into(),
-            version,
-            major,
-            minor,
-        });
+        return Err(ProbeError::NotShared { python: python.into(), version, major, minor });
     }
     let dir = PathBuf::from(get("libdir"));
     for name in [get("instsoname"), get("ldlibrary")] {
@@ -302,10 +288,7 @@ impl Pymalloc {
     }
 
     fn on(lib: &'static Loaded) -> Pymalloc {
-        Pymalloc {
-            lib,
-            buf: vec![0; 1 << 16],
-        }
+        Pymalloc { lib, buf: vec![0; 1 << 16] }
     }
 
     /// Whether the interpreter had to be initialised (3.12 and later).
@@ -355,20 +338,14 @@ fn open(lib: &PythonLib) -> Result<Loaded, PymallocError> {
     // SAFETY: dlopen with a NUL-terminated path; the handle is kept for the process's life.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if h.is_null() {
-        return Err(PymallocError::Load {
-            library: lib.library.clone(),
-            reason: dl_error(),
-        });
+        return Err(PymallocError::Load { library: lib.library.clone(), reason: dl_error() });
     }
     let sym = |name: &str| -> Result<*mut c_void, PymallocError> {
         let c = CString::new(name).expect("symbol names have no NUL");
         // SAFETY: h is a live handle from dlopen.
         let p = unsafe { libc::dlsym(h, c.as_ptr()) };
         if p.is_null() {
-            Err(PymallocError::NoSymbol {
-                library: lib.library.clone(),
-                symbol: name.into(),
-            })
+            Err(PymallocError::NoSymbol { library: lib.library.clone(), symbol: name.into() })
         } else {
             Ok(p)
         }
@@ -521,11 +498,7 @@ mod tests {
         let lib = resolve("/nonexistent/python3");
         let why = lib.unavailable.expect("unavailable");
         assert!(why.contains("cannot run the interpreter"), "{why}");
-        assert!(Pymalloc::load(&PythonLib {
-            unavailable: Some(why.clone()),
-            ..lib
-        })
-        .is_err());
+        assert!(Pymalloc::load(&PythonLib { unavailable: Some(why.clone()), ..lib }).is_err());
     }
 
     #[test]

@@ -13,10 +13,7 @@ use crate::ReportError;
 use std::io;
 
 pub(crate) fn csv_err(file: &str) -> impl Fn(String) -> ReportError + '_ {
-    move |e| ReportError::Io {
-        path: file.into(),
-        source: io::Error::other(e),
-    }
+    move |e| ReportError::Io { path: file.into(), source: io::Error::other(e) }
 }
 
 /// `summary.csv`: one row per trace x allocator x operation kind.

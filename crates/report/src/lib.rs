@@ -54,14 +54,10 @@ pub enum ReportError {
 
 /// Reads a `results.json`.
 pub fn read_results(path: &Path) -> Result<RunResults, ReportError> {
-    let text = fs::read_to_string(path).map_err(|e| ReportError::Read {
-        path: path.into(),
-        msg: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ReportError::Read {
-        path: path.into(),
-        msg: e.to_string(),
-    })
+    let text = fs::read_to_string(path)
+        .map_err(|e| ReportError::Read { path: path.into(), msg: e.to_string() })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ReportError::Read { path: path.into(), msg: e.to_string() })
 }
 
 /// File-name-safe form of a trace or allocator name.
@@ -114,23 +110,14 @@ mod tests {
     use super::*;
 
     fn sample() -> RunResults {
-        let mut r = RunResults {
-            schema: SCHEMA_VERSION,
-            ..Default::default()
-        };
+        let mut r = RunResults { schema: SCHEMA_VERSION, ..Default::default() };
         r.traces.push(TraceInfo {
             name: "t".into(),
-            counts: EventCounts {
-                malloc: 2,
-                free: 2,
-                ..Default::default()
-            },
+            counts: EventCounts { malloc: 2, free: 2, ..Default::default() },
             ..Default::default()
         });
-        r.allocators.push(AllocatorInfo {
-            name: "a".into(),
-            ..Default::default()
-        });
+        r.allocators
+            .push(AllocatorInfo { name: "a".into(), ..Default::default() });
         let lat = hist::figures_for_tests([5000], 5.0, 1.0);
         let mut rep = Repetition {
             trace: "t".into(),

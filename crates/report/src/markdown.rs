@@ -18,10 +18,7 @@ fn tail(v: f64, noise: f64) -> String {
 
 /// `report.md` as a [`Writer`](crate::writer::Writer): a page, written again by
 /// `mallard report DIR`.
-pub const MARKDOWN: crate::writer::Page = crate::writer::Page {
-    name: "report.md",
-    render,
-};
+pub const MARKDOWN: crate::writer::Page = crate::writer::Page { name: "report.md", render };
 
 /// The whole `report.md` for `results` and their summary `rows`.
 pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
@@ -70,11 +67,8 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         for line in crate::table::thread_lines(results, &t.name) {
             let _ = writeln!(out, "{}\n", cell(&line));
         }
-        let crate::table::Shown {
-            warm,
-            drained,
-            relative,
-        } = crate::table::Shown::of(results, rows, &t.name);
+        let crate::table::Shown { warm, drained, relative } =
+            crate::table::Shown::of(results, rows, &t.name);
         let (rel_h, rel_s) = if relative {
             (
                 format!(

@@ -417,10 +417,8 @@ mod tests {
                 trace: trace.into(),
                 allocator: allocator.into(),
                 failure: failure.map(Into::into),
-                arena_occupancy: arenas.map(|arena_size| ArenaOccupancy {
-                    arena_size,
-                    ..Default::default()
-                }),
+                arena_occupancy: arenas
+                    .map(|arena_size| ArenaOccupancy { arena_size, ..Default::default() }),
                 ..Default::default()
             };
         let r = RunResults {

@@ -77,11 +77,7 @@ mod tests {
     use crate::{AllocatorInfo, TraceInfo};
 
     fn trace(name: &str, generator: &str, threads: u64) -> TraceInfo {
-        let mut t = TraceInfo {
-            name: name.into(),
-            threads,
-            ..Default::default()
-        };
+        let mut t = TraceInfo { name: name.into(), threads, ..Default::default() };
         t.metadata.insert("generator".into(), generator.into());
         t
     }
@@ -102,10 +98,8 @@ mod tests {
         r.traces.push(trace("w-x", "larson", 1));
         r.traces.push(trace("w-y", "larson", 2));
         r.traces.push(trace("file", "larson", 2));
-        r.allocators.push(AllocatorInfo {
-            name: "a".into(),
-            ..Default::default()
-        });
+        r.allocators
+            .push(AllocatorInfo { name: "a".into(), ..Default::default() });
         let rows = [row("w-x", 2.0), row("w-y", 3.0), row("file", 100.0)];
         let names = ["w-x".to_string(), "w-y".to_string()];
         let t = table(&r, &rows, &names, &[1, 2, 4]);

@@ -328,15 +328,7 @@ pub fn compare(base: &[f64], cand: &[f64], alpha_one_sided: f64) -> Option<Shift
         let var = nf * mf / 12.0 * ((big_n + 1.0) - tie_term / (big_n * (big_n - 1.0)));
         normal_p(u, nf * mf / 2.0, var)
     };
-    Some(Shift {
-        estimate,
-        low,
-        high,
-        p_greater,
-        p_less,
-        u,
-        exact,
-    })
+    Some(Shift { estimate, low, high, p_greater, p_less, u, exact })
 }
 
 /// Largest number of pairs for which the exact signed-rank distribution is computed.

@@ -343,26 +343,17 @@ mod tests {
             trace: "t".into(),
             allocator: a.into(),
             index: i,
-            throughput: Some(Throughput {
-                ns_per_op: ns,
-                ..Default::default()
-            }),
+            throughput: Some(Throughput { ns_per_op: ns, ..Default::default() }),
             ..Default::default()
         };
         let mut r = RunResults {
             traces: vec![TraceInfo {
                 name: "t".into(),
-                counts: crate::model::EventCounts {
-                    malloc: 1,
-                    ..Default::default()
-                },
+                counts: crate::model::EventCounts { malloc: 1, ..Default::default() },
                 ..Default::default()
             }],
             allocators: ["a", "b", "c"]
-                .map(|n| AllocatorInfo {
-                    name: n.into(),
-                    ..Default::default()
-                })
+                .map(|n| AllocatorInfo { name: n.into(), ..Default::default() })
                 .to_vec(),
             ..Default::default()
         };

@@ -37,11 +37,7 @@ pub fn render(results: &RunResults, rows: &[SummaryRow]) -> String {
         for line in thread_lines(results, &t.name) {
             let _ = writeln!(out, "{line}");
         }
-        let Shown {
-            warm,
-            drained,
-            relative,
-        } = Shown::of(results, rows, &t.name);
+        let Shown { warm, drained, relative } = Shown::of(results, rows, &t.name);
         let base = crate::summary::baseline_of(results).unwrap_or_default();
         let vs = format!("vs {base}");
         let mut header = vec!["allocator", "Mops/s", "ns/op"];

@@ -32,10 +32,7 @@ pub struct Doc {
 
 impl Doc {
     pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Doc {
-        Doc {
-            name: name.into(),
-            bytes: bytes.into(),
-        }
+        Doc { name: name.into(), bytes: bytes.into() }
     }
 }
 

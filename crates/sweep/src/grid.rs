@@ -136,10 +136,9 @@ impl Grid {
         }
         let mut vals = Vec::new();
         for item in items {
-            scratch.set(key, item).map_err(|source| GridError::Value {
-                option: opt,
-                source,
-            })?;
+            scratch
+                .set(key, item)
+                .map_err(|source| GridError::Value { option: opt, source })?;
             vals.push(scratch.clone());
         }
         match key {
@@ -230,10 +229,7 @@ impl Grid {
             }
             match p.config.validate() {
                 Ok(()) => ok.push(p),
-                Err(e) => skipped.push(Skipped {
-                    reason: e.to_string(),
-                    point: p,
-                }),
+                Err(e) => skipped.push(Skipped { reason: e.to_string(), point: p }),
             }
         }
         (ok, skipped)
@@ -317,11 +313,7 @@ mod tests {
         assert_eq!(g.quanta, vec![8, 16]);
         assert_eq!(
             g.classes,
-            vec![
-                ClassScheme::Linear,
-                ClassScheme::Pow2,
-                ClassScheme::Geometric(4)
-            ]
+            vec![ClassScheme::Linear, ClassScheme::Pow2, ClassScheme::Geometric(4)]
         );
         assert_eq!(g.thresholds, vec![256, 512]);
         assert_eq!(

@@ -219,10 +219,7 @@ mod tests {
             mk("b", "pool=16K", 3 << 20, 2),
         ];
         let skipped = vec![Skipped {
-            point: Point {
-                index: 9,
-                config: mallard_arena::Config::default(),
-            },
+            point: Point { index: 9, config: mallard_arena::Config::default() },
             reason: "pool_size = 2M: larger than the arena <1M>".into(),
         }];
         let s = Summary::new(rows, skipped);

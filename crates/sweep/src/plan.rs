@@ -91,13 +91,7 @@ impl Plan {
             });
         }
         let (points, skipped) = grid.expand(&base, shard);
-        Ok(Plan {
-            grid,
-            shard,
-            total,
-            points,
-            skipped,
-        })
+        Ok(Plan { grid, shard, total, points, skipped })
     }
 
     /// The line a sweep of `traces` traces starts with.
@@ -146,12 +140,7 @@ pub fn run(
     mo: &MeasureOptions,
     quiet: bool,
 ) -> Result<Swept, SweepError> {
-    let Plan {
-        grid,
-        points,
-        skipped,
-        ..
-    } = plan;
+    let Plan { grid, points, skipped, .. } = plan;
     if mode == Mode::Simulate {
         let progress = Bar::new((points.len() * traces.len()) as u64, "replays", quiet);
         let (rows, failed, cost) =
@@ -189,12 +178,7 @@ pub fn run(
         }
     })?;
     progress.finish();
-    Ok(Swept {
-        rows,
-        skipped,
-        failures,
-        note: None,
-    })
+    Ok(Swept { rows, skipped, failures, note: None })
 }
 
 #[cfg(test)]
@@ -204,15 +188,7 @@ mod tests {
     #[test]
     fn a_plan_sets_aside_invalid_points_and_refuses_a_grid_of_none() {
         let p = Plan::new(
-            [
-                Some("256K,1M"),
-                Some("4K,16K"),
-                None,
-                None,
-                None,
-                None,
-                None,
-            ],
+            [Some("256K,1M"), Some("4K,16K"), None, None, None, None, None],
             "cpython-3.11",
             Some("1/2"),
         )

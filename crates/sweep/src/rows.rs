@@ -254,10 +254,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), mallard_io::atomic:
 
 /// Reads a sweep CSV: its header line and its rows.
 pub fn read_csv(path: &Path) -> Result<(String, Vec<Row>), CsvError> {
-    let text = fs::read_to_string(path).map_err(|source| CsvError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = fs::read_to_string(path)
+        .map_err(|source| CsvError::Io { path: path.to_path_buf(), source })?;
     let head = text.lines().next().unwrap_or("").trim_end().to_string();
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
     let mut rows = Vec::new();
@@ -288,10 +286,7 @@ pub fn merge(paths: &[PathBuf]) -> Result<Vec<Row>, CsvError> {
         // The header first: a file of another layout is named as such, not by its first row
         // that fails to parse.
         let head = fs::read_to_string(path)
-            .map_err(|source| CsvError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
+            .map_err(|source| CsvError::Io { path: path.to_path_buf(), source })?
             .lines()
             .next()
             .unwrap_or("")

@@ -64,11 +64,7 @@ pub fn load_traces(paths: &[PathBuf]) -> Result<Vec<Trace>, SweepError> {
         let mut reader = mallard_trace::open(Path::new(p))?;
         let program = program::compile(&mut reader, |_| {})?;
         let peak = Peak::of(&program);
-        out.push(Trace {
-            info,
-            program,
-            peak,
-        });
+        out.push(Trace { info, program, peak });
     }
     Ok(out)
 }
@@ -252,17 +248,7 @@ pub fn run_measure(
     // The session's one scheduler rotates the configurations as `mallard run` rotates
     // allocators.
     let reps = session.rotate(&Pass::ALL, &mut |p| {
-        if let runner::Progress::Worker {
-            done,
-            total,
-            trace,
-            allocator,
-            rep,
-            pass,
-            ok,
-            ..
-        } = p
-        {
+        if let runner::Progress::Worker { done, total, trace, allocator, rep, pass, ok, .. } = p {
             if let Some(&i) = by_label.get(allocator) {
                 progress(MeasureProgress {
                     done,
@@ -303,12 +289,8 @@ pub fn run_measure(
     for (point, res) in points.iter().zip(&results) {
         let summary = mallard_report::summarize(res);
         for t in traces {
-            let f = simulate(&t.program, &point.config, &t.peak).map_err(|source| {
-                SweepError::Simulate {
-                    trace: t.info.name.clone(),
-                    source,
-                }
-            })?;
+            let f = simulate(&t.program, &point.config, &t.peak)
+                .map_err(|source| SweepError::Simulate { trace: t.info.name.clone(), source })?;
             let mut row = base_row(point, t, &f);
             row.mode = "measure".into();
             let name = &t.info.name;

@@ -182,10 +182,8 @@ pub fn simulate(prog: &Program, config: &Config, peak: &Peak) -> Result<SimFigur
     // arenas (already mapped and faulted in) and slot table: the figures are the same, the
     // kernel's share of the time is not (docs/BENCHMARKS.md, "Sweep simulate").
     Arena::keep_released_arenas_on_this_thread(true);
-    let mut arena = Arena::new(config.clone()).map_err(|e| SimError::Config {
-        config: config.to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut arena = Arena::new(config.clone())
+        .map_err(|e| SimError::Config { config: config.to_string(), reason: e.to_string() })?;
     // Nothing here touches a block, so libc need not back raw blocks beyond the threshold: the
     // figures are the same, libc's copies of large reallocs are gone.
     arena.back_raw_blocks_only_to_threshold();
@@ -247,11 +245,7 @@ fn replay(
             }
         };
         if p.is_null() {
-            failed = Some(SimError::OutOfMemory {
-                index: i,
-                kind: op.kind.name(),
-                size: op.size,
-            });
+            failed = Some(SimError::OutOfMemory { index: i, kind: op.kind.name(), size: op.size });
             break;
         }
         // One libc call when the block is raw: malloc, posix_memalign, or realloc (a raw block
@@ -326,12 +320,7 @@ mod tests {
     use mallard_trace::{AllocKind, Event};
 
     fn malloc(id: u64, size: u64) -> Event {
-        Event::Alloc {
-            id,
-            size,
-            align: 0,
-            kind: AllocKind::Malloc,
-        }
+        Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc }
     }
 
     /// `n` mallocs of `size` bytes, then every other one freed, then the rest freed.
@@ -455,12 +444,8 @@ mod tests {
         let mut c = Compiler::new();
         c.push(&malloc(0, 1000)).unwrap(); // above the threshold: libc
         c.push(&malloc(1, 16)).unwrap();
-        c.push(&Event::Realloc {
-            old: 0,
-            new: 2,
-            size: 2000,
-        })
-        .unwrap();
+        c.push(&Event::Realloc { old: 0, new: 2, size: 2000 })
+            .unwrap();
         c.push(&Event::Free { id: 2 }).unwrap();
         c.push(&Event::Free { id: 1 }).unwrap();
         let prog = c.finish();
@@ -487,14 +472,8 @@ mod tests {
         let a = simulate(&prog, &c, &at).unwrap();
         let b = simulate(&prog, &c, &at).unwrap();
         assert_eq!(
-            SimFigures {
-                sim_ns_per_op: 0.0,
-                ..a.clone()
-            },
-            SimFigures {
-                sim_ns_per_op: 0.0,
-                ..b
-            }
+            SimFigures { sim_ns_per_op: 0.0, ..a.clone() },
+            SimFigures { sim_ns_per_op: 0.0, ..b }
         );
         assert_eq!(a.arena_alignment_bytes, 0);
     }

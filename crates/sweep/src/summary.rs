@@ -240,13 +240,7 @@ impl Summary {
                 }
             })
             .collect();
-        Summary {
-            rows,
-            labels,
-            measured,
-            traces,
-            skipped,
-        }
+        Summary { rows, labels, measured, traces, skipped }
     }
 
     /// A warning when some rows' figures depend on where `mmap` placed the arenas: under page
@@ -420,12 +414,8 @@ mod tests {
         assert!(one.starts_with("quantum=16 threshold="), "{one}");
         assert_eq!(
             one,
-            &mallard_arena::Config {
-                quantum: 16,
-                pool_size: 4096,
-                ..Default::default()
-            }
-            .to_string()
+            &mallard_arena::Config { quantum: 16, pool_size: 4096, ..Default::default() }
+                .to_string()
         );
     }
 

@@ -75,12 +75,7 @@ fn write_fields(rec: &Record, w: &mut impl Write) -> io::Result<()> {
         write!(w, "{ts}")?;
     }
     match rec.event {
-        Event::Alloc {
-            id,
-            size,
-            align,
-            kind,
-        } => {
+        Event::Alloc { id, size, align, kind } => {
             write!(w, ",{},{id},,{size},", kind.name())?;
             if align != 0 {
                 write!(w, "{align}")?;
@@ -305,25 +300,16 @@ pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, Line
     };
     let num = |name: &'static str, s: &str| -> Result<u64, LineError> {
         if s.is_empty() {
-            return Err(LineError::Missing {
-                op: op.into(),
-                name,
-            });
+            return Err(LineError::Missing { op: op.into(), name });
         }
-        s.parse::<u64>().map_err(|_| LineError::NotANumber {
-            name,
-            value: s.into(),
-        })
+        s.parse::<u64>()
+            .map_err(|_| LineError::NotANumber { name, value: s.into() })
     };
     let empty = |name: &'static str, s: &str| -> Result<(), LineError> {
         if s.is_empty() {
             Ok(())
         } else {
-            Err(LineError::Extra {
-                op: op.into(),
-                name,
-                value: s.into(),
-            })
+            Err(LineError::Extra { op: op.into(), name, value: s.into() })
         }
     };
     let thread =
@@ -367,12 +353,7 @@ pub(crate) fn parse_record(line: &str, with_domain: bool) -> Result<Record, Line
         }
         _ => return Err(LineError::UnknownOp(op.into())),
     };
-    Ok(Record {
-        thread,
-        timestamp_ns,
-        domain,
-        event,
-    })
+    Ok(Record { thread, timestamp_ns, domain, event })
 }
 
 #[cfg(test)]
@@ -385,11 +366,7 @@ mod tests {
         let recs = [
             Record::new(malloc(0, 48)),
             at(3, 1500, aligned(1, 4096, 64)),
-            Record::new(Event::Realloc {
-                old: 0,
-                new: 2,
-                size: 96,
-            }),
+            Record::new(Event::Realloc { old: 0, new: 2, size: 96 }),
             at(1, 0, Event::Free { id: 1 }),
         ];
         let mut out = Vec::new();
@@ -414,10 +391,7 @@ mod tests {
 
     #[test]
     fn the_domain_column_is_optional() {
-        let malloc = |id, domain| Record {
-            domain,
-            ..Record::new(malloc(id, 24))
-        };
+        let malloc = |id, domain| Record { domain, ..Record::new(malloc(id, 24)) };
         // Without the column (as written before domains existed): every object is `c`.
         let old = "# mallard-trace v1\nthread,timestamp_ns,op,id,new_id,size,align\n\
                    0,,malloc,0,,24,\n0,,malloc,1,,24,\n";

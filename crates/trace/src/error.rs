@@ -133,17 +133,11 @@ impl TraceError {
     }
 
     pub(crate) fn io(path: &Path, source: io::Error) -> TraceError {
-        TraceError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        TraceError::Io { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn write(path: &Path, source: io::Error) -> TraceError {
-        TraceError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
+        TraceError::Write { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn corrupt(path: &Path, location: Location, msg: impl Into<String>) -> TraceError {
@@ -167,10 +161,7 @@ impl TraceError {
     }
 
     pub(crate) fn unsupported(path: &Path, msg: impl Into<String>) -> TraceError {
-        TraceError::Unsupported {
-            path: path.to_path_buf(),
-            msg: msg.into(),
-        }
+        TraceError::Unsupported { path: path.to_path_buf(), msg: msg.into() }
     }
 }
 
@@ -265,10 +256,7 @@ mod tests {
     fn display_names_file_location_and_problem() {
         let e = TraceError::invalid_at(
             Path::new("traces/x.mtr"),
-            Location::Byte {
-                offset: 1234,
-                event: 56,
-            },
+            Location::Byte { offset: 1234, event: 56 },
             "free of object 17, which is not live",
         );
         assert_eq!(

@@ -67,11 +67,7 @@ impl Input {
         } else {
             Source::Stream(Box::new(file))
         };
-        Ok(Input {
-            path: path.to_path_buf(),
-            start,
-            source,
-        })
+        Ok(Input { path: path.to_path_buf(), start, source })
     }
 
     /// Bytes held in memory; `name` stands for the file in messages.

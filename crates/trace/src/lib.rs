@@ -280,16 +280,9 @@ fn not_a_trace(start: &[u8]) -> String {
     let text = String::from_utf8_lossy(start);
     let android = text.split_once(": ").is_some_and(|(tid, rest)| {
         tid.bytes().all(|b| b.is_ascii_digit()) && !tid.is_empty() && {
-            [
-                "malloc ",
-                "calloc ",
-                "memalign ",
-                "realloc ",
-                "free ",
-                "thread_done ",
-            ]
-            .iter()
-            .any(|op| rest.starts_with(op))
+            ["malloc ", "calloc ", "memalign ", "realloc ", "free ", "thread_done "]
+                .iter()
+                .any(|op| rest.starts_with(op))
         }
     });
     if android {
@@ -442,13 +435,7 @@ impl TraceWriter {
     /// Completes the file and renames it into place (a stream: flushes it). Returns the number
     /// of events written.
     pub fn finish(self) -> Result<u64, TraceError> {
-        let TraceWriter {
-            path,
-            mut out,
-            encoder,
-            events,
-            ..
-        } = self;
+        let TraceWriter { path, mut out, encoder, events, .. } = self;
         let werr = |e| TraceError::write(&path, e);
         if let Encoder::Binary(e) = encoder {
             e.finish(&mut out).map_err(werr)?;
@@ -523,21 +510,12 @@ mod tests {
                     kind: AllocKind::Calloc,
                 },
                 4 => Event::Free { id: next - 2 },
-                _ => Event::Realloc {
-                    old: next - 1,
-                    new: next,
-                    size: 1 << (i % 40),
-                },
+                _ => Event::Realloc { old: next - 1, new: next, size: 1 << (i % 40) },
             };
             if matches!(event, Event::Alloc { .. } | Event::Realloc { .. }) {
                 next += 1;
             }
-            recs.push(Record {
-                thread,
-                timestamp_ns,
-                domain: Domain::C,
-                event,
-            });
+            recs.push(Record { thread, timestamp_ns, domain: Domain::C, event });
         }
         recs
     }
@@ -563,11 +541,9 @@ mod tests {
     #[test]
     fn sample_round_trips_in_both_forms() {
         let recs = sample();
-        for (form, target) in [
-            (Form::Binary, format::BLOCK_TARGET),
-            (Form::Binary, 16),
-            (Form::Csv, 0),
-        ] {
+        for (form, target) in
+            [(Form::Binary, format::BLOCK_TARGET), (Form::Binary, 16), (Form::Csv, 0)]
+        {
             let bytes = bytes_of(&recs, form, target);
             let reader = TraceReader::from_bytes(Path::new("m"), bytes.clone()).unwrap();
             assert_eq!(reader.form(), form);
@@ -604,10 +580,8 @@ mod tests {
     #[test]
     fn binary_is_compact_and_byte_exact() {
         // Header: 16 fixed + metadata + 4 CRC; one stored or zstd block; 64-byte trailer.
-        let recs = [
-            Record::new(crate::test_support::malloc(0, 48)),
-            Record::new(Event::Free { id: 0 }),
-        ];
+        let recs =
+            [Record::new(crate::test_support::malloc(0, 48)), Record::new(Event::Free { id: 0 })];
         let bytes = bytes_of(&recs, Form::Binary, format::BLOCK_TARGET);
         let meta: usize = header()
             .metadata
@@ -679,10 +653,7 @@ mod tests {
         let err = read_bytes(text.as_bytes()).unwrap_err();
         assert!(matches!(
             err,
-            TraceError::Invalid {
-                location: Location::Line { line: 6 },
-                ..
-            }
+            TraceError::Invalid { location: Location::Line { line: 6 }, .. }
         ));
         assert_eq!(
             err.to_string(),
@@ -691,18 +662,8 @@ mod tests {
 
         // Binary: hand-encode a double free (writers refuse to), in the second block.
         let recs = [
-            Record::new(Event::Alloc {
-                id: 0,
-                size: 8,
-                align: 0,
-                kind: AllocKind::Malloc,
-            }),
-            Record::new(Event::Alloc {
-                id: 1,
-                size: 8,
-                align: 0,
-                kind: AllocKind::Malloc,
-            }),
+            Record::new(Event::Alloc { id: 0, size: 8, align: 0, kind: AllocKind::Malloc }),
+            Record::new(Event::Alloc { id: 1, size: 8, align: 0, kind: AllocKind::Malloc }),
             Record::new(Event::Free { id: 0 }),
             Record::new(Event::Free { id: 0 }),
         ];
@@ -751,12 +712,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.mtr");
         std::fs::write(&path, b"previous contents").unwrap();
-        let alloc0 = Record::new(Event::Alloc {
-            id: 0,
-            size: 8,
-            align: 0,
-            kind: AllocKind::Malloc,
-        });
+        let alloc0 =
+            Record::new(Event::Alloc { id: 0, size: 8, align: 0, kind: AllocKind::Malloc });
         let free3 = Record::new(Event::Free { id: 3 });
         let err = write(&path, &Header::default(), [alloc0, free3], Form::Binary).unwrap_err();
         assert_eq!(
@@ -777,31 +734,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "temp file removed: {names:?}");
-        let skip = Record::new(Event::Alloc {
-            id: 1,
-            size: 8,
-            align: 0,
-            kind: AllocKind::Malloc,
-        });
+        let skip = Record::new(Event::Alloc { id: 1, size: 8, align: 0, kind: AllocKind::Malloc });
         let err = write(&path, &Header::default(), [skip], Form::Binary).unwrap_err();
         assert!(
             err.to_string().contains("new object 1 must be object 0"),
             "{err}"
         );
-        let odd = Record::new(Event::Alloc {
-            id: 0,
-            size: 8,
-            align: 3,
-            kind: AllocKind::Aligned,
-        });
+        let odd = Record::new(Event::Alloc { id: 0, size: 8, align: 3, kind: AllocKind::Aligned });
         assert!(write(&path, &Header::default(), [odd], Form::Binary).is_err());
 
         // CSV stores anything; a checked writer refuses a model violation in either form.
-        let double_free = [
-            alloc0,
-            Record::new(Event::Free { id: 0 }),
-            Record::new(Event::Free { id: 0 }),
-        ];
+        let double_free =
+            [alloc0, Record::new(Event::Free { id: 0 }), Record::new(Event::Free { id: 0 })];
         let csv_path = dir.path().join("double.csv");
         assert_eq!(
             write(&csv_path, &Header::default(), [alloc0, free3], Form::Csv).unwrap(),
@@ -840,14 +784,8 @@ mod tests {
     #[test]
     fn a_written_double_free_is_caught_by_the_reader_at_its_place() {
         let dir = tempfile::tempdir().unwrap();
-        let alloc = |id| {
-            Record::new(Event::Alloc {
-                id,
-                size: 8,
-                align: 0,
-                kind: AllocKind::Malloc,
-            })
-        };
+        let alloc =
+            |id| Record::new(Event::Alloc { id, size: 8, align: 0, kind: AllocKind::Malloc });
         let free = |id| Record::new(Event::Free { id });
         let recs = [alloc(0), free(0), alloc(1), free(0)];
         let bin = dir.path().join("bad.mtr");
@@ -908,13 +846,7 @@ mod tests {
             let form = Form::from_path(&path);
             assert_eq!(write(&path, &header(), sample(), form).unwrap(), 60);
             let t = read_all(&path).unwrap();
-            assert_eq!(
-                t,
-                Trace {
-                    header: header(),
-                    records: sample()
-                }
-            );
+            assert_eq!(t, Trace { header: header(), records: sample() });
             assert_eq!(open(&path).unwrap().form(), form);
         }
     }
@@ -937,25 +869,14 @@ mod tests {
                     };
                     live.push(next);
                     next += 1;
-                    Event::Alloc {
-                        id: next - 1,
-                        size,
-                        align,
-                        kind,
-                    }
+                    Event::Alloc { id: next - 1, size, align, kind }
                 }
-                5..=7 => Event::Free {
-                    id: live.swap_remove(pick.index(live.len())),
-                },
+                5..=7 => Event::Free { id: live.swap_remove(pick.index(live.len())) },
                 _ => {
                     let old = live.swap_remove(pick.index(live.len()));
                     live.push(next);
                     next += 1;
-                    Event::Realloc {
-                        old,
-                        new: next - 1,
-                        size,
-                    }
+                    Event::Realloc { old, new: next - 1, size }
                 }
             };
             out.push(Record {
@@ -1026,13 +947,7 @@ mod tests {
             frees: trailer[3],
             reallocs: trailer[4],
         };
-        out.extend_from_slice(
-            &format::Trailer {
-                counts,
-                blocks: trailer[5],
-            }
-            .encode(),
-        );
+        out.extend_from_slice(&format::Trailer { counts, blocks: trailer[5] }.encode());
         out
     }
 

@@ -152,13 +152,8 @@ pub enum OpKind {
 impl OpKind {
     /// How many kinds there are.
     pub const COUNT: usize = 5;
-    pub const ALL: [OpKind; OpKind::COUNT] = [
-        OpKind::Malloc,
-        OpKind::Calloc,
-        OpKind::Aligned,
-        OpKind::Realloc,
-        OpKind::Free,
-    ];
+    pub const ALL: [OpKind; OpKind::COUNT] =
+        [OpKind::Malloc, OpKind::Calloc, OpKind::Aligned, OpKind::Realloc, OpKind::Free];
     /// Every kind's name, in [`OpKind::ALL`] order.
     pub const NAMES: [&'static str; OpKind::COUNT] =
         ["malloc", "calloc", "aligned", "realloc", "free"];

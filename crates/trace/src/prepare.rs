@@ -93,11 +93,7 @@ pub fn prepare_inputs(
                     false => format!("{name}-t{threads}.mtr"),
                 };
                 let path = dir.path().join(file);
-                let params = crate::gen::GenParams {
-                    events,
-                    seed: 1,
-                    threads,
-                };
+                let params = crate::gen::GenParams { events, seed: 1, threads };
                 crate::gen::write(name, &params, &path, Form::Binary)?;
                 generated.push(crate::trace_name(&path));
                 traces.push(path);
@@ -108,12 +104,7 @@ pub fn prepare_inputs(
             traces.push(trace_file(t, dir.path(), note)?);
         }
     }
-    Ok(Prepared {
-        traces,
-        generated,
-        _guard: guard,
-        _dir: dir,
-    })
+    Ok(Prepared { traces, generated, _guard: guard, _dir: dir })
 }
 
 /// One input as a trace file: the path itself if it is a Mallard trace in a regular file, else
@@ -127,16 +118,11 @@ fn trace_file(t: &Path, dir: &Path, note: &mut dyn FnMut(&str)) -> Result<PathBu
         return Ok(t.to_path_buf());
     }
     if path.exists() {
-        return Err(PrepareError::SameName {
-            path: t.to_path_buf(),
-            name,
-        });
+        return Err(PrepareError::SameName { path: t.to_path_buf(), name });
     }
     if format == Format::Mallard {
-        let mut out = std::fs::File::create(&path).map_err(|source| PrepareError::Create {
-            path: path.clone(),
-            source,
-        })?;
+        let mut out = std::fs::File::create(&path)
+            .map_err(|source| PrepareError::Create { path: path.clone(), source })?;
         input
             .copy_to(&mut out)
             .map_err(|source| PrepareError::Copy {
@@ -153,10 +139,8 @@ fn trace_file(t: &Path, dir: &Path, note: &mut dyn FnMut(&str)) -> Result<PathBu
 
 /// The format of `input`, or an error that says for each format why it is not that.
 pub fn detect(input: &mut Input) -> Result<Format, PrepareError> {
-    import::detect_input(input).map_err(|why| PrepareError::Undetected {
-        path: input.path().to_path_buf(),
-        why,
-    })
+    import::detect_input(input)
+        .map_err(|why| PrepareError::Undetected { path: input.path().to_path_buf(), why })
 }
 
 /// What a command says before it imports `t` for its own use: how to keep a copy as `keep`.
@@ -211,10 +195,7 @@ mod tests {
     fn a_trace_file_is_used_as_it_is_and_an_import_is_noted() {
         let tmp = tempfile::tempdir().unwrap();
         let mallard = tmp.path().join("a.mtr");
-        let params = crate::gen::GenParams {
-            events: 100,
-            ..Default::default()
-        };
+        let params = crate::gen::GenParams { events: 100, ..Default::default() };
         crate::gen::write("uniform", &params, &mallard, Form::Binary).unwrap();
         let mtrace = tmp.path().join("m.log");
         std::fs::write(

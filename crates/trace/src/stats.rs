@@ -228,10 +228,7 @@ fn serialize_histogram<S: Serializer>(h: &[u64], s: S) -> Result<S::Ok, S::Error
         h.iter()
             .enumerate()
             .filter(|(_, &c)| c > 0)
-            .map(|(k, &count)| Bucket {
-                max_size: TraceStats::bucket_max(k),
-                count,
-            }),
+            .map(|(k, &count)| Bucket { max_size: TraceStats::bucket_max(k), count }),
     )
 }
 
@@ -381,12 +378,7 @@ mod tests {
     use crate::model::AllocKind;
 
     fn alloc(id: u64, size: u64) -> Event {
-        Event::Alloc {
-            id,
-            size,
-            align: 0,
-            kind: AllocKind::Malloc,
-        }
+        Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc }
     }
 
     #[test]
@@ -406,22 +398,10 @@ mod tests {
             Record::on(0, alloc(1, 50)),
             Record::on(1, Event::Free { id: 0 }),
             Record::on(1, alloc(2, 3000)),
-            Record::on(
-                0,
-                Event::Realloc {
-                    old: 2,
-                    new: 3,
-                    size: 10,
-                },
-            ),
+            Record::on(0, Event::Realloc { old: 2, new: 3, size: 10 }),
             Record::on(
                 2,
-                Event::Alloc {
-                    id: 4,
-                    size: 16,
-                    align: 0,
-                    kind: AllocKind::Calloc,
-                },
+                Event::Alloc { id: 4, size: 16, align: 0, kind: AllocKind::Calloc },
             ),
             Record {
                 thread: 2,
@@ -493,17 +473,8 @@ mod tests {
 
     #[test]
     fn buckets_are_powers_of_two() {
-        let cases = [
-            (0, 0),
-            (1, 0),
-            (2, 1),
-            (3, 2),
-            (4, 2),
-            (5, 3),
-            (16, 4),
-            (17, 5),
-            (1 << 20, 20),
-        ];
+        let cases =
+            [(0, 0), (1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (16, 4), (17, 5), (1 << 20, 20)];
         for (size, bucket) in cases {
             assert_eq!(TraceStats::bucket(size), bucket, "size {size}");
         }
@@ -529,20 +500,13 @@ mod tests {
     #[test]
     fn counts_objects_by_domain() {
         let mut s = TraceStats::new();
-        let in_domain = |domain, event| Record {
-            domain,
-            ..Record::on(0, event)
-        };
+        let in_domain = |domain, event| Record { domain, ..Record::on(0, event) };
         s.add(&Record::on(0, alloc(0, 8)));
         s.add(&in_domain(Domain::Object, alloc(1, 16)));
         s.add(&in_domain(Domain::Object, alloc(2, 32)));
         s.add(&in_domain(
             Domain::Mem,
-            Event::Realloc {
-                old: 1,
-                new: 3,
-                size: 600,
-            },
+            Event::Realloc { old: 1, new: 3, size: 600 },
         ));
         s.add(&in_domain(Domain::Raw, alloc(4, 1024)));
         s.add(&in_domain(Domain::Object, Event::Free { id: 2 }));
@@ -600,11 +564,7 @@ mod tests {
         use crate::validate::tests::written;
         use crate::Form;
         for (generator, threads) in [("python-objects", 1), ("larson", 4), ("uniform", 2)] {
-            let params = crate::gen::GenParams {
-                events: 20_000,
-                seed: 3,
-                threads,
-            };
+            let params = crate::gen::GenParams { events: 20_000, seed: 3, threads };
             let mut recs = Vec::new();
             crate::gen::generate(generator, &params, &mut |r| {
                 recs.push(r);

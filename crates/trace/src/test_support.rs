@@ -24,22 +24,12 @@ pub(crate) fn import<S>(
 
 /// `malloc(size)` returning object `id`.
 pub(crate) fn malloc(id: u64, size: u64) -> Event {
-    Event::Alloc {
-        id,
-        size,
-        align: 0,
-        kind: AllocKind::Malloc,
-    }
+    Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc }
 }
 
 /// `aligned_alloc(align, size)` returning object `id`.
 pub(crate) fn aligned(id: u64, size: u64, align: u64) -> Event {
-    Event::Alloc {
-        id,
-        size,
-        align,
-        kind: AllocKind::Aligned,
-    }
+    Event::Alloc { id, size, align, kind: AllocKind::Aligned }
 }
 
 /// `event` on `thread` at `timestamp_ns`, of the C domain.

@@ -266,12 +266,7 @@ pub(crate) mod tests {
     use crate::model::AllocKind;
 
     fn alloc(id: u64) -> Record {
-        Record::new(Event::Alloc {
-            id,
-            size: 16,
-            align: 0,
-            kind: AllocKind::Malloc,
-        })
+        Record::new(Event::Alloc { id, size: 16, align: 0, kind: AllocKind::Malloc })
     }
 
     #[test]
@@ -281,12 +276,8 @@ pub(crate) mod tests {
             v.check(&alloc(id)).unwrap();
         }
         v.check(&Record::new(Event::Free { id: 64 })).unwrap();
-        v.check(&Record::new(Event::Realloc {
-            old: 3,
-            new: 130,
-            size: 99,
-        }))
-        .unwrap();
+        v.check(&Record::new(Event::Realloc { old: 3, new: 130, size: 99 }))
+            .unwrap();
         assert_eq!(v.live_objects(), 129);
         assert_eq!(v.next_id(), 131);
         assert!(!v.is_live(3) && !v.is_live(64) && v.is_live(130) && !v.is_live(131));
@@ -323,11 +314,7 @@ pub(crate) mod tests {
         assert!(v.check(&bad_align).unwrap_err().contains("alignment 24"));
         // A realloc whose new id is wrong must not free its old object.
         assert!(v
-            .check(&Record::new(Event::Realloc {
-                old: 1,
-                new: 9,
-                size: 1
-            }))
+            .check(&Record::new(Event::Realloc { old: 1, new: 9, size: 1 }))
             .is_err());
         assert!(v.is_live(1));
         assert_eq!(v.live_objects(), 1);

@@ -136,17 +136,7 @@ pub fn repeated_run_args<'a>(
     out: &'a Path,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        trace,
-        "-a",
-        allocators,
-        "--repeat",
-        repeat,
-        "-q",
-        "--out",
-        p(out),
-    ];
+    let mut args = vec!["run", trace, "-a", allocators, "--repeat", repeat, "-q", "--out", p(out)];
     args.extend_from_slice(extra);
     args
 }
@@ -195,13 +185,7 @@ pub fn recorder() -> &'static Path {
         let target = root.join("target/recorder-test");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let o = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "mallard-recorder",
-                "--target-dir",
-            ])
+            .args(["build", "--release", "-p", "mallard-recorder", "--target-dir"])
             .arg(&target)
             .current_dir(&root)
             .output()

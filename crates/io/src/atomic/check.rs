@@ -149,10 +149,7 @@ pub fn check_file(path: &Path) -> Result<FileTarget, OutputError> {
         Err(e) if absent(&e) => {
             let clean = own_name(path, "a file")?;
             check_creatable(&clean)?;
-            return Ok(FileTarget::Replace {
-                real: clean,
-                exists: false,
-            });
+            return Ok(FileTarget::Replace { real: clean, exists: false });
         }
         Err(e) => return Err(refuse(format!("cannot look at it: {e}"))),
         Ok(m) => m,

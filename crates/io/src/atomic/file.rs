@@ -72,14 +72,7 @@ impl FileWriter {
                         .set_permissions(fs::Permissions::from_mode(mode));
                 }
                 let _interrupt = crate::interrupt::register_temp(file.path());
-                (
-                    Inner::Temp {
-                        file,
-                        real,
-                        _interrupt,
-                    },
-                    created,
-                )
+                (Inner::Temp { file, real, _interrupt }, created)
             }
         };
         Ok(FileWriter {
@@ -101,11 +94,7 @@ impl FileWriter {
         let w = OutputError::write(&path);
         match self.inner.take() {
             Some(Inner::Stream(mut f)) => f.flush().map_err(w)?,
-            Some(Inner::Temp {
-                file,
-                real,
-                _interrupt,
-            }) => {
+            Some(Inner::Temp { file, real, _interrupt }) => {
                 file.as_file()
                     .sync_all()
                     .map_err(OutputError::write(&path))?;

@@ -118,17 +118,11 @@ impl OutputError {
     }
 
     fn refused(path: &Path, what: impl Into<String>) -> OutputError {
-        OutputError::Refused {
-            path: path.to_path_buf(),
-            what: what.into(),
-        }
+        OutputError::Refused { path: path.to_path_buf(), what: what.into() }
     }
 
     fn write(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
-        move |source| OutputError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| OutputError::Write { path: path.to_path_buf(), source }
     }
 }
 

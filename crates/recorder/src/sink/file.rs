@@ -218,10 +218,7 @@ pub(super) fn is_recording(fd: c_int) -> bool {
 /// counted from at most 1024 (1000 under the usual limit; a higher limit would only make the
 /// kernel grow the descriptor table to reach the number).
 pub(super) fn high_fd_base() -> c_int {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the struct we pass.
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
         lim.rlim_cur.min(1024) as c_int

@@ -47,12 +47,7 @@ impl Bump {
         let cap = capacity.max(1 << 16).next_multiple_of(4096);
         let base = reserve(cap)?;
         let sizes = reserve(cap / 4)? as *mut u32;
-        Ok(Bump {
-            base,
-            sizes,
-            next: 0,
-            cap,
-        })
+        Ok(Bump { base, sizes, next: 0, cap })
     }
 
     /// Bytes a trace needs from a bump allocator: every allocation plus its alignment padding.

@@ -380,23 +380,14 @@ mod tests {
         let mut blocks: Vec<(*mut u8, usize, u8)> = Vec::new();
         unsafe {
             for (i, &s) in sizes.iter().enumerate() {
-                for (j, p) in [
-                    b.malloc(s),
-                    b.calloc(s),
-                    b.aligned(64, s),
-                    b.aligned(4096, s),
-                ]
-                .into_iter()
-                .enumerate()
+                for (j, p) in [b.malloc(s), b.calloc(s), b.aligned(64, s), b.aligned(4096, s)]
+                    .into_iter()
+                    .enumerate()
                 {
                     assert!(!p.is_null(), "null for size {s}");
                     // malloc/calloc: 16, or the size's power of two when smaller (C's rule).
-                    let align = [
-                        16.min(s.next_power_of_two()),
-                        16.min(s.next_power_of_two()),
-                        64,
-                        4096,
-                    ][j];
+                    let align =
+                        [16.min(s.next_power_of_two()), 16.min(s.next_power_of_two()), 64, 4096][j];
                     assert_eq!(p as usize % align, 0, "alignment {align} size {s}");
                     if j == 1 {
                         assert!(

@@ -49,9 +49,7 @@ impl Rpmalloc {
         // SAFETY: rpmalloc_initialize sets up the library on its first call (later calls only
         // initialise the calling thread, which is a no-op for a thread already set up).
         unsafe { rpmalloc_sys::rpmalloc_initialize() };
-        Rpmalloc {
-            _thread: PhantomData,
-        }
+        Rpmalloc { _thread: PhantomData }
     }
 }
 

@@ -102,10 +102,7 @@ pub(super) fn contender(
     base: &str,
     arena: &ArenaConfig,
 ) -> Result<(Contender, Family), SpecError> {
-    let bad = |msg: String| SpecError::Bad {
-        spec: spec.into(),
-        msg,
-    };
+    let bad = |msg: String| SpecError::Bad { spec: spec.into(), msg };
     let (path, fam, about) = if base.contains('/') {
         let p = PathBuf::from(base);
         if !p.is_file() {
@@ -138,10 +135,8 @@ pub(super) fn contender(
     } else {
         return Err(bad(super::unknown_base(base)));
     };
-    let lib = describe_library(&path, fam).map_err(|source| SpecError::Library {
-        spec: spec.into(),
-        source,
-    })?;
+    let lib = describe_library(&path, fam)
+        .map_err(|source| SpecError::Library { spec: spec.into(), source })?;
     let mut c = Contender::builtin(AllocatorName::Glibc, arena);
     c.env
         .push(("LD_PRELOAD".into(), lib.path.display().to_string()));

@@ -179,10 +179,7 @@ type Parts<'a> = (Option<&'a str>, &'a str, Vec<(&'a str, &'a str)>);
 
 /// Splits `[LABEL=]BASE[:KEY=VALUE]...` into its parts (nothing checked yet).
 fn split(spec: &str) -> Result<Parts<'_>, SpecError> {
-    let bad = |msg: String| SpecError::Bad {
-        spec: spec.into(),
-        msg,
-    };
+    let bad = |msg: String| SpecError::Bad { spec: spec.into(), msg };
     let s = spec.trim();
     if s.is_empty() {
         return Err(bad("empty".into()));
@@ -357,10 +354,7 @@ mod tests {
         );
         assert_eq!(
             c.settings.mallopt,
-            vec![
-                ("arena_max".to_string(), -8, 1),
-                ("mmap_threshold".to_string(), -3, 65536)
-            ]
+            vec![("arena_max".to_string(), -8, 1), ("mmap_threshold".to_string(), -3, 65536)]
         );
         assert!(c.env.contains(&(
             "GLIBC_TUNABLES".into(),

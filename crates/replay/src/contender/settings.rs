@@ -179,18 +179,12 @@ pub(super) fn apply(
     base: &str,
     kv: Vec<(&str, &str)>,
 ) -> Result<(), SpecError> {
-    let bad = |msg: String| SpecError::Bad {
-        spec: spec.into(),
-        msg,
-    };
+    let bad = |msg: String| SpecError::Bad { spec: spec.into(), msg };
     let value = |key: &str| {
         let (spec, key) = (spec.to_string(), key.to_string());
         move |source| SpecError::Value { spec, key, source }
     };
-    let arena = |source| SpecError::Arena {
-        spec: spec.into(),
-        source,
-    };
+    let arena = |source| SpecError::Arena { spec: spec.into(), source };
     let mut arena_cfg: Option<ArenaConfig> = None;
     let mut jemalloc_conf: Vec<String> = Vec::new();
     let mut tunables: Vec<String> = Vec::new();
@@ -338,10 +332,7 @@ fn check_value(v: &str, kind: ValueKind) -> Result<String, ValueError> {
             if words.contains(&v) {
                 Ok(v.into())
             } else {
-                Err(ValueError::NotOneOf {
-                    value: v.into(),
-                    words,
-                })
+                Err(ValueError::NotOneOf { value: v.into(), words })
             }
         }
     }

@@ -193,13 +193,7 @@ where
     B: Backend + 'a,
     F: Fn() -> B + Sync,
 {
-    let MtRun {
-        prog,
-        touch,
-        pass,
-        scale,
-        progress,
-    } = run;
+    let MtRun { prog, touch, pass, scale, progress } = run;
     let n = prog.threads.len();
     let flags: Vec<AtomicU32> = (0..prog.handoffs).map(|_| AtomicU32::new(0)).collect();
     let start = StartLine::new();
@@ -248,11 +242,7 @@ where
                     for h in handles {
                         let _ = h.join();
                     }
-                    return Err(MtFailed::Spawn {
-                        thread: t + 1,
-                        of: n,
-                        source: e,
-                    });
+                    return Err(MtFailed::Spawn { thread: t + 1, of: n, source: e });
                 }
             }
         }
@@ -380,11 +370,7 @@ mod tests {
                 if let Some(id) = owned[victim].pop() {
                     c.push_record(&Record::on(
                         t,
-                        Event::Realloc {
-                            old: id,
-                            new: next,
-                            size: 100,
-                        },
+                        Event::Realloc { old: id, new: next, size: 100 },
                     ))
                     .unwrap();
                     owned[t as usize].push(next);
@@ -417,13 +403,8 @@ mod tests {
     fn single_threaded_split_has_no_handoffs() {
         let mut c = Compiler::new();
         for i in 0..100u64 {
-            c.push(&Event::Alloc {
-                id: i,
-                size: 8,
-                align: 0,
-                kind: AllocKind::Malloc,
-            })
-            .unwrap();
+            c.push(&Event::Alloc { id: i, size: 8, align: 0, kind: AllocKind::Malloc })
+                .unwrap();
             if i % 2 == 1 {
                 c.push(&Event::Free { id: i - 1 }).unwrap();
             }
@@ -450,10 +431,7 @@ mod tests {
             let done = with_deadline(Duration::from_secs(60), move || {
                 let backend = Checking::default();
                 let mut slots = Slots::new(mt.slots);
-                let scale = TickScale {
-                    floor: 0.0,
-                    ps_per_tick: 1.0,
-                };
+                let scale = TickScale { floor: 0.0, ps_per_tick: 1.0 };
                 let progress = Progress::new(mt.threads.len());
                 let run = MtRun {
                     prog: &mt,
@@ -522,10 +500,7 @@ mod tests {
         ));
         let slots = Slots::new(mt.slots);
         let progress = Progress::new(mt.threads.len());
-        let scale = TickScale {
-            floor: 0.0,
-            ps_per_tick: 1.0,
-        };
+        let scale = TickScale { floor: 0.0, ps_per_tick: 1.0 };
         let run = MtRun {
             prog: &mt,
             touch: Touch::Pages,

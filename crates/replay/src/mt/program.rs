@@ -42,11 +42,7 @@ pub fn split(prog: &Program) -> MtProgram {
         let t = prog.op_thread.get(i).copied().unwrap_or(0);
         let tp = &mut threads[t as usize];
         let idx = tp.ops.len() as u32;
-        let mut mop = MtOp {
-            op: *op,
-            wait: 0,
-            signal: 0,
-        };
+        let mut mop = MtOp { op: *op, wait: 0, signal: 0 };
         let m = match op.kind {
             OpKind::Malloc | OpKind::Calloc | OpKind::Aligned => {
                 let m = free_lists[t as usize].pop().unwrap_or_else(|| {

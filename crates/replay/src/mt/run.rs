@@ -38,10 +38,7 @@ pub(super) fn run_thread<B: Backend, const T: u8>(
                 signal(&flags[op.signal as usize - 1], how);
             }
         }
-        Err(OpFailed {
-            index: i,
-            op: ops[i].op,
-        })
+        Err(OpFailed { index: i, op: ops[i].op })
     };
     match pass {
         MtPass::Throughput => {

@@ -194,10 +194,8 @@ impl<'a> Session<'a> {
             if matches!(c.backend, AllocatorName::Arena | AllocatorName::ArenaLocked)
                 && c.settings.preloaded.is_none()
             {
-                mallard_arena::Arena::new(c.arena.clone()).map_err(|source| RunError::Arena {
-                    label: c.label.clone(),
-                    source,
-                })?;
+                mallard_arena::Arena::new(c.arena.clone())
+                    .map_err(|source| RunError::Arena { label: c.label.clone(), source })?;
             }
         }
         let mut traces = Vec::new();
@@ -224,11 +222,7 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>, RunError> {
         let demands: Vec<Demand> = traces.iter().map(|t| t.demand.clone()).collect();
         refuse_impossible(&demands, opts, workers_at_once, parent_bytes)?;
-        Ok(Session {
-            opts,
-            traces,
-            timer: Timer::calibrate(100),
-        })
+        Ok(Session { opts, traces, timer: Timer::calibrate(100) })
     }
 
     /// The results of this session before any repetition: tool, machine, settings, traces,
@@ -289,9 +283,7 @@ impl<'a> Session<'a> {
         let n = opts.contenders.len();
         let mut reps: BTreeMap<(usize, usize, u32), Repetition> = BTreeMap::new();
         let total = self.traces.len() * n * opts.repeat as usize * passes.len();
-        progress(Progress::Started {
-            total_workers: total,
-        });
+        progress(Progress::Started { total_workers: total });
         let mut done = 0;
         for rep in 0..opts.repeat {
             for ti in 0..self.traces.len() {

@@ -149,22 +149,15 @@ pub fn refuse_impossible(
 
 /// Reads a trace once: hash, statistics, and a full compile (which validates every event).
 pub fn check_trace(path: &Path) -> Result<CheckedTrace, RunError> {
-    let mut f = std::fs::File::open(path).map_err(|e| {
-        RunError::Trace(TraceError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })
-    })?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| RunError::Trace(TraceError::Io { path: path.to_path_buf(), source: e }))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut file_bytes = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| {
-            RunError::Trace(TraceError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })
-        })?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| RunError::Trace(TraceError::Io { path: path.to_path_buf(), source: e }))?;
         if n == 0 {
             break;
         }

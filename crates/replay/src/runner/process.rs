@@ -71,19 +71,9 @@ impl WorkerFailure {
         };
         let counted = oom_kills_during.is_some_and(|n| n > 0);
         if signal == libc::SIGKILL && (counted || near_limit) {
-            WorkerFailure::OomKilled {
-                counted,
-                max_rss,
-                memory_at_start,
-                stderr,
-            }
+            WorkerFailure::OomKilled { counted, max_rss, memory_at_start, stderr }
         } else {
-            WorkerFailure::Killed {
-                signal,
-                max_rss,
-                memory_at_start,
-                stderr,
-            }
+            WorkerFailure::Killed { signal, max_rss, memory_at_start, stderr }
         }
     }
 }
@@ -117,12 +107,7 @@ impl std::fmt::Display for WorkerFailure {
                 return write!(f, "worker timed out after {t:?} and was killed")
             }
             WorkerFailure::Unreadable(e) => return write!(f, "worker output unreadable ({e})"),
-            WorkerFailure::Killed {
-                signal,
-                max_rss,
-                memory_at_start,
-                stderr,
-            } => {
+            WorkerFailure::Killed { signal, max_rss, memory_at_start, stderr } => {
                 if *signal == libc::SIGKILL {
                     write!(
                         f,
@@ -137,12 +122,7 @@ impl std::fmt::Display for WorkerFailure {
                 }
                 stderr
             }
-            WorkerFailure::OomKilled {
-                counted,
-                max_rss,
-                memory_at_start,
-                stderr,
-            } => {
+            WorkerFailure::OomKilled { counted, max_rss, memory_at_start, stderr } => {
                 let why = if *counted {
                     "the kernel counted an OOM kill while it ran"
                 } else {
@@ -262,10 +242,7 @@ impl Worker {
             },
             |c| c.id(),
         )
-        .map_err(|source| WorkerFailure::Start {
-            exe: exe.clone(),
-            source,
-        })?;
+        .map_err(|source| WorkerFailure::Start { exe: exe.clone(), source })?;
         let registered = Some(guard);
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take();
@@ -413,10 +390,7 @@ impl Worker {
                     stderr,
                 )
             } else {
-                WorkerFailure::Exited {
-                    code: libc::WEXITSTATUS(status),
-                    stderr,
-                }
+                WorkerFailure::Exited { code: libc::WEXITSTATUS(status), stderr }
             });
         }
         serde_json::from_str(out.trim()).map_err(WorkerFailure::Unreadable)

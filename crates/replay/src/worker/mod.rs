@@ -255,9 +255,9 @@ pub fn run(spec: &WorkerSpec) -> Result<WorkerOutput, WorkerError> {
             let py = crate::pymalloc::Pymalloc::load(lib)?;
             match mt {
                 None => run_with(spec, &prog, py),
-                Some(_) if py.interpreter() => Err(WorkerError::PymallocThreads {
-                    version: lib.version.clone(),
-                }),
+                Some(_) if py.interpreter() => {
+                    Err(WorkerError::PymallocThreads { version: lib.version.clone() })
+                }
                 Some(_) => {
                     let locked = Locked(Mutex::new(py));
                     replay_on(spec, &prog, mt, || LockedRef(&locked))

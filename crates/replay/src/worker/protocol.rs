@@ -28,10 +28,7 @@ pub(super) fn start(
     } else {
         measure::floor(200_000)
     };
-    let scale = TickScale {
-        floor: floor.mean,
-        ps_per_tick: 1e12 / timer.hz,
-    };
+    let scale = TickScale { floor: floor.mean, ps_per_tick: 1e12 / timer.hz };
     Ok((floor, scale))
 }
 

@@ -101,11 +101,7 @@ impl Around {
     pub(super) fn end(self, rss: &Rss) -> After {
         let faults = measure::faults();
         let final_rss = rss.read();
-        After {
-            before: self,
-            faults,
-            final_rss,
-        }
+        After { before: self, faults, final_rss }
     }
 }
 
@@ -147,10 +143,7 @@ pub(super) struct Held {
 
 impl Held {
     pub(super) fn read<B: Backend>(b: &mut B) -> Held {
-        Held {
-            bytes: b.footprint(),
-            in_use: b.in_use(),
-        }
+        Held { bytes: b.footprint(), in_use: b.in_use() }
     }
 
     /// The footprint the replay is answerable for: growth since `before`, and at least the

@@ -140,10 +140,7 @@ pub(super) fn run_with<B: Backend>(
                 out.allocator_stats = with_settings(routed::<B>(b.stats(), prog), spec);
             }
         } else {
-            result.map_err(|e| WorkerError::Warm {
-                number: Some(it + 1),
-                source: e.into(),
-            })?;
+            result.map_err(|e| WorkerError::Warm { number: Some(it + 1), source: e.into() })?;
         }
         // Untimed: the next iteration starts from an empty slot table, as the first did.
         slots.free_all(&mut b);

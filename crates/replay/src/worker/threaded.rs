@@ -120,10 +120,8 @@ pub(super) fn run_mt<B: Backend, F: Fn() -> B + Sync>(
     // threads afresh behind the start barrier; nothing here is timed).
     for _ in 1..iterations {
         progress.reset();
-        let outcome = mt::replay(run, &slots, &make).map_err(|source| WorkerError::Warm {
-            number: None,
-            source,
-        })?;
+        let outcome = mt::replay(run, &slots, &make)
+            .map_err(|source| WorkerError::Warm { number: None, source })?;
         per_iteration.push(outcome.elapsed_ns / n.max(1) as f64);
         if let Some(w) = warm.as_mut() {
             for samples in &outcome.per_thread {

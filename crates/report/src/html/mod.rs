@@ -24,10 +24,7 @@ pub use page::{page, render};
 
 /// `index.html` as a [`Writer`](crate::writer::Writer): a page, written again by
 /// `mallard report DIR`.
-pub const HTML: crate::writer::Page = crate::writer::Page {
-    name: "index.html",
-    render,
-};
+pub const HTML: crate::writer::Page = crate::writer::Page { name: "index.html", render };
 pub use plots::{expected_plots, plotted_kinds, PALETTE, PLOT_SIZE};
 
 #[cfg(test)]
@@ -56,28 +53,19 @@ pub(crate) mod tests {
 
     /// Two allocators, two repetitions, malloc and free with a spread of latencies.
     pub fn sample() -> RunResults {
-        let mut r = RunResults {
-            schema: SCHEMA_VERSION,
-            ..Default::default()
-        };
+        let mut r = RunResults { schema: SCHEMA_VERSION, ..Default::default() };
         r.tool.name = "mallard".into();
         r.started_unix = 1_700_000_000;
         r.traces.push(TraceInfo {
             name: "t<1>".into(),
-            counts: EventCounts {
-                malloc: 1000,
-                free: 1000,
-                ..Default::default()
-            },
+            counts: EventCounts { malloc: 1000, free: 1000, ..Default::default() },
             events: 2000,
             peak_live_bytes: 1 << 20,
             ..Default::default()
         });
         for a in ["arena", "glibc"] {
-            r.allocators.push(AllocatorInfo {
-                name: a.into(),
-                ..Default::default()
-            });
+            r.allocators
+                .push(AllocatorInfo { name: a.into(), ..Default::default() });
         }
         for (ai, a) in ["arena", "glibc"].iter().enumerate() {
             for rep in 0..2u32 {
@@ -131,10 +119,8 @@ pub(crate) mod tests {
             let t = rp.throughput.as_mut().unwrap();
             t.iterations_ns_per_op = vec![20.0, 12.0, 14.0 + rp.index as f64];
             t.warm_ns_per_op = warm_median(&t.iterations_ns_per_op);
-            for (cold, warm) in [
-                (&rp.batched, &mut rp.batched_warm),
-                (&rp.tail, &mut rp.tail_warm),
-            ] {
+            for (cold, warm) in [(&rp.batched, &mut rp.batched_warm), (&rp.tail, &mut rp.tail_warm)]
+            {
                 for (op, f) in cold {
                     let mut h = hist::new_histogram();
                     for v in 1..=1000u64 {

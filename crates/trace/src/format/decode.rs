@@ -241,10 +241,7 @@ impl Decoder {
     pub(crate) fn location(&self) -> Location {
         match self.events {
             0 => Location::None,
-            n => Location::Byte {
-                offset: self.block_offset,
-                event: n - 1,
-            },
+            n => Location::Byte { offset: self.block_offset, event: n - 1 },
         }
     }
 
@@ -329,7 +326,10 @@ impl Decoder {
             // As many events as the fast path takes, in a loop of its own (so that nothing of
             // the general path's spills into it), then one through the general path; an event
             // with flags (every event of a trace with timestamps) goes there directly.
-            if block.get(pos).is_some_and(|&t| t & !domain_bits <= OP_REALLOC) {
+            if block
+                .get(pos)
+                .is_some_and(|&t| t & !domain_bits <= OP_REALLOC)
+            {
                 let run = decode_run(state, block, pos, batch, done, n, domain_bits);
                 (state, pos, done) = (run.state, run.pos, run.done);
                 ops += run.ops;
@@ -384,10 +384,7 @@ impl Decoder {
     fn corrupt_here(&self, msg: impl Into<String>) -> TraceError {
         TraceError::corrupt(
             &self.path,
-            Location::Byte {
-                offset: self.block_offset,
-                event: self.events,
-            },
+            Location::Byte { offset: self.block_offset, event: self.events },
             msg,
         )
     }
@@ -565,9 +562,7 @@ impl Decoder {
         if self.read_some(&mut extra)? != 0 {
             return Err(TraceError::corrupt(
                 &self.path,
-                Location::Offset {
-                    offset: at + TRAILER_LEN as u64,
-                },
+                Location::Offset { offset: at + TRAILER_LEN as u64 },
                 "bytes follow the trailer (which must end the file)",
             ));
         }
@@ -582,10 +577,7 @@ impl Decoder {
         let Some(t) = &self.trailer else {
             unreachable!("the trailer is read before it is checked")
         };
-        let blocks = Trailer {
-            counts: self.counts(),
-            blocks: self.blocks,
-        };
+        let blocks = Trailer { counts: self.counts(), blocks: self.blocks };
         if t.counts != blocks.counts || t.blocks != blocks.blocks {
             let [e, m, c, a, f, r, b] = t.fields();
             let [e2, m2, c2, a2, f2, r2, b2] = blocks.fields();
@@ -698,11 +690,7 @@ fn decode_fast(
         if !ok2 {
             return None;
         }
-        slot.event = Event::Realloc {
-            old,
-            new: next_id,
-            size,
-        };
+        slot.event = Event::Realloc { old, new: next_id, size };
         len += len2;
     } else {
         slot.event = Event::Free { id: old };
@@ -712,12 +700,8 @@ fn decode_fast(
             OP_CALLOC => AllocKind::Calloc,
             _ => AllocKind::Aligned,
         };
-        batch[if free { BATCH } else { i }].event = Event::Alloc {
-            id: next_id,
-            size: first,
-            align: 0,
-            kind,
-        };
+        batch[if free { BATCH } else { i }].event =
+            Event::Alloc { id: next_id, size: first, align: 0, kind };
     }
     state.next_id = next_id + (tag != OP_FREE) as u64;
     *pos += len;
@@ -752,12 +736,7 @@ fn decode_run(
         ops += 1 << (8 * op);
         done += 1;
     }
-    Run {
-        state,
-        pos,
-        done,
-        ops,
-    }
+    Run { state, pos, done, ops }
 }
 
 /// [`decode_into`] out of the batch loop, its state taken and given back by value (so that
@@ -797,9 +776,7 @@ fn decode_into(
         None
     };
     let event = match op {
-        OP_FREE => Event::Free {
-            id: back(state, buf, pos)?,
-        },
+        OP_FREE => Event::Free { id: back(state, buf, pos)? },
         OP_REALLOC => {
             let old = back(state, buf, pos)?;
             let size = varint::get(buf, pos)?;
@@ -826,12 +803,7 @@ fn decode_into(
             let size = varint::get(buf, pos)?;
             let id = state.next_id;
             state.next_id += 1;
-            Event::Alloc {
-                id,
-                size,
-                align,
-                kind,
-            }
+            Event::Alloc { id, size, align, kind }
         }
     };
     out.thread = state.thread;
@@ -881,10 +853,7 @@ fn decode_context(
 fn back(state: &CodecState, buf: &[u8], pos: &mut usize) -> Result<ObjectId, EventError> {
     let distance = varint::get(buf, pos)?;
     if distance >= state.next_id {
-        return Err(EventError::TooFarBack {
-            distance,
-            next_id: state.next_id,
-        });
+        return Err(EventError::TooFarBack { distance, next_id: state.next_id });
     }
     Ok(state.next_id - 1 - distance)
 }

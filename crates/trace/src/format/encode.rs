@@ -83,10 +83,7 @@ impl Encoder {
         if self.raw_events > 0 {
             self.flush_block(w)?;
         }
-        let trailer = Trailer {
-            counts: self.counts,
-            blocks: self.blocks,
-        };
+        let trailer = Trailer { counts: self.counts, blocks: self.blocks };
         w.write_all(&trailer.encode())?;
         Ok(self.counts.events())
     }
@@ -127,21 +124,9 @@ impl Encoder {
 #[inline]
 pub(crate) fn encode_event(state: &mut CodecState, rec: &Record, out: &mut Vec<u8>) {
     let (op, align) = match rec.event {
-        Event::Alloc {
-            kind: AllocKind::Malloc,
-            align,
-            ..
-        } => (OP_MALLOC, align),
-        Event::Alloc {
-            kind: AllocKind::Calloc,
-            align,
-            ..
-        } => (OP_CALLOC, align),
-        Event::Alloc {
-            kind: AllocKind::Aligned,
-            align,
-            ..
-        } => (OP_ALIGNED, align),
+        Event::Alloc { kind: AllocKind::Malloc, align, .. } => (OP_MALLOC, align),
+        Event::Alloc { kind: AllocKind::Calloc, align, .. } => (OP_CALLOC, align),
+        Event::Alloc { kind: AllocKind::Aligned, align, .. } => (OP_ALIGNED, align),
         Event::Free { .. } => (OP_FREE, 0),
         Event::Realloc { .. } => (OP_REALLOC, 0),
     };

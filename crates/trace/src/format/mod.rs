@@ -124,18 +124,9 @@ impl EventCounts {
     /// Counts one event.
     pub fn add(&mut self, event: &Event) {
         match event {
-            Event::Alloc {
-                kind: AllocKind::Malloc,
-                ..
-            } => self.malloc += 1,
-            Event::Alloc {
-                kind: AllocKind::Calloc,
-                ..
-            } => self.calloc += 1,
-            Event::Alloc {
-                kind: AllocKind::Aligned,
-                ..
-            } => self.aligned += 1,
+            Event::Alloc { kind: AllocKind::Malloc, .. } => self.malloc += 1,
+            Event::Alloc { kind: AllocKind::Calloc, .. } => self.calloc += 1,
+            Event::Alloc { kind: AllocKind::Aligned, .. } => self.aligned += 1,
             Event::Free { .. } => self.frees += 1,
             Event::Realloc { .. } => self.reallocs += 1,
         }
@@ -297,15 +288,7 @@ impl Trailer {
     /// when they do not match the blocks): events, malloc, calloc, aligned, free, realloc, blocks.
     pub(crate) fn fields(&self) -> [u64; 7] {
         let c = &self.counts;
-        [
-            c.events(),
-            c.malloc,
-            c.calloc,
-            c.aligned,
-            c.frees,
-            c.reallocs,
-            self.blocks,
-        ]
+        [c.events(), c.malloc, c.calloc, c.aligned, c.frees, c.reallocs, self.blocks]
     }
 
     pub(crate) fn encode(&self) -> [u8; TRAILER_LEN] {
@@ -340,25 +323,13 @@ impl Trailer {
             frees: field(4),
             reallocs: field(5),
         };
-        let sum = [
-            counts.malloc,
-            counts.calloc,
-            counts.aligned,
-            counts.frees,
-            counts.reallocs,
-        ]
-        .iter()
-        .try_fold(0u64, |a, &b| a.checked_add(b));
+        let sum = [counts.malloc, counts.calloc, counts.aligned, counts.frees, counts.reallocs]
+            .iter()
+            .try_fold(0u64, |a, &b| a.checked_add(b));
         if sum != Some(field(0)) {
-            return Err(TrailerError::Counts {
-                events: field(0),
-                sum,
-            });
+            return Err(TrailerError::Counts { events: field(0), sum });
         }
-        Ok(Trailer {
-            counts,
-            blocks: field(6),
-        })
+        Ok(Trailer { counts, blocks: field(6) })
     }
 }
 
@@ -462,18 +433,9 @@ mod tests {
             },
             // realloc(object 1 -> 2, 100) back on thread 0: tag 0x04|F_THREAD, thread 0, distance 0,
             // size 100.
-            Record::new(Event::Realloc {
-                old: 1,
-                new: 2,
-                size: 100,
-            }),
+            Record::new(Event::Realloc { old: 1, new: 2, size: 100 }),
             // calloc(1) with align 1: tag 0x01|F_ALIGN, log2 0, size 1.
-            Record::new(Event::Alloc {
-                id: 3,
-                size: 1,
-                align: 1,
-                kind: AllocKind::Calloc,
-            }),
+            Record::new(Event::Alloc { id: 3, size: 1, align: 1, kind: AllocKind::Calloc }),
         ];
         let bytes = encode_all(&recs);
         assert_eq!(
@@ -520,12 +482,7 @@ mod tests {
                 thread: 0,
                 timestamp_ns: Some(u64::MAX),
                 domain: crate::model::Domain::C,
-                event: Event::Alloc {
-                    id: 0,
-                    size: 0,
-                    align: 0,
-                    kind: AllocKind::Malloc,
-                },
+                event: Event::Alloc { id: 0, size: 0, align: 0, kind: AllocKind::Malloc },
             },
             Record {
                 thread: 0,
@@ -661,10 +618,7 @@ mod tests {
         // 300 malloc(48) (more than two of the decoder's batches), then a bad tag.
         let mut payload = [0x00, 0x30].repeat(300);
         payload.push(0x07);
-        let counts = EventCounts {
-            malloc: 301,
-            ..Default::default()
-        };
+        let counts = EventCounts { malloc: 301, ..Default::default() };
         let (n, err) = read_until_error(stored_file(&payload, 301, counts));
         assert_eq!(n, 300);
         assert_eq!(err, "t.mtr: byte 20 (event 300): bad event tag 0x07");
@@ -672,10 +626,7 @@ mod tests {
         // 200 events, then 2 bytes that no event claims: the last event is the one at fault.
         let mut payload = [0x00, 0x30].repeat(200);
         payload.extend_from_slice(&[0x00, 0x30]);
-        let counts = EventCounts {
-            malloc: 200,
-            ..Default::default()
-        };
+        let counts = EventCounts { malloc: 200, ..Default::default() };
         let (n, err) = read_until_error(stored_file(&payload, 200, counts));
         assert_eq!(n, 199);
         assert_eq!(
@@ -721,11 +672,7 @@ mod tests {
                 align: 64,
                 kind: AllocKind::Aligned,
             }));
-            recs.push(at(Event::Realloc {
-                old: next,
-                new: next + 2,
-                size: 600,
-            }));
+            recs.push(at(Event::Realloc { old: next, new: next + 2, size: 600 }));
             recs.push(at(Event::Free { id: next + 2 }));
             next += 3;
         }
@@ -734,18 +681,8 @@ mod tests {
 
     #[test]
     fn domains_ride_in_the_tag_bits_a_c_event_is_as_in_v1() {
-        let rec = |domain, event| Record {
-            thread: 0,
-            timestamp_ns: None,
-            domain,
-            event,
-        };
-        let malloc = |id| Event::Alloc {
-            id,
-            size: 48,
-            align: 0,
-            kind: AllocKind::Malloc,
-        };
+        let rec = |domain, event| Record { thread: 0, timestamp_ns: None, domain, event };
+        let malloc = |id| Event::Alloc { id, size: 48, align: 0, kind: AllocKind::Malloc };
         let recs = [
             rec(crate::Domain::C, malloc(0)),
             rec(crate::Domain::Raw, malloc(1)),
@@ -804,23 +741,13 @@ mod tests {
         assert!(recs.iter().all(|r| r.domain == crate::Domain::C));
         assert_eq!(recs[1].thread, 1);
         assert_eq!(recs[1].timestamp_ns, Some(1000));
-        assert_eq!(
-            recs[3].event,
-            Event::Realloc {
-                old: 1,
-                new: 2,
-                size: 100
-            }
-        );
+        assert_eq!(recs[3].event, Event::Realloc { old: 1, new: 2, size: 100 });
     }
 
     #[test]
     fn version_1_keeps_the_domain_bits_reserved() {
         // In v1 bits 6-7 were reserved: a v1 file with them set is corrupt, and says where.
-        let counts = EventCounts {
-            malloc: 1,
-            ..Default::default()
-        };
+        let counts = EventCounts { malloc: 1, ..Default::default() };
         let err = read_all(stored_file_of(VERSION_1, &[0x40, 48], 1, counts)).unwrap_err();
         assert_eq!(
             err.to_string(),

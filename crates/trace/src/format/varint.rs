@@ -174,8 +174,14 @@ mod tests {
         assert_eq!(from_word(0x01_80), (128, 2, true));
         assert_eq!(from_word(0x7f), (127, 1, true));
         assert!(!from_word(0x00_80).2, "overlong");
-        assert!(!from_word(0x8080_8080_8080_8080).2, "does not end within eight bytes");
-        assert_eq!(from_word(0x7fff_ffff_ffff_ffff), (0x00ff_ffff_ffff_ffff, 8, true));
+        assert!(
+            !from_word(0x8080_8080_8080_8080).2,
+            "does not end within eight bytes"
+        );
+        assert_eq!(
+            from_word(0x7fff_ffff_ffff_ffff),
+            (0x00ff_ffff_ffff_ffff, 8, true)
+        );
     }
 
     proptest! {

@@ -65,11 +65,7 @@ pub struct GenParams {
 
 impl Default for GenParams {
     fn default() -> Self {
-        GenParams {
-            events: 1_000_000,
-            seed: 0,
-            threads: 1,
-        }
+        GenParams { events: 1_000_000, seed: 0, threads: 1 }
     }
 }
 
@@ -164,11 +160,7 @@ const GENERATORS: &[(GenInfo, GenFn)] = &[
 /// All generators, in a stable order.
 pub fn list() -> &'static [GenInfo] {
     static LIST: [GenInfo; GENERATORS.len()] = {
-        let mut out = [GenInfo {
-            name: "",
-            about: "",
-            min_threads: 1,
-        }; GENERATORS.len()];
+        let mut out = [GenInfo { name: "", about: "", min_threads: 1 }; GENERATORS.len()];
         let mut i = 0;
         while i < GENERATORS.len() {
             out[i] = GENERATORS[i].0;
@@ -343,15 +335,7 @@ impl<'a> Out<'a> {
         kind: AllocKind,
     ) -> Result<ObjectId, TraceError> {
         let id = self.new_id(thread);
-        self.emit(
-            thread,
-            Event::Alloc {
-                id,
-                size,
-                align,
-                kind,
-            },
-        )?;
+        self.emit(thread, Event::Alloc { id, size, align, kind })?;
         Ok(id)
     }
 
@@ -391,11 +375,7 @@ mod tests {
     use crate::{Form, TraceWriter, Validator};
 
     fn params(events: u64, seed: u64, threads: u32) -> GenParams {
-        GenParams {
-            events,
-            seed,
-            threads,
-        }
+        GenParams { events, seed, threads }
     }
 
     fn records(name: &str, events: u64, seed: u64, threads: u32) -> Vec<Record> {
@@ -603,21 +583,10 @@ mod tests {
             assert!(matches!(r.event, Event::Alloc { size: 16..=64, .. }));
         }
         for (k, r) in recs[2048..3072].iter().enumerate() {
-            assert_eq!(
-                r.event,
-                Event::Free {
-                    id: 2 * k as u64 + 1
-                }
-            );
+            assert_eq!(r.event, Event::Free { id: 2 * k as u64 + 1 });
         }
         for r in &recs[3072..4096] {
-            assert!(matches!(
-                r.event,
-                Event::Alloc {
-                    size: 128..=512,
-                    ..
-                }
-            ));
+            assert!(matches!(r.event, Event::Alloc { size: 128..=512, .. }));
         }
     }
 
@@ -650,9 +619,7 @@ mod tests {
         let err = generate("uniform", &p, &mut |_| {
             n += 1;
             if n == 3 {
-                Err(TraceError::BadParams {
-                    msg: "sink full".into(),
-                })
+                Err(TraceError::BadParams { msg: "sink full".into() })
             } else {
                 Ok(())
             }

@@ -188,10 +188,7 @@ pub(super) fn generate(params: &GenParams, out: &mut Out<'_>) -> Result<(), Trac
                                 now,
                                 delay,
                                 new,
-                                Action::Grow {
-                                    items: cap,
-                                    steps: steps - 1,
-                                },
+                                Action::Grow { items: cap, steps: steps - 1 },
                             );
                         }
                     }

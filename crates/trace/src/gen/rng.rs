@@ -28,12 +28,7 @@ impl Rng {
     /// A generator for `seed`; `stream` separates independent streams from the same seed.
     pub fn new(seed: u64, stream: u64) -> Rng {
         let mut x = seed ^ stream.wrapping_mul(0xd1b5_4a32_d192_ed03);
-        let s = [
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ];
+        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
         // SplitMix64 never yields four zeros in a row, the one state xoshiro must avoid.
         Rng { s }
     }
@@ -125,11 +120,7 @@ mod tests {
         let got: Vec<u64> = (0..3).map(|_| splitmix64(&mut x)).collect();
         assert_eq!(
             got,
-            [
-                6457827717110365317,
-                3203168211198807973,
-                9817491932198370423
-            ]
+            [6457827717110365317, 3203168211198807973, 9817491932198370423]
         );
     }
 

@@ -368,12 +368,7 @@ impl Converter<'_> {
             .ok_or_else(|| self.corrupt(format!("`{}` without an address", quote(op))))?;
         let ptr = hex(ptr)
             .ok_or_else(|| self.corrupt(format!("address `{}` is not hexadecimal", quote(ptr))))?;
-        Ok(Some(Call {
-            tid,
-            op,
-            ptr,
-            args: fields.collect(),
-        }))
+        Ok(Some(Call { tid, op, ptr, args: fields.collect() }))
     }
 
     fn num(&self, what: &str, s: &str) -> Result<u64, TraceError> {
@@ -548,15 +543,7 @@ impl Converter<'_> {
             return Ok(None);
         }
         let id = self.new_id(call.ptr)?;
-        Ok(Some((
-            Event::Alloc {
-                id,
-                size,
-                align,
-                kind,
-            },
-            ts,
-        )))
+        Ok(Some((Event::Alloc { id, size, align, kind }, ts)))
     }
 
     fn realloc(
@@ -642,50 +629,14 @@ mod tests {
         assert_eq!(
             recs,
             [
-                Record::on(
-                    0,
-                    Event::Alloc {
-                        id: 0,
-                        size: 24,
-                        align: 0,
-                        kind: Malloc
-                    }
-                ),
-                Record::on(
-                    0,
-                    Event::Alloc {
-                        id: 1,
-                        size: 32,
-                        align: 0,
-                        kind: Calloc
-                    }
-                ),
+                Record::on(0, Event::Alloc { id: 0, size: 24, align: 0, kind: Malloc }),
+                Record::on(0, Event::Alloc { id: 1, size: 32, align: 0, kind: Calloc }),
                 Record::on(
                     1,
-                    Event::Alloc {
-                        id: 2,
-                        size: 100,
-                        align: 64,
-                        kind: Aligned
-                    }
+                    Event::Alloc { id: 2, size: 100, align: 64, kind: Aligned }
                 ),
-                Record::on(
-                    1,
-                    Event::Realloc {
-                        old: 0,
-                        new: 3,
-                        size: 48
-                    }
-                ),
-                Record::on(
-                    0,
-                    Event::Alloc {
-                        id: 4,
-                        size: 16,
-                        align: 0,
-                        kind: Malloc
-                    }
-                ),
+                Record::on(1, Event::Realloc { old: 0, new: 3, size: 48 }),
+                Record::on(0, Event::Alloc { id: 4, size: 16, align: 0, kind: Malloc }),
                 Record::on(0, Event::Free { id: 1 }),
                 Record::on(2, Event::Free { id: 2 }),
                 Record::on(0, Event::Free { id: 3 }),
@@ -741,12 +692,7 @@ mod tests {
         // `20` and `30` are hexadecimal addresses without `0x`.
         assert_eq!(
             recs[3].event,
-            Event::Alloc {
-                id: 2,
-                size: 8,
-                align: 0,
-                kind: AllocKind::Malloc
-            }
+            Event::Alloc { id: 2, size: 8, align: 0, kind: AllocKind::Malloc }
         );
     }
 
@@ -756,10 +702,7 @@ mod tests {
         let err = convert_text(unknown_free, false).unwrap_err();
         assert!(matches!(
             err,
-            TraceError::Invalid {
-                location: Location::Line { line: 2 },
-                ..
-            }
+            TraceError::Invalid { location: Location::Line { line: 2 }, .. }
         ));
         assert!(err.to_string().ends_with(
             "line 2: free of address 0x20, which is not live (use --lenient to skip such calls)"
@@ -816,10 +759,7 @@ mod tests {
             let err = convert_text(&text, true).unwrap_err();
             assert!(matches!(
                 err,
-                TraceError::Corrupt {
-                    location: Location::Line { line: 2 },
-                    ..
-                }
+                TraceError::Corrupt { location: Location::Line { line: 2 }, .. }
             ));
             assert!(err.to_string().contains(want), "{text:?}: {err}");
         }

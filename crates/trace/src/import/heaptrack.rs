@@ -354,12 +354,7 @@ impl Converter<'_> {
                 self.next_id += 1;
                 self.live[info as usize].push(id);
                 self.live_count += 1;
-                Some(Event::Alloc {
-                    id,
-                    size,
-                    align: 0,
-                    kind: AllocKind::Malloc,
-                })
+                Some(Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc })
             }
             b'-' => {
                 let info = self.hex(words.next(), "allocation info index")?;

@@ -182,10 +182,7 @@ pub fn convert(
     shown: &Path,
     sink: &mut dyn FnMut(Record) -> Result<(), TraceError>,
 ) -> Result<MemraySummary, TraceError> {
-    let unsupported = |msg: String| TraceError::Unsupported {
-        path: shown.to_path_buf(),
-        msg,
-    };
+    let unsupported = |msg: String| TraceError::Unsupported { path: shown.to_path_buf(), msg };
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(READER)
@@ -388,19 +385,9 @@ pub fn convert_from(
                     (Kind::Realloc, Some((_, Some((old, _)), _))) if merge => {
                         Event::Realloc { old, new: id, size }
                     }
-                    (Kind::Alloc(kind, align), _) => Event::Alloc {
-                        id,
-                        size,
-                        align,
-                        kind,
-                    },
+                    (Kind::Alloc(kind, align), _) => Event::Alloc { id, size, align, kind },
                     // realloc(NULL, n), or a realloc of a block allocated before tracking.
-                    _ => Event::Alloc {
-                        id,
-                        size,
-                        align: 0,
-                        kind: AllocKind::Malloc,
-                    },
+                    _ => Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc },
                 };
                 emit(&mut sum, sink, thread, domain, event)?;
             }
@@ -442,12 +429,7 @@ fn emit(
     event: Event,
 ) -> Result<(), TraceError> {
     sum.counts.add(&event);
-    sink(Record {
-        thread,
-        timestamp_ns: None,
-        domain,
-        event,
-    })
+    sink(Record { thread, timestamp_ns: None, domain, event })
 }
 
 #[cfg(test)]
@@ -476,12 +458,7 @@ mod tests {
         );
         let (sum, recs) = run(&text).unwrap();
         let evs: Vec<_> = recs.iter().map(|r| (r.thread, r.domain, r.event)).collect();
-        let alloc = |id, size| Event::Alloc {
-            id,
-            size,
-            align: 0,
-            kind: AllocKind::Malloc,
-        };
+        let alloc = |id, size| Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc };
         assert_eq!(
             evs,
             vec![
@@ -490,11 +467,7 @@ mod tests {
                 (
                     0,
                     Domain::Object,
-                    Event::Realloc {
-                        old: 0,
-                        new: 2,
-                        size: 64
-                    }
+                    Event::Realloc { old: 0, new: 2, size: 64 }
                 ),
                 // A free of an unknown address, then realloc: a fresh allocation.
                 (0, Domain::C, alloc(3, 8)),

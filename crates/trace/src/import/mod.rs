@@ -59,15 +59,8 @@ impl Format {
     ];
     /// The names a format is given by (`--from`): each one's [`name`](Format::name), and `csv`
     /// for Mallard's CSV form (read as `mallard`: the reader tells the two forms apart).
-    pub const NAMES: [&'static str; 7] = [
-        "mallard",
-        "csv",
-        "android",
-        "mtrace",
-        "heaptrack",
-        "recorder",
-        "memray",
-    ];
+    pub const NAMES: [&'static str; 7] =
+        ["mallard", "csv", "android", "mtrace", "heaptrack", "recorder", "memray"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -442,15 +435,7 @@ fn looks_like_android(start: &[u8]) -> bool {
         .is_some_and(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
     tid_ok
         && words.next().is_some_and(|op| {
-            [
-                "malloc",
-                "calloc",
-                "memalign",
-                "realloc",
-                "free",
-                "thread_done",
-            ]
-            .contains(&op)
+            ["malloc", "calloc", "memalign", "realloc", "free", "thread_done"].contains(&op)
         })
 }
 

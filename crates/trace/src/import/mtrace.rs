@@ -240,12 +240,7 @@ pub fn convert_from(
                     None
                 } else {
                     let id = new_object(&mut live, addr, &mut sum)?;
-                    Some(Event::Alloc {
-                        id,
-                        size,
-                        align: 0,
-                        kind: AllocKind::Malloc,
-                    })
+                    Some(Event::Alloc { id, size, align: 0, kind: AllocKind::Malloc })
                 }
             }
             Call::Minus(addr) => {
@@ -289,12 +284,7 @@ pub fn convert_from(
                     Some(old) => Some(Event::Realloc { old, new, size }),
                     None => {
                         sum.unknown_frees += 1;
-                        Some(Event::Alloc {
-                            id: new,
-                            size,
-                            align: 0,
-                            kind: AllocKind::Malloc,
-                        })
+                        Some(Event::Alloc { id: new, size, align: 0, kind: AllocKind::Malloc })
                     }
                 }
             }
@@ -437,11 +427,7 @@ mod tests {
             vec![
                 malloc(0, 10),
                 malloc(1, 15),
-                Event::Realloc {
-                    old: 0,
-                    new: 2,
-                    size: 100
-                },
+                Event::Realloc { old: 0, new: 2, size: 100 },
                 malloc(3, 30),
                 Event::Free { id: 1 },
                 malloc(4, 7),

@@ -152,10 +152,7 @@ impl Stream {
         let scale = (!info.timed).then_some(None);
         Ok(Some(Stream {
             path: path.to_path_buf(),
-            sum: RecordingSummary {
-                info,
-                ..RecordingSummary::default()
-            },
+            sum: RecordingSummary { info, ..RecordingSummary::default() },
             start: (start_tsc, start_ns),
             last: (start_tsc, start_ns),
             at: HEADER_SIZE,
@@ -293,10 +290,9 @@ impl Stream {
                             self.cursors.len() - 1
                         }
                     };
-                    self.cursors[i].chunks.push(ChunkRef {
-                        offset: payload,
-                        len: clen as u32,
-                    });
+                    self.cursors[i]
+                        .chunks
+                        .push(ChunkRef { offset: payload, len: clen as u32 });
                     self.at = payload + clen;
                 }
                 b"END." if !last => break,
@@ -480,12 +476,7 @@ impl Converter {
             return None;
         }
         let id = self.new_id(sum, addr);
-        Some(Event::Alloc {
-            id,
-            size,
-            align,
-            kind,
-        })
+        Some(Event::Alloc { id, size, align, kind })
     }
 
     fn event(
@@ -764,12 +755,7 @@ mod tests {
                 (0, malloc(0, 24)),
                 (
                     1,
-                    Event::Alloc {
-                        id: 1,
-                        size: 32,
-                        align: 0,
-                        kind: AllocKind::Calloc
-                    }
+                    Event::Alloc { id: 1, size: 32, align: 0, kind: AllocKind::Calloc }
                 ),
                 (
                     1,
@@ -781,14 +767,7 @@ mod tests {
                     }
                 ),
                 (1, malloc(3, 16)),
-                (
-                    0,
-                    Event::Realloc {
-                        old: 0,
-                        new: 4,
-                        size: 100
-                    }
-                ),
+                (0, Event::Realloc { old: 0, new: 4, size: 100 }),
                 (0, malloc(5, 8)),
                 (0, Event::Free { id: 5 }),
                 (
@@ -997,10 +976,7 @@ mod tests {
         usize,
         bool,
     ) {
-        let src = Growing {
-            bytes,
-            len: std::cell::Cell::new(0),
-        };
+        let src = Growing { bytes, len: std::cell::Cell::new(0) };
         let path = Path::new("rec.7");
         let mut recs = Vec::new();
         let mut stream = None;
@@ -1085,10 +1061,7 @@ mod tests {
         let far = (1000 + 2 * 60_000_000, 5000 + 60_000_000);
         raw.chunk_at(
             0,
-            &[
-                (0, 1000, OP_MALLOC, &[0xa000, 8]),
-                (1, 1000, OP_MALLOC, &[0xb000, 8]),
-            ],
+            &[(0, 1000, OP_MALLOC, &[0xa000, 8]), (1, 1000, OP_MALLOC, &[0xb000, 8])],
             far,
         );
         let first = raw.bytes.len();
@@ -1104,11 +1077,7 @@ mod tests {
         assert_eq!(whole_sum.unknown_frees, 0);
         assert_eq!(
             ev(&whole),
-            [
-                (0, malloc(0, 8)),
-                (1, Event::Free { id: 0 }),
-                (0, malloc(1, 8))
-            ]
+            [(0, malloc(0, 8)), (1, Event::Free { id: 0 }), (0, malloc(1, 8))]
         );
     }
 

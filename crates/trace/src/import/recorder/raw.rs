@@ -374,14 +374,7 @@ impl Cursor {
         }
         let offset = self.base + self.pos as u64;
         (self.pos, self.prev_seq, self.prev_tsc, self.prev_addr) = (pos, seq, tsc, prev_addr);
-        Some(Raw {
-            seq,
-            tsc,
-            op,
-            domain,
-            f,
-            offset,
-        })
+        Some(Raw { seq, tsc, op, domain, f, offset })
     }
 
     /// Reads the next chunk into `data`; false when there is none.
@@ -427,14 +420,7 @@ impl Cursor {
                 v
             };
         }
-        Ok(Raw {
-            seq,
-            tsc,
-            op,
-            domain,
-            f,
-            offset,
-        })
+        Ok(Raw { seq, tsc, op, domain, f, offset })
     }
 
     pub(super) fn varint(

@@ -326,9 +326,7 @@ pub fn recordings(dir: &Path, prefix: &str) -> Result<Vec<(u32, u32, PathBuf)>, 
 
 /// The metadata of a recorded trace.
 fn trace_header(sum: &RecordingSummary, p: &Provenance) -> Header {
-    let RawInfo {
-        recorder_version, ..
-    } = &sum.info;
+    let RawInfo { recorder_version, .. } = &sum.info;
     let mut h = Header::default();
     h.set("program", p.program)
         .set("command", p.command)
@@ -365,11 +363,7 @@ mod tests {
             .collect();
         assert_eq!(
             found,
-            [
-                (7, 0, "rec.7".into()),
-                (12, 0, "rec.12".into()),
-                (12, 1, "rec.12.1".into())
-            ]
+            [(7, 0, "rec.7".into()), (12, 0, "rec.12".into()), (12, 1, "rec.12.1".into())]
         );
     }
 }
