@@ -761,9 +761,7 @@ mod tests {
     #[test]
     fn throughput_replays_whole_groups_and_the_remainder() {
         // Allocates tens of MB: not while another test reads RSS.
-        let _g = crate::measure::tests::RSS_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _g = crate::measure::tests::rss_lock();
         let full = program();
         let g = GROUP;
         for n in [0, 1, g - 1, g, g + 1, 2 * g - 1, 2 * g, 2 * g + 1, 1000 * g + 3, 9999] {
@@ -817,9 +815,7 @@ mod tests {
 
     #[test]
     fn every_pass_frees_exactly_what_the_trace_allocated() {
-        let _g = crate::measure::tests::RSS_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _g = crate::measure::tests::rss_lock();
         let prog = program();
         let allocs = prog.counts.allocations();
         let scale = TickScale { floor: 0.0, ps_per_tick: 1.0 };

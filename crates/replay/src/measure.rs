@@ -648,11 +648,16 @@ pub(crate) mod tests {
 
     /// RSS is process-wide: tests that allocate a lot take this lock so that they do not run
     /// while another one reads RSS.
-    pub(crate) static RSS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static RSS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Takes [`RSS_LOCK`] (a test that panicked while holding it does not poison the others).
+    pub(crate) fn rss_lock() -> std::sync::MutexGuard<'static, ()> {
+        RSS_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     #[test]
     fn rss_grows_when_pages_are_touched() {
-        let _g = RSS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = rss_lock();
         let rss = Rss::open().unwrap();
         let before = rss.read();
         let mut v = vec![0u8; 64 << 20];

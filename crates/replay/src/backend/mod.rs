@@ -373,9 +373,7 @@ mod tests {
 
     /// Every backend returns distinct, aligned, writable memory, and realloc keeps contents.
     fn exercise<B: Backend>(b: &mut B) {
-        let _g = crate::measure::tests::RSS_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _g = crate::measure::tests::rss_lock();
         let sizes = [1usize, 8, 16, 24, 48, 100, 512, 513, 4096, 100_000, 1 << 20];
         let mut blocks: Vec<(*mut u8, usize, u8)> = Vec::new();
         unsafe {
