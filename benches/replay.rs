@@ -78,8 +78,14 @@ fn bundled(name: &str) -> Program {
 }
 
 /// Every bundled trace, by name.
-const BUNDLED: [&str; 6] =
-    ["cpython-json", "fragmentation", "perl-words", "python-objects", "sqlite", "uniform"];
+const BUNDLED: [&str; 6] = [
+    "cpython-json",
+    "fragmentation",
+    "perl-words",
+    "python-objects",
+    "sqlite",
+    "uniform",
+];
 
 fn replay<B: Backend>(
     iters: u64,

@@ -621,9 +621,11 @@ mod tests {
 
     #[test]
     fn size_lookup_table_matches_classes() {
-        for classes in
-            [crate::ClassScheme::Linear, crate::ClassScheme::Pow2, crate::ClassScheme::Geometric(3)]
-        {
+        for classes in [
+            crate::ClassScheme::Linear,
+            crate::ClassScheme::Pow2,
+            crate::ClassScheme::Geometric(3),
+        ] {
             let c = Config { classes, ..Config::default() };
             let a = Arena::new(c.clone()).unwrap();
             for n in 1..=c.threshold {

@@ -91,8 +91,15 @@ fn command_line() -> String {
 pub fn cmd_sweep(a: SweepArgs) -> Result<i32> {
     // Before any replay: may the CSV and its page go there (exit 2 if not)?
     let out = preflight(&a.output)?;
-    let lists =
-        [&a.arena_size, &a.pool_size, &a.quantum, &a.classes, &a.threshold, &a.alignment, &a.kept];
+    let lists = [
+        &a.arena_size,
+        &a.pool_size,
+        &a.quantum,
+        &a.classes,
+        &a.threshold,
+        &a.alignment,
+        &a.kept,
+    ];
     let plan = Plan::new(lists.map(Option::as_deref), &a.base, a.shard.as_deref())?;
     options::repeat(a.repeat)?;
     let mo = MeasureOptions {

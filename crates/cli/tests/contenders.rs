@@ -20,10 +20,12 @@ fn read_back(r: &serde_json::Value, label: &str) -> serde_json::Value {
 
 /// The installed libtcmalloc_minimal, if any (if not, says that the test is skipped).
 fn tcmalloc() -> Option<&'static str> {
-    let lib =
-        ["/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+        "/usr/lib/libtcmalloc_minimal.so.4",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
     if lib.is_none() {
         eprintln!("skipped: libtcmalloc-minimal4 is not installed (.ci/run installs it)");
     }

@@ -49,7 +49,12 @@ fn an_object_no_machine_can_hold_is_refused_up_front() {
     refused(
         &["run", p(&t), "-a", "glibc", "--touch", "none"],
         &out,
-        &["tib", "a single request of 1.0 TiB", "of memory available", "--ignore-memory-limit"],
+        &[
+            "tib",
+            "a single request of 1.0 TiB",
+            "of memory available",
+            "--ignore-memory-limit",
+        ],
     );
     // The override skips the refusal: the workers run, and fail as they must (exit 3).
     let extra = ["--touch", "none", "--ignore-memory-limit"];

@@ -140,9 +140,11 @@ fn one_iteration_leaves_the_warm_columns_empty_and_samples_memory_after_the_work
         for col in ["warm_ns_per_op", "warm_p50_ns", "warm_p99_ns"] {
             assert_eq!(row[col], "", "{col}: {row:?}");
         }
-        for col in
-            ["rss_after_drain_0ms_bytes", "rss_after_drain_100ms_bytes", "rss_after_drain_1s_bytes"]
-        {
+        for col in [
+            "rss_after_drain_0ms_bytes",
+            "rss_after_drain_100ms_bytes",
+            "rss_after_drain_1s_bytes",
+        ] {
             assert!(
                 num(&row, col) > num(&row, "baseline_rss_bytes") / 2.0,
                 "{col}: {row:?}"

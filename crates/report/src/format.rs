@@ -175,8 +175,14 @@ mod tests {
 
     #[test]
     fn labels() {
-        let percentiles =
-            [(0.0, "0%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"), (5.0, "99.999%"), (2.5, "")];
+        let percentiles = [
+            (0.0, "0%"),
+            (1.0, "90%"),
+            (2.0, "99%"),
+            (3.0, "99.9%"),
+            (5.0, "99.999%"),
+            (2.5, ""),
+        ];
         for (x, want) in percentiles {
             assert_eq!(pct_label(x), want, "pct_label({x})");
         }

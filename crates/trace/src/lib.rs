@@ -580,8 +580,10 @@ mod tests {
     #[test]
     fn binary_is_compact_and_byte_exact() {
         // Header: 16 fixed + metadata + 4 CRC; one stored or zstd block; 64-byte trailer.
-        let recs =
-            [Record::new(crate::test_support::malloc(0, 48)), Record::new(Event::Free { id: 0 })];
+        let recs = [
+            Record::new(crate::test_support::malloc(0, 48)),
+            Record::new(Event::Free { id: 0 }),
+        ];
         let bytes = bytes_of(&recs, Form::Binary, format::BLOCK_TARGET);
         let meta: usize = header()
             .metadata
