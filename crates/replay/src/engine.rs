@@ -255,15 +255,8 @@ unsafe fn free_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) {
 /// As [`call`]; `op` is not a free.
 #[inline(always)]
 unsafe fn alloc_op<B: Backend>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool {
-    // SAFETY: op.slot < slot table length (the compiler made both); the slot holds a live
-    // pointer for Realloc and null or a dead value for allocations.
-    unsafe {
-        let s = slots.add(op.slot as usize);
-        if B::ROUTES_DOMAINS && op.system() {
-            return system_op(s, op);
-        }
-        met(alloc_in(b, s, op), op)
-    }
+    // SAFETY: the caller's contract; with T_NONE nothing is touched.
+    unsafe { alloc_touched::<B, T_NONE>(b, slots, op) }
 }
 
 /// Whether the allocator met `op`'s request with block `p`: only an empty request may get null.
@@ -272,16 +265,18 @@ fn met(p: *mut u8, op: &Op) -> bool {
     !p.is_null() || op.size == 0
 }
 
-/// [`alloc_op`] and then [`touch_alloc`], as the grouped loop runs an allocation: the block
-/// just returned is touched from its register (not read back from the slot), and the failure
-/// test and the touch share one test of the size. Returns false if the allocator failed.
+/// An allocation and then [`touch_alloc`], as the grouped loop runs it (with `T_NONE`, it is
+/// [`alloc_op`] for the other passes): the block just returned is touched from its register
+/// (not read back from the slot), and the failure test and the touch share one test of the
+/// size. Returns false if the allocator failed.
 ///
 /// # Safety
 /// As [`alloc_op`].
 #[inline(always)]
 unsafe fn alloc_touched<B: Backend, const T: u8>(b: &mut B, slots: *mut *mut u8, op: &Op) -> bool {
-    // SAFETY: as in `alloc_op`; a non-null block of op.size > 0 bytes is what `touch_block`
-    // needs.
+    // SAFETY: op.slot < slot table length (the compiler made both); the slot holds a live
+    // pointer for Realloc and null or a dead value for allocations; a non-null block of
+    // op.size > 0 bytes is what `touch_block` needs.
     unsafe {
         let s = slots.add(op.slot as usize);
         if B::ROUTES_DOMAINS && op.system() {
@@ -450,8 +445,8 @@ fn throughput_t<B: Backend, const T: u8>(
 /// precomputed by the compiler): where frees and allocations alternate at random, a branch on
 /// each operation's kind is mispredicted about every second operation; one 64-way jump per
 /// group of six is mispredicted at most once per group (63 times in 64 at random: 0.16 an
-/// operation, against 0.19 for 32-way jumps per group of five). Inside a shape, which allocation function an allocation calls is a branch that
-/// stays predictable (mostly malloc). Returns the index in `g` of an operation the allocator
+/// operation, against 0.19 for 32-way jumps per group of five). Inside a shape, which
+/// allocation function an allocation calls is a branch that stays predictable (mostly malloc). Returns the index in `g` of an operation the allocator
 /// failed.
 ///
 /// # Safety
