@@ -108,18 +108,9 @@ impl Stats {
     }
 }
 
-/// `n` with thousands separators: 4194304 -> "4,194,304". (`mallard_trace::stats::thousands`
-/// does the same for the rest of Mallard; this crate depends on none of it.)
+/// `n` with thousands separators: 4194304 -> "4,194,304".
 fn commas(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    mallard_io::text::thousands(n as u64)
 }
 
 /// CPython's `printone`: the label padded to 35 columns, '=', the value right-aligned in 21.
@@ -213,24 +204,5 @@ impl fmt::Display for Stats {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::commas;
-
-    #[test]
-    fn thousands() {
-        let cases = [
-            (0, "0"),
-            (999, "999"),
-            (1000, "1,000"),
-            (4194304, "4,194,304"),
-            (123456789, "123,456,789"),
-        ];
-        for (n, want) in cases {
-            assert_eq!(commas(n), want);
-        }
     }
 }

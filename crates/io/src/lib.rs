@@ -10,9 +10,12 @@
 //!   recorded program.
 //!
 //! - [`date`]: the one civil-date formatter (report dates, the recorder's `created`).
+//! - [`text`]: the one parse of option words ([`text::Words`]: the message for an unknown word)
+//!   and the one thousands separator.
 //!
-//! It knows nothing of traces, allocators or reports: only paths, bytes and processes.
+//! It knows nothing of traces, allocators or reports: only paths, bytes, processes and words.
 
 pub mod atomic;
 pub mod date;
 pub mod interrupt;
+pub mod text;

@@ -52,20 +52,20 @@ pub enum Touch {
     All,
 }
 
-impl std::str::FromStr for Touch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Touch::None),
-            "first" => Ok(Touch::First),
-            "pages" => Ok(Touch::Pages),
-            "all" => Ok(Touch::All),
-            _ => Err(format!(
-                "unknown touch policy '{s}' (known: none, first, pages, all)"
-            )),
+impl mallard_io::text::Words for Touch {
+    const WHAT: &'static str = "touch policy";
+    const ALL: &'static [Touch] = &[Touch::None, Touch::First, Touch::Pages, Touch::All];
+    fn word(self) -> &'static str {
+        match self {
+            Touch::None => "none",
+            Touch::First => "first",
+            Touch::Pages => "pages",
+            Touch::All => "all",
         }
     }
 }
+
+mallard_io::from_words!(Touch);
 
 pub(crate) const T_NONE: u8 = 0;
 pub(crate) const T_FIRST: u8 = 1;
@@ -570,36 +570,34 @@ pub trait Sampler<B> {
     fn sample(&mut self, ops_done: u64, backend: &mut B);
 }
 
-/// The batched pass. `sample_every`: operations between RSS samples (0: none).
-#[allow(clippy::too_many_arguments)]
+/// What the batched pass is given besides the program: runs of at most `batch` operations of
+/// one kind, timed into `hists`, and an RSS sample every `sample_every` operations (0: none).
+pub struct Batched<'a, S> {
+    pub batch: usize,
+    pub scale: TickScale,
+    pub hists: &'a mut KindHists,
+    pub sample_every: u64,
+    pub sampler: &'a mut S,
+}
+
+/// The batched pass.
 pub fn batched<B: Backend, S: Sampler<B>>(
     b: &mut B,
     prog: &Program,
     slots: &mut Slots,
     touch: Touch,
-    batch: usize,
-    scale: TickScale,
-    hists: &mut KindHists,
-    sample_every: u64,
-    sampler: &mut S,
+    pass: Batched<'_, S>,
 ) -> Result<(), OpFailed> {
-    dispatch_touch!(
-        touch,
-        batched_t::<B, S>(b, prog, slots, batch, scale, hists, sample_every, sampler)
-    )
+    dispatch_touch!(touch, batched_t::<B, S>(b, prog, slots, pass))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn batched_t<B: Backend, S: Sampler<B>, const T: u8>(
     b: &mut B,
     prog: &Program,
     slots: &mut Slots,
-    batch: usize,
-    scale: TickScale,
-    hists: &mut KindHists,
-    sample_every: u64,
-    sampler: &mut S,
+    pass: Batched<'_, S>,
 ) -> Result<(), OpFailed> {
+    let Batched { batch, scale, hists, sample_every, sampler } = pass;
     let sp = slots.base();
     let ops = &prog.ops[..];
     let batch = batch.max(1);
@@ -823,18 +821,16 @@ mod tests {
                 0 => {
                     throughput(&mut b, &prog, &mut slots, Touch::All).unwrap();
                 }
-                1 => batched(
-                    &mut b,
-                    &prog,
-                    &mut slots,
-                    Touch::Pages,
-                    64,
-                    scale,
-                    &mut h,
-                    100,
-                    &mut s,
-                )
-                .unwrap(),
+                1 => {
+                    let pass = Batched {
+                        batch: 64,
+                        scale,
+                        hists: &mut h,
+                        sample_every: 100,
+                        sampler: &mut s,
+                    };
+                    batched(&mut b, &prog, &mut slots, Touch::Pages, pass).unwrap()
+                }
                 _ => tail(&mut b, &prog, &mut slots, Touch::First, scale, &mut h).unwrap(),
             }
             let left = slots.free_all(&mut b);

@@ -31,16 +31,15 @@ impl Mode {
     }
 }
 
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
-        match s {
-            "simulate" => Ok(Mode::Simulate),
-            "measure" => Ok(Mode::Measure),
-            _ => Err(format!("unknown mode '{s}' (known: simulate, measure)")),
-        }
+impl mallard_io::text::Words for Mode {
+    const WHAT: &'static str = "mode";
+    const ALL: &'static [Mode] = &[Mode::Simulate, Mode::Measure];
+    fn word(self) -> &'static str {
+        self.name()
     }
 }
+
+mallard_io::from_words!(Mode);
 
 /// A grid that cannot be swept.
 #[derive(Debug, thiserror::Error)]

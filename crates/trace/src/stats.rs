@@ -240,18 +240,8 @@ fn serialize_domains<S: Serializer>(d: &[u64; 4], s: S) -> Result<S::Ok, S::Erro
     )
 }
 
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// `1234567` as `1,234,567` (the one separator, [`mallard_io::text::thousands`]).
+pub use mallard_io::text::thousands;
 
 /// Bytes in binary units: `512 B`, `1.5 KiB`, `12.0 MiB`.
 pub fn human_bytes(n: u64) -> String {

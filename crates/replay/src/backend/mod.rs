@@ -261,18 +261,15 @@ impl std::fmt::Display for AllocatorName {
     }
 }
 
-impl std::str::FromStr for AllocatorName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        AllocatorName::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = AllocatorName::ALL.iter().map(|a| a.as_str()).collect();
-                format!("unknown allocator '{s}' (known: {})", names.join(", "))
-            })
+impl mallard_io::text::Words for AllocatorName {
+    const WHAT: &'static str = "allocator";
+    const ALL: &'static [AllocatorName] = &AllocatorName::ALL;
+    fn word(self) -> &'static str {
+        self.as_str()
     }
 }
+
+mallard_io::from_words!(AllocatorName);
 
 /// One allocator as the replay engine sees it.
 ///

@@ -137,18 +137,18 @@ pub enum ThreadMode {
     Serial,
 }
 
-impl std::str::FromStr for ThreadMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "faithful" => Ok(ThreadMode::Faithful),
-            "serial" => Ok(ThreadMode::Serial),
-            _ => Err(format!(
-                "unknown thread mode '{s}' (known: faithful, serial)"
-            )),
+impl mallard_io::text::Words for ThreadMode {
+    const WHAT: &'static str = "thread mode";
+    const ALL: &'static [ThreadMode] = &[ThreadMode::Faithful, ThreadMode::Serial];
+    fn word(self) -> &'static str {
+        match self {
+            ThreadMode::Faithful => "faithful",
+            ThreadMode::Serial => "serial",
         }
     }
 }
+
+mallard_io::from_words!(ThreadMode);
 
 /// What a worker prints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -109,17 +109,14 @@ pub(super) fn run_with<B: Backend>(
                 };
                 // The RSS timeline is the cold iteration's.
                 let every = if cold { sample_every } else { 0 };
-                engine::batched(
-                    &mut b,
-                    prog,
-                    &mut slots,
-                    spec.touch,
-                    spec.batch,
+                let pass = engine::Batched {
+                    batch: spec.batch,
                     scale,
-                    h,
-                    every,
-                    &mut sampler,
-                )
+                    hists: h,
+                    sample_every: every,
+                    sampler: &mut sampler,
+                };
+                engine::batched(&mut b, prog, &mut slots, spec.touch, pass)
             }
             Pass::Tail => {
                 let h = match warm.as_mut() {
