@@ -11,6 +11,25 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Serde through the display and the parse, for `#[serde(into = "String", try_from = "String")]`:
+/// a value is written as the word a user types.
+macro_rules! string_serde {
+    ($t:ty) => {
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = ConfigError;
+            fn try_from(s: String) -> Result<Self, ConfigError> {
+                s.parse()
+            }
+        }
+    };
+}
+
 /// Bytes of the header at the start of every pool, laid out like CPython's `struct pool_header`:
 /// `count` padded to pointer width, three pointers, four 32-bit fields (48 bytes on 64-bit).
 /// The arena's `PoolHeader` is checked against it at compile time.
@@ -92,18 +111,7 @@ impl FromStr for ClassScheme {
     }
 }
 
-impl From<ClassScheme> for String {
-    fn from(s: ClassScheme) -> String {
-        s.to_string()
-    }
-}
-
-impl TryFrom<String> for ClassScheme {
-    type Error = ConfigError;
-    fn try_from(s: String) -> Result<Self, ConfigError> {
-        s.parse()
-    }
-}
+string_serde!(ClassScheme);
 
 /// Where arenas start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,18 +149,7 @@ impl FromStr for ArenaAlignment {
     }
 }
 
-impl From<ArenaAlignment> for String {
-    fn from(a: ArenaAlignment) -> String {
-        a.to_string()
-    }
-}
-
-impl TryFrom<String> for ArenaAlignment {
-    type Error = ConfigError;
-    fn try_from(s: String) -> Result<Self, ConfigError> {
-        s.parse()
-    }
-}
+string_serde!(ArenaAlignment);
 
 /// Why a configuration (or a preset name, key or value) was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
