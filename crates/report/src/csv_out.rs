@@ -6,7 +6,7 @@
 //!
 //! Each is one [`Csv`] writer: a name and a function of the view.
 
-use crate::model::RunResults;
+use crate::model::{Repetition, RunResults};
 use crate::summary::SummaryRow;
 use crate::writer::{Doc, View, Writer};
 use crate::ReportError;
@@ -26,19 +26,30 @@ pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>, ReportError> {
     w.into_inner().map_err(|e| err(e.to_string()))
 }
 
-/// A CSV document of `header` and `rows`, every field escaped by the csv crate.
-fn table(
+/// A CSV document of the timeline columns [`KEY`] then `header`, and `rows`, every field
+/// escaped by the csv crate.
+fn timeline(
     file: &str,
     header: &[&str],
     rows: impl IntoIterator<Item = Vec<String>>,
 ) -> Result<Vec<u8>, ReportError> {
     let err = csv_err(file);
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(header).map_err(|e| err(e.to_string()))?;
+    w.write_record(KEY.iter().chain(header))
+        .map_err(|e| err(e.to_string()))?;
     for row in rows {
         w.write_record(&row).map_err(|e| err(e.to_string()))?;
     }
     w.into_inner().map_err(|e| err(e.to_string()))
+}
+
+/// The first columns of every timeline row: which replay, and when in it.
+const KEY: [&str; 4] = ["trace", "allocator", "repetition", "ops_done"];
+
+/// A timeline row: the [`KEY`] of repetition `r` at `ops_done`, then `rest`.
+fn row(r: &Repetition, ops_done: u64, rest: impl IntoIterator<Item = String>) -> Vec<String> {
+    let key = [r.trace.clone(), r.allocator.clone(), r.index.to_string(), ops_done.to_string()];
+    key.into_iter().chain(rest).collect()
 }
 
 /// `rss.csv`: the RSS timeline of each replay (the batched pass of every repetition); an
@@ -46,28 +57,14 @@ fn table(
 pub fn rss_csv(results: &RunResults) -> Result<Vec<u8>, ReportError> {
     let rows = results.repetitions.iter().flat_map(|r| {
         r.rss_timeline.iter().map(move |s| {
-            vec![
-                r.trace.clone(),
-                r.allocator.clone(),
-                r.index.to_string(),
-                s.ops_done.to_string(),
-                s.rss_bytes.to_string(),
-                s.live_bytes.to_string(),
-                s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default(),
-            ]
+            let footprint = s.footprint_bytes.map(|f| f.to_string()).unwrap_or_default();
+            let figures = [s.rss_bytes.to_string(), s.live_bytes.to_string(), footprint];
+            row(r, s.ops_done, figures)
         })
     });
-    table(
+    timeline(
         "rss.csv",
-        &[
-            "trace",
-            "allocator",
-            "repetition",
-            "ops_done",
-            "rss_bytes",
-            "live_bytes",
-            "footprint_bytes",
-        ],
+        &["rss_bytes", "live_bytes", "footprint_bytes"],
         rows,
     )
 }
@@ -86,38 +83,22 @@ pub fn occupancy_csv(results: &RunResults) -> Result<Option<Vec<u8>>, ReportErro
     let rows = reps.into_iter().flat_map(|(r, o)| {
         o.samples.iter().flat_map(move |s| {
             s.arenas.iter().map(move |a| {
-                vec![
-                    r.trace.clone(),
-                    r.allocator.clone(),
-                    r.index.to_string(),
-                    s.ops_done.to_string(),
-                    a.index.to_string(),
-                    a.pools_in_use.to_string(),
-                    a.total_pools.to_string(),
-                    a.blocks_in_use.to_string(),
-                    a.block_bytes.to_string(),
-                    o.arena_size.to_string(),
-                ]
+                let counts = [a.index, a.pools_in_use, a.total_pools, a.blocks_in_use];
+                let bytes = [a.block_bytes, o.arena_size];
+                let figures = counts.map(u64::from).into_iter().chain(bytes);
+                row(r, s.ops_done, figures.map(|v| v.to_string()))
             })
         })
     });
-    table(
-        "occupancy.csv",
-        &[
-            "trace",
-            "allocator",
-            "repetition",
-            "ops_done",
-            "arena",
-            "pools_in_use",
-            "total_pools",
-            "blocks_in_use",
-            "block_bytes",
-            "arena_bytes",
-        ],
-        rows,
-    )
-    .map(Some)
+    let header = [
+        "arena",
+        "pools_in_use",
+        "total_pools",
+        "blocks_in_use",
+        "block_bytes",
+        "arena_bytes",
+    ];
+    timeline("occupancy.csv", &header, rows).map(Some)
 }
 
 /// A report CSV file as a [`Writer`]: its name and how its bytes come from the view (`None`:
