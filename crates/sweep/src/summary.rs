@@ -55,72 +55,83 @@ impl Objective {
     }
 }
 
+/// A row's figure as an objective's value: a count or a size, measured or not.
+trait Figure {
+    fn figure(&self) -> Option<f64>;
+}
+
+impl Figure for u64 {
+    fn figure(&self) -> Option<f64> {
+        Some(*self as f64)
+    }
+}
+
+impl Figure for Option<u64> {
+    fn figure(&self) -> Option<f64> {
+        self.map(|v| v as f64)
+    }
+}
+
+impl Figure for Option<f64> {
+    fn figure(&self) -> Option<f64> {
+        *self
+    }
+}
+
+/// The objective that is the row's column `field` (named once: the CSV column is the field).
+macro_rules! column {
+    ($name:literal, $field:ident, $unit:ident) => {
+        Objective {
+            name: $name,
+            column: stringify!($field),
+            unit: Unit::$unit,
+            get: |r| Figure::figure(&r.$field),
+        }
+    };
+}
+
 /// The objectives of simulate mode (also reported in measure mode).
 pub const SIMULATED: [Objective; 6] = [
-    Objective {
-        name: "peak memory (arenas + raw blocks)",
-        column: "peak_footprint_bytes",
-        unit: Unit::Bytes,
-        get: |r| Some(r.peak_footprint_bytes as f64),
-    },
-    Objective {
-        name: "peak arena memory",
-        column: "peak_mapped_bytes",
-        unit: Unit::Bytes,
-        get: |r| Some(r.peak_mapped_bytes as f64),
-    },
+    column!(
+        "peak memory (arenas + raw blocks)",
+        peak_footprint_bytes,
+        Bytes
+    ),
+    column!("peak arena memory", peak_mapped_bytes, Bytes),
     Objective {
         name: "arena overhead at peak live",
         column: "mapped_at_peak_live - small_requested_bytes",
         unit: Unit::Bytes,
         get: |r| {
-            Some(
-                r.mapped_at_peak_live
-                    .saturating_sub(r.small_requested_bytes) as f64,
-            )
+            let overhead = r
+                .mapped_at_peak_live
+                .saturating_sub(r.small_requested_bytes);
+            Some(overhead as f64)
         },
     },
-    Objective {
-        name: "internal fragmentation at peak live",
-        column: "internal_fragmentation_bytes",
-        unit: Unit::Bytes,
-        get: |r| Some(r.internal_fragmentation_bytes as f64),
-    },
-    Objective {
-        name: "mmap + munmap calls",
-        column: "arena_syscalls",
-        unit: Unit::Count,
-        get: |r| Some(r.arena_syscalls as f64),
-    },
-    Objective {
-        name: "calls passed to libc",
-        column: "raw_calls",
-        unit: Unit::Count,
-        get: |r| Some(r.raw_calls as f64),
-    },
+    column!(
+        "internal fragmentation at peak live",
+        internal_fragmentation_bytes,
+        Bytes
+    ),
+    column!("mmap + munmap calls", arena_syscalls, Count),
+    column!("calls passed to libc", raw_calls, Count),
 ];
 
 /// The objectives only measure mode has.
 pub const MEASURED: [Objective; 3] = [
-    Objective {
-        name: "time per operation",
-        column: "ns_per_op",
-        unit: Unit::Ns,
-        get: |r| r.ns_per_op,
-    },
-    Objective {
-        name: "peak RSS",
-        column: "peak_rss_bytes",
-        unit: Unit::Bytes,
-        get: |r| r.peak_rss_bytes.map(|v| v as f64),
-    },
-    Objective {
-        name: "malloc p99 (per call)",
-        column: "malloc_p99_ns",
-        unit: Unit::Ns,
-        get: |r| r.malloc_p99_ns,
-    },
+    column!("time per operation", ns_per_op, Ns),
+    column!("peak RSS", peak_rss_bytes, Bytes),
+    column!("malloc p99 (per call)", malloc_p99_ns, Ns),
 ];
+
+/// `(and N more tied)` after `sep` when `best` holds more than one row, else nothing.
+fn ties(best: &[usize], sep: &str) -> String {
+    match best.len() {
+        0 | 1 => String::new(),
+        n => format!("{sep}(and {} more tied)", n - 1),
+    }
+}
 
 /// The two axes of the Pareto front: (x = memory, y = time or events).
 pub fn axes(measured: bool) -> (Objective, Objective) {
@@ -145,6 +156,14 @@ pub struct TraceSummary {
     pub best: Vec<(Objective, Vec<usize>)>,
     /// The Pareto front along [`axes`], sorted by memory.
     pub front: Vec<usize>,
+}
+
+impl TraceSummary {
+    /// `NAME (N events, peak live B)`: the heading of its findings.
+    fn title(&self) -> String {
+        let (n, peak) = (self.events, bytes(self.peak_live));
+        format!("{} ({n} events, peak live {peak})", self.trace)
+    }
 }
 
 /// Everything a sweep's summary shows.
@@ -281,14 +300,7 @@ impl Summary {
         let mut out = String::new();
         let (x, y) = axes(self.measured);
         for t in &self.traces {
-            let _ = writeln!(
-                out,
-                "\n{} ({} events, peak live {}): {} configurations",
-                t.trace,
-                t.events,
-                bytes(t.peak_live),
-                t.rows.len()
-            );
+            let _ = writeln!(out, "\n{}: {} configurations", t.title(), t.rows.len());
             let _ = writeln!(out, "  best per objective (lowest):");
             let w = t.best.iter().map(|(o, _)| o.name.len()).max().unwrap_or(0);
             for (o, best) in &t.best {
@@ -297,11 +309,7 @@ impl Summary {
                     continue;
                 };
                 let v = o.shown(&self.rows[b]);
-                let ties = if best.len() > 1 {
-                    format!("  (and {} more tied)", best.len() - 1)
-                } else {
-                    String::new()
-                };
+                let ties = ties(best, "  ");
                 let _ = writeln!(out, "    {:<w$}  {v:>10}  {}{ties}", o.name, self.labels[b]);
             }
             let _ = writeln!(
@@ -341,24 +349,14 @@ impl Summary {
         let mut out = String::new();
         let (x, y) = axes(self.measured);
         for t in &self.traces {
-            let _ = writeln!(
-                out,
-                "\n### {} ({} events, peak live {})\n",
-                t.trace,
-                t.events,
-                bytes(t.peak_live)
-            );
+            let _ = writeln!(out, "\n### {}\n", t.title());
             let _ = writeln!(
                 out,
                 "| objective (lowest) | value | configuration |\n|---|---:|---|"
             );
             for (o, best) in &t.best {
                 if let Some(&b) = best.first() {
-                    let ties = if best.len() > 1 {
-                        format!(" (and {} more tied)", best.len() - 1)
-                    } else {
-                        String::new()
-                    };
+                    let ties = ties(best, " ");
                     let _ = writeln!(
                         out,
                         "| {} | {} | `{}`{ties} |",
