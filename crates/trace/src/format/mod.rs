@@ -50,7 +50,7 @@
 
 mod decode;
 mod encode;
-mod varint;
+pub(crate) mod varint;
 
 pub(crate) use decode::Decoder;
 pub(crate) use encode::Encoder;

@@ -611,6 +611,8 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The raw format's varints and zig-zag are the trace format's own.
+    use crate::format::varint::{put as varint, zigzag as zz};
     use crate::Validator;
     use proptest::prelude::*;
 
@@ -618,18 +620,6 @@ mod tests {
     /// own test checks real recordings against this reader).
     struct Raw {
         bytes: Vec<u8>,
-    }
-
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    fn zz(v: i64) -> u64 {
-        ((v << 1) ^ (v >> 63)) as u64
     }
 
     impl Raw {
