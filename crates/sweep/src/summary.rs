@@ -295,6 +295,19 @@ impl Summary {
         groups
     }
 
+    /// The Pareto front of `t` as its rows' values on the axes `x` and `y` and their labels.
+    fn front<'a>(
+        &'a self,
+        t: &'a TraceSummary,
+        x: Objective,
+        y: Objective,
+    ) -> impl Iterator<Item = (String, String, &'a str)> + 'a {
+        t.front.iter().map(move |&i| {
+            let r = &self.rows[i];
+            (x.shown(r), y.shown(r), self.labels[i].as_str())
+        })
+    }
+
     /// The summary for a terminal.
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -320,15 +333,8 @@ impl Summary {
                 t.front.len(),
                 t.rows.len()
             );
-            for &i in &t.front {
-                let r = &self.rows[i];
-                let _ = writeln!(
-                    out,
-                    "    {:>10}  {:>10}  {}",
-                    x.shown(r),
-                    y.shown(r),
-                    self.labels[i]
-                );
+            for (xv, yv, label) in self.front(t, x, y) {
+                let _ = writeln!(out, "    {xv:>10}  {yv:>10}  {label}");
             }
         }
         if let Some(n) = self.placement_note() {
@@ -371,15 +377,8 @@ impl Summary {
                 "\nPareto front, {} against {}:\n\n| {} | {} | configuration |\n|---:|---:|---|",
                 x.name, y.name, x.name, y.name
             );
-            for &i in &t.front {
-                let r = &self.rows[i];
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | `{}` |",
-                    x.shown(r),
-                    y.shown(r),
-                    self.labels[i]
-                );
+            for (xv, yv, label) in self.front(t, x, y) {
+                let _ = writeln!(out, "| {xv} | {yv} | `{label}` |");
             }
         }
         out
