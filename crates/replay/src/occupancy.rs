@@ -38,9 +38,7 @@ impl Recorder {
         rss_points: usize,
         config: &mallard_arena::Config,
     ) -> Option<Recorder> {
-        let mut probe = Vec::new();
-        let mut probe_classes = Vec::new();
-        backend.occupancy(&mut probe, &mut probe_classes, 0)?;
+        backend.arena()?;
         let class_sizes: Vec<u32> = config.size_classes().iter().map(|&s| s as u32).collect();
         let classes = class_sizes.len();
         let arena_size = config.arena_size as u64;
@@ -81,7 +79,8 @@ impl Recorder {
             return;
         }
         let limit = self.arenas.len() + self.per_sample;
-        if let Some(unlisted) = backend.occupancy(&mut self.arenas, &mut self.class_pools, limit) {
+        if let Some(arena) = backend.arena() {
+            let unlisted = arena.occupancy(&mut self.arenas, &mut self.class_pools, limit);
             self.marks.push((ops_done, self.arenas.len(), unlisted));
         }
     }

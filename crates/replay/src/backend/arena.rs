@@ -48,13 +48,8 @@ unsafe impl Backend for ArenaBackend {
     fn footprint_source(&self) -> &'static str {
         "arena counters: bytes of mapped arenas + bytes requested by live raw (large) blocks"
     }
-    fn occupancy(
-        &mut self,
-        arenas: &mut Vec<mallard_arena::ArenaFill>,
-        class_pools: &mut Vec<u32>,
-        limit: usize,
-    ) -> Option<usize> {
-        Some(self.arena.occupancy(arenas, class_pools, limit))
+    fn arena(&mut self) -> Option<&mut Arena> {
+        Some(&mut self.arena)
     }
     fn stats(&mut self) -> Option<serde_json::Value> {
         let st = self.arena.stats();

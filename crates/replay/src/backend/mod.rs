@@ -319,14 +319,9 @@ pub unsafe trait Backend {
     fn stats(&mut self) -> Option<serde_json::Value> {
         None
     }
-    /// How full each arena is ([`mallard_arena::Arena::occupancy`]), for allocators made of
-    /// arenas that say; `None` otherwise. Called between batches, outside timed regions.
-    fn occupancy(
-        &mut self,
-        _arenas: &mut Vec<mallard_arena::ArenaFill>,
-        _class_pools: &mut Vec<u32>,
-        _limit: usize,
-    ) -> Option<usize> {
+    /// The arena allocator behind this backend, if it is one: its occupancy
+    /// ([`mallard_arena::Arena::occupancy`]) is sampled between batches, outside timed regions.
+    fn arena(&mut self) -> Option<&mut mallard_arena::Arena> {
         None
     }
 }
