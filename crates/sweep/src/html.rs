@@ -147,20 +147,20 @@ pub fn render(s: &Summary, title: &str, command: Option<&str>, note: Option<&str
                 b,
                 "<tr{cls}><td class=\"l\"><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td>",
                 esc(&s.labels[i]),
-                bytes(r.peak_footprint_bytes),
-                bytes(r.peak_mapped_bytes),
-                bytes(r.mapped_at_peak_live),
-                bytes(r.block_bytes),
-                bytes(r.small_requested_bytes),
-                bytes(r.free_block_bytes),
-                bytes(r.unused_pool_bytes),
-                bytes(r.pool_header_bytes),
-                bytes(r.quantization_bytes),
-                bytes(r.arena_alignment_bytes),
-                r.pools_used,
-                r.arenas_allocated,
-                r.arenas_reclaimed,
-                r.raw_calls
+                bytes(r.sim.peak_footprint_bytes),
+                bytes(r.sim.peak_mapped_bytes),
+                bytes(r.sim.mapped_at_peak_live),
+                bytes(r.sim.block_bytes),
+                bytes(r.sim.small_requested_bytes),
+                bytes(r.sim.free_block_bytes),
+                bytes(r.sim.unused_pool_bytes),
+                bytes(r.sim.pool_header_bytes),
+                bytes(r.sim.quantization_bytes),
+                bytes(r.sim.arena_alignment_bytes),
+                r.sim.pools_used,
+                r.sim.arenas_allocated,
+                r.sim.arenas_reclaimed,
+                r.sim.raw_calls
             );
             if s.measured {
                 let _ = write!(
@@ -201,6 +201,7 @@ mod tests {
     use super::*;
     use crate::grid::{Point, Skipped};
     use crate::rows::Row;
+    use crate::simulate::SimFigures;
 
     #[test]
     fn one_pareto_plot_per_trace_and_no_url() {
@@ -208,8 +209,11 @@ mod tests {
             trace: trace.into(),
             config: cfg.into(),
             mode: "simulate".into(),
-            peak_footprint_bytes: fp,
-            arena_syscalls: calls,
+            sim: SimFigures {
+                peak_footprint_bytes: fp,
+                arena_syscalls: calls,
+                ..Default::default()
+            },
             ..Row::default()
         };
         let rows = vec![

@@ -37,28 +37,8 @@ pub struct Row {
     pub empty_arenas_kept: usize,
     /// Number of size classes.
     pub size_classes: usize,
-    // Simulated figures (see `SimFigures`).
-    pub peak_mapped_bytes: u64,
-    pub peak_footprint_bytes: u64,
-    pub arenas_highwater: u64,
-    pub arenas_allocated: u64,
-    pub arenas_reclaimed: u64,
-    /// `arenas_allocated + arenas_reclaimed`: mmap and munmap calls.
-    pub arena_syscalls: u64,
-    pub raw_calls: u64,
-    pub mapped_at_peak_live: u64,
-    pub pools_used: u64,
-    pub unused_pool_bytes: u64,
-    pub pool_header_bytes: u64,
-    pub quantization_bytes: u64,
-    pub arena_alignment_bytes: u64,
-    pub free_block_bytes: u64,
-    pub block_bytes: u64,
-    pub small_requested_bytes: u64,
-    pub internal_fragmentation_bytes: u64,
-    pub raw_live_bytes: u64,
-    pub final_mapped_bytes: u64,
-    pub sim_ns_per_op: f64,
+    /// The simulated figures: their columns are [`SimFigures`]' fields, in its order.
+    pub sim: SimFigures,
     // Measured figures (measure mode only): medians over repetitions unless named otherwise.
     pub mops_per_s: Option<f64>,
     pub mops_min: Option<f64>,
@@ -127,26 +107,7 @@ impl Row {
             alignment: config.alignment.to_string(),
             empty_arenas_kept: config.empty_arenas_kept,
             size_classes: config.size_classes().len(),
-            peak_mapped_bytes: f.peak_mapped_bytes,
-            peak_footprint_bytes: f.peak_footprint_bytes,
-            arenas_highwater: f.arenas_highwater,
-            arenas_allocated: f.arenas_allocated,
-            arenas_reclaimed: f.arenas_reclaimed,
-            arena_syscalls: f.arenas_allocated + f.arenas_reclaimed,
-            raw_calls: f.raw_calls,
-            mapped_at_peak_live: f.mapped_at_peak_live,
-            pools_used: f.pools_used,
-            unused_pool_bytes: f.unused_pool_bytes,
-            pool_header_bytes: f.pool_header_bytes,
-            quantization_bytes: f.quantization_bytes,
-            arena_alignment_bytes: f.arena_alignment_bytes,
-            free_block_bytes: f.free_block_bytes,
-            block_bytes: f.block_bytes,
-            small_requested_bytes: f.small_requested_bytes,
-            internal_fragmentation_bytes: f.internal_fragmentation_bytes,
-            raw_live_bytes: f.raw_live_bytes,
-            final_mapped_bytes: f.final_mapped_bytes,
-            sim_ns_per_op: f.sim_ns_per_op,
+            sim: f.clone(),
             ..Row::default()
         }
     }
@@ -204,6 +165,16 @@ pub enum CsvError {
         /// Where it was first seen.
         other: String,
     },
+    /// The header is not one this version reads (its columns are read in order).
+    #[error("{path}: not a sweep CSV of this Mallard version (its header differs)\n  expected: {expected}\n  found:    {found}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// This version's header.
+        expected: String,
+        /// The file's.
+        found: String,
+    },
     /// Simulate and measure rows mixed.
     #[error("{path}: line {line}: mode {found} rows cannot be merged with {expected} rows")]
     Mode {
@@ -218,27 +189,82 @@ pub enum CsvError {
     },
 }
 
-/// The CSV header line, as [`to_csv`] writes it.
+/// The CSV header line, as [`to_csv`] writes it: the row's fields, `sim` spelt out as
+/// [`SimFigures`]' own (the csv crate writes a nested struct's fields in a record, but not
+/// their names in a header).
 pub fn header() -> String {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    // Serialising one row writes the header first; keep only that line.
-    let _ = w.serialize(Row::default());
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    let sim = field_names::<SimFigures>();
+    let names: Vec<&str> = field_names::<Row>()
+        .iter()
+        .flat_map(|&f| {
+            if f == "sim" {
+                sim
+            } else {
+                std::slice::from_ref(&f)
+            }
+            .to_vec()
+        })
+        .collect();
+    names.join(",")
+}
+
+/// The header of the CSVs written before `warm_ns_per_op` existed, which read as rows
+/// without it.
+fn header_without_warm() -> String {
+    header().trim_end_matches(",warm_ns_per_op").to_string()
+}
+
+/// The field names serde's derive gives `T` (a struct), in order: what `T::deserialize` asks
+/// a deserializer for, caught before it reads anything.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    /// The names, carried out as the "error" that stops the deserialization.
+    #[derive(Debug)]
+    struct Names(&'static [&'static str]);
+    impl std::fmt::Display for Names {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "fields {:?}", self.0)
+        }
+    }
+    impl std::error::Error for Names {}
+    impl de::Error for Names {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Names(&[])
+        }
+    }
+    struct Probe;
+    impl<'de> de::Deserializer<'de> for Probe {
+        type Error = Names;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Names> {
+            Err(Names(&[]))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Names> {
+            Err(Names(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    match T::deserialize(Probe) {
+        Err(Names(names)) => names,
+        Ok(_) => &[],
+    }
 }
 
 /// The rows as CSV text (header first).
 pub fn to_csv(rows: &[Row]) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    if rows.is_empty() {
-        let mut out = header().into_bytes();
-        out.push(b'\n');
-        return out;
-    }
+    let mut out = header().into_bytes();
+    out.push(b'\n');
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(out);
     for r in rows {
         w.serialize(r).expect("rows serialise to memory");
     }
@@ -252,24 +278,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), mallard_io::atomic:
     mallard_io::atomic::write_file(path, bytes)
 }
 
-/// Reads a sweep CSV: its header line and its rows.
+/// Reads a sweep CSV: its header line and its rows. Its columns are read in order, so the
+/// header must be this version's (or the one before `warm_ns_per_op`).
 pub fn read_csv(path: &Path) -> Result<(String, Vec<Row>), CsvError> {
     let text = fs::read_to_string(path)
         .map_err(|source| CsvError::Io { path: path.to_path_buf(), source })?;
     let head = text.lines().next().unwrap_or("").trim_end().to_string();
-    let mut rdr = csv::Reader::from_reader(text.as_bytes());
-    let mut rows = Vec::new();
-    for rec in rdr.deserialize::<Row>() {
-        let row = rec.map_err(|e| CsvError::Parse {
+    if head != header() && head != header_without_warm() {
+        return Err(CsvError::Version {
             path: path.to_path_buf(),
-            line: e.position().map(|p| p.line()).unwrap_or(0),
-            msg: match e.kind() {
-                csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
-                _ => e.to_string(),
-            },
-        })?;
-        rows.push(row);
+            expected: header(),
+            found: head,
+        });
     }
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes());
+    let mut head_record = csv::StringRecord::new();
+    let parse = |e: csv::Error| CsvError::Parse {
+        path: path.to_path_buf(),
+        line: e.position().map(|p| p.line()).unwrap_or(0),
+        msg: match e.kind() {
+            csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
+            _ => e.to_string(),
+        },
+    };
+    rdr.read_record(&mut head_record).map_err(parse)?;
+    let rows = rdr
+        .deserialize::<Row>()
+        .collect::<Result<_, _>>()
+        .map_err(parse)?;
     Ok((head, rows))
 }
 
@@ -353,7 +391,7 @@ mod tests {
         r.config = format!("{} #{point}", r.config);
         r.trace = trace.into();
         r.trace_sha256 = "ab".into();
-        r.peak_mapped_bytes = 1 << 20;
+        r.sim.peak_mapped_bytes = 1 << 20;
         r
     }
 
@@ -430,6 +468,29 @@ mod tests {
         fs::write(&b, to_csv(&[m])).unwrap();
         let e = merge(&[a, b]).unwrap_err().to_string();
         assert!(e.contains("mode measure"), "{e}");
+    }
+
+    #[test]
+    fn columns_are_read_in_order_from_this_versions_header_or_the_one_before_warm() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.csv");
+        let rows = vec![row(0, "t"), row(1, "u")];
+        let text = String::from_utf8(to_csv(&rows)).unwrap();
+        // Written before warm_ns_per_op: one column fewer, read with it empty.
+        let old: String = text
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+            .collect();
+        fs::write(&p, &old).unwrap();
+        assert_eq!(read_csv(&p).unwrap().1, rows);
+        // Any other header (here two columns swapped) would misread: refused, named.
+        let swapped = text.replacen("arena_size,pool_size", "pool_size,arena_size", 1);
+        fs::write(&p, swapped).unwrap();
+        let e = read_csv(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("a.csv: not a sweep CSV of this Mallard version"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct SimFigures {
     pub arenas_allocated: u64,
     /// Arenas returned to the OS (`munmap` calls).
     pub arenas_reclaimed: u64,
+    /// `arenas_allocated + arenas_reclaimed`: mmap and munmap calls.
+    pub arena_syscalls: u64,
     /// Operations the arena passed to libc (requests of 0 bytes, above the threshold or
     /// over-aligned, and every realloc or free of such a block).
     pub raw_calls: u64,
@@ -278,6 +280,7 @@ fn replay(
     f.arenas_highwater = end.arenas_highwater as u64;
     f.arenas_allocated = end.arenas_allocated_total as u64;
     f.arenas_reclaimed = end.arenas_reclaimed as u64;
+    f.arena_syscalls = f.arenas_allocated + f.arenas_reclaimed;
     f.raw_calls = raw_calls;
     f.final_mapped_bytes = end.mapped_bytes as u64;
     if let Some((st, requested)) = snapshot {

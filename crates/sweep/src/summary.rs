@@ -78,15 +78,17 @@ impl Figure for Option<f64> {
     }
 }
 
-/// The objective that is the row's column `field` (named once: the CSV column is the field).
+/// The objective that is the row's column `field` (`sim.field`: a simulated one), named once:
+/// the CSV column is the field.
 macro_rules! column {
+    ($name:literal, sim.$field:ident, $unit:ident) => {
+        column!(@ $name, $field, $unit, |r| Figure::figure(&r.sim.$field))
+    };
     ($name:literal, $field:ident, $unit:ident) => {
-        Objective {
-            name: $name,
-            column: stringify!($field),
-            unit: Unit::$unit,
-            get: |r| Figure::figure(&r.$field),
-        }
+        column!(@ $name, $field, $unit, |r| Figure::figure(&r.$field))
+    };
+    (@ $name:literal, $field:ident, $unit:ident, $get:expr) => {
+        Objective { name: $name, column: stringify!($field), unit: Unit::$unit, get: $get }
     };
 }
 
@@ -94,28 +96,29 @@ macro_rules! column {
 pub const SIMULATED: [Objective; 6] = [
     column!(
         "peak memory (arenas + raw blocks)",
-        peak_footprint_bytes,
+        sim.peak_footprint_bytes,
         Bytes
     ),
-    column!("peak arena memory", peak_mapped_bytes, Bytes),
+    column!("peak arena memory", sim.peak_mapped_bytes, Bytes),
     Objective {
         name: "arena overhead at peak live",
         column: "mapped_at_peak_live - small_requested_bytes",
         unit: Unit::Bytes,
         get: |r| {
             let overhead = r
+                .sim
                 .mapped_at_peak_live
-                .saturating_sub(r.small_requested_bytes);
+                .saturating_sub(r.sim.small_requested_bytes);
             Some(overhead as f64)
         },
     },
     column!(
         "internal fragmentation at peak live",
-        internal_fragmentation_bytes,
+        sim.internal_fragmentation_bytes,
         Bytes
     ),
-    column!("mmap + munmap calls", arena_syscalls, Count),
-    column!("calls passed to libc", raw_calls, Count),
+    column!("mmap + munmap calls", sim.arena_syscalls, Count),
+    column!("calls passed to libc", sim.raw_calls, Count),
 ];
 
 /// The objectives only measure mode has.
@@ -394,8 +397,8 @@ mod tests {
         let mut r = Row::new(q, &mallard_arena::Config::default(), &Default::default());
         r.trace = trace.into();
         r.quantum = q;
-        r.peak_footprint_bytes = footprint;
-        r.arena_syscalls = calls;
+        r.sim.peak_footprint_bytes = footprint;
+        r.sim.arena_syscalls = calls;
         r
     }
 
