@@ -366,8 +366,10 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(Progress)) -> Result<RunR
     Ok(results)
 }
 
-/// Files a worker's output into its repetition.
+/// Files a worker's output into its repetition: each pass's latency (cold, warm, per thread)
+/// into that pass's three fields, and what only one pass measures into its own.
 pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
+    let WorkerOutput { latency, latency_warm, per_thread, .. } = o;
     match pass {
         Pass::Throughput => {
             r.throughput = o.throughput;
@@ -376,17 +378,13 @@ pub fn merge(r: &mut Repetition, pass: Pass, o: WorkerOutput) {
             r.threads = o.threads;
         }
         Pass::Batched => {
-            r.batched = o.latency;
-            r.batched_warm = o.latency_warm;
+            (r.batched, r.batched_warm, r.per_thread_batched) = (latency, latency_warm, per_thread);
             r.rss_timeline = o.rss_timeline;
-            r.per_thread_batched = o.per_thread;
             r.arena_occupancy = o.arena_occupancy;
         }
         Pass::Tail => {
-            r.tail = o.latency;
-            r.tail_warm = o.latency_warm;
+            (r.tail, r.tail_warm, r.per_thread_tail) = (latency, latency_warm, per_thread);
             r.timer_floor = o.timer_floor;
-            r.per_thread_tail = o.per_thread;
         }
     }
 }
