@@ -240,6 +240,17 @@ fn unknown_names_and_bad_options_are_usage_errors() {
         &out,
         &["sometimes"],
     );
+    // A slip for a known word is named as such, before the list.
+    assert_bad_input(
+        &["run", p(&t), "--out", p(&out), "--touch", "page"],
+        &out,
+        &["unknown touch policy 'page' (did you mean 'pages'? known: none, first, pages, all)"],
+    );
+    assert_bad_input(
+        &["run", p(&t), "--out", p(&out), "--threads", "serail"],
+        &out,
+        &["did you mean 'serial'?"],
+    );
     assert_bad_input(
         &["run", p(&t), "--out", p(&out), "--arena-preset", "cpython-2.7"],
         &out,

@@ -1,6 +1,7 @@
 //! The words users type and the numbers they read: one parse for every closed set of option
-//! words (a touch policy, a thread mode, a sweep mode, an allocator name), with one message for
-//! a word it does not know, and one thousands separator.
+//! words (a touch policy, a thread mode, a sweep mode, a pass, an allocator name), with one
+//! message for a word it does not know and a "did you mean" for a slip ([`closest`]), and one
+//! thousands separator.
 
 /// A closed set of values named by fixed words. [`parse_word`] turns a word into its value;
 /// [`from_words!`](crate::from_words) gives the type its `FromStr` through it.
@@ -13,16 +14,40 @@ pub trait Words: Sized + Copy + 'static {
     fn word(self) -> &'static str;
 }
 
-/// The value `s` names, or `unknown WHAT 's' (known: a, b, c)`.
+/// The value `s` names, or `unknown WHAT 's' (known: a, b, c)`, with `did you mean 'b'? `
+/// before `known` when `s` is a slip for one of them ([`closest`]).
 pub fn parse_word<T: Words>(s: &str) -> Result<T, String> {
-    T::ALL
+    let found = T::ALL.iter().copied().find(|v| v.word() == s);
+    found.ok_or_else(|| {
+        let known: Vec<_> = T::ALL.iter().map(|v| v.word()).collect();
+        let hint = did_you_mean(s, &known);
+        format!(
+            "unknown {} '{s}' ({hint}known: {})",
+            T::WHAT,
+            known.join(", ")
+        )
+    })
+}
+
+/// `did you mean 'C'? ` for the [`closest`] candidate C, or nothing.
+pub fn did_you_mean(s: &str, candidates: &[&str]) -> String {
+    closest(s, candidates)
+        .map(|c| format!("did you mean '{c}'? "))
+        .unwrap_or_default()
+}
+
+/// The candidate nearest to `s` by edit distance (case-insensitive; two neighbouring letters
+/// swapped count as one edit), if it is near enough to
+/// be a slip: fewer than a quarter of the longer word's letters differ (`jemaloc` is a slip for
+/// jemalloc; `tcmalloc` is another allocator, not a slip for jemalloc).
+pub fn closest<'a>(s: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let s = s.to_ascii_lowercase();
+    candidates
         .iter()
-        .copied()
-        .find(|v| v.word() == s)
-        .ok_or_else(|| {
-            let known: Vec<_> = T::ALL.iter().map(|v| v.word()).collect();
-            format!("unknown {} '{s}' (known: {})", T::WHAT, known.join(", "))
-        })
+        .map(|c| (strsim::osa_distance(&s, &c.to_ascii_lowercase()), *c))
+        .filter(|(d, c)| *d > 0 && *d * 4 < s.len().max(c.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 /// `impl FromStr` through [`parse_word`] for a type that implements [`Words`].
@@ -79,8 +104,8 @@ mod tests {
             Err("unknown side 'up' (known: left, right)".to_string())
         );
         assert_eq!(
-            parse_word::<Side>("Left"),
-            Err("unknown side 'Left' (known: left, right)".into())
+            parse_word::<Side>("rihgt"),
+            Err("unknown side 'rihgt' (did you mean 'right'? known: left, right)".into())
         );
     }
 
@@ -90,5 +115,19 @@ mod tests {
             assert_eq!(thousands(n), s);
         }
         assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn a_slip_is_one_or_two_letters_off_and_a_swap_counts_as_one() {
+        let known = ["faithful", "serial", "jemalloc", "glibc"];
+        assert_eq!(closest("serail", &known), Some("serial"));
+        assert_eq!(closest("jemaloc", &known), Some("jemalloc"));
+        assert_eq!(closest("GLIBC2", &known), Some("glibc"));
+        assert_eq!(
+            closest("glibc", &known),
+            None,
+            "an exact word is not a slip"
+        );
+        assert_eq!(closest("tcmalloc", &known), None);
     }
 }

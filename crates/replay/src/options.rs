@@ -9,6 +9,7 @@
 use crate::backend::AllocatorName;
 use crate::contender::{self, Contender, SpecError};
 use crate::worker::ThreadMode;
+use mallard_io::text::Words as _;
 use std::time::Duration;
 
 /// Longest run the batched pass can time together: the run length is stored in 16 bits.
@@ -150,9 +151,13 @@ impl std::str::FromStr for Threads {
                 .ok()
                 .filter(|&n| (1..=1024).contains(&n))
                 .ok_or_else(|| {
+                    let modes = [ThreadMode::Faithful.word(), ThreadMode::Serial.word()];
+                    let hint = mallard_io::text::closest(s, &modes)
+                        .map(|m| format!("; did you mean '{m}'?"))
+                        .unwrap_or_default();
                     format!(
                         "'{s}' is neither faithful, serial nor a list of thread counts from 1 \
-                         to 1024"
+                         to 1024{hint}"
                     )
                 })?;
             if !counts.contains(&n) {
@@ -189,7 +194,7 @@ mod tests {
 
     #[test]
     fn slips_get_a_suggestion_and_strangers_none() {
-        use crate::contender::closest;
+        use mallard_io::text::closest;
         let known = AllocatorName::ALL.map(|a| a.as_str());
         assert_eq!(closest("jemaloc", &known), Some("jemalloc"));
         assert_eq!(closest("MIMALLOC2", &known), Some("mimalloc"));

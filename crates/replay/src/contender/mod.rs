@@ -272,42 +272,11 @@ pub fn parse_list(specs: &[String], arena: &ArenaConfig) -> Result<Vec<Contender
 fn unknown_base(base: &str) -> String {
     let mut names: Vec<&str> = AllocatorName::ALL.iter().map(|a| a.as_str()).collect();
     names.extend(KNOWN_LIBRARIES.iter().map(|k| k.name));
-    let hint = closest(base, &names)
-        .map(|n| format!("did you mean '{n}'? "))
-        .unwrap_or_default();
+    let hint = mallard_io::text::did_you_mean(base, &names);
     format!(
         "unknown allocator '{base}'; {hint}known: {}, or the path of a library that replaces malloc",
         names.join(", ")
     )
-}
-
-/// The candidate nearest to `s` by edit distance (case-insensitive), if it is near enough to
-/// be a slip: fewer than a quarter of the longer word's letters differ (`jemaloc` is a slip for
-/// jemalloc; `tcmalloc` is another allocator, not a slip for jemalloc).
-pub fn closest<'a>(s: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let s = s.to_ascii_lowercase();
-    candidates
-        .iter()
-        .map(|c| (edit_distance(&s, &c.to_ascii_lowercase()), *c))
-        .filter(|(d, c)| *d > 0 && *d * 4 < s.len().max(c.len()))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance (insertions, deletions, substitutions), over chars.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -385,7 +354,7 @@ mod tests {
     fn unknown_keys_and_values_are_refused_listing_the_known() {
         let e = p("glibc:arena_maks=1").unwrap_err().to_string();
         assert!(
-            e.contains("unknown setting 'arena_maks'") && e.contains("arena_max"),
+            e.contains("unknown setting 'arena_maks' for glibc; did you mean 'arena_max'? known: "),
             "{e}"
         );
         let e = p("jemalloc:tcache=maybe").unwrap_err().to_string();
@@ -444,12 +413,5 @@ mod tests {
         );
         let e = parse_list(&["a=glibc,a=jemalloc".into()], &ArenaConfig::default()).unwrap_err();
         assert!(e.to_string().contains("used twice"));
-    }
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("jemaloc", "jemalloc"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("glibc", "glibc"), 0);
     }
 }

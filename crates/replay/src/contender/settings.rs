@@ -199,8 +199,9 @@ pub(super) fn apply(
             continue;
         }
         let known = |keys: Vec<&str>| -> String {
+            let hint = mallard_io::text::did_you_mean(k, &keys);
             format!(
-                "unknown setting '{k}' for {base}; known: {}, env.NAME",
+                "unknown setting '{k}' for {base}; {hint}known: {}, env.NAME",
                 keys.join(", ")
             )
         };

@@ -65,15 +65,19 @@ impl Pass {
     }
 }
 
-/// One of [`Pass::ALL`] by its name (the gate's `--passes`).
+impl mallard_io::text::Words for Pass {
+    const WHAT: &'static str = "pass";
+    const ALL: &'static [Pass] = &Pass::ALL;
+    fn word(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// One of [`Pass::ALL`] by its name (the gate's `--passes`, spaces around it allowed).
 impl std::str::FromStr for Pass {
     type Err = String;
     fn from_str(s: &str) -> Result<Pass, String> {
-        let s = s.trim();
-        Pass::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown pass '{s}' (known: throughput, batched, tail)"))
+        mallard_io::text::parse_word(s.trim())
     }
 }
 
