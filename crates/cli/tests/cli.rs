@@ -241,16 +241,21 @@ fn unknown_names_and_bad_options_are_usage_errors() {
         &["sometimes"],
     );
     // A slip for a known word is named as such, before the list.
-    assert_bad_input(
-        &["run", p(&t), "--out", p(&out), "--touch", "page"],
-        &out,
-        &["unknown touch policy 'page' (did you mean 'pages'? known: none, first, pages, all)"],
-    );
-    assert_bad_input(
-        &["run", p(&t), "--out", p(&out), "--threads", "serail"],
-        &out,
-        &["did you mean 'serial'?"],
-    );
+    let slips = [
+        (
+            "--touch",
+            "page",
+            "unknown touch policy 'page' (did you mean 'pages'? known: none, first, pages, all)",
+        ),
+        ("--threads", "serail", "did you mean 'serial'?"),
+    ];
+    for (option, slip, said) in slips {
+        assert_bad_input(
+            &["run", p(&t), "--out", p(&out), option, slip],
+            &out,
+            &[said],
+        );
+    }
     assert_bad_input(
         &["run", p(&t), "--out", p(&out), "--arena-preset", "cpython-2.7"],
         &out,
