@@ -168,13 +168,17 @@ impl<V> LiveTable<V> {
     #[cold]
     #[inline(never)]
     fn move_out(&mut self) {
-        for _ in 0..self.window.len() / 2 {
-            if let Some(Some(v)) = self.window.pop_front() {
-                self.far.insert(self.base, v);
-                self.window_live -= 1;
+        let half = self.window.len() / 2;
+        // One pass over the slots that leave (not a pop each), the map grown once for them.
+        let leaving = self.window.range(..half).filter(|v| v.is_some()).count();
+        self.far.reserve(leaving);
+        for (id, v) in (self.base..).zip(self.window.drain(..half)) {
+            if let Some(v) = v {
+                self.far.insert(id, v);
             }
-            self.base += 1;
         }
+        self.window_live -= leaving;
+        self.base += half as u64;
         self.trim_front();
         self.limit = MIN_WINDOW.max(SLOTS_PER_LIVE * self.window_live);
         self.window.shrink_to(self.limit);

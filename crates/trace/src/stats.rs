@@ -15,7 +15,7 @@
 use crate::format::EventCounts;
 use crate::live::LiveTable;
 use crate::model::{Domain, Event, Record};
-use crate::validate::check_live;
+use crate::validate::{check_live, Check};
 use crate::{TraceError, TraceReader};
 use serde::{Serialize, Serializer};
 use std::collections::HashSet;
@@ -112,7 +112,7 @@ impl TraceStats {
     pub fn read(reader: &mut TraceReader) -> Result<TraceStats, TraceError> {
         let mut stats = TraceStats::new();
         match reader.take_validator() {
-            Some(_) => reader.for_each_checked(|rec| stats.add_checked(rec))?,
+            Some(_) => reader.for_each_checked(&mut stats)?,
             // Unchecked, or checking already under way: the reader's own check, if any.
             None => reader.for_each_batch(|recs| {
                 recs.iter().for_each(|rec| stats.add(rec));
@@ -123,8 +123,9 @@ impl TraceStats {
     }
 
     /// The model check of `rec` against the live sizes (the [`crate::Validator`]'s check, with
-    /// its messages), then [`TraceStats::add`]'s counting; on error nothing changes.
-    #[inline]
+    /// its messages), then [`TraceStats::add`]'s counting; on error nothing changes. Inlined into
+    /// the reader's batch loop ([`Check`]).
+    #[inline(always)]
     fn add_checked(&mut self, rec: &Record) -> Result<(), String> {
         let made = match rec.event {
             Event::Alloc { size, .. } | Event::Realloc { size, .. } => Some(size),
@@ -214,6 +215,13 @@ impl TraceStats {
         }
         self.sizes.push(size);
         Some(size)
+    }
+}
+
+impl Check for TraceStats {
+    #[inline(always)]
+    fn check_record(&mut self, rec: &Record) -> Result<(), String> {
+        self.add_checked(rec)
     }
 }
 

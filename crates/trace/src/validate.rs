@@ -65,8 +65,9 @@ impl Validator {
 /// caller keeps there (`()` for the [`Validator`], the size for [`crate::stats::TraceStats`],
 /// which so checks and counts with one table): if the record is valid, applies it (the object
 /// it creates gets `made`) and returns the value of the object it ends, if any. On error the
-/// table is unchanged. The one place the invariants are decided.
-#[inline]
+/// table is unchanged. The one place the invariants are decided. Inlined into the caller's
+/// batch loop (it runs once an event); every message is built out of line.
+#[inline(always)]
 pub(crate) fn check_live<V>(
     live: &mut LiveTable<V>,
     rec: &Record,
@@ -100,24 +101,48 @@ pub(crate) fn check_live<V>(
     }
 }
 
+#[inline(always)]
 fn check_new<V>(live: &LiveTable<V>, id: ObjectId, what: &str) -> Result<(), String> {
     if id == live.next_id() {
         Ok(())
     } else {
-        Err(format!(
-            "{what} {id}, but the next new object must be {} \
-             (ids of new objects count up from 0 by one)",
-            live.next_id()
-        ))
+        Err(not_next(live, id, what))
     }
 }
 
 #[cold]
+#[inline(never)]
+fn not_next<V>(live: &LiveTable<V>, id: ObjectId, what: &str) -> String {
+    format!(
+        "{what} {id}, but the next new object must be {} \
+         (ids of new objects count up from 0 by one)",
+        live.next_id()
+    )
+}
+
+#[cold]
+#[inline(never)]
 fn not_live<V>(live: &LiveTable<V>, id: ObjectId, what: &str) -> String {
     if id < live.next_id() {
         format!("{what} object {id}, which is not live (it was freed before)")
     } else {
         format!("{what} object {id}, which is not live (nothing allocated it before this event)")
+    }
+}
+
+/// The model check of one record, and what the caller does with a valid one: the reader's
+/// [`Validator`], or a consumer that checks the records itself against its own table
+/// ([`crate::stats::TraceStats`]). A trait rather than a closure so that its `#[inline(always)]`
+/// body is inlined into the batch loop (a closure called from two places is a call per record).
+pub(crate) trait Check {
+    /// As [`Validator::check`]: on error nothing changes and the message says what was wrong.
+    fn check_record(&mut self, rec: &Record) -> Result<(), String>;
+}
+
+impl Check for Validator {
+    #[inline(always)]
+    fn check_record(&mut self, rec: &Record) -> Result<(), String> {
+        self.check(rec)
     }
 }
 
@@ -163,11 +188,11 @@ impl TraceReader {
         }
         match self.validator.take() {
             Some(mut v) => {
-                let r = self.binary_batches(Some(|rec: &Record| v.check(rec)), f);
+                let r = self.binary_batches(Some(&mut v), f);
                 self.validator = Some(v);
                 r
             }
-            None => self.binary_batches(None::<fn(&Record) -> Result<(), String>>, f),
+            None => self.binary_batches(None::<&mut Validator>, f),
         }
     }
 
@@ -176,10 +201,7 @@ impl TraceReader {
     /// [`Validator`], which [`TraceReader::take_validator`] must have taken out first. An error
     /// of `check` is reported as the reader's own would be, naming the same place. Stops at the
     /// first error; afterwards the iterator returns `None`.
-    pub(crate) fn for_each_checked(
-        &mut self,
-        mut check: impl FnMut(&Record) -> Result<(), String>,
-    ) -> Result<(), TraceError> {
+    pub(crate) fn for_each_checked(&mut self, check: &mut impl Check) -> Result<(), TraceError> {
         debug_assert!(
             self.validator.is_none(),
             "the reader's own check is taken out"
@@ -188,7 +210,7 @@ impl TraceReader {
             return self.binary_batches(Some(check), |_| Ok::<(), TraceError>(()));
         }
         while let Some(rec) = self.next() {
-            if let Err(msg) = check(&rec?) {
+            if let Err(msg) = check.check_record(&rec?) {
                 self.done = true;
                 return Err(TraceError::invalid(self, msg));
             }
@@ -214,7 +236,7 @@ impl TraceReader {
     #[inline(always)]
     fn binary_batches<E: From<TraceError>>(
         &mut self,
-        mut check: Option<impl FnMut(&Record) -> Result<(), String>>,
+        mut check: Option<&mut impl Check>,
         mut f: impl FnMut(&[Record]) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.done {
@@ -234,7 +256,7 @@ impl TraceReader {
                 Some(check) => recs
                     .iter()
                     .enumerate()
-                    .find_map(|(k, rec)| check(rec).err().map(|msg| (k, msg))),
+                    .find_map(|(k, rec)| check.check_record(rec).err().map(|msg| (k, msg))),
                 None => None,
             };
             let Some((k, msg)) = fault else {
@@ -252,12 +274,19 @@ impl TraceReader {
 }
 
 /// Alignment 0 (the default) or a power of two.
+#[inline]
 pub fn check_align(align: u64) -> Result<(), String> {
-    if align == 0 || align.is_power_of_two() {
+    if align & align.wrapping_sub(1) == 0 {
         Ok(())
     } else {
-        Err(format!("alignment {align} is neither 0 nor a power of two"))
+        Err(bad_align(align))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_align(align: u64) -> String {
+    format!("alignment {align} is neither 0 nor a power of two")
 }
 
 #[cfg(test)]
