@@ -9,7 +9,7 @@
 use crate::backend::AllocatorName;
 use crate::contender::{self, Contender, SpecError};
 use crate::worker::ThreadMode;
-use mallard_io::text::Words as _;
+use mallard_io::text::Words;
 use std::time::Duration;
 
 /// Longest run the batched pass can time together: the run length is stored in 16 bits.
@@ -151,7 +151,10 @@ impl std::str::FromStr for Threads {
                 .ok()
                 .filter(|&n| (1..=1024).contains(&n))
                 .ok_or_else(|| {
-                    let modes = [ThreadMode::Faithful.word(), ThreadMode::Serial.word()];
+                    let modes: Vec<_> = <ThreadMode as Words>::ALL
+                        .iter()
+                        .map(|m| m.word())
+                        .collect();
                     let hint = mallard_io::text::closest(s, &modes)
                         .map(|m| format!("; did you mean '{m}'?"))
                         .unwrap_or_default();
