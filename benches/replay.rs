@@ -3,9 +3,8 @@
 //! - `engine_overhead`: the throughput pass with `--touch none` against a no-op allocator
 //!   (`Noop`: a pointer increment that writes nothing, realloc without copying): what the
 //!   harness itself costs per operation (loop, slot table, dispatch on the kind), on every
-//!   bundled trace (`traces/*.mtr`, `noop-bundled/NAME`; `noop-single/NAME` is the same replay
-//!   dispatching once per operation instead of once per group of six) and on three 200k-event
-//!   generated ones.
+//!   bundled trace (`traces/*.mtr`, `noop-bundled/NAME`) and on three 200k-event generated
+//!   ones.
 //!   Target: at most 2 ns per operation on every bundled trace. Also the `bump` backend (which
 //!   records sizes and copies on realloc) on the generated ones.
 //! - `backends`: the throughput pass of the four real allocators (and bump) on the same small
@@ -116,11 +115,6 @@ fn engine_overhead(c: &mut Criterion) {
         g.throughput(Throughput::Elements(prog.ops.len() as u64));
         g.bench_function(BenchmarkId::new("noop-bundled", name), |b| {
             b.iter_custom(|iters| replay(iters, &prog, Touch::None, || Noop { base, next: 0 }))
-        });
-        // The same loop one operation at a time (one dispatch per operation), for the ratio.
-        let single = prog.clone().one_at_a_time();
-        g.bench_function(BenchmarkId::new("noop-single", name), |b| {
-            b.iter_custom(|iters| replay(iters, &single, Touch::None, || Noop { base, next: 0 }))
         });
     }
     for gen in ["python-objects", "uniform", "fragmentation"] {

@@ -6,13 +6,14 @@
 //! straight loop of direct calls.
 //!
 //! - [`throughput`]: the whole replay under one clock reading at each end; no per-operation
-//!   timer. Touching the memory is part of what it times, as in any real program. It
-//!   dispatches once per group of six operations ([`GROUP`]) on the group's shape (which of
-//!   them are frees, precomputed by the compiler), not once per operation: where frees and
-//!   allocations alternate at random, that is one mispredicted jump per group instead of one
-//!   mispredicted branch every second operation. Within a shape an allocation is a compare on
-//!   malloc and its call (the other kinds behind that compare), and the `pages` touch of a
-//!   block within one page is one store and a compare (further pages out of line).
+//!   timer. Touching the memory is part of what it times, as in any real program. One small
+//!   loop, one operation at a time: a test for a free, else a compare on malloc and its call
+//!   (the other kinds behind that compare), and the `pages` touch of a block within one page
+//!   is one store and a compare (further pages out of line). It once dispatched per group of
+//!   six operations on the group's shape, which halved the mispredictions against a no-op
+//!   backend but made replays against every real allocator 10-25% slower: its 20 KB of code
+//!   competed with the allocator's for the instruction cache and branch predictors
+//!   (docs/BENCHMARKS.md, "Session 10").
 //! - [`batched`]: runs of up to `batch` consecutive operations of the same kind are timed
 //!   together with fenced cycle-counter reads; the empty-bracket floor is subtracted and the
 //!   rest divided by the run length, recorded with the run length as its count. This sees a
@@ -31,7 +32,7 @@
 
 use crate::backend::{Backend, Glibc};
 use crate::measure::{self, read_start, read_stop};
-use crate::program::{Op, OpKind, Program, GROUP, KINDS};
+use crate::program::{Op, OpKind, Program, KINDS};
 use hdrhistogram::Histogram;
 use std::cell::UnsafeCell;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -302,7 +303,7 @@ unsafe fn alloc_touched<B: Backend, const T: u8>(b: &mut B, slots: *mut *mut u8,
 /// if the allocator failed or the request was empty).
 ///
 /// Malloc, by far the most common kind, is tested for first: one compare and a call, where a
-/// `match` on the four kinds compiled to a jump table at every allocation of every shape. The
+/// `match` on the four kinds compiled to a jump table at every allocation. The
 /// other three stay inline, so a backend whose four calls are the same (the engine bench's
 /// no-op) still needs no branch at all.
 ///
@@ -407,99 +408,18 @@ fn throughput_t<B: Backend, const T: u8>(
 ) -> Result<f64, OpFailed> {
     let sp = slots.base();
     let ops = &prog.ops[..];
-    let shapes = &prog.shapes[..];
-    // The grouped dispatch for the touch modes that measure the allocator (`pages`, the default)
-    // or the harness alone (`none`, the engine's own-cost bench). `first` and `all` go one
-    // operation at a time: their touch (one byte, or every byte) is not what a dispatch
-    // misprediction competes with, and 32 inlined shapes for each backend x touch mode are
-    // what the crate's compile time goes to (docs/BENCHMARKS.md, "Build time").
-    let grouped = T == T_NONE || T == T_PAGES;
-    let whole = if grouped && shapes.len() == ops.len() / GROUP {
-        shapes.len() * GROUP
-    } else {
-        0
-    };
     let t0 = std::time::Instant::now();
-    if grouped {
-        for (g, &shape) in ops[..whole].chunks_exact(GROUP).zip(shapes) {
-            // SAFETY: see `call` and `touch_op`; the program and slot table belong together,
-            // and `shape` is this group's (Compiler::finish made both from the same operations).
-            if let Some(j) = unsafe { group::<B, T>(b, sp, g, shape) } {
-                return Err(failed(ops, &g[j]));
-            }
-        }
-    }
-    for op in &ops[whole..] {
-        // SAFETY: as above.
+    for op in ops {
+        // SAFETY: see `call` and `touch_alloc`; the program and slot table belong together.
         unsafe {
-            if !call(b, sp, op) {
+            if op.kind == OpKind::Free {
+                free_op(b, sp, op);
+            } else if !alloc_touched::<B, T>(b, sp, op) {
                 return Err(failed(ops, op));
             }
-            touch_op::<T>(sp, op);
         }
     }
     Ok(t0.elapsed().as_nanos() as f64)
-}
-
-/// Replays [`GROUP`] operations with one dispatch on their shape (which of them are frees,
-/// precomputed by the compiler): where frees and allocations alternate at random, a branch on
-/// each operation's kind is mispredicted about every second operation; one 64-way jump per
-/// group of six is mispredicted at most once per group (63 times in 64 at random: 0.16 an
-/// operation, against 0.19 for 32-way jumps per group of five). Inside a shape, which
-/// allocation function an allocation calls is a branch that stays predictable (mostly malloc). Returns the index in `g` of an operation the allocator
-/// failed.
-///
-/// # Safety
-/// As [`call`], for every operation of `g`; `shape` is the shape of `g`.
-#[inline(always)]
-unsafe fn group<B: Backend, const T: u8>(
-    b: &mut B,
-    sp: *mut *mut u8,
-    g: &[Op],
-    shape: u8,
-) -> Option<usize> {
-    let g: &[Op; GROUP] = g.try_into().expect("a whole group");
-    macro_rules! shapes {
-        ($($m:literal)*) => {{
-            // Every shape of GROUP bits has its arm (so that the catch-all below is unreachable).
-            const _: () = assert!([$($m),*].len() == 1 << GROUP);
-            match shape {
-                // SAFETY: the caller's contract.
-                $($m => unsafe { shaped::<B, T, $m>(b, sp, g) },)*
-                // SAFETY: a shape has GROUP bits, and each value has its arm above.
-                _ => unsafe { std::hint::unreachable_unchecked() },
-            }
-        }};
-    }
-    shapes!(
-        0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
-        32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
-        62 63
-    )
-}
-
-/// One group of known shape `M` (bit j set: operation j is a free).
-///
-/// # Safety
-/// As [`call`], for every operation of `g`; `M` is the shape of `g`.
-#[inline(always)]
-unsafe fn shaped<B: Backend, const T: u8, const M: u8>(
-    b: &mut B,
-    sp: *mut *mut u8,
-    g: &[Op; GROUP],
-) -> Option<usize> {
-    for (j, op) in g.iter().enumerate() {
-        // SAFETY: the caller's contract.
-        unsafe {
-            debug_assert_eq!(M & (1 << j) != 0, op.kind == OpKind::Free);
-            if M & (1 << j) != 0 {
-                free_op(b, sp, op);
-            } else if !alloc_touched::<B, T>(b, sp, op) {
-                return Some(j);
-            }
-        }
-    }
-    None
 }
 
 #[cold]
@@ -749,19 +669,17 @@ mod tests {
         c.finish()
     }
 
-    /// The throughput pass's groups and its remainder: every length around a whole number of
-    /// groups, with and without the compiler's shapes, frees what it allocated exactly once.
+    /// The throughput pass at every short length and a long one frees what it allocated
+    /// exactly once, and hands every block back to the backend.
     #[test]
-    fn throughput_replays_whole_groups_and_the_remainder() {
+    fn throughput_replays_every_operation_once() {
         // Allocates tens of MB: not while another test reads RSS.
         let _g = crate::measure::tests::rss_lock();
-        let full = program();
-        let g = GROUP;
-        for n in [0, 1, g - 1, g, g + 1, 2 * g - 1, 2 * g, 2 * g + 1, 1000 * g + 3, 9999] {
+        for n in [0u64, 1, 2, 5, 6, 7, 13, 6003, 9999] {
             let mut c = Compiler::new();
             let mut live = std::collections::HashSet::new();
             let mut next = 0u64;
-            for i in 0..n as u64 {
+            for i in 0..n {
                 if i % 3 != 0 && !live.is_empty() {
                     let id = *live.iter().next().unwrap();
                     live.remove(&id);
@@ -778,25 +696,15 @@ mod tests {
                     next += 1;
                 }
             }
-            let mut prog = c.finish();
-            assert_eq!(prog.shapes.len(), n / GROUP);
-            for (g, &shape) in prog.ops.chunks_exact(GROUP).zip(&prog.shapes) {
-                for (j, op) in g.iter().enumerate() {
-                    assert_eq!(shape & (1 << j) != 0, op.kind == OpKind::Free);
-                }
-            }
-            for with_shapes in [true, false] {
-                if !with_shapes {
-                    prog.shapes.clear();
-                }
+            let prog = c.finish();
+            for touch in [Touch::None, Touch::First, Touch::Pages, Touch::All] {
                 let mut b = Counting::default();
                 let mut slots = Slots::new(prog.slots);
-                throughput(&mut b, &prog, &mut slots, Touch::First).unwrap();
+                throughput(&mut b, &prog, &mut slots, touch).unwrap();
                 assert_eq!(slots.free_all(&mut b), prog.final_live_objects);
                 assert_eq!((b.allocs, b.frees), (next, next), "{n} ops");
             }
         }
-        assert_eq!(full.shapes.len(), full.ops.len() / GROUP);
     }
 
     struct NoSample(u64);

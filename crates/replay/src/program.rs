@@ -92,31 +92,10 @@ pub struct Program {
     pub op_thread: Vec<u32>,
     /// Number of threads (highest thread index + 1).
     pub threads: u32,
-    /// The shape of each whole group of [`GROUP`] operations, for the throughput pass's one
-    /// dispatch per group (engine.rs): bit j set when operation j of the group is a free.
-    /// Made by [`Compiler::finish`] from `ops`; empty for a program built otherwise, which the
-    /// throughput pass then replays one operation at a time.
-    pub(crate) shapes: Vec<u8>,
 }
 
-/// Operations per dispatch of the throughput pass (engine.rs). Measured on the bundled traces
-/// against a no-op backend (docs/BENCHMARKS.md section 1): groups of 5 cut the cost where frees
-/// and allocations alternate at random from 3.8 ns an operation to 2.0, and are faster than
-/// one at a time where the kinds are predictable too. Six (64 shapes) since session 8: with the
-/// allocation sites made smaller (engine.rs `alloc_in`, `touch_block`) the code of 64 shapes is
-/// affordable, and it cuts the mispredicted jumps at random from 0.19 an operation to 0.16.
-/// `engine::group` has one arm per shape: changing this changes that list (a compile-time
-/// check says so).
-pub const GROUP: usize = 6;
 
 impl Program {
-    /// This program without its groups' shapes, so that the throughput pass replays it one
-    /// operation at a time: the replay bench's comparison (`engine_overhead/noop-single`).
-    pub fn one_at_a_time(mut self) -> Program {
-        self.shapes = Vec::new();
-        self
-    }
-
     /// Calls `f(i, live)` after each operation `i` with the bytes then requested and live: the
     /// one walk behind [`Program::live_bytes_at`] and the simulated sweep's peak of live bytes.
     pub fn for_each_live_bytes(&self, mut f: impl FnMut(usize, u64)) {
@@ -141,17 +120,6 @@ impl Program {
             f(i, live);
         }
     }
-}
-
-/// The shapes of `ops`' whole groups (see [`Program::shapes`]).
-fn shapes(ops: &[Op]) -> Vec<u8> {
-    ops.chunks_exact(GROUP)
-        .map(|g| {
-            g.iter()
-                .enumerate()
-                .fold(0, |m, (j, op)| m | ((op.kind == OpKind::Free) as u8) << j)
-        })
-        .collect()
 }
 
 /// Builds a [`Program`] event by event; used by [`compile`] and by tests.
@@ -338,7 +306,6 @@ impl Compiler {
             }
             self.prog.system_ops = self.prog.ops.len() as u64 - self.python_ops;
         }
-        self.prog.shapes = shapes(&self.prog.ops);
         self.prog.threads = self.prog.threads.max(1);
         self.prog
     }
